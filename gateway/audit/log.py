@@ -1,0 +1,141 @@
+"""Durable audit writes with group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from typing import Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.audit.entry import AuditEntry
+from gateway.errors import StoreUnavailable
+from gateway.storage.schema import audit_entries
+
+__all__ = ["AuditLog", "GroupCommitAuditLog"]
+
+log = logging.getLogger(__name__)
+
+
+class AuditLog(Protocol):
+    """Where the request path writes its entries."""
+
+    async def append(self, entry: AuditEntry) -> int:
+        """Make ``entry`` durable and return its index in the log.
+
+        Raises :class:`~gateway.errors.StoreUnavailable` if it could not be made durable; the
+        caller must then release nothing.
+        """
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the store answers."""
+        ...
+
+
+_Waiter = tuple[AuditEntry, "asyncio.Future[int]", asyncio.AbstractEventLoop]
+_STOP = object()
+
+
+def _settle(fut: asyncio.Future[int], result: int | BaseException) -> None:
+    if fut.done():  # the request gave up waiting (timeout) — nothing to tell it
+        return
+    if isinstance(result, BaseException):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)
+
+
+class GroupCommitAuditLog:
+    """Appends entries through one writer thread that commits them in batches.
+
+    A request puts its entry on a queue and awaits a future. The writer takes whatever has
+    queued up (at most ``max_batch``), inserts it in one transaction, and only after the
+    commit returns does it resolve each future with the entry's index. While one batch
+    commits, the next one fills, so the cost of a commit is shared by the requests waiting.
+    """
+
+    def __init__(self, *, engine: sa.Engine, max_batch: int = 512, timeout: float = 5.0) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._timeout = timeout
+        self._queue: queue.SimpleQueue[_Waiter | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.batches_committed = 0
+
+    def start(self) -> None:
+        """Start the writer thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is queued, then stop the writer thread."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=self._timeout * 2)
+            self._thread = None
+
+    async def append(self, entry: AuditEntry) -> int:
+        if self._thread is None:
+            raise StoreUnavailable("audit log")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        self._queue.put((entry, fut, loop))
+        try:
+            return await asyncio.wait_for(fut, self._timeout)
+        except TimeoutError:
+            raise StoreUnavailable("audit log") from None
+
+    async def ping(self) -> bool:
+        def _ping() -> bool:
+            try:
+                with self._engine.connect() as conn:
+                    conn.execute(sa.text("SELECT 1"))
+                return True
+            except SQLAlchemyError:
+                return False
+
+        return await asyncio.to_thread(_ping)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch: list[_Waiter] = [first]  # type: ignore[list-item]
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stopping = True
+                    break
+                batch.append(nxt)  # type: ignore[arg-type]
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Waiter]) -> None:
+        results: list[int | BaseException]
+        try:
+            with self._engine.begin() as conn:
+                rows = conn.execute(
+                    sa.insert(audit_entries).returning(
+                        audit_entries.c.idx, sort_by_parameter_order=True
+                    ),
+                    [entry.as_row() for entry, _, _ in batch],
+                ).all()
+            results = [int(r[0]) for r in rows]
+            self.batches_committed += 1
+        except SQLAlchemyError as exc:
+            log.error("audit batch of %d could not be written: %s", len(batch), exc)
+            results = [StoreUnavailable("audit log") for _ in batch]
+        for (_, fut, loop), result in zip(batch, results, strict=True):
+            try:
+                loop.call_soon_threadsafe(_settle, fut, result)
+            except RuntimeError:  # the loop closed while we wrote (shutdown)
+                pass

@@ -1,0 +1,68 @@
+"""``gateway init``: everything a first run needs, created only when missing.
+
+Keys (gateway signing key, audit HMAC secret, demo department keys), the database schema
+(Alembic), the registry of departments and keys, and the demo providers' source databases.
+Running it again changes nothing that exists; it is safe to run before every start.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway import keystore
+from gateway.core.policy import load_policy_set
+from gateway.demo.sources import build_demo_sources
+from gateway.settings import Settings
+from gateway.storage import migrations
+from gateway.storage.database import create_database_engine
+from gateway.storage.registry import sync_registry
+
+__all__ = ["DEMO_KEY_ALGORITHMS", "InitReport", "initialise"]
+
+#: The demo departments sign with a mix of both allowed algorithms.
+DEMO_KEY_ALGORITHMS = {"police": "EdDSA", "hrss": "EdDSA", "civil-affairs": "EdDSA"}
+
+
+@dataclass
+class InitReport:
+    """What ``initialise`` found and did."""
+
+    database_url: str
+    policy_version: str
+    keys_registered: int = 0
+    sources_written: list[Path] = field(default_factory=list)
+
+
+def initialise(settings: Settings, *, demo: bool = True) -> InitReport:
+    """Create what is missing: keys, schema, registry and (with ``demo``) demo sources."""
+    keys_dir = Path(settings.keys_dir)
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    policy = load_policy_set(Path(settings.policies_dir))
+    keystore.ensure_gateway_key(keys_dir)
+    if not settings.audit_hmac_key:
+        keystore.ensure_audit_hmac_key(keys_dir)
+    if demo:
+        for dep_id in policy.departments:
+            keystore.ensure_department_key(
+                keys_dir, dep_id, alg=DEMO_KEY_ALGORITHMS.get(dep_id, "ES256")
+            )
+    engine = create_database_engine(
+        settings.effective_database_url, busy_timeout_ms=settings.db_busy_timeout_ms
+    )
+    try:
+        migrations.upgrade(engine)
+        added = sync_registry(
+            engine,
+            department_list=policy.departments.values(),
+            public_jwks=keystore.department_public_jwks(keys_dir),
+            now=dt.datetime.now(dt.UTC),
+        )
+    finally:
+        engine.dispose()
+    report = InitReport(settings.effective_database_url, policy.version, keys_registered=added)
+    if demo:
+        report.sources_written = build_demo_sources(data_dir / "sources")
+    return report

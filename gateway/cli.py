@@ -1,0 +1,149 @@
+"""The ``gateway`` command: serve, init, lookup, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gateway.errors import ConfigurationError, Error
+from gateway.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(overrides=overrides)
+    except ConfigurationError as exc:
+        click.echo("The gateway's settings are not usable:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="yiwang-gateway")
+def main() -> None:
+    """Yiwang Gateway: signed, policy-bound, audited lookups between departments."""
+
+
+@main.command()
+@click.option("--demo/--no-demo", default=True, show_default=True,
+              help="Create demo department keys and the demo providers' source databases.")
+def init(demo: bool) -> None:
+    """Create keys, database schema and registry where missing (safe to repeat)."""
+    from gateway.bootstrap import initialise
+
+    settings = _settings()
+    try:
+        report = initialise(settings, demo=demo)
+    except Error as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"database: {report.database_url}")
+    click.echo(f"policy version: {report.policy_version}")
+    click.echo(f"keys registered now: {report.keys_registered}")
+    for path in report.sources_written:
+        click.echo(f"demo source written: {path}")
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind [GATEWAY_HOST, 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [GATEWAY_PORT, 8080].")
+@click.option("--workers", type=int, default=None, help="Worker processes [GATEWAY_WORKERS, 1].")
+@click.option("--init/--no-init", "run_init", default=True, show_default=True,
+              help="Run `gateway init` first (creates only what is missing).")
+def serve(host: str | None, port: int | None, workers: int | None, run_init: bool) -> None:
+    """Start the gateway."""
+    import uvicorn
+
+    settings = _settings(host=host, port=port, workers=workers)
+    if run_init:
+        from gateway.bootstrap import initialise
+
+        try:
+            initialise(settings, demo=True)
+        except Error as exc:
+            raise click.ClickException(str(exc)) from None
+    # Worker processes read settings from the environment: hand the flags down that way.
+    for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
+        if value is not None:
+            os.environ[f"GATEWAY_{name}"] = str(value)
+    click.echo(
+        f"Yiwang Gateway on http://{settings.host}:{settings.port}  "
+        f"(API docs: /docs, JWKS: /.well-known/jwks.json; "
+        f"{'embedded: SQLite + in-process caches' if settings.embedded else 'server setup'})"
+    )
+    uvicorn.run(
+        "gateway.http.app:create_app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+def _parse_subject(_: click.Context, __: click.Parameter, value: str) -> tuple[str, str]:
+    kind, sep, ident = value.partition(":")
+    if not sep or kind not in ("uscc", "resident-id"):
+        raise click.BadParameter("use uscc:<code> or resident-id:<number>")
+    return kind, ident
+
+
+@main.command()
+@click.option("--as", "department", required=True, help="Consumer department id (signs).")
+@click.option("--resource", required=True, help="Catalogued resource id.")
+@click.option("--subject", required=True, callback=_parse_subject,
+              help="uscc:<code> or resident-id:<number>.")
+@click.option("--fields", required=True, help="Comma-separated field names.")
+@click.option("--item", required=True, help="Service item code (事项编码).")
+@click.option("--case", "case", required=True, help="Case number (办件编号).")
+@click.option("--reason", required=True, help="Reason for use (用证事由).")
+@click.option("--operator", required=True, help="The clerk's id.")
+@click.option("--url", default=None, help="Gateway base URL [http://HOST:PORT from settings].")
+def lookup(department: str, resource: str, subject: tuple[str, str], fields: str, item: str,
+           case: str, reason: str, operator: str, url: str | None) -> None:
+    """Send one signed lookup as DEPARTMENT (key from keys/) and print the verified answer."""
+    from gateway.client import GatewayClient, GatewayProblem
+
+    settings = _settings()
+    base_url = url or f"http://{settings.host}:{settings.port}"
+    key_path = Path(settings.keys_dir) / "departments" / f"{department}.private.jwk.json"
+    try:
+        with GatewayClient.from_key_file(base_url=base_url, department=department,
+                                         key_path=key_path, audience=settings.gateway_id) as c:
+            answer = c.lookup(resource=resource, subject=subject,
+                              fields=[f.strip() for f in fields.split(",") if f.strip()],
+                              item=item, case=case, reason=reason, operator=operator)
+    except GatewayProblem as exc:
+        click.echo(json.dumps(exc.problem, ensure_ascii=False, indent=2), err=True)
+        sys.exit(1)
+    except Error as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(answer.claims, ensure_ascii=False, indent=2))
+
+
+@main.command()
+@click.option("--url", default=None, help="Gateway base URL [http://HOST:PORT from settings].")
+def demo(url: str | None) -> None:
+    """Walk through four lookups against a running gateway: allowed, three refusals."""
+    from gateway.demo.walkthrough import run_walkthrough
+
+    settings = _settings()
+    base_url = url or f"http://{settings.host}:{settings.port}"
+    try:
+        surprises = run_walkthrough(base_url=base_url, keys_dir=Path(settings.keys_dir),
+                                    audience=settings.gateway_id, echo=click.echo)
+    except Error as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach the gateway at {base_url}: {exc}") from None
+    sys.exit(1 if surprises else 0)

@@ -1,0 +1,174 @@
+"""Strict verification of the signed request tokens that departments send.
+
+Every rule of DESIGN.md's security section is one explicit step here, and every failure is a
+:class:`~gateway.errors.TokenRejected` whose ``reason`` goes to the audit log only. Time is
+passed in (``now``) rather than read from the clock, so tests can pin it and replay windows
+are computed from the same instant the checks used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from gateway.core.keyring import ALLOWED_ALGORITHMS, KeyId, KeyRing, KeyStatus
+from gateway.errors import TokenRejected
+
+__all__ = [
+    "LOOKUP_REQUEST_TYP",
+    "LOOKUP_RESULT_TYP",
+    "RequestTokenVerifier",
+    "VerifiedToken",
+]
+
+#: ``typ`` header of a department's lookup request token.
+LOOKUP_REQUEST_TYP = "yiwang-lookup+jwt"
+#: ``typ`` header of the gateway's signed lookup answer.
+LOOKUP_RESULT_TYP = "yiwang-lookup-result+jwt"
+
+# Header members we understand. Anything else — above all the key-bearing ``jwk``, ``jku``,
+# ``x5u``, ``x5c`` and the must-understand ``crit`` — makes the token unacceptable: we never
+# follow a key or URL that the token carries, and we cannot honour extensions we do not know.
+_ALLOWED_HEADER_MEMBERS = frozenset({"alg", "kid", "typ"})
+_MAX_JTI_LENGTH = 128
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """A request token whose signature, header and registered claims all passed."""
+
+    department: str
+    kid: KeyId
+    claims: dict[str, Any]
+    jti: str
+    expires_at: float
+    sha256: str
+
+
+def _number(claims: dict[str, Any], name: str) -> float:
+    value = claims.get(name)
+    # bool is an int in Python; a JSON true is not a time.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TokenRejected(f"claim-{name}-not-numeric")
+    return float(value)
+
+
+class RequestTokenVerifier:
+    """Verifies department request tokens against the key ring.
+
+    ``audience`` is this gateway's id; ``max_lifetime`` caps ``exp - iat``; ``leeway`` is the
+    clock skew tolerated on ``exp``/``iat``/``nbf``; ``max_bytes`` caps the compact token.
+    """
+
+    def __init__(
+        self,
+        *,
+        keyring: KeyRing,
+        audience: str,
+        max_lifetime: int = 300,
+        leeway: int = 30,
+        max_bytes: int = 8192,
+    ) -> None:
+        self._keyring = keyring
+        self._audience = audience
+        self._max_lifetime = max_lifetime
+        self._leeway = leeway
+        self._max_bytes = max_bytes
+        self.replay_window = max_lifetime + 2 * leeway
+
+    @property
+    def leeway(self) -> int:
+        return self._leeway
+
+    def verify(self, token: bytes, *, typ: str, now: float) -> VerifiedToken:
+        """Verify ``token`` (compact JWS bytes) as a request of type ``typ`` at time ``now``."""
+        if len(token) > self._max_bytes:
+            raise TokenRejected("token-too-large")
+        try:
+            text = token.decode("ascii").strip()
+            header = jwt.get_unverified_header(text)
+        except (UnicodeDecodeError, jwt.DecodeError):
+            raise TokenRejected("malformed") from None
+
+        extra = set(header) - _ALLOWED_HEADER_MEMBERS
+        if extra:
+            raise TokenRejected(f"header-not-allowed:{','.join(sorted(extra))}")
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGORITHMS:  # also refuses "none" in every spelling and HS*
+            raise TokenRejected("alg-not-allowed")
+        if header.get("typ") != typ:
+            raise TokenRejected("wrong-typ")
+        kid = header.get("kid")
+        key = self._keyring.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise TokenRejected("unknown-kid")
+        if key.status is not KeyStatus.ACTIVE:
+            raise TokenRejected(f"key-{key.status}", claimed_issuer=key.department)
+        if alg != key.alg:
+            raise TokenRejected("alg-not-allowed-for-key", claimed_issuer=key.department)
+
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                text,
+                key=key.public_key,
+                # Only the algorithm registered with this key: never trust the header's choice.
+                algorithms=[key.alg],
+                # The token must be meant for this gateway...
+                audience=self._audience,
+                # ...and issued by the department that owns the key that signed it.
+                issuer=key.department,
+                options={
+                    "verify_signature": True,
+                    "verify_aud": True,
+                    "verify_iss": True,
+                    # Time claims are checked below against the caller's ``now``.
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_sub": False,
+                    "verify_jti": False,
+                    "require": ["iss", "aud", "iat", "exp", "jti"],
+                },
+            )
+        except jwt.InvalidSignatureError:
+            raise TokenRejected("bad-signature", claimed_issuer=key.department) from None
+        except jwt.InvalidAudienceError:
+            raise TokenRejected("wrong-aud", claimed_issuer=key.department) from None
+        except jwt.InvalidIssuerError:
+            raise TokenRejected("iss-not-key-owner", claimed_issuer=key.department) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenRejected(f"missing-{exc.claim}", claimed_issuer=key.department) from None
+        except jwt.InvalidTokenError:
+            raise TokenRejected("invalid", claimed_issuer=key.department) from None
+
+        try:
+            exp = _number(claims, "exp")
+            iat = _number(claims, "iat")
+            if now > exp + self._leeway:
+                raise TokenRejected("expired")
+            if iat > now + self._leeway:
+                raise TokenRejected("issued-in-future")
+            if "nbf" in claims and _number(claims, "nbf") > now + self._leeway:
+                raise TokenRejected("not-yet-valid")
+            if exp <= iat:
+                raise TokenRejected("exp-before-iat")
+            if exp - iat > self._max_lifetime:
+                raise TokenRejected("lifetime-too-long")
+            jti = claims["jti"]
+            if not isinstance(jti, str) or not 0 < len(jti) <= _MAX_JTI_LENGTH:
+                raise TokenRejected("bad-jti")
+        except TokenRejected as exc:
+            exc.claimed_issuer = key.department
+            raise
+
+        return VerifiedToken(
+            department=key.department,
+            kid=key.kid,
+            claims=claims,
+            jti=jti,
+            expires_at=exp,
+            sha256=hashlib.sha256(token.strip()).hexdigest(),
+        )

@@ -1,0 +1,2 @@
+"""The demo district: synthetic people and companies in the providers' own databases, and the
+walkthrough that ``gateway demo`` runs against a live gateway."""

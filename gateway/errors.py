@@ -1,0 +1,121 @@
+"""The gateway's exceptions: one root, :class:`Error`, and one subclass per kind of refusal.
+
+The HTTP layer maps each class to its RFC 9457 problem (see ``gateway.http.problems``); the
+domain never speaks HTTP. Messages here are safe to show to the caller unless a class says
+otherwise (token failures keep their precise reason for the audit log only).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "Error",
+    "InvalidIdentifier",
+    "InvalidInput",
+    "PayloadTooLarge",
+    "PolicyDenied",
+    "PolicySetInvalid",
+    "RateLimited",
+    "RecordNotFound",
+    "Replayed",
+    "StoreUnavailable",
+    "TokenRejected",
+    "UnsupportedMediaType",
+]
+
+
+class Error(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+    #: Index of the audit entry that recorded this refusal, once it has been audited.
+    audit_index: int | None = None
+
+
+class ConfigurationError(Error):
+    """Settings, keys or files are unusable; ``problems`` lists each one in words."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class PolicySetInvalid(ConfigurationError):
+    """A policy set failed validation; the set in force (if any) stays in force."""
+
+
+class InvalidInput(Error):
+    """The request is well-signed but malformed: ``field`` names where, ``reason`` says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+    def under(self, prefix: str) -> InvalidInput:
+        """The same error with its field located under ``prefix`` (e.g. ``query.subject``)."""
+        return type(self)(f"{prefix}.{self.field}" if prefix else self.field, self.reason)
+
+
+class InvalidIdentifier(InvalidInput):
+    """An identifier is malformed or its check character is wrong."""
+
+
+class UnsupportedMediaType(Error):
+    """The body is not of the media type the endpoint takes."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(f"expected Content-Type {expected}")
+        self.expected = expected
+
+
+class PayloadTooLarge(Error):
+    """The request body exceeds the configured cap."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body exceeds {limit} bytes")
+        self.limit = limit
+
+
+class TokenRejected(Error):
+    """A request token failed a check. ``reason`` is for the audit log, never for the caller.
+
+    Callers all see one opaque 401 so that probing cannot tell which check failed.
+    """
+
+    def __init__(self, reason: str, *, claimed_issuer: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.claimed_issuer = claimed_issuer
+
+
+class Replayed(Error):
+    """The token's ``jti`` was used before and has not yet expired."""
+
+
+class PolicyDenied(Error):
+    """The sharing policy refuses the request; ``reason_code`` says which rule."""
+
+    def __init__(self, reason_code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason_code = reason_code
+        self.detail = detail
+
+
+class RecordNotFound(Error):
+    """The grant allows the lookup but the provider holds no record for the subject."""
+
+
+class RateLimited(Error):
+    """The department's request budget for the current window is spent."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(Error):
+    """A store the request needs (audit log, replay cache, source) cannot be reached."""
+
+    def __init__(self, store: str) -> None:
+        super().__init__(f"{store} unavailable")
+        self.store = store

@@ -1,0 +1,1 @@
+"""The thin HTTP layer: an app factory, route handlers and problem details."""

@@ -1,0 +1,65 @@
+"""The app factory: one Litestar app, configured by one plugin."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.plugins import InitPluginProtocol
+
+from gateway import __version__
+from gateway.http import routes
+from gateway.http.problems import exception_handlers
+from gateway.runtime import GatewayRuntime
+from gateway.settings import Settings, load_settings
+
+__all__ = ["GatewayPlugin", "create_app", "create_app_from_environment"]
+
+
+class GatewayPlugin(InitPluginProtocol):
+    """Wires the gateway into a Litestar app: routes, problem details, runtime lifecycle."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        settings = self._settings
+
+        @asynccontextmanager
+        async def lifespan(app: Litestar) -> AsyncIterator[None]:
+            runtime = GatewayRuntime.open(settings)
+            app.state.runtime = runtime
+            try:
+                yield
+            finally:
+                await runtime.close()
+
+        app_config.route_handlers.extend(
+            [routes.lookup, routes.jwks, routes.healthz, routes.readyz]
+        )
+        app_config.exception_handlers.update(exception_handlers)
+        app_config.lifespan.append(lifespan)
+        app_config.openapi_config = OpenAPIConfig(
+            title="Yiwang Gateway",
+            version=__version__,
+            description="Signed, policy-bound, audited lookups between departments.",
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin()],
+        )
+        return app_config
+
+
+def create_app(settings: Settings) -> Litestar:
+    """A gateway app for ``settings``."""
+    logging.basicConfig(level=settings.log_level.upper())
+    return Litestar(plugins=[GatewayPlugin(settings)], debug=False)
+
+
+def create_app_from_environment() -> Litestar:
+    """Factory for uvicorn workers: settings from ``GATEWAY_*`` variables."""
+    return create_app(load_settings())

@@ -1,0 +1,90 @@
+"""Route handlers. Each one reads its input, calls one service method, and shapes the reply."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.datastructures import State
+
+from gateway.errors import PayloadTooLarge, UnsupportedMediaType
+from gateway.http.problems import problem_response
+from gateway.runtime import GatewayRuntime
+
+__all__ = ["healthz", "jwks", "lookup", "readyz"]
+
+JWT_MEDIA_TYPE = "application/jwt"
+
+
+def _runtime(state: State) -> GatewayRuntime:
+    runtime: GatewayRuntime = state.runtime
+    return runtime
+
+
+async def _read_capped(request: Request[Any, Any, Any], limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@post(
+    "/v1/lookups",
+    summary="Signed lookup of a shared record",
+    description=(
+        "Body: a compact JWS (`application/jwt`) signed by the consumer department. "
+        "Answer: a JWT signed by the gateway (`application/jwt`), or RFC 9457 problem details."
+    ),
+    status_code=200,
+    media_type=JWT_MEDIA_TYPE,
+    tags=["lookups"],
+)
+async def lookup(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    received_at = time.time()
+    runtime = _runtime(state)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != JWT_MEDIA_TYPE:
+        raise UnsupportedMediaType(JWT_MEDIA_TYPE)
+    body = await _read_capped(request, runtime.settings.body_max_bytes)
+    answer = await runtime.lookups.lookup(body, now=received_at)
+    return Response(
+        content=answer.token.encode(),
+        media_type=JWT_MEDIA_TYPE,
+        headers={"Audit-Index": str(answer.audit_index), "Cache-Control": "no-store"},
+    )
+
+
+@get("/.well-known/jwks.json", summary="The gateway's public signing keys", tags=["keys"],
+     cache_control=None)
+async def jwks(state: State) -> dict[str, Any]:
+    return _runtime(state).signer.jwks()
+
+
+@get("/healthz", summary="Liveness: the process answers", tags=["health"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", summary="Readiness: database, cache and keys", tags=["health"])
+async def readyz(state: State) -> Response[Any]:
+    runtime = _runtime(state)
+    checks = {
+        "database": await runtime.audit.ping(),
+        "cache": await runtime.guard.ping(),
+        "keys": len(runtime.keyring) > 0,
+    }
+    if all(checks.values()):
+        return Response(
+            {"status": "ready", "checks": checks,
+             "policy_version": runtime.policy.current.version}
+        )
+    failing = ", ".join(name for name, ok in checks.items() if not ok)
+    return problem_response(503, "not-ready", "Not ready", f"failing: {failing}", checks=checks)

@@ -1,0 +1,127 @@
+"""The key store of the embedded setup: files under ``keys/``.
+
+Private keys are created on first run with owner-only permissions and never committed
+(``.gitignore`` keeps them out). Layout::
+
+    keys/gateway/signing.private.pem          the gateway's ES256 signing key
+    keys/audit-hmac.key                        secret for keyed subject hashes in the audit log
+    keys/departments/<id>.private.jwk.json     a demo department's private key (its side)
+    keys/departments/<id>.public.jwk.json      the same key's public half (registered with us)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+
+from gateway.core.keyring import PrivateKey, jwk_thumbprint, public_jwk
+from gateway.errors import ConfigurationError
+
+__all__ = [
+    "department_private_jwk",
+    "department_public_jwks",
+    "ensure_audit_hmac_key",
+    "ensure_department_key",
+    "ensure_gateway_key",
+    "load_private_jwk",
+]
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def ensure_gateway_key(keys_dir: Path) -> ec.EllipticCurvePrivateKey:
+    """Load the gateway's signing key, creating it on first run."""
+    path = keys_dir / "gateway" / "signing.private.pem"
+    if not path.exists():
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        _write_secret(path, pem)
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+        raise ConfigurationError([f"{path}: not an EC private key"])
+    return loaded
+
+
+def ensure_audit_hmac_key(keys_dir: Path) -> bytes:
+    """Load the audit subject-hashing secret, creating it on first run."""
+    path = keys_dir / "audit-hmac.key"
+    if not path.exists():
+        _write_secret(path, secrets.token_hex(32).encode())
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        raise ConfigurationError([f"{path}: must hold hexadecimal"]) from None
+    if len(key) < 32:
+        raise ConfigurationError([f"{path}: must hold at least 32 bytes"])
+    return key
+
+
+def _private_jwk(key: PrivateKey, alg: str) -> dict[str, Any]:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        jwk: dict[str, Any] = ECAlgorithm.to_jwk(key, as_dict=True)
+    else:
+        jwk = OKPAlgorithm.to_jwk(key, as_dict=True)
+    return {**jwk, "kid": jwk_thumbprint(jwk), "alg": alg, "use": "sig"}
+
+
+def ensure_department_key(keys_dir: Path, department: str, *, alg: str) -> dict[str, Any]:
+    """Create a demo department's key pair if it has none; return its public JWK."""
+    private_path = keys_dir / "departments" / f"{department}.private.jwk.json"
+    public_path = keys_dir / "departments" / f"{department}.public.jwk.json"
+    if not private_path.exists():
+        key: PrivateKey = (
+            ed25519.Ed25519PrivateKey.generate()
+            if alg == "EdDSA"
+            else ec.generate_private_key(ec.SECP256R1())
+        )
+        _write_secret(private_path, json.dumps(_private_jwk(key, alg), indent=2).encode())
+        public_path.unlink(missing_ok=True)
+    if not public_path.exists():
+        private = load_private_jwk(private_path)
+        public_path.write_text(
+            json.dumps(public_jwk(private.key, alg=private.algorithm_name), indent=2) + "\n"
+        )
+    result: dict[str, Any] = json.loads(public_path.read_text())
+    return result
+
+
+def load_private_jwk(path: Path) -> jwt.PyJWK:
+    """A department's private JWK file, parsed (the key object and its algorithm)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError([f"{path}: {exc}"]) from None
+    if "d" not in data:
+        raise ConfigurationError([f"{path}: not a private key"])
+    return jwt.PyJWK(data, algorithm=data.get("alg"))
+
+
+def department_private_jwk(keys_dir: Path, department: str) -> jwt.PyJWK:
+    """The demo department's private key from ``keys/departments``."""
+    return load_private_jwk(keys_dir / "departments" / f"{department}.private.jwk.json")
+
+
+def department_public_jwks(keys_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Public JWKs found under ``keys/departments``, by department id."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted((keys_dir / "departments").glob("*.public.jwk.json")):
+        department = path.name.removesuffix(".public.jwk.json")
+        found.setdefault(department, []).append(json.loads(path.read_text()))
+    return found

@@ -1,0 +1,52 @@
+"""Opening database engines with durable settings for each dialect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+__all__ = ["create_database_engine", "is_sqlite"]
+
+
+def is_sqlite(url: str) -> bool:
+    """Whether ``url`` names an SQLite database (the embedded setup)."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_database_engine(url: str, *, busy_timeout_ms: int = 5000) -> sa.Engine:
+    """An engine for ``url``. SQLite gets WAL, full fsync on commit and a busy timeout;
+    PostgreSQL gets a bounded pool and a lock timeout so a stuck table fails fast (503)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url, connect_args={"timeout": busy_timeout_ms / 1000}, pool_pre_ping=False
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk when it returns — the audit promise depends on it.
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cur.close()
+
+        return engine
+    return sa.create_engine(
+        url,
+        pool_size=5,
+        max_overflow=5,
+        pool_pre_ping=True,
+        pool_timeout=busy_timeout_ms / 1000,
+        connect_args={
+            "connect_timeout": max(1, busy_timeout_ms // 1000),
+            "options": f"-c lock_timeout={int(busy_timeout_ms)} "
+            f"-c statement_timeout={int(busy_timeout_ms) * 2}",
+        },
+    )

@@ -1,0 +1,75 @@
+"""Departments and their public keys in the database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from gateway.core.keyring import DepartmentKey, KeyRing, KeyStatus, jwk_thumbprint
+from gateway.core.policy import Department
+from gateway.storage.schema import department_keys, departments
+
+__all__ = ["load_keyring", "sync_registry"]
+
+
+def sync_registry(
+    engine: sa.Engine,
+    *,
+    department_list: Iterable[Department],
+    public_jwks: Mapping[str, list[dict[str, Any]]],
+    now: dt.datetime,
+) -> int:
+    """Upsert departments and register public keys not yet known. Returns keys added.
+
+    Keys already registered keep their status: retiring or revoking a key is an
+    administrative act, not something a file on disk can undo.
+    """
+    added = 0
+    with engine.begin() as conn:
+        known_deps = set(conn.execute(sa.select(departments.c.id)).scalars())
+        for d in department_list:
+            row = {"name": d.name, "uscc": d.uscc, "roles": ",".join(d.roles), "updated_at": now}
+            if d.id in known_deps:
+                conn.execute(departments.update().where(departments.c.id == d.id).values(row))
+            else:
+                conn.execute(departments.insert().values(id=d.id, **row))
+                known_deps.add(d.id)
+        known_kids = set(conn.execute(sa.select(department_keys.c.kid)).scalars())
+        for dep_id, jwks in public_jwks.items():
+            if dep_id not in known_deps:
+                continue
+            for jwk in jwks:
+                # Parse before storing: a key that cannot verify must not be registered.
+                key = DepartmentKey.from_jwk(jwk, department=dep_id, status=KeyStatus.ACTIVE)
+                if key.kid in known_kids:
+                    continue
+                conn.execute(
+                    department_keys.insert().values(
+                        kid=key.kid, department_id=dep_id, alg=key.alg,
+                        jwk=json.dumps(dict(key.jwk)), status=KeyStatus.ACTIVE,
+                        created_at=now, updated_at=now,
+                    )
+                )
+                known_kids.add(key.kid)
+                added += 1
+    return added
+
+
+def load_keyring(engine: sa.Engine) -> KeyRing:
+    """Parse every registered key once into a :class:`KeyRing`."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(department_keys.c.department_id, department_keys.c.jwk,
+                      department_keys.c.status)
+        ).all()
+    keys = []
+    for dep_id, jwk_text, status in rows:
+        jwk = json.loads(jwk_text)
+        key = DepartmentKey.from_jwk(jwk, department=dep_id, status=KeyStatus(status))
+        assert key.kid == jwk_thumbprint(jwk)
+        keys.append(key)
+    return KeyRing(keys)

@@ -1,0 +1,63 @@
+"""Table definitions (SQLAlchemy Core). Alembic migrations are the source of truth for DDL;
+these mirror them for queries, and a test checks the two agree."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = ["audit_entries", "department_keys", "departments", "metadata"]
+
+metadata = sa.MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants a BIGINT identity.
+_BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+departments = sa.Table(
+    "departments",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("uscc", sa.String(18), nullable=False, unique=True),
+    sa.Column("roles", sa.String(200), nullable=False),  # comma-separated Role values
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+department_keys = sa.Table(
+    "department_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column(
+        "department_id", sa.String(64), sa.ForeignKey("departments.id"), nullable=False,
+        index=True,
+    ),
+    sa.Column("alg", sa.String(16), nullable=False),
+    sa.Column("jwk", sa.Text(), nullable=False),  # public JWK as JSON
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+audit_entries = sa.Table(
+    "audit_entries",
+    metadata,
+    sa.Column("idx", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("department", sa.String(64), nullable=True, index=True),
+    sa.Column("operator", sa.String(64), nullable=True),
+    sa.Column("service_item", sa.String(64), nullable=True),
+    sa.Column("case_number", sa.String(64), nullable=True),
+    sa.Column("reason", sa.String(256), nullable=True),
+    sa.Column("resource", sa.String(64), nullable=True),
+    sa.Column("subject_hmac", sa.String(64), nullable=True, index=True),
+    sa.Column("fields", sa.Text(), nullable=True),  # JSON list of released/requested fields
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("reason_code", sa.String(64), nullable=True),
+    sa.Column("grant_id", sa.String(64), nullable=True),
+    sa.Column("policy_version", sa.String(64), nullable=True),
+    sa.Column("request_hash", sa.String(64), nullable=True),
+    sa.Column("response_hash", sa.String(64), nullable=True),
+    sa.Column("latency_ms", sa.Float(), nullable=True),
+    sa.Column("detail", sa.Text(), nullable=True),
+    sqlite_autoincrement=True,  # never reuse an index, even after the newest row is removed
+)
