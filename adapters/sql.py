@@ -82,8 +82,10 @@ class SqlSourceAdapter:
         self._resource = resource
         self._engine = engine
         self._types = {f.name: f.type for f in resource.fields}
-        columns = {f.name: sa.column(f.column or f.name) for f in resource.fields}
-        key_column = sa.column(key)
+        columns: dict[str, sa.ColumnClause[Any]] = {
+            f.name: sa.column(f.column or f.name) for f in resource.fields
+        }
+        key_column: sa.ColumnClause[Any] = sa.column(key)
         source_table = sa.table(table, key_column, *columns.values())
         # One prepared statement for all fields: the record is small and one shape keeps the
         # statement cache hot; fields outside the grant are dropped after the read.

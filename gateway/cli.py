@@ -33,8 +33,12 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--demo/--no-demo", default=True, show_default=True,
-              help="Create demo department keys and the demo providers' source databases.")
+@click.option(
+    "--demo/--no-demo",
+    default=True,
+    show_default=True,
+    help="Create demo department keys and the demo providers' source databases.",
+)
 def init(demo: bool) -> None:
     """Create keys, database schema and registry where missing (safe to repeat)."""
     from gateway.bootstrap import initialise
@@ -55,8 +59,13 @@ def init(demo: bool) -> None:
 @click.option("--host", default=None, help="Address to bind [GATEWAY_HOST, 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [GATEWAY_PORT, 8080].")
 @click.option("--workers", type=int, default=None, help="Worker processes [GATEWAY_WORKERS, 1].")
-@click.option("--init/--no-init", "run_init", default=True, show_default=True,
-              help="Run `gateway init` first (creates only what is missing).")
+@click.option(
+    "--init/--no-init",
+    "run_init",
+    default=True,
+    show_default=True,
+    help="Run `gateway init` first (creates only what is missing).",
+)
 def serve(host: str | None, port: int | None, workers: int | None, run_init: bool) -> None:
     """Start the gateway."""
     import uvicorn
@@ -101,16 +110,26 @@ def _parse_subject(_: click.Context, __: click.Parameter, value: str) -> tuple[s
 @main.command()
 @click.option("--as", "department", required=True, help="Consumer department id (signs).")
 @click.option("--resource", required=True, help="Catalogued resource id.")
-@click.option("--subject", required=True, callback=_parse_subject,
-              help="uscc:<code> or resident-id:<number>.")
+@click.option(
+    "--subject", required=True, callback=_parse_subject, help="uscc:<code> or resident-id:<number>."
+)
 @click.option("--fields", required=True, help="Comma-separated field names.")
 @click.option("--item", required=True, help="Service item code (事项编码).")
 @click.option("--case", "case", required=True, help="Case number (办件编号).")
 @click.option("--reason", required=True, help="Reason for use (用证事由).")
 @click.option("--operator", required=True, help="The clerk's id.")
 @click.option("--url", default=None, help="Gateway base URL [http://HOST:PORT from settings].")
-def lookup(department: str, resource: str, subject: tuple[str, str], fields: str, item: str,
-           case: str, reason: str, operator: str, url: str | None) -> None:
+def lookup(  # noqa: PLR0917 - click passes every option positionally by name
+    department: str,
+    resource: str,
+    subject: tuple[str, str],
+    fields: str,
+    item: str,
+    case: str,
+    reason: str,
+    operator: str,
+    url: str | None,
+) -> None:
     """Send one signed lookup as DEPARTMENT (key from keys/) and print the verified answer."""
     from gateway.client import GatewayClient, GatewayProblem
 
@@ -118,11 +137,21 @@ def lookup(department: str, resource: str, subject: tuple[str, str], fields: str
     base_url = url or f"http://{settings.host}:{settings.port}"
     key_path = Path(settings.keys_dir) / "departments" / f"{department}.private.jwk.json"
     try:
-        with GatewayClient.from_key_file(base_url=base_url, department=department,
-                                         key_path=key_path, audience=settings.gateway_id) as c:
-            answer = c.lookup(resource=resource, subject=subject,
-                              fields=[f.strip() for f in fields.split(",") if f.strip()],
-                              item=item, case=case, reason=reason, operator=operator)
+        with GatewayClient.from_key_file(
+            base_url=base_url,
+            department=department,
+            key_path=key_path,
+            audience=settings.gateway_id,
+        ) as c:
+            answer = c.lookup(
+                resource=resource,
+                subject=subject,
+                fields=[f.strip() for f in fields.split(",") if f.strip()],
+                item=item,
+                case=case,
+                reason=reason,
+                operator=operator,
+            )
     except GatewayProblem as exc:
         click.echo(json.dumps(exc.problem, ensure_ascii=False, indent=2), err=True)
         sys.exit(1)
@@ -140,10 +169,18 @@ def demo(url: str | None) -> None:
     settings = _settings()
     base_url = url or f"http://{settings.host}:{settings.port}"
     try:
-        surprises = run_walkthrough(base_url=base_url, keys_dir=Path(settings.keys_dir),
-                                    audience=settings.gateway_id, echo=click.echo)
+        surprises = run_walkthrough(
+            base_url=base_url,
+            keys_dir=Path(settings.keys_dir),
+            audience=settings.gateway_id,
+            echo=click.echo,
+        )
     except Error as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot reach the gateway at {base_url}: {exc}") from None
     sys.exit(1 if surprises else 0)
+
+
+if __name__ == "__main__":
+    main()

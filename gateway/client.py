@@ -59,7 +59,9 @@ class GatewayProblem(Error):
     status = 0
 
     def __init__(self, problem: Mapping[str, Any]) -> None:
-        super().__init__(f"{problem.get('status')} {problem.get('title')}: {problem.get('detail', '')}")
+        super().__init__(
+            f"{problem.get('status')} {problem.get('title')}: {problem.get('detail', '')}"
+        )
         self.problem = dict(problem)
 
     @property
@@ -129,8 +131,16 @@ class ServiceUnavailable(GatewayProblem):
 
 _BY_STATUS = {
     cls.status: cls
-    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, Replayed, PayloadTooLarge,
-                RateLimited, ServiceUnavailable)
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Replayed,
+        PayloadTooLarge,
+        RateLimited,
+        ServiceUnavailable,
+    )
 }
 
 
@@ -215,8 +225,12 @@ class GatewayClient:
         cls, *, base_url: str, department: str, key_path: Path, audience: str = "yiwang-gateway"
     ) -> GatewayClient:
         """A client signing with the private JWK in ``key_path``."""
-        return cls(base_url=base_url, department=department, key=load_private_jwk(key_path),
-                   audience=audience)
+        return cls(
+            base_url=base_url,
+            department=department,
+            key=load_private_jwk(key_path),
+            audience=audience,
+        )
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -228,11 +242,18 @@ class GatewayClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def sign(self, claims: Mapping[str, Any], *, typ: str = LOOKUP_REQUEST_TYP,
-             headers: Mapping[str, Any] | None = None) -> str:
+    def sign(
+        self,
+        claims: Mapping[str, Any],
+        *,
+        typ: str = LOOKUP_REQUEST_TYP,
+        headers: Mapping[str, Any] | None = None,
+    ) -> str:
         """Sign arbitrary ``claims`` with the department key (tests use this for bad tokens)."""
         return jwt.encode(
-            dict(claims), self._key.key, algorithm=self._key.algorithm_name,
+            dict(claims),
+            self._key.key,
+            algorithm=self._key.algorithm_name,
             headers={"kid": self._key.key_id, "typ": typ, **(headers or {})},
         )
 
@@ -251,20 +272,22 @@ class GatewayClient:
     ) -> str:
         """A signed lookup request token with a fresh ``jti``."""
         iat = int(time.time() if now is None else now)
-        return self.sign({
-            "iss": self.department,
-            "aud": self.audience,
-            "iat": iat,
-            "exp": iat + lifetime,
-            "jti": uuid.uuid4().hex,
-            "purpose": {"item": item, "case": case, "reason": reason},
-            "operator": operator,
-            "query": {
-                "resource": resource,
-                "subject": {"type": subject[0], "id": subject[1]},
-                "fields": list(fields),
-            },
-        })
+        return self.sign(
+            {
+                "iss": self.department,
+                "aud": self.audience,
+                "iat": iat,
+                "exp": iat + lifetime,
+                "jti": uuid.uuid4().hex,
+                "purpose": {"item": item, "case": case, "reason": reason},
+                "operator": operator,
+                "query": {
+                    "resource": resource,
+                    "subject": {"type": subject[0], "id": subject[1]},
+                    "fields": list(fields),
+                },
+            }
+        )
 
     def send_lookup(self, token: str) -> LookupAnswer:
         """POST a signed request token; return the verified answer or raise."""

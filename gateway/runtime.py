@@ -70,6 +70,7 @@ class GatewayRuntime:
                 settings.redis_url,
                 rate_limit=settings.rate_limit,
                 window_seconds=settings.rate_window_seconds,
+                prefix=settings.redis_key_prefix,
             )
         else:
             guard = InProcessGuard(
@@ -105,7 +106,9 @@ class GatewayRuntime:
         )
         audit.start()
         log.info(
-            "gateway ready: %d keys, policy %s, %s", len(keyring), policy.current.version,
+            "gateway ready: %d keys, policy %s, %s",
+            len(keyring),
+            policy.current.version,
             "in-process caches" if settings.embedded else "redis",
         )
         return cls(settings, engine, audit, guard, keyring, signer, policy, adapters, lookups)

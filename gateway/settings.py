@@ -34,6 +34,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     data_dir: str = "data"
     database_url: str = ""  # empty: SQLite file in data_dir
     redis_url: str = ""  # empty: in-process caches (one worker only)
+    redis_key_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,32}$")] = "yiwang"
     policies_dir: str = "policies"
     keys_dir: str = "keys"
     token_max_lifetime: Annotated[int, msgspec.Meta(ge=10, le=300)] = 300
@@ -99,8 +100,9 @@ def load_settings(
             raw.pop(key)
             continue
         try:
-            msgspec.convert({**msgspec.structs.asdict(defaults), key: value}, Settings,
-                            strict=False)
+            msgspec.convert(
+                {**msgspec.structs.asdict(defaults), key: value}, Settings, strict=False
+            )
         except msgspec.ValidationError as exc:
             reason = str(exc).split(" - at ")[0]
             problems.append(f"{ENV_PREFIX}{key.upper()}={value!r}: {reason}")
@@ -125,9 +127,7 @@ def _check_consistency(s: Settings, problems: list[str]) -> None:
             f"GATEWAY_WORKERS={s.workers}: more than one worker needs GATEWAY_DATABASE_URL "
             "(PostgreSQL); the embedded SQLite file serves one process"
         )
-    if s.database_url and not s.database_url.split(":", 1)[0].startswith(
-        ("sqlite", "postgresql")
-    ):
+    if s.database_url and not s.database_url.split(":", 1)[0].startswith(("sqlite", "postgresql")):
         problems.append("GATEWAY_DATABASE_URL: must be an sqlite:/// or postgresql:// URL")
     if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         problems.append("GATEWAY_REDIS_URL: must be a redis://, rediss:// or unix:// URL")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -135,7 +136,6 @@ class GroupCommitAuditLog:
             log.error("audit batch of %d could not be written: %s", len(batch), exc)
             results = [StoreUnavailable("audit log") for _ in batch]
         for (_, fut, loop), result in zip(batch, results, strict=True):
-            try:
+            # RuntimeError: the loop closed while we wrote (shutdown); nobody is waiting.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, fut, result)
-            except RuntimeError:  # the loop closed while we wrote (shutdown)
-                pass

@@ -48,8 +48,9 @@ class RedisGuard:
         client = aioredis.Redis.from_url(
             url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=30
         )
-        return cls(client=client, rate_limit=rate_limit, window_seconds=window_seconds,
-                   prefix=prefix)
+        return cls(
+            client=client, rate_limit=rate_limit, window_seconds=window_seconds, prefix=prefix
+        )
 
     async def admit(self, *, department: str, jti: str, replay_ttl: float, now: float) -> None:
         window = int(now // self._window)

@@ -144,23 +144,20 @@ class LicenceId:
             raise InvalidIdentifier("licence-id", f"must start with {LICENCE_ROOT}.")
         parts = text[len(LICENCE_ROOT) + 1 :].split(".")
         if len(parts) != 5:
-            raise InvalidIdentifier(
-                "licence-id", "must be root.type.issuer.serial.version.check"
-            )
+            raise InvalidIdentifier("licence-id", "must be root.type.issuer.serial.version.check")
         type_code, issuer, serial, version, check = parts
         if len(type_code) != 21 or not type_code[18:].isdigit():
-            raise InvalidIdentifier(
-                "licence-id", "type code must be a USCC followed by 3 digits"
-            )
+            raise InvalidIdentifier("licence-id", "type code must be a USCC followed by 3 digits")
         Uscc.parse(type_code[:18])
         issuer_uscc = Uscc.parse(issuer)
         if not serial or not serial.isalnum() or not serial.isascii():
             raise InvalidIdentifier("licence-id", "serial must be ASCII letters or digits")
         if len(version) != 3 or not version.isdigit():
             raise InvalidIdentifier("licence-id", "version must be 3 digits")
-        if len(check) != 1 or licence_check_character(
-            type_code + issuer + serial + version
-        ) != check:
+        if (
+            len(check) != 1
+            or licence_check_character(type_code + issuer + serial + version) != check
+        ):
             raise InvalidIdentifier("licence-id", "check character is wrong")
         return cls(text, type_code, issuer_uscc, serial, version)
 

@@ -82,7 +82,9 @@ class DepartmentKey:
     jwk: Mapping[str, Any]
 
     @classmethod
-    def from_jwk(cls, jwk: Mapping[str, Any], *, department: str, status: KeyStatus) -> DepartmentKey:
+    def from_jwk(
+        cls, jwk: Mapping[str, Any], *, department: str, status: KeyStatus
+    ) -> DepartmentKey:
         """Parse a public JWK; its ``alg`` must be in :data:`ALLOWED_ALGORITHMS`."""
         alg = jwk.get("alg")
         if alg not in ALLOWED_ALGORITHMS:

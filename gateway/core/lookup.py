@@ -89,8 +89,9 @@ def parse_lookup_claims(consumer: str, claims: dict[str, Any]) -> LookupRequest:
     try:
         subject_id = parse_subject(subject.type, subject.id)
     except InvalidInput as exc:
-        raise InvalidInput("query.subject." + ("type" if exc.field == "type" else "id"),
-                           exc.reason) from None
+        raise InvalidInput(
+            "query.subject." + ("type" if exc.field == "type" else "id"), exc.reason
+        ) from None
     return LookupRequest(
         consumer=consumer,
         operator=body.operator,

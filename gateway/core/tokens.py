@@ -14,7 +14,7 @@ from typing import Any
 
 import jwt
 
-from gateway.core.keyring import ALLOWED_ALGORITHMS, KeyId, KeyRing, KeyStatus
+from gateway.core.keyring import ALLOWED_ALGORITHMS, DepartmentKey, KeyId, KeyRing, KeyStatus
 from gateway.errors import TokenRejected
 
 __all__ = [
@@ -85,6 +85,24 @@ class RequestTokenVerifier:
 
     def verify(self, token: bytes, *, typ: str, now: float) -> VerifiedToken:
         """Verify ``token`` (compact JWS bytes) as a request of type ``typ`` at time ``now``."""
+        text, key = self._select_key(token, typ)
+        claims = self._decode(text, key)
+        try:
+            exp, jti = self._check_times(claims, now)
+        except TokenRejected as exc:
+            exc.claimed_issuer = key.department
+            raise
+        return VerifiedToken(
+            department=key.department,
+            kid=key.kid,
+            claims=claims,
+            jti=jti,
+            expires_at=exp,
+            sha256=hashlib.sha256(token.strip()).hexdigest(),
+        )
+
+    def _select_key(self, token: bytes, typ: str) -> tuple[str, DepartmentKey]:
+        """Header checks; the registered key that ``kid`` names (an untrusted hint)."""
         if len(token) > self._max_bytes:
             raise TokenRejected("token-too-large")
         try:
@@ -92,6 +110,8 @@ class RequestTokenVerifier:
             header = jwt.get_unverified_header(text)
         except (UnicodeDecodeError, jwt.DecodeError):
             raise TokenRejected("malformed") from None
+        except jwt.InvalidTokenError:  # e.g. a ``crit`` header PyJWT itself refuses
+            raise TokenRejected("header-invalid") from None
 
         extra = set(header) - _ALLOWED_HEADER_MEMBERS
         if extra:
@@ -109,7 +129,10 @@ class RequestTokenVerifier:
             raise TokenRejected(f"key-{key.status}", claimed_issuer=key.department)
         if alg != key.alg:
             raise TokenRejected("alg-not-allowed-for-key", claimed_issuer=key.department)
+        return text, key
 
+    def _decode(self, text: str, key: DepartmentKey) -> dict[str, Any]:
+        """Signature, audience, issuer and presence of the registered claims."""
         try:
             claims: dict[str, Any] = jwt.decode(
                 text,
@@ -143,32 +166,23 @@ class RequestTokenVerifier:
             raise TokenRejected(f"missing-{exc.claim}", claimed_issuer=key.department) from None
         except jwt.InvalidTokenError:
             raise TokenRejected("invalid", claimed_issuer=key.department) from None
+        return claims
 
-        try:
-            exp = _number(claims, "exp")
-            iat = _number(claims, "iat")
-            if now > exp + self._leeway:
-                raise TokenRejected("expired")
-            if iat > now + self._leeway:
-                raise TokenRejected("issued-in-future")
-            if "nbf" in claims and _number(claims, "nbf") > now + self._leeway:
-                raise TokenRejected("not-yet-valid")
-            if exp <= iat:
-                raise TokenRejected("exp-before-iat")
-            if exp - iat > self._max_lifetime:
-                raise TokenRejected("lifetime-too-long")
-            jti = claims["jti"]
-            if not isinstance(jti, str) or not 0 < len(jti) <= _MAX_JTI_LENGTH:
-                raise TokenRejected("bad-jti")
-        except TokenRejected as exc:
-            exc.claimed_issuer = key.department
-            raise
-
-        return VerifiedToken(
-            department=key.department,
-            kid=key.kid,
-            claims=claims,
-            jti=jti,
-            expires_at=exp,
-            sha256=hashlib.sha256(token.strip()).hexdigest(),
-        )
+    def _check_times(self, claims: dict[str, Any], now: float) -> tuple[float, str]:
+        """Lifetime rules against the caller's ``now``; returns ``exp`` and ``jti``."""
+        exp = _number(claims, "exp")
+        iat = _number(claims, "iat")
+        if now > exp + self._leeway:
+            raise TokenRejected("expired")
+        if iat > now + self._leeway:
+            raise TokenRejected("issued-in-future")
+        if "nbf" in claims and _number(claims, "nbf") > now + self._leeway:
+            raise TokenRejected("not-yet-valid")
+        if exp <= iat:
+            raise TokenRejected("exp-before-iat")
+        if exp - iat > self._max_lifetime:
+            raise TokenRejected("lifetime-too-long")
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not 0 < len(jti) <= _MAX_JTI_LENGTH:
+            raise TokenRejected("bad-jti")
+        return exp, jti

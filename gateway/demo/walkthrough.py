@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gateway.client import GatewayClient, GatewayProblem
 from gateway.demo.population import companies
@@ -27,11 +28,13 @@ def run_walkthrough(
 
     def client(department: str) -> GatewayClient:
         return GatewayClient.from_key_file(
-            base_url=base_url, department=department, audience=audience,
+            base_url=base_url,
+            department=department,
+            audience=audience,
             key_path=keys_dir / "departments" / f"{department}.private.jwk.json",
         )
 
-    query = {
+    query: dict[str, Any] = {
         "resource": "enterprise-registration",
         "subject": ("uscc", company.uscc),
         "item": ITEM,
@@ -47,8 +50,10 @@ def run_walkthrough(
         token = centre.lookup_token(fields=["name", "legal_representative", "status"], **query)
         try:
             answer = centre.send_lookup(token)
-            echo(f"   verdict: released, grant {answer.claims['grant']}, "
-                 f"audit index {answer.audit_index}")
+            echo(
+                f"   verdict: released, grant {answer.claims['grant']}, "
+                f"audit index {answer.audit_index}"
+            )
             for k, v in answer.data.items():
                 echo(f"     {k}: {v}")
             echo("   the answer's signature was checked against the gateway's JWKS")
@@ -57,12 +62,21 @@ def run_walkthrough(
             echo(f"   UNEXPECTED: {exc}")
 
         cases: list[tuple[str, Callable[[], object], int]] = [
-            ("2. the same department also asks for registered_capital — not in its grant",
-             lambda: centre.lookup(fields=["name", "registered_capital"], **query), 403),
-            ("3. 区公安分局 asks for the same record — it holds no grant",
-             lambda: police.lookup(fields=["name"], **query), 403),
-            ("4. the token of case 1 is sent again — a replay",
-             lambda: centre.send_lookup(token), 409),
+            (
+                "2. the same department also asks for registered_capital — not in its grant",
+                lambda: centre.lookup(fields=["name", "registered_capital"], **query),
+                403,
+            ),
+            (
+                "3. 区公安分局 asks for the same record — it holds no grant",
+                lambda: police.lookup(fields=["name"], **query),
+                403,
+            ),
+            (
+                "4. the token of case 1 is sent again — a replay",
+                lambda: centre.send_lookup(token),
+                409,
+            ),
         ]
         for title, call, expected in cases:
             echo("\n" + title)
@@ -72,8 +86,7 @@ def run_walkthrough(
                 echo("   UNEXPECTED: data was released")
             except GatewayProblem as exc:
                 reason = exc.reason or exc.problem.get("title")
-                echo(f"   verdict: refused {exc.status} ({reason}), "
-                     f"audit index {exc.audit_index}")
+                echo(f"   verdict: refused {exc.status} ({reason}), audit index {exc.audit_index}")
                 if exc.status != expected:
                     surprises += 1
                     echo(f"   UNEXPECTED: wanted {expected}")

@@ -42,7 +42,7 @@ class GatewayPlugin(InitPluginProtocol):
         app_config.route_handlers.extend(
             [routes.lookup, routes.jwks, routes.healthz, routes.readyz]
         )
-        app_config.exception_handlers.update(exception_handlers)
+        app_config.exception_handlers.update(exception_handlers)  # type: ignore[arg-type]
         app_config.lifespan.append(lifespan)
         app_config.openapi_config = OpenAPIConfig(
             title="Yiwang Gateway",

@@ -37,8 +37,12 @@ _TABLE: list[tuple[type[errors.Error], int, str, str]] = [
 
 
 def problem_response(
-    status: int, slug: str, title: str, detail: str | None = None,
-    headers: dict[str, str] | None = None, **extensions: Any,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
 ) -> Response[bytes]:
     """A problem+json response."""
     body: dict[str, Any] = {"type": _TYPE_BASE + slug, "title": title, "status": status}
@@ -46,18 +50,19 @@ def problem_response(
         body["detail"] = detail
     body.update({k: v for k, v in extensions.items() if v is not None})
     return Response(
-        content=msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON,
+        content=msgspec.json.encode(body),
+        status_code=status,
+        media_type=PROBLEM_JSON,
         headers=headers,
     )
 
 
-def _for_gateway_error(_: Request[Any, Any, Any], exc: errors.Error) -> Response[bytes]:
-    for cls, status, slug, title in _TABLE:
-        if isinstance(exc, cls):
-            break
-    else:  # an Error subclass missing from the table is a bug; answer safely
+def _for_gateway_error(request: Request[Any, Any, Any], exc: errors.Error) -> Response[bytes]:
+    match = next((row for row in _TABLE if isinstance(exc, row[0])), None)
+    if match is None:  # an Error subclass missing from the table is a bug; answer safely
         log.error("no problem mapping for %s", type(exc).__name__)
         return problem_response(500, "internal", "Internal error")
+    _, status, slug, title = match
     extra: dict[str, Any] = {"audit_index": exc.audit_index}
     headers: dict[str, str] | None = None
     detail: str | None = str(exc)

@@ -62,8 +62,12 @@ async def lookup(request: Request[Any, Any, Any], state: State) -> Response[byte
     )
 
 
-@get("/.well-known/jwks.json", summary="The gateway's public signing keys", tags=["keys"],
-     cache_control=None)
+@get(
+    "/.well-known/jwks.json",
+    summary="The gateway's public signing keys",
+    tags=["keys"],
+    cache_control=None,
+)
 async def jwks(state: State) -> dict[str, Any]:
     return _runtime(state).signer.jwks()
 
@@ -83,8 +87,7 @@ async def readyz(state: State) -> Response[Any]:
     }
     if all(checks.values()):
         return Response(
-            {"status": "ready", "checks": checks,
-             "policy_version": runtime.policy.current.version}
+            {"status": "ready", "checks": checks, "policy_version": runtime.policy.current.version}
         )
     failing = ", ".join(name for name, ok in checks.items() if not ok)
     return problem_response(503, "not-ready", "Not ready", f"failing: {failing}", checks=checks)

@@ -116,8 +116,11 @@ class LookupService:
         at = dt.datetime.fromtimestamp(now, dt.UTC)
         request_hash = hashlib.sha256(body.strip()).hexdigest()
         policy = self._policy.current  # one set for the whole request, even across a reload
-        base: dict[str, Any] = {"at": at, "request_hash": request_hash,
-                                "policy_version": policy.version}
+        base: dict[str, Any] = {
+            "at": at,
+            "request_hash": request_hash,
+            "policy_version": policy.version,
+        }
         try:
             token = self._verifier.verify(body, typ=LOOKUP_REQUEST_TYP, now=now)
         except TokenRejected as exc:
@@ -159,9 +162,14 @@ class LookupService:
             raise
         if record is None:
             index = await self._audit.append(
-                AuditEntry(**base, event=EVENT_NOT_FOUND, decision=Outcome.ALLOWED,
-                           grant_id=decision.grant_id, reason_code="not-found",
-                           latency_ms=_ms(started))
+                AuditEntry(
+                    **base,
+                    event=EVENT_NOT_FOUND,
+                    decision=Outcome.ALLOWED,
+                    grant_id=decision.grant_id,
+                    reason_code="not-found",
+                    latency_ms=_ms(started),
+                )
             )
             raise _attach(RecordNotFound("no record for this subject"), index)
 
@@ -210,7 +218,9 @@ class LookupService:
         resource = policy.resource(request.resource)
         item = policy.service_item(request.purpose.item)
         if resource.subject != request.subject.type:
-            raise InvalidInput("query.subject.type", f"this resource is keyed by {resource.subject}")
+            raise InvalidInput(
+                "query.subject.type", f"this resource is keyed by {resource.subject}"
+            )
         unknown = [f for f in request.fields if f not in resource.field_names]
         if unknown:
             raise InvalidInput("query.fields", f"not fields of this resource: {', '.join(unknown)}")

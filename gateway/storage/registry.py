@@ -49,9 +49,13 @@ def sync_registry(
                     continue
                 conn.execute(
                     department_keys.insert().values(
-                        kid=key.kid, department_id=dep_id, alg=key.alg,
-                        jwk=json.dumps(dict(key.jwk)), status=KeyStatus.ACTIVE,
-                        created_at=now, updated_at=now,
+                        kid=key.kid,
+                        department_id=dep_id,
+                        alg=key.alg,
+                        jwk=json.dumps(dict(key.jwk)),
+                        status=KeyStatus.ACTIVE,
+                        created_at=now,
+                        updated_at=now,
                     )
                 )
                 known_kids.add(key.kid)
@@ -63,8 +67,9 @@ def load_keyring(engine: sa.Engine) -> KeyRing:
     """Parse every registered key once into a :class:`KeyRing`."""
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(department_keys.c.department_id, department_keys.c.jwk,
-                      department_keys.c.status)
+            sa.select(
+                department_keys.c.department_id, department_keys.c.jwk, department_keys.c.status
+            )
         ).all()
     keys = []
     for dep_id, jwk_text, status in rows:

@@ -27,7 +27,10 @@ department_keys = sa.Table(
     metadata,
     sa.Column("kid", sa.String(64), primary_key=True),
     sa.Column(
-        "department_id", sa.String(64), sa.ForeignKey("departments.id"), nullable=False,
+        "department_id",
+        sa.String(64),
+        sa.ForeignKey("departments.id"),
+        nullable=False,
         index=True,
     ),
     sa.Column("alg", sa.String(16), nullable=False),

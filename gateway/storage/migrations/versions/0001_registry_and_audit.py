@@ -30,8 +30,7 @@ def upgrade() -> None:
     op.create_table(
         "department_keys",
         sa.Column("kid", sa.String(64), primary_key=True),
-        sa.Column("department_id", sa.String(64), sa.ForeignKey("departments.id"),
-                  nullable=False),
+        sa.Column("department_id", sa.String(64), sa.ForeignKey("departments.id"), nullable=False),
         sa.Column("alg", sa.String(16), nullable=False),
         sa.Column("jwk", sa.Text(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),

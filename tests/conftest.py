@@ -1,0 +1,67 @@
+"""Shared fixtures: real gateways (embedded, and PostgreSQL + Redis) started once per session."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.bootstrap import initialise
+from gateway.settings import load_settings
+from tests.support import REDIS_URL, GatewayProcess, postgres_database, redis_reachable, unavailable
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One set of demo keys for the whole session (key generation is the slow part)."""
+    root = tmp_path_factory.mktemp("district")
+    settings = load_settings(
+        {}, overrides={"data_dir": str(root / "data"), "keys_dir": str(root / "keys")}
+    )
+    initialise(settings, demo=True)
+    return root / "keys"
+
+
+@pytest.fixture(scope="session")
+def embedded_gateway(
+    tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
+) -> Iterator[GatewayProcess]:
+    """The embedded default: SQLite file and in-process caches."""
+    gw = GatewayProcess(data_dir=tmp_path_factory.mktemp("embedded"), keys_dir=keys_dir)
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="session")
+def server_gateway(
+    tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
+) -> Iterator[GatewayProcess]:
+    """The server setup: PostgreSQL and Redis, two worker processes."""
+    why = redis_reachable()
+    if why:
+        unavailable("Redis", why)
+    with postgres_database() as database_url:
+        gw = GatewayProcess(
+            data_dir=tmp_path_factory.mktemp("server"),
+            keys_dir=keys_dir,
+            env={
+                "GATEWAY_DATABASE_URL": database_url,
+                "GATEWAY_REDIS_URL": REDIS_URL,
+                "GATEWAY_REDIS_KEY_PREFIX": f"t{secrets.token_hex(4)}",
+                "GATEWAY_WORKERS": "2",
+            },
+        )
+        gw.start()
+        yield gw
+        gw.stop()
+
+
+@pytest.fixture(params=["embedded", "server"])
+def gateway(request: pytest.FixtureRequest) -> GatewayProcess:
+    """Each integration test runs against both setups."""
+    fixture = "embedded_gateway" if request.param == "embedded" else "server_gateway"
+    gw: GatewayProcess = request.getfixturevalue(fixture)
+    return gw

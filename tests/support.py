@@ -1,0 +1,181 @@
+"""Test support: real gateway processes, real PostgreSQL and Redis, and the services' rules.
+
+A test that needs PostgreSQL or Redis skips with a message when the service is unreachable,
+except under ``CI=true``, where it fails: CI starts both, so a skip there would hide a gap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from gateway.client import GatewayClient
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def unavailable(what: str, why: str) -> None:
+    """Skip locally, fail in CI."""
+    message = f"{what} is not reachable ({why})"
+    if IN_CI:
+        pytest.fail(message + " — CI must start it", pytrace=False)
+    pytest.skip(message + "; skipping")
+
+
+def postgres_reachable() -> str | None:
+    try:
+        engine = sa.create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 2})
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # any driver error means "not reachable" here
+        return str(exc).splitlines()[0]
+
+
+def redis_reachable() -> str | None:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client.ping()
+        client.close()
+        return None
+    except Exception as exc:
+        return str(exc)
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test session; dropped afterwards."""
+    why = postgres_reachable()
+    if why:
+        unavailable("PostgreSQL", why)
+    name = f"yiwang_test_{secrets.token_hex(4)}"
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(POSTGRES_ADMIN_URL).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@dataclass
+class GatewayProcess:
+    """A real gateway (``gateway serve``) in a subprocess, on a free port on 127.0.0.1."""
+
+    data_dir: Path
+    keys_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def database_url(self) -> str:
+        return self.env.get(
+            "GATEWAY_DATABASE_URL", f"sqlite:///{(self.data_dir / 'gateway.sqlite3').resolve()}"
+        )
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        env.update(
+            GATEWAY_DATA_DIR=str(self.data_dir),
+            GATEWAY_KEYS_DIR=str(self.keys_dir),
+            GATEWAY_POLICIES_DIR=str(ROOT / "policies"),
+            GATEWAY_PORT=str(self.port),
+            GATEWAY_LOG_LEVEL="warning",
+        )
+        env.update(self.env)
+        return env
+
+    def start(self, timeout: float = 30.0) -> GatewayProcess:
+        self.log_path = self.data_dir / f"gateway-{self.port}.log"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve"],
+            cwd=ROOT, env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited early:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gateway did not start:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+    def client(self, department: str) -> GatewayClient:
+        return GatewayClient.from_key_file(
+            base_url=self.url,
+            department=department,
+            key_path=self.keys_dir / "departments" / f"{department}.private.jwk.json",
+        )
+
+    def audit_entry(self, index: int) -> Mapping[str, object]:
+        """Read one audit entry straight from the database (not through the gateway)."""
+        engine = sa.create_engine(self.database_url)
+        try:
+            with engine.connect() as conn:
+                row = conn.execute(
+                    sa.text("SELECT * FROM audit_entries WHERE idx = :i"), {"i": index}
+                ).mappings().one()
+                return dict(row)
+        finally:
+            engine.dispose()
+
+    def audit_count(self) -> int:
+        engine = sa.create_engine(self.database_url)
+        try:
+            with engine.connect() as conn:
+                return int(conn.execute(sa.text("SELECT count(*) FROM audit_entries")).scalar_one())
+        finally:
+            engine.dispose()
