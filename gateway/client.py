@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 import jwt
+from cryptography.hazmat.primitives import serialization
 
 from gateway.core.tokens import LOOKUP_REQUEST_TYP, LOOKUP_RESULT_TYP
 from gateway.errors import Error
@@ -231,6 +232,20 @@ class GatewayClient:
             key=load_private_jwk(key_path),
             audience=audience,
         )
+
+    @property
+    def key_id(self) -> str:
+        """The ``kid`` of the department key this client signs with."""
+        return str(self._key.key_id)
+
+    def public_key_pem(self) -> bytes:
+        """The public half of the signing key, PEM-encoded (to register it, or to test with)."""
+        key = self._key.key
+        public = key.public_key() if hasattr(key, "public_key") else key
+        pem: bytes = public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return pem
 
     def close(self) -> None:
         """Close the HTTP connection pool."""

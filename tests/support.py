@@ -128,7 +128,10 @@ class GatewayProcess:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve"],
-            cwd=ROOT, env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -165,9 +168,13 @@ class GatewayProcess:
         engine = sa.create_engine(self.database_url)
         try:
             with engine.connect() as conn:
-                row = conn.execute(
-                    sa.text("SELECT * FROM audit_entries WHERE idx = :i"), {"i": index}
-                ).mappings().one()
+                row = (
+                    conn.execute(
+                        sa.text("SELECT * FROM audit_entries WHERE idx = :i"), {"i": index}
+                    )
+                    .mappings()
+                    .one()
+                )
                 return dict(row)
         finally:
             engine.dispose()

@@ -25,7 +25,9 @@ def test_reference_examples_pass() -> None:
     assert Uscc.parse("91350100M000100Y43").value == "91350100M000100Y43"
     rid = ResidentId.parse("11010519491231002X")
     assert rid.birth_date == dt.date(1949, 12, 31)
-    lic = LicenceId.parse("1.2.156.3005.2.11100000000013338W011.11430000006122244L.20230000403.001.U")
+    lic = LicenceId.parse(
+        "1.2.156.3005.2.11100000000013338W011.11430000006122244L.20230000403.001.U"
+    )
     assert lic.issuer.value == "11430000006122244L"
     assert lic.version == "001"
 

@@ -25,8 +25,9 @@ def test_environment_values_are_converted() -> None:
 
 def test_every_bad_value_is_reported_at_once() -> None:
     with pytest.raises(ConfigurationError) as err:
-        load_settings({"GATEWAY_PORT": "eighty", "GATEWAY_TOKEN_LEEWAY": "300",
-                       "GATEWAY_NO_SUCH": "1"})
+        load_settings(
+            {"GATEWAY_PORT": "eighty", "GATEWAY_TOKEN_LEEWAY": "300", "GATEWAY_NO_SUCH": "1"}
+        )
     text = "\n".join(err.value.problems)
     assert "GATEWAY_PORT='eighty'" in text
     assert "GATEWAY_TOKEN_LEEWAY='300'" in text
@@ -44,8 +45,13 @@ def test_more_workers_need_shared_state() -> None:
     text = "\n".join(err.value.problems)
     assert "GATEWAY_REDIS_URL" in text
     assert "GATEWAY_DATABASE_URL" in text
-    ok = load_settings({"GATEWAY_WORKERS": "4", "GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0",
-                        "GATEWAY_DATABASE_URL": "postgresql+psycopg://u@127.0.0.1/db"})
+    ok = load_settings(
+        {
+            "GATEWAY_WORKERS": "4",
+            "GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0",
+            "GATEWAY_DATABASE_URL": "postgresql+psycopg://u@127.0.0.1/db",
+        }
+    )
     assert ok.workers == 4
 
 

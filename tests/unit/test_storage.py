@@ -32,8 +32,9 @@ def test_migrations_produce_the_declared_schema(engine: sa.Engine) -> None:
 
 
 def _entry(i: int) -> AuditEntry:
-    return AuditEntry(at=dt.datetime.now(dt.UTC), event="test:entry:made",
-                      decision=Outcome.ALLOWED, detail=str(i))
+    return AuditEntry(
+        at=dt.datetime.now(dt.UTC), event="test:entry:made", decision=Outcome.ALLOWED, detail=str(i)
+    )
 
 
 def test_group_commit_gives_every_entry_its_own_index(engine: sa.Engine) -> None:
@@ -51,7 +52,7 @@ def test_group_commit_gives_every_entry_its_own_index(engine: sa.Engine) -> None
     assert log.batches_committed < 500  # entries shared transactions
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT idx, detail FROM audit_entries")).all()
-    assert {int(d): i for i, d in rows} == {i: idx for i, idx in enumerate(indexes)}
+    assert {int(d): i for i, d in rows} == dict(enumerate(indexes))
 
 
 def test_append_fails_closed_when_the_database_is_locked(engine: sa.Engine, tmp_path: Path) -> None:

@@ -30,11 +30,13 @@ class Dept:
         self.name = name
         self.alg = alg
         self.private = (
-            ed25519.Ed25519PrivateKey.generate() if alg == "EdDSA"
+            ed25519.Ed25519PrivateKey.generate()
+            if alg == "EdDSA"
             else ec.generate_private_key(ec.SECP256R1())
         )
-        self.key = DepartmentKey.from_jwk(public_jwk(self.private, alg=alg), department=name,
-                                          status=status)
+        self.key = DepartmentKey.from_jwk(
+            public_jwk(self.private, alg=alg), department=name, status=status
+        )
 
     def sign(self, claims: dict[str, Any], **header: Any) -> bytes:
         headers = {"kid": self.key.kid, "typ": LOOKUP_REQUEST_TYP, **header}
@@ -57,8 +59,13 @@ def verifier(depts: dict[str, Dept]) -> RequestTokenVerifier:
 
 
 def claims(iss: str = "market", **over: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"iss": iss, "aud": AUD, "iat": int(NOW), "exp": int(NOW) + 120,
-                            "jti": "j-1"}
+    base: dict[str, Any] = {
+        "iss": iss,
+        "aud": AUD,
+        "iat": int(NOW),
+        "exp": int(NOW) + 120,
+        "jti": "j-1",
+    }
     base.update(over)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -149,20 +156,24 @@ def test_revoked_key(verifier: RequestTokenVerifier, depts: dict[str, Dept]) -> 
     ],
 )
 def test_claim_rules(
-    verifier: RequestTokenVerifier, depts: dict[str, Dept],
-    change: Callable[[], dict[str, Any]], expected: str,
+    verifier: RequestTokenVerifier,
+    depts: dict[str, Dept],
+    change: Callable[[], dict[str, Any]],
+    expected: str,
 ) -> None:
     assert reason(verifier, depts["market"].sign(change())) == expected
 
 
-def test_leeway_is_small_but_present(verifier: RequestTokenVerifier, depts: dict[str, Dept]) -> None:
+def test_leeway_is_small_but_present(
+    verifier: RequestTokenVerifier, depts: dict[str, Dept]
+) -> None:
     token = depts["market"].sign(claims(exp=int(NOW) - 29, iat=int(NOW) - 100))
     assert verifier.verify(token, typ=LOOKUP_REQUEST_TYP, now=NOW).department == "market"
 
 
 def test_bad_signature(verifier: RequestTokenVerifier, depts: dict[str, Dept]) -> None:
     token = depts["market"].sign(claims())
-    head, payload, sig = token.split(b".")
+    head, _, sig = token.split(b".")
     tampered_payload = _b64(json.dumps(claims(jti="j-2")).encode()).encode()
     assert reason(verifier, b".".join([head, tampered_payload, sig])) == "bad-signature"
 
@@ -171,8 +182,13 @@ def test_bad_signature(verifier: RequestTokenVerifier, depts: dict[str, Dept]) -
 def test_key_bearing_and_crit_headers_refused(
     verifier: RequestTokenVerifier, depts: dict[str, Dept], member: str
 ) -> None:
-    value: Any = {"jwk": {"kty": "EC"}, "jku": "http://127.0.0.1/k", "x5u": "http://127.0.0.1/c",
-                  "x5c": ["MII"], "crit": ["exp"]}[member]
+    value: Any = {
+        "jwk": {"kty": "EC"},
+        "jku": "http://127.0.0.1/k",
+        "x5u": "http://127.0.0.1/c",
+        "x5c": ["MII"],
+        "crit": ["exp"],
+    }[member]
     token = depts["market"].sign(claims(), **{member: value})
     assert reason(verifier, token) == f"header-not-allowed:{member}"
 
