@@ -19,7 +19,8 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import InvalidInput, PolicyDenied, PolicySetInvalid
+from gateway.core.identifiers import Uscc
+from gateway.errors import InvalidIdentifier, InvalidInput, PolicyDenied, PolicySetInvalid
 
 __all__ = [
     "DISTRICT_TZ",
@@ -297,6 +298,11 @@ class PolicySet:
         """Raise :class:`PolicySetInvalid` listing every inconsistency of the set."""
         problems: list[str] = []
         deps = self.departments
+        for d in deps.values():
+            try:
+                Uscc.parse(d.uscc)
+            except InvalidIdentifier as exc:
+                problems.append(f"departments.toml: department {d.id!r}: uscc {exc.reason}")
         for r in self.resources.values():
             where = f"catalogue.toml: resource {r.id!r}"
             if r.provider not in deps:

@@ -153,6 +153,18 @@ def test_load_errors_name_file_and_field(tmp_path: Path) -> None:
     assert "fields" in err.value.problems[0]
 
 
+def test_department_uscc_check_character_is_verified(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    text = (d / "departments.toml").read_text(encoding="utf-8")
+    (d / "departments.toml").write_text(text.replace("11430600006122001T", "11430600006122001U"),
+                                        encoding="utf-8")
+    with pytest.raises(PolicySetInvalid) as err:
+        load_policy_set(d)
+    assert err.value.problems == [
+        "departments.toml: department 'market': uscc check character is wrong"
+    ]
+
+
 def test_version_changes_with_meaning_only(tmp_path: Path, policy: PolicySet) -> None:
     d = _copy(tmp_path)
     text = (d / "grants.toml").read_text(encoding="utf-8")
