@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 
 from gateway.bootstrap import initialise
 from gateway.settings import load_settings
-from tests.support import REDIS_URL, GatewayProcess, postgres_database, redis_reachable, unavailable
+from tests.support import GatewayProcess, running_gateway
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +28,8 @@ def embedded_gateway(
     tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
 ) -> Iterator[GatewayProcess]:
     """The embedded default: SQLite file and in-process caches."""
-    gw = GatewayProcess(data_dir=tmp_path_factory.mktemp("embedded"), keys_dir=keys_dir)
-    gw.start()
-    yield gw
-    gw.stop()
+    with running_gateway(tmp_path_factory.mktemp("embedded"), keys_dir, server=False) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="session")
@@ -40,23 +37,8 @@ def server_gateway(
     tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
 ) -> Iterator[GatewayProcess]:
     """The server setup: PostgreSQL and Redis, two worker processes."""
-    why = redis_reachable()
-    if why:
-        unavailable("Redis", why)
-    with postgres_database() as database_url:
-        gw = GatewayProcess(
-            data_dir=tmp_path_factory.mktemp("server"),
-            keys_dir=keys_dir,
-            env={
-                "GATEWAY_DATABASE_URL": database_url,
-                "GATEWAY_REDIS_URL": REDIS_URL,
-                "GATEWAY_REDIS_KEY_PREFIX": f"t{secrets.token_hex(4)}",
-                "GATEWAY_WORKERS": "2",
-            },
-        )
-        gw.start()
+    with running_gateway(tmp_path_factory.mktemp("server"), keys_dir, server=True) as gw:
         yield gw
-        gw.stop()
 
 
 @pytest.fixture(params=["embedded", "server"])

@@ -89,6 +89,31 @@ def postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
+@contextlib.contextmanager
+def running_gateway(
+    data_dir: Path, keys_dir: Path, *, server: bool, env: Mapping[str, str] | None = None
+) -> Iterator[GatewayProcess]:
+    """A started gateway: embedded, or (``server``) on a fresh PostgreSQL database and Redis
+    with its own key prefix and two workers. Stopped (and its database dropped) afterwards."""
+    extra = dict(env or {})
+    with contextlib.ExitStack() as stack:
+        if server:
+            why = redis_reachable()
+            if why:
+                unavailable("Redis", why)
+            extra = {
+                "GATEWAY_DATABASE_URL": stack.enter_context(postgres_database()),
+                "GATEWAY_REDIS_URL": REDIS_URL,
+                "GATEWAY_REDIS_KEY_PREFIX": f"t{secrets.token_hex(4)}",
+                "GATEWAY_WORKERS": "2",
+                **extra,
+            }
+        gw = GatewayProcess(data_dir=data_dir, keys_dir=keys_dir, env=extra)
+        gw.start()
+        stack.callback(gw.stop)
+        yield gw
+
+
 @dataclass
 class GatewayProcess:
     """A real gateway (``gateway serve``) in a subprocess, on a free port on 127.0.0.1."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,62 +13,21 @@ import sqlalchemy as sa
 
 from gateway.client import RateLimited, ServiceUnavailable
 from tests.integration.test_lookups import QUERY
-from tests.support import (
-    REDIS_URL,
-    ROOT,
-    GatewayProcess,
-    free_port,
-    postgres_database,
-    redis_reachable,
-    unavailable,
-)
+from tests.support import ROOT, GatewayProcess, free_port, running_gateway
 
 FAST_FAIL = {"GATEWAY_DB_BUSY_TIMEOUT_MS": "300", "GATEWAY_AUDIT_TIMEOUT_SECONDS": "3"}
 
 
-@pytest.fixture(scope="module")
-def embedded_fast_fail(
-    tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
+@pytest.fixture(scope="module", params=["embedded", "server"])
+def fast_fail(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
 ) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(
-        data_dir=tmp_path_factory.mktemp("ff"),
-        keys_dir=keys_dir,
-        env={**FAST_FAIL, "GATEWAY_RATE_LIMIT": "3", "GATEWAY_RATE_WINDOW_SECONDS": "3600"},
-    )
-    gw.start()
-    yield gw
-    gw.stop()
-
-
-@pytest.fixture(scope="module")
-def server_fast_fail(
-    tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
-) -> Iterator[GatewayProcess]:
-    why = redis_reachable()
-    if why:
-        unavailable("Redis", why)
-    with postgres_database() as url:
-        gw = GatewayProcess(
-            data_dir=tmp_path_factory.mktemp("sff"),
-            keys_dir=keys_dir,
-            env={
-                **FAST_FAIL,
-                "GATEWAY_DATABASE_URL": url,
-                "GATEWAY_REDIS_URL": REDIS_URL,
-                "GATEWAY_REDIS_KEY_PREFIX": f"t{secrets.token_hex(4)}",
-                "GATEWAY_RATE_LIMIT": "3",
-                "GATEWAY_RATE_WINDOW_SECONDS": "3600",
-            },
-        )
-        gw.start()
+    """A gateway with short store timeouts and a budget of three requests per hour."""
+    env = {**FAST_FAIL, "GATEWAY_RATE_LIMIT": "3", "GATEWAY_RATE_WINDOW_SECONDS": "3600"}
+    with running_gateway(
+        tmp_path_factory.mktemp("ff"), keys_dir, server=request.param == "server", env=env
+    ) as gw:
         yield gw
-        gw.stop()
-
-
-@pytest.fixture(params=["embedded", "server"])
-def fast_fail(request: pytest.FixtureRequest) -> GatewayProcess:
-    gw: GatewayProcess = request.getfixturevalue(f"{request.param}_fast_fail")
-    return gw
 
 
 def _released(gw: GatewayProcess) -> int:

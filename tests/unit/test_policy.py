@@ -156,8 +156,9 @@ def test_load_errors_name_file_and_field(tmp_path: Path) -> None:
 def test_department_uscc_check_character_is_verified(tmp_path: Path) -> None:
     d = _copy(tmp_path)
     text = (d / "departments.toml").read_text(encoding="utf-8")
-    (d / "departments.toml").write_text(text.replace("11430600006122001T", "11430600006122001U"),
-                                        encoding="utf-8")
+    (d / "departments.toml").write_text(
+        text.replace("11430600006122001T", "11430600006122001U"), encoding="utf-8"
+    )
     with pytest.raises(PolicySetInvalid) as err:
         load_policy_set(d)
     assert err.value.problems == [
