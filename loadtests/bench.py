@@ -1,0 +1,837 @@
+"""``python -m loadtests.bench``: what a signed lookup costs, against a bare endpoint.
+
+It starts a private gateway (embedded SQLite, temporary data and keys directories, rate limit
+set out of the way, bound to 127.0.0.1 only) and, in the same run and with the same load
+generator (locust, ``loadtests/locustfile.py``, FastHttpUser, closed loop, no think time):
+
+1. ``GET /healthz`` — the bare JSON endpoint of the same server: its floor;
+2. ``POST /v1/lookups`` — signed lookups by four departments that the demo grants allow: token
+   checks, replay cache, rate limit, policy, adapter (through its cache), durable audit entry,
+   signed answer.
+
+It prints requests/s, p50/p95/p99 latency and failures for each phase, the ratios
+(DESIGN.md, "Performance": figures are reported as ratios against the bare endpoint), the
+gateway's CPU time per request, and the machine and settings used. Any failed request is
+listed with its status and reason, and makes the exit status 1.
+
+Why the lookup tokens are pre-signed: on a two-core machine the load generator and the
+gateway share the CPUs; signing in the load generator during the run would steal CPU from the
+server. So each pool is signed before its timed phase starts (``loadtests.tokens``), each
+token with a fresh ``jti`` and a lifetime of 300 s. A short lookup warm-up (not compared)
+comes first; the timed pool is sized from its req/s (and never beyond the bare phase's).
+
+Honesty notes printed with the figures: latency percentiles are exact (locust's own are
+rounded to whole milliseconds); CPU use of the gateway, locust and the rest of the machine is
+measured over each window, and a phase limited by locust rather than by the gateway is
+flagged — its req/s is then only a floor, while gateway CPU per request is not affected.
+
+Every phase is bounded in time (``--duration``, default 20 s; ``--quick`` = 5 s) and in
+requests (``--max-requests``); the gateway is stopped at the end, also on error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from gateway.client import GatewayClient, GatewayProblem
+from gateway.demo.population import companies, people
+from loadtests.tokens import MAX_LIFETIME, SCENARIOS, sign_pool, write_pool
+
+__all__ = ["main"]
+
+HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+LOOKUP_NAME = "/v1/lookups"  # request names, as in locustfile.py
+HEALTHZ_NAME = "/healthz"
+MAX_DURATION = 240  # tokens live 300 s: the lookup phase must end well inside that
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Phase:
+    """What one locust run measured."""
+
+    label: str
+    user_class: str
+    name: str  # locust's request name
+    method: str
+    requests: int = 0
+    failures: int = 0
+    rps: float = 0.0
+    p50: float = 0.0
+    p95: float = 0.0
+    p99: float = 0.0
+    locust_percentiles: tuple[str, str, str] = ("", "", "")
+    failure_rows: list[tuple[str, int]] = field(default_factory=list)
+    exceptions: int = 0
+    started_total: int = 0
+    window_s: float = 0.0
+    wall_s: float = 0.0
+    server_cpu_s: float = 0.0
+    loadgen_cpu_s: float = 0.0
+    cpu_window_s: float = 0.0
+    machine_cpu_s: float = math.nan  # all processes, steal included
+    cpu_requests: int = 0  # the requests the CPU times above were spent on
+    loadgen_cpu_warnings: int = 0
+    stopped_early: str = ""
+    exit_code: int | None = None
+    log_path: Path | None = None
+
+    @property
+    def server_cpu_us_per_request(self) -> float:
+        return 1e6 * self.server_cpu_s / self.cpu_requests if self.cpu_requests else math.nan
+
+    def cpu_percent(self) -> tuple[float, float, float]:
+        """(gateway, locust, everything else) CPU use in % of one core over the window."""
+        if not self.cpu_window_s:
+            return math.nan, math.nan, math.nan
+        other = self.machine_cpu_s - self.server_cpu_s - self.loadgen_cpu_s
+        return (
+            100 * self.server_cpu_s / self.cpu_window_s,
+            100 * self.loadgen_cpu_s / self.cpu_window_s,
+            100 * max(other, 0.0) / self.cpu_window_s,
+        )
+
+    @property
+    def loadgen_bound(self) -> bool:
+        """Whether locust, not the gateway, looks like the limit of this phase."""
+        server, loadgen, _ = self.cpu_percent()
+        return loadgen > 85 and server < 85
+
+
+class BenchError(Exception):
+    """The benchmark could not run as intended."""
+
+
+# ---------------------------------------------------------------------------- machine
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (all its threads), from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return math.nan
+    fields = stat.rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime, stime, cutime, cstime are fields 14..17.
+    return sum(int(v) for v in fields[11:15]) / CLK_TCK
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------------------- gateway
+
+
+class Gateway:
+    """The gateway under test, as a subprocess in its own session (stopped by its pid)."""
+
+    def __init__(self, *, workdir: Path, port: int, extra_env: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.base_url = f"http://{HOST}:{port}"
+        self.keys_dir = workdir / "keys"
+        self.data_dir = workdir / "data"
+        self.log_path = workdir / "gateway.log"
+        self.settings = {
+            "GATEWAY_HOST": HOST,
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_DATA_DIR": str(self.data_dir),
+            "GATEWAY_KEYS_DIR": str(self.keys_dir),
+            "GATEWAY_POLICIES_DIR": str(REPO / "policies"),
+            "GATEWAY_RATE_LIMIT": "10000000",
+            **extra_env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        script = Path(sys.executable).parent / "gateway"
+        exe = str(script) if script.exists() else shutil.which("gateway")
+        if exe is None:
+            raise BenchError("the `gateway` command is not installed (make install)")
+        return [exe, "serve", "--host", HOST, "--port", str(self.port)]
+
+    def start(self, timeout: float) -> None:
+        # The gateway sees only the settings chosen here, never the caller's GATEWAY_*.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        env.update(self.settings)
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                cwd=self.workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.base_url, timeout=2.0) as http:
+            while True:
+                if self.proc.poll() is not None:
+                    raise BenchError(
+                        f"the gateway exited with {self.proc.returncode} while "
+                        f"starting:\n{self.log_tail()}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if http.get("/readyz").status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise BenchError(
+                        f"the gateway was not ready after {timeout:.0f} s:\n{self.log_tail()}"
+                    )
+                time.sleep(0.2)
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise BenchError("the gateway is not running")
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu_seconds(self) -> float:
+        return _process_cpu_seconds(self.pid)
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 15 s; return the exit code."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        return proc.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def log_problems(self) -> list[str]:
+        """Lines of the gateway's log that look like errors or warnings."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []
+        marks = ("error", "traceback", "exception", "warning", "critical")
+        return [ln for ln in text.splitlines() if any(m in ln.lower() for m in marks)]
+
+
+def preflight(gateway: Gateway, audience: str) -> list[str]:
+    """One lookup per scenario through GatewayClient (answer verified with the JWKS)."""
+    problems: list[str] = []
+    subject_of = {"uscc": companies()[0].uscc, "resident-id": people()[0].id_number}
+    for s in SCENARIOS:
+        key_path = gateway.keys_dir / "departments" / f"{s.department}.private.jwk.json"
+        try:
+            with GatewayClient.from_key_file(
+                base_url=gateway.base_url,
+                department=s.department,
+                key_path=key_path,
+                audience=audience,
+            ) as client:
+                answer = client.lookup(
+                    resource=s.resource,
+                    subject=(s.subject_type, subject_of[s.subject_type]),
+                    fields=list(s.fields),
+                    item=s.item,
+                    case="BJ-2026-PREFLIGHT",
+                    reason=s.reason,
+                    operator="clerk-bench",
+                )
+            if set(answer.data) != set(s.fields):
+                problems.append(
+                    f"{s.department}: released {sorted(answer.data)}, asked {sorted(s.fields)}"
+                )
+        except GatewayProblem as exc:
+            problems.append(f"{s.department} → {s.resource}: {exc}")
+        except Exception as exc:  # report whatever broke, then stop
+            problems.append(f"{s.department} → {s.resource}: {type(exc).__name__}: {exc}")
+    return problems
+
+
+# ---------------------------------------------------------------------------- locust
+
+
+def _float(value: str | None) -> float:
+    try:
+        return float(value or "nan")
+    except ValueError:
+        return math.nan
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run_phase(
+    phase: Phase,
+    *,
+    gateway: Gateway,
+    outdir: Path,
+    users: int,
+    spawn_rate: float,
+    duration: int,
+    max_requests: int,
+    tokens_file: Path | None,
+) -> Phase:
+    """Run locust once, headless, for one user class; fill in ``phase``."""
+    prefix = outdir / phase.label
+    results = outdir / f"{phase.label}.results.json"
+    phase.log_path = outdir / f"{phase.label}.locust.log"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GATEWAY_", "LOADTEST_", "LOCUST_"))
+    }
+    env.update(
+        {
+            "LOADTEST_MAX_REQUESTS": str(max_requests),
+            "LOADTEST_RESULTS": str(results),
+            "LOADTEST_SERVER_PID": str(gateway.pid),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+        }
+    )
+    if tokens_file is not None:
+        env["LOADTEST_TOKENS"] = str(tokens_file)
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        f"{spawn_rate:g}",
+        "-t",
+        f"{duration}s",
+        "--host",
+        gateway.base_url,
+        "--csv",
+        str(prefix),
+        "--reset-stats",
+        "--stop-timeout",
+        "0",
+        "--only-summary",
+        "--loglevel",
+        "INFO",
+        phase.user_class,
+    ]
+    server_before = gateway.cpu_seconds()
+    children_before = _children_cpu_seconds()
+    started = time.monotonic()
+    with phase.log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            phase.exit_code = proc.wait(timeout=duration + 120)
+        finally:
+            if proc.poll() is None:  # timed out or interrupted: stop this locust, by pid
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+    # Whole-phase CPU (locust start-up included): used only if the window figures are missing.
+    phase.wall_s = phase.cpu_window_s = time.monotonic() - started
+    phase.loadgen_cpu_s = _children_cpu_seconds() - children_before
+    phase.server_cpu_s = gateway.cpu_seconds() - server_before
+
+    _collect(phase, prefix, results)
+    return phase
+
+
+def _collect(phase: Phase, prefix: Path, results: Path) -> None:
+    """Read locust's CSV files and the locustfile's exact-latency summary into ``phase``."""
+    rows = {
+        row.get("Name", ""): row for row in _read_csv(prefix.with_name(prefix.name + "_stats.csv"))
+    }
+    row = rows.get(phase.name)
+    if row is None:
+        raise BenchError(
+            f"locust reported nothing for {phase.name} "
+            f"(exit {phase.exit_code}); see {phase.log_path}:\n" + _tail(phase.log_path)
+        )
+    phase.requests = int(row["Request Count"])
+    phase.failures = int(row["Failure Count"])
+    phase.rps = _float(row["Requests/s"])
+    phase.locust_percentiles = (row.get("50%", ""), row.get("95%", ""), row.get("99%", ""))
+    for failure in _read_csv(prefix.with_name(prefix.name + "_failures.csv")):
+        phase.failure_rows.append(
+            (failure.get("Error", "?"), int(failure.get("Occurrences", "0") or 0))
+        )
+    phase.exceptions = sum(
+        int(r.get("Occurrences", "0") or 0)
+        for r in _read_csv(prefix.with_name(prefix.name + "_exceptions.csv"))
+    )
+
+    if results.exists():
+        summary: dict[str, Any] = json.loads(results.read_text(encoding="utf-8"))
+        exact = summary.get("names", {}).get(phase.name, {})
+        phase.p50 = float(exact.get("p50_ms", math.nan))
+        phase.p95 = float(exact.get("p95_ms", math.nan))
+        phase.p99 = float(exact.get("p99_ms", math.nan))
+        phase.window_s = float(exact.get("seconds", 0.0))
+        phase.started_total = int(summary.get("requests_started", 0))
+        phase.loadgen_cpu_warnings = int(summary.get("cpu_warnings", 0))
+        phase.stopped_early = str(summary.get("stopped_early") or "")
+        phase.cpu_requests = phase.started_total
+        cpu = summary.get("cpu")
+        if cpu and not math.isnan(float(cpu["server_s"])):
+            phase.cpu_window_s = float(cpu["seconds"])
+            phase.server_cpu_s = float(cpu["server_s"])
+            phase.loadgen_cpu_s = float(cpu["loadgen_s"])
+            phase.machine_cpu_s = float(cpu.get("machine_s", math.nan))
+            phase.cpu_requests = phase.requests
+    else:  # fall back to locust's whole-millisecond percentiles
+        phase.p50, phase.p95, phase.p99 = (_float(v) for v in phase.locust_percentiles)
+        phase.started_total = phase.cpu_requests = phase.requests
+
+
+def _tail(path: Path | None, lines: int = 20) -> str:
+    if path is None:
+        return "(no log)"
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}" if b and not math.isnan(a) and not math.isnan(b) else "n/a"
+
+
+def print_report(
+    bare: Phase, lookups: Phase, *, warmup: Phase | None, settings: list[tuple[str, str]]
+) -> None:
+    print()
+    print("Settings")
+    for key, value in settings:
+        print(f"  {key:<20} {value}")
+    print()
+    header = (
+        f"{'phase':<18}{'requests':>10}{'failures':>10}{'req/s':>10}{'p50 ms':>9}"
+        f"{'p95 ms':>9}{'p99 ms':>9}{'server CPU/req':>16}"
+    )
+    print(header)
+    print("-" * len(header))
+    for p in (bare, lookups):
+        title = f"{p.method} {p.name}"
+        print(
+            f"{title:<18}{p.requests:>10}{p.failures:>10}{p.rps:>10.1f}{p.p50:>9.2f}"
+            f"{p.p95:>9.2f}{p.p99:>9.2f}{p.server_cpu_us_per_request:>13.0f} µs"
+        )
+    print()
+    print("Ratios (lookup / bare endpoint: same server, same load generator, same run)")
+    print(f"  throughput (req/s)       {_ratio(lookups.rps, bare.rps)}")
+    print(f"  latency p50              {_ratio(lookups.p50, bare.p50)}")
+    print(f"  latency p99              {_ratio(lookups.p99, bare.p99)}")
+    print(
+        f"  gateway CPU per request  "
+        f"{_ratio(lookups.server_cpu_us_per_request, bare.server_cpu_us_per_request)}"
+    )
+    print()
+    print("Details")
+    for p in (ph for ph in (warmup, bare, lookups) if ph is not None):
+        server, loadgen, other = p.cpu_percent()
+        what = "warm-up, not compared" if p is warmup else f"measured window {p.window_s:.1f} s"
+        print(
+            f"  {p.label} ({what}): {p.requests} requests, {p.failures} failed, "
+            f"{p.rps:.1f} req/s; CPU in % of one core: gateway {server:.0f}, "
+            f"locust {loadgen:.0f}, other {other:.0f}"
+            + (
+                f"; locust warned of its CPU > 90% {p.loadgen_cpu_warnings}x"
+                if p.loadgen_cpu_warnings
+                else ""
+            )
+        )
+        if p is not warmup:
+            lp = p.locust_percentiles
+            print(f"    locust's own p50/p95/p99 (rounded to whole ms): {lp[0]}/{lp[1]}/{lp[2]}")
+        if p.loadgen_bound:
+            print(
+                "    NOTE: locust, not the gateway, was the limit here (the gateway had CPU "
+                "to spare): this req/s is a floor of what the server can do, so the "
+                "throughput ratio flatters lookups; the CPU-per-request ratio does not "
+                "depend on the load generator."
+            )
+        if p.stopped_early:
+            print(f"    stopped before the time limit: {p.stopped_early}")
+        if p.exceptions:
+            print(f"    ERRORS in the load generator: {p.exceptions} (see {p.log_path})")
+        for error, count in p.failure_rows:
+            print(f"    FAILED x{count}: {error}")
+    print()
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.bench",
+        description="Throughput and latency of signed lookups against the bare /healthz "
+        "endpoint of the same gateway, measured in the same run.",
+    )
+    parser.add_argument(
+        "--duration",
+        type=int,
+        default=20,
+        metavar="S",
+        help=f"seconds per phase (1..{MAX_DURATION}; default 20)",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: 5 s per phase")
+    parser.add_argument(
+        "--users", type=int, default=16, help="concurrent locust users, closed loop (default 16)"
+    )
+    parser.add_argument(
+        "--spawn-rate",
+        type=float,
+        default=None,
+        help="users started per second (default: all within one second)",
+    )
+    parser.add_argument(
+        "--max-requests",
+        type=int,
+        default=300_000,
+        metavar="N",
+        help="request bound per phase (default 300000)",
+    )
+    parser.add_argument(
+        "--lookup-pool",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tokens to pre-sign (default: from the bare phase's req/s)",
+    )
+    parser.add_argument("--port", type=int, default=0, help="gateway port (default: a free one)")
+    parser.add_argument("--startup-timeout", type=float, default=90.0, metavar="S")
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="GATEWAY_X=V",
+        help="extra gateway setting (repeatable), e.g. GATEWAY_AUDIT_BATCH_MAX=256",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary directory (logs, CSVs, data) at the end",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration = 5
+    if not 1 <= args.duration <= MAX_DURATION:
+        parser.error(f"--duration must be 1..{MAX_DURATION} (tokens live {MAX_LIFETIME} s)")
+    if not 1 <= args.users <= 1000:
+        parser.error("--users must be 1..1000")
+    if args.max_requests < 1:
+        parser.error("--max-requests must be positive")
+    for item in args.gateway_env:
+        if not item.startswith("GATEWAY_") or "=" not in item:
+            parser.error(f"--gateway-env wants GATEWAY_NAME=VALUE, not {item!r}")
+    return args
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sign(
+    path: Path, keys_dir: Path, size: int, *, lifetime: int, audience: str
+) -> tuple[Path, float]:
+    """Sign ``size`` tokens into ``path`` (before a timed phase); return it and the seconds."""
+    started = time.monotonic()
+    write_pool(path, sign_pool(keys_dir=keys_dir, size=size, lifetime=lifetime, audience=audience))
+    return path, time.monotonic() - started
+
+
+def _print_machine() -> None:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    print(
+        f"  machine   {usable} CPUs usable (nproc), {_cpu_model()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+    print(
+        f"  software  Python {platform.python_version()}, locust {_version('locust')}, "
+        f"yiwang-gateway {_version('yiwang-gateway')}"
+    )
+
+
+def _check_gateway_after(gateway: Gateway) -> int:
+    """1 (and say why) if the gateway died or is no longer ready, else 0."""
+    if not gateway.alive():
+        print(f"\nTHE GATEWAY DIED during the run:\n{gateway.log_tail()}")
+        return 1
+    with httpx.Client(base_url=gateway.base_url, timeout=5.0) as http:
+        ready = http.get("/readyz")
+    if ready.status_code != 200:
+        print(f"\nAfter the run /readyz answers {ready.status_code}: {ready.text}")
+        return 1
+    return 0
+
+
+def _run(
+    args: argparse.Namespace,
+    gateway: Gateway,
+    outdir: Path,
+    *,
+    audience: str,
+    lifetime: int,
+    spawn_rate: float,
+) -> int:
+    """Start the gateway, run both phases, print the report; return the exit status."""
+    print(f"  starting  the gateway on {gateway.base_url} ...", flush=True)
+    gateway.start(args.startup_timeout)
+    problems = preflight(gateway, audience)
+    if problems:
+        raise BenchError(
+            "the allowed lookups are refused before the run:\n  " + "\n  ".join(problems)
+        )
+    print(f"  preflight {len(SCENARIOS)} signed lookups answered and verified")
+
+    common: dict[str, Any] = {
+        "gateway": gateway,
+        "outdir": outdir,
+        "users": args.users,
+        "spawn_rate": spawn_rate,
+        "duration": args.duration,
+        "max_requests": args.max_requests,
+    }
+    print(f"  phase 1   GET /healthz, {args.duration} s ...", flush=True)
+    bare = run_phase(Phase("bare", "HealthzUser", HEALTHZ_NAME, "GET"), **common, tokens_file=None)
+
+    # A short lookup warm-up (caches, database pages, connections) that also tells how many
+    # tokens the timed phase can use; lookups cannot outrun the bare endpoint either.
+    warm_s = max(2, min(5, args.duration // 4))
+    warm_pool = min(args.max_requests, math.ceil(bare.rps * warm_s * 1.25) + 4 * args.users)
+    print(
+        f"  warm-up   POST /v1/lookups, {warm_s} s ({warm_pool} tokens signed first) ...",
+        flush=True,
+    )
+    warmup = run_phase(
+        Phase("warmup", "LookupUser", LOOKUP_NAME, "POST"),
+        **{
+            **common,
+            "duration": warm_s,
+            "max_requests": warm_pool,
+            "tokens_file": _sign(
+                outdir / "warmup-tokens.txt",
+                gateway.keys_dir,
+                warm_pool,
+                lifetime=lifetime,
+                audience=audience,
+            )[0],
+        },
+    )
+    pool_size = args.lookup_pool or min(
+        args.max_requests,
+        math.ceil(bare.rps * args.duration * 1.25) + 4 * args.users,
+        math.ceil(max(warmup.rps, 1.0) * args.duration * 2) + 4 * args.users,
+    )
+    tokens_file, sign_s = _sign(
+        outdir / "tokens.txt", gateway.keys_dir, pool_size, lifetime=lifetime, audience=audience
+    )
+    print(
+        f"  signing   {pool_size} lookup tokens before the timed phase: {sign_s:.1f} s "
+        f"({1e6 * sign_s / max(pool_size, 1):.0f} µs each)"
+    )
+    if sign_s + args.duration + 20 > lifetime:
+        raise BenchError(
+            "signing took so long that the tokens would expire during the run; "
+            "use a smaller --lookup-pool or --duration"
+        )
+    print(f"  phase 2   POST /v1/lookups, {args.duration} s ...", flush=True)
+    lookups = run_phase(
+        Phase("lookups", "LookupUser", LOOKUP_NAME, "POST"),
+        **{
+            **common,
+            "max_requests": min(args.max_requests, pool_size),
+            "tokens_file": tokens_file,
+        },
+    )
+    status = _check_gateway_after(gateway)
+
+    print_report(
+        bare,
+        lookups,
+        warmup=warmup,
+        settings=[
+            (
+                "phase duration",
+                f"{args.duration} s each: bare first, then a lookup warm-up of "
+                f"{warm_s} s, then lookups",
+            ),
+            (
+                "locust users",
+                f"{args.users} (closed loop, no wait), spawn rate {spawn_rate:g}/s, "
+                "stats reset once all are running",
+            ),
+            (
+                "request bound",
+                f"{args.max_requests} per phase; lookup token pool {pool_size}, "
+                f"lifetime {lifetime} s",
+            ),
+            ("lookup mix", ", ".join(f"{s.department}→{s.resource}" for s in SCENARIOS)),
+            (
+                "gateway",
+                f"`gateway serve`, 1 worker, embedded SQLite + in-process caches "
+                f"(unless overridden), {HOST}:{gateway.port}",
+            ),
+            *[
+                (k, v)
+                for k, v in gateway.settings.items()
+                if k not in ("GATEWAY_HOST", "GATEWAY_PORT")
+            ],
+            ("latency", "exact, every request of the measured window (locust's CSV: whole ms)"),
+            ("server CPU/req", "gateway process CPU time in the measured window / its requests"),
+            (
+                "CPU %",
+                "of one core, over the measured window; other = the machine's busy time "
+                "minus both (kernel network work, other processes)",
+            ),
+        ],
+    )
+    if any(p.failures or p.exceptions for p in (warmup, bare, lookups)):
+        status = 1
+        print("SOME REQUESTS FAILED (listed above).")
+    log_problems = gateway.log_problems()
+    if log_problems:
+        print(f"The gateway logged {len(log_problems)} warning/error line(s); first ones:")
+        for line in log_problems[:10]:
+            print(f"  {line}")
+    else:
+        print("The gateway logged no warnings or errors.")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    extra_env = dict(item.split("=", 1) for item in args.gateway_env)
+    lifetime = min(MAX_LIFETIME, int(extra_env.get("GATEWAY_TOKEN_MAX_LIFETIME", MAX_LIFETIME)))
+    if args.duration + 30 > lifetime:
+        print(
+            f"--duration {args.duration} s does not fit in the token lifetime ({lifetime} s)",
+            file=sys.stderr,
+        )
+        return 2
+
+    print("Yiwang Gateway benchmark: bare GET /healthz vs signed POST /v1/lookups")
+    _print_machine()
+    workdir = Path(tempfile.mkdtemp(prefix="yiwang-bench-"))
+    outdir = workdir / "results"
+    outdir.mkdir()
+    print(f"  workdir   {workdir}")
+    gateway = Gateway(workdir=workdir, port=args.port or _free_port(), extra_env=extra_env)
+    status = 0
+    try:
+        with _sigterm_as_interrupt():
+            status = _run(
+                args,
+                gateway,
+                outdir,
+                audience=extra_env.get("GATEWAY_GATEWAY_ID", "yiwang-gateway"),
+                lifetime=lifetime,
+                spawn_rate=args.spawn_rate or float(args.users),
+            )
+    except BenchError as exc:
+        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
+        status = 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        status = 130
+    finally:
+        code = gateway.stop()
+        if code not in (None, 0, -signal.SIGTERM):
+            print(f"the gateway exited with {code}", file=sys.stderr)
+        if args.keep or status not in (0, 130):
+            print(f"kept {workdir} (logs, CSVs, data)")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
