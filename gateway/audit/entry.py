@@ -7,7 +7,8 @@ import enum
 import hashlib
 import hmac
 import json
-from dataclasses import asdict, dataclass
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["AuditEntry", "Outcome", "SubjectHasher"]
@@ -45,10 +46,13 @@ class AuditEntry:
 
     def as_row(self) -> dict[str, Any]:
         """The entry as a database row."""
-        row = asdict(self)
+        row = {name: getattr(self, name) for name in _ENTRY_FIELDS}
         row["decision"] = str(self.decision)
         row["fields"] = None if self.fields is None else json.dumps(list(self.fields))
         return row
+
+
+_ENTRY_FIELDS = tuple(f.name for f in dataclasses.fields(AuditEntry))
 
 
 class SubjectHasher:

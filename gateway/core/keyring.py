@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Any, NewType
 
 import jwt
+import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+from jwt.api_jws import PyJWS
 
 from gateway.errors import ConfigurationError
 
@@ -29,6 +31,8 @@ __all__ = [
     "KeyStatus",
     "jwk_thumbprint",
 ]
+
+_JWS = PyJWS()
 
 KeyId = NewType("KeyId", str)
 """A key identifier (``kid``): the RFC 7638 thumbprint of the public key."""
@@ -147,8 +151,10 @@ class GatewaySigner:
 
     def sign(self, claims: Mapping[str, Any], *, typ: str) -> str:
         """A compact JWS of ``claims`` with this key, ``kid`` and the given ``typ``."""
-        return jwt.encode(
-            dict(claims),
+        # PyJWS signs the payload bytes we give it; msgspec encodes them several times
+        # faster than the json module that PyJWT.encode would use.
+        return _JWS.encode(
+            msgspec.json.encode(claims),
             self._private_key,
             algorithm=self.algorithm,
             headers={"kid": self.kid, "typ": typ},
