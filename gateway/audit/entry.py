@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import hashlib
 import hmac
 import json
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
