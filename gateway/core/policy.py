@@ -15,11 +15,12 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from gateway.core.identifiers import Uscc
+from gateway.core.masks import Mask, parse_mask
 from gateway.errors import InvalidIdentifier, InvalidInput, PolicyDenied, PolicySetInvalid
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "ServiceItem",
     "SharingClass",
     "load_policy_set",
+    "policy_set_from_texts",
+    "read_policy_texts",
 ]
 
 #: Dates in grants (valid from / until) are the district's calendar dates.
@@ -70,6 +73,9 @@ class ReasonCode(enum.StrEnum):
     GRANT_EXPIRED = "grant-expired"
     APPROVAL_MISSING = "approval-missing"
     NOT_SHARED = "not-shared"
+    OUTSIDE_HOURS = "outside-hours"
+    QUOTA_EXHAUSTED = "quota-exhausted"
+    CASE_CLOSED = "case-closed"
 
 
 class FieldType(enum.StrEnum):
@@ -144,8 +150,42 @@ class Approval(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     document: str
 
 
+class Weekday(enum.StrEnum):
+    MON = "mon"
+    TUE = "tue"
+    WED = "wed"
+    THU = "thu"
+    FRI = "fri"
+    SAT = "sat"
+    SUN = "sun"
+
+
+_WEEKDAYS = list(Weekday)
+
+
+class OfficeHours(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """When a grant may be used, in the district's local time: ``start <= t < end``."""
+
+    start: dt.time
+    end: dt.time
+    days: tuple[Weekday, ...] = (Weekday.MON, Weekday.TUE, Weekday.WED, Weekday.THU, Weekday.FRI)
+
+    def contains(self, local: dt.datetime) -> bool:
+        """Whether ``local`` (district time) falls inside these hours."""
+        return (
+            _WEEKDAYS[local.weekday()] in self.days
+            and self.start <= local.time().replace(tzinfo=None) < self.end
+        )
+
+
 class Grant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Permission for one consumer to read some fields of one resource for some items."""
+    """Permission for one consumer to read some fields of one resource for some items.
+
+    Optional conditions: ``valid_from``/``valid_until`` (district dates, inclusive);
+    ``approval`` (required for conditional resources); ``max_subjects_per_day`` (distinct
+    subjects the consumer may read under this grant per district day); ``office_hours``;
+    ``masks`` (field name → mask spec, see :mod:`gateway.core.masks`).
+    """
 
     id: str
     consumer: str
@@ -155,6 +195,9 @@ class Grant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     valid_from: dt.date | None = None
     valid_until: dt.date | None = None
     approval: Approval | None = None
+    max_subjects_per_day: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    office_hours: OfficeHours | None = None
+    masks: dict[str, str] = msgspec.field(default_factory=dict)
     note: str = ""
 
 
@@ -176,11 +219,22 @@ class _GrantsFile(msgspec.Struct, forbid_unknown_fields=True):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """An allowing decision: which grant allowed it under which policy version."""
+    """An allowing decision: which grant allowed it under which policy version, and the
+    conditions still to apply (masks on release, the per-day subject quota)."""
 
     grant_id: str
     policy_version: str
     fields: tuple[str, ...]
+    masks: Mapping[str, Mask]
+    max_subjects_per_day: int | None
+
+    def release(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The granted fields of ``values``, masked where the grant says so."""
+        masks = self.masks
+        return {
+            name: masks[name].apply(values.get(name)) if name in masks else values.get(name)
+            for name in self.fields
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +265,12 @@ class PolicySet:
         self._by_pair: dict[tuple[str, str], list[Grant]] = {}
         for g in self.grants.values():
             self._by_pair.setdefault((g.consumer, g.resource), []).append(g)
+        self._masks: dict[str, dict[str, Mask]] = {}
+        for g in self.grants.values():
+            try:
+                self._masks[g.id] = {f: parse_mask(spec) for f, spec in g.masks.items()}
+            except ValueError:
+                self._masks[g.id] = {}  # reported by validate()
         self.version = self._compute_version()
 
     def _compute_version(self) -> str:
@@ -244,15 +304,18 @@ class PolicySet:
         *,
         consumer: str,
         resource: Resource,
-        fields: Iterable[str],
+        fields: Iterable[str] | None,
         item: ServiceItem,
         now: dt.datetime,
     ) -> Decision:
         """Return the allowing :class:`Decision` or raise :class:`PolicyDenied`.
 
-        Default deny. ``fields`` must already be known fields of ``resource``.
+        Default deny; the first grant in file order that allows the request decides.
+        ``fields`` must be known fields of ``resource``; ``None`` asks whether *any* grant
+        lets the consumer read the resource for this item (the manifest's question), and
+        the decision then carries that grant's fields.
         """
-        requested = tuple(dict.fromkeys(fields))
+        requested = None if fields is None else tuple(dict.fromkeys(fields))
         if resource.sharing is SharingClass.NOT_SHARED:
             # Unreachable with a validated set (such grants are refused at load), kept so
             # that the rule holds even if a grant slipped in some other way.
@@ -260,30 +323,59 @@ class PolicySet:
         candidates = self._by_pair.get((consumer, resource.id))
         if not candidates:
             raise PolicyDenied(ReasonCode.NO_GRANT, "no grant for this consumer and resource")
-        today = now.astimezone(DISTRICT_TZ).date()
+        local = now.astimezone(DISTRICT_TZ)
         best: _Refusal | None = None
         for grant in candidates:
-            refusal = self._check(grant, resource, requested, item.code, today)
+            refusal = self._check(grant, resource, requested, item.code, local)
             if refusal is None:
-                return Decision(grant.id, self.version, requested)
+                return Decision(
+                    grant.id,
+                    self.version,
+                    grant.fields if requested is None else requested,
+                    self._masks[grant.id],
+                    grant.max_subjects_per_day,
+                )
             if best is None or refusal.stage > best.stage:
                 best = refusal
         assert best is not None
         raise PolicyDenied(best.code, best.detail)
 
+    def explain(
+        self,
+        *,
+        consumer: str,
+        resource: Resource,
+        fields: Iterable[str] | None,
+        item: ServiceItem,
+        now: dt.datetime,
+    ) -> list[tuple[Grant, _Refusal | None]]:
+        """Every grant for this consumer and resource with what it says about the request
+        (``None``: it allows it), in the order :meth:`decide` tries them."""
+        requested = None if fields is None else tuple(dict.fromkeys(fields))
+        local = now.astimezone(DISTRICT_TZ)
+        return [
+            (g, self._check(g, resource, requested, item.code, local))
+            for g in self._by_pair.get((consumer, resource.id), [])
+        ]
+
     @staticmethod
     def _check(
-        grant: Grant, resource: Resource, fields: tuple[str, ...], item: str, today: dt.date
+        grant: Grant,
+        resource: Resource,
+        fields: tuple[str, ...] | None,
+        item: str,
+        local: dt.datetime,
     ) -> _Refusal | None:
         if item not in grant.items:
             return _Refusal(
                 1, ReasonCode.PURPOSE_NOT_GRANTED, "the grant does not name this service item"
             )
-        missing = [f for f in fields if f not in grant.fields]
+        missing = [f for f in fields or () if f not in grant.fields]
         if missing:
             return _Refusal(
                 2, ReasonCode.FIELD_NOT_GRANTED, f"fields not granted: {', '.join(missing)}"
             )
+        today = local.date()
         if (grant.valid_from and today < grant.valid_from) or (
             grant.valid_until and today > grant.valid_until
         ):
@@ -292,17 +384,32 @@ class PolicySet:
             return _Refusal(
                 4, ReasonCode.APPROVAL_MISSING, "conditional resource needs an approved grant"
             )
+        if grant.office_hours is not None and not grant.office_hours.contains(local):
+            return _Refusal(5, ReasonCode.OUTSIDE_HOURS, "outside the grant's office hours")
         return None
 
     def validate(self) -> None:
         """Raise :class:`PolicySetInvalid` listing every inconsistency of the set."""
+        problems = [
+            *self._department_problems(),
+            *self._catalogue_problems(),
+            *self._grant_problems(),
+        ]
+        if problems:
+            raise PolicySetInvalid(problems)
+
+    def _department_problems(self) -> list[str]:
         problems: list[str] = []
-        deps = self.departments
-        for d in deps.values():
+        for d in self.departments.values():
             try:
                 Uscc.parse(d.uscc)
             except InvalidIdentifier as exc:
                 problems.append(f"departments.toml: department {d.id!r}: uscc {exc.reason}")
+        return problems
+
+    def _catalogue_problems(self) -> list[str]:
+        problems: list[str] = []
+        deps = self.departments
         for r in self.resources.values():
             where = f"catalogue.toml: resource {r.id!r}"
             if r.provider not in deps:
@@ -325,6 +432,11 @@ class PolicySet:
             for m in i.materials:
                 if m.resource is not None and m.resource not in self.resources:
                     problems.append(f"{where}: material {m.name!r} names unknown resource")
+        return problems
+
+    def _grant_problems(self) -> list[str]:
+        problems: list[str] = []
+        deps = self.departments
         for g in self.grants.values():
             where = f"grants.toml: grant {g.id!r}"
             if g.consumer not in deps:
@@ -345,31 +457,62 @@ class PolicySet:
                 problems.append(f"{where}: fields and items must not be empty")
             if g.valid_from and g.valid_until and g.valid_until < g.valid_from:
                 problems.append(f"{where}: valid_until is before valid_from")
-        if problems:
-            raise PolicySetInvalid(problems)
+            if g.office_hours and g.office_hours.end <= g.office_hours.start:
+                problems.append(f"{where}: office_hours end is not after start")
+            for field_name, spec in g.masks.items():
+                try:
+                    mask = parse_mask(spec)
+                except ValueError as exc:
+                    problems.append(f"{where}: masks.{field_name}: {exc}")
+                    continue
+                if field_name not in g.fields:
+                    problems.append(f"{where}: masks.{field_name}: field is not granted")
+                elif (
+                    res is not None
+                    and mask.text_only
+                    and any(
+                        f.name == field_name and f.type is not FieldType.STRING for f in res.fields
+                    )
+                ):
+                    problems.append(f"{where}: masks.{field_name}: {spec} needs a string field")
+        return problems
 
 
-def _decode(path: Path, kind: type[Any]) -> Any:
+def _decode(name: str, text: str, kind: type[Any]) -> Any:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PolicySetInvalid([f"{path}: file is missing"]) from None
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise PolicySetInvalid([f"{path}: {exc}"]) from None
+        raise PolicySetInvalid([f"{name}: {exc}"]) from None
     try:
         return msgspec.convert(raw, kind)
     except msgspec.ValidationError as exc:
-        raise PolicySetInvalid([f"{path}: {exc}"]) from None
+        raise PolicySetInvalid([f"{name}: {exc}"]) from None
 
 
-def load_policy_set(directory: Path) -> PolicySet:
-    """Read, parse and validate the policy files in ``directory``.
+def read_policy_texts(directory: Path) -> dict[str, str]:
+    """The policy files of ``directory`` as texts, by file name."""
+    texts: dict[str, str] = {}
+    for name in POLICY_FILES:
+        try:
+            texts[name] = (directory / name).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise PolicySetInvalid([f"{directory / name}: file is missing"]) from None
+    return texts
+
+
+def policy_set_from_texts(texts: Mapping[str, str]) -> PolicySet:
+    """Parse and validate a policy set from the texts of its files (see :data:`POLICY_FILES`).
 
     Raises :class:`PolicySetInvalid` naming the file and the field of every problem.
     """
-    deps: _DepartmentsFile = _decode(directory / "departments.toml", _DepartmentsFile)
-    cat: _CatalogueFile = _decode(directory / "catalogue.toml", _CatalogueFile)
-    grants: _GrantsFile = _decode(directory / "grants.toml", _GrantsFile)
+    missing = [n for n in POLICY_FILES if n not in texts]
+    if missing:
+        raise PolicySetInvalid([f"{n}: file is missing" for n in missing])
+    deps: _DepartmentsFile = _decode(
+        "departments.toml", texts["departments.toml"], _DepartmentsFile
+    )
+    cat: _CatalogueFile = _decode("catalogue.toml", texts["catalogue.toml"], _CatalogueFile)
+    grants: _GrantsFile = _decode("grants.toml", texts["grants.toml"], _GrantsFile)
     problems: list[str] = []
     for label, ids in (
         ("department", [d.id for d in deps.department]),
@@ -387,3 +530,8 @@ def load_policy_set(directory: Path) -> PolicySet:
     )
     policy.validate()
     return policy
+
+
+def load_policy_set(directory: Path) -> PolicySet:
+    """Read, parse and validate the policy files in ``directory``."""
+    return policy_set_from_texts(read_policy_texts(directory))
