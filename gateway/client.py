@@ -33,7 +33,16 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 
-from gateway.core.tokens import LOOKUP_REQUEST_TYP, LOOKUP_RESULT_TYP
+from gateway.core.tokens import (
+    BATCH_REQUEST_TYP,
+    BATCH_RESULT_TYP,
+    CASE_CLOSE_REQUEST_TYP,
+    CASE_CLOSE_RESULT_TYP,
+    LOOKUP_REQUEST_TYP,
+    LOOKUP_RESULT_TYP,
+    MANIFEST_REQUEST_TYP,
+    MANIFEST_RESULT_TYP,
+)
 from gateway.errors import Error
 from gateway.keystore import load_private_jwk
 
@@ -286,14 +295,9 @@ class GatewayClient:
         now: float | None = None,
     ) -> str:
         """A signed lookup request token with a fresh ``jti``."""
-        iat = int(time.time() if now is None else now)
         return self.sign(
             {
-                "iss": self.department,
-                "aud": self.audience,
-                "iat": iat,
-                "exp": iat + lifetime,
-                "jti": uuid.uuid4().hex,
+                **self._request_claims(lifetime, now),
                 "purpose": {"item": item, "case": case, "reason": reason},
                 "operator": operator,
                 "query": {
@@ -304,26 +308,110 @@ class GatewayClient:
             }
         )
 
-    def send_lookup(self, token: str) -> LookupAnswer:
-        """POST a signed request token; return the verified answer or raise."""
+    def _request_claims(self, lifetime: int, now: float | None) -> dict[str, Any]:
+        iat = int(time.time() if now is None else now)
+        return {
+            "iss": self.department,
+            "aud": self.audience,
+            "iat": iat,
+            "exp": iat + lifetime,
+            "jti": uuid.uuid4().hex,
+        }
+
+    def _send(self, path: str, token: str, answer_typ: str) -> LookupAnswer:
         response = self._http.post(
-            "/v1/lookups", content=token.encode(), headers={"Content-Type": "application/jwt"}
+            path, content=token.encode(), headers={"Content-Type": "application/jwt"}
         )
         if response.status_code != 200:
             raise self._problem(response)
-        return self.verify_answer(response.text, request_token=token)
+        return self.verify_answer(response.text, request_token=token, typ=answer_typ)
+
+    def send_lookup(self, token: str) -> LookupAnswer:
+        """POST a signed lookup token; return the verified answer or raise."""
+        return self._send("/v1/lookups", token, LOOKUP_RESULT_TYP)
 
     def lookup(self, **query: Any) -> LookupAnswer:
         """Build, sign and send one lookup (see :meth:`lookup_token` for the arguments)."""
         return self.send_lookup(self.lookup_token(**query))
 
-    def verify_answer(self, answer: str, *, request_token: str | None = None) -> LookupAnswer:
+    def lookup_batch(
+        self,
+        *,
+        queries: Sequence[Mapping[str, Any]],
+        item: str,
+        case: str,
+        reason: str,
+        operator: str,
+        lifetime: int = 120,
+    ) -> LookupAnswer:
+        """Several lookups under one purpose. Each query: ``resource``, ``subject`` (a
+        ``(type, id)`` pair) and ``fields``. The answer's ``claims["results"]`` has one
+        entry per query, in order, each with its own ``status``."""
+        token = self.sign(
+            {
+                **self._request_claims(lifetime, None),
+                "purpose": {"item": item, "case": case, "reason": reason},
+                "operator": operator,
+                "queries": [
+                    {
+                        "resource": q["resource"],
+                        "subject": {"type": q["subject"][0], "id": q["subject"][1]},
+                        "fields": list(q["fields"]),
+                    }
+                    for q in queries
+                ],
+            },
+            typ=BATCH_REQUEST_TYP,
+        )
+        return self._send("/v1/lookups:batch", token, BATCH_RESULT_TYP)
+
+    def manifest(
+        self,
+        *,
+        applicant: tuple[str, str],
+        item: str,
+        case: str,
+        reason: str,
+        operator: str,
+        lifetime: int = 120,
+    ) -> LookupAnswer:
+        """Which materials of service item ``item`` the gateway can supply for the applicant,
+        and which the applicant must still bring (``claims["materials"]``)."""
+        token = self.sign(
+            {
+                **self._request_claims(lifetime, None),
+                "purpose": {"item": item, "case": case, "reason": reason},
+                "operator": operator,
+                "applicant": {"type": applicant[0], "id": applicant[1]},
+            },
+            typ=MANIFEST_REQUEST_TYP,
+        )
+        return self._send("/v1/manifests", token, MANIFEST_RESULT_TYP)
+
+    def close_case(
+        self, *, case: str, reason: str, operator: str, lifetime: int = 120
+    ) -> LookupAnswer:
+        """Declare ``case`` closed: later lookups for it are refused (``case-closed``)."""
+        token = self.sign(
+            {
+                **self._request_claims(lifetime, None),
+                "case": case,
+                "operator": operator,
+                "reason": reason,
+            },
+            typ=CASE_CLOSE_REQUEST_TYP,
+        )
+        return self._send("/v1/cases:close", token, CASE_CLOSE_RESULT_TYP)
+
+    def verify_answer(
+        self, answer: str, *, request_token: str | None = None, typ: str = LOOKUP_RESULT_TYP
+    ) -> LookupAnswer:
         """Verify a signed answer: gateway key, ``typ``, audience, and (if given) the request
         it answers."""
         try:
             header = jwt.get_unverified_header(answer)
-            if header.get("typ") != LOOKUP_RESULT_TYP or header.get("alg") != "ES256":
-                raise AnswerRejected("not a gateway lookup answer")
+            if header.get("typ") != typ or header.get("alg") != "ES256":
+                raise AnswerRejected(f"not a gateway answer of type {typ}")
             key = self.jwks.get(str(header.get("kid")))
             claims: dict[str, Any] = jwt.decode(
                 answer,

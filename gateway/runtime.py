@@ -1,36 +1,77 @@
 """The running gateway's parts, built once at start and closed at stop.
 
 :meth:`GatewayRuntime.open` parses keys and policies once, opens the database and the cache,
-starts the audit writer and builds one adapter per resource. Nothing on the request path
-parses a key or a policy file again.
+starts the audit writer and builds one adapter per resource; :meth:`start` (inside the event
+loop) loads closed cases into the guard and starts the policy watcher. Nothing on the request
+path parses a key or a policy file again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis.asyncio as aioredis
 import sqlalchemy as sa
 
 from adapters import create_adapter
 from gateway import keystore
-from gateway.audit import GroupCommitAuditLog, SubjectHasher
+from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome, SubjectHasher
 from gateway.cache import RequestGuard
 from gateway.cache.memory import InProcessGuard
 from gateway.cache.redis import RedisGuard
 from gateway.core.keyring import GatewaySigner, KeyRing
-from gateway.core.policy import load_policy_set
+from gateway.core.policy import PolicySet, load_policy_set
 from gateway.core.sources import SourceAdapter
 from gateway.core.tokens import RequestTokenVerifier
-from gateway.lookups import LookupService, PolicyHolder
+from gateway.lookups import (
+    CaseService,
+    LookupService,
+    ManifestService,
+    PolicyHolder,
+    SignedRequests,
+)
+from gateway.reload import InProcessPolicyStore, PolicyStore, PolicyWatcher, RedisPolicyStore
 from gateway.settings import Settings
+from gateway.storage.cases import list_closed_cases
 from gateway.storage.database import create_database_engine
 from gateway.storage.registry import load_keyring
 
-__all__ = ["GatewayRuntime"]
+__all__ = ["AdapterPool", "GatewayRuntime"]
 
 log = logging.getLogger(__name__)
+
+
+class AdapterPool:
+    """One adapter per resource of the set in force; a reloaded set reuses the adapters of
+    resources whose source did not change and builds the rest."""
+
+    def __init__(self, *, data_dir: Path) -> None:
+        self._data_dir = data_dir
+        self._built: dict[tuple[str, str], SourceAdapter] = {}
+        self._version = ""
+        self._current: dict[str, SourceAdapter] = {}
+
+    def __call__(self, policy: PolicySet) -> Mapping[str, SourceAdapter]:
+        """The adapters for ``policy`` (cached per policy version)."""
+        if policy.version != self._version:
+            mapping = {}
+            for rid, resource in policy.resources.items():
+                key = (rid, json.dumps(resource.source, sort_keys=True))
+                if key not in self._built:
+                    self._built[key] = create_adapter(resource, data_dir=self._data_dir)
+                mapping[rid] = self._built[key]
+            self._current, self._version = mapping, policy.version
+        return self._current
+
+    async def close(self) -> None:
+        for adapter in self._built.values():
+            await adapter.close()
 
 
 @dataclass
@@ -44,8 +85,14 @@ class GatewayRuntime:
     keyring: KeyRing
     signer: GatewaySigner
     policy: PolicyHolder
-    adapters: dict[str, SourceAdapter]
+    adapters: AdapterPool
+    requests: SignedRequests
     lookups: LookupService
+    manifests: ManifestService
+    cases: CaseService
+    policy_store: PolicyStore
+    watcher: PolicyWatcher | None = None
+    _redis: aioredis.Redis | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> GatewayRuntime:
@@ -65,41 +112,45 @@ class GatewayRuntime:
             else keystore.ensure_audit_hmac_key(keys_dir)
         )
         guard: RequestGuard
+        store: PolicyStore
+        redis_client = None
         if settings.redis_url:
-            guard = RedisGuard.from_url(
+            redis_client = aioredis.Redis.from_url(
                 settings.redis_url,
+                socket_timeout=1.0,
+                socket_connect_timeout=1.0,
+                health_check_interval=30,
+            )
+            guard = RedisGuard(
+                client=redis_client,
                 rate_limit=settings.rate_limit,
                 window_seconds=settings.rate_window_seconds,
                 prefix=settings.redis_key_prefix,
             )
+            store = RedisPolicyStore(client=redis_client, prefix=settings.redis_key_prefix)
         else:
             guard = InProcessGuard(
                 rate_limit=settings.rate_limit, window_seconds=settings.rate_window_seconds
             )
+            store = InProcessPolicyStore()
         audit = GroupCommitAuditLog(
             engine=engine,
             max_batch=settings.audit_batch_max,
             timeout=settings.audit_timeout_seconds,
         )
-        data_dir = Path(settings.data_dir)
-        adapters = {
-            rid: create_adapter(resource, data_dir=data_dir)
-            for rid, resource in policy.current.resources.items()
-        }
-        verifier = RequestTokenVerifier(
-            keyring=keyring,
-            audience=settings.gateway_id,
-            max_lifetime=settings.token_max_lifetime,
-            leeway=settings.token_leeway,
-            max_bytes=settings.token_max_bytes,
-        )
-        lookups = LookupService(
+        adapters = AdapterPool(data_dir=Path(settings.data_dir))
+        adapters(policy.current)  # build them now: a bad source option fails the start
+        requests = SignedRequests(
             gateway_id=settings.gateway_id,
-            verifier=verifier,
-            policy=policy,
+            verifier=RequestTokenVerifier(
+                keyring=keyring,
+                audience=settings.gateway_id,
+                max_lifetime=settings.token_max_lifetime,
+                leeway=settings.token_leeway,
+                max_bytes=settings.token_max_bytes,
+            ),
             guard=guard,
             audit=audit,
-            adapters=adapters,
             signer=signer,
             subject_hasher=SubjectHasher(hmac_key),
             answer_lifetime=settings.answer_lifetime,
@@ -111,12 +162,81 @@ class GatewayRuntime:
             policy.current.version,
             "in-process caches" if settings.embedded else "redis",
         )
-        return cls(settings, engine, audit, guard, keyring, signer, policy, adapters, lookups)
+        return cls(
+            settings=settings,
+            engine=engine,
+            audit=audit,
+            guard=guard,
+            keyring=keyring,
+            signer=signer,
+            policy=policy,
+            adapters=adapters,
+            requests=requests,
+            lookups=LookupService(
+                requests=requests,
+                policy=policy,
+                adapters=adapters,
+                batch_limit=settings.batch_max_queries,
+            ),
+            manifests=ManifestService(requests=requests, policy=policy, adapters=adapters),
+            cases=CaseService(requests=requests, policy=policy, engine=engine),
+            policy_store=store,
+            _redis=redis_client,
+        )
+
+    async def start(self) -> None:
+        """Work that needs the event loop: closed cases into the guard, the policy watcher.
+
+        A store that is down at start does not stop the gateway: lookups answer 503 until it
+        is back (fail closed), and the watcher keeps trying.
+        """
+        try:
+            for department, case in await asyncio.to_thread(list_closed_cases, self.engine):
+                await self.guard.close_case(department=department, case=case)
+            self.watcher = PolicyWatcher(
+                directory=Path(self.settings.policies_dir),
+                store=self.policy_store,
+                apply=self._apply_policy,
+                current=lambda: self.policy.current,
+                on_change=self._policy_changed,
+                on_refused=self._policy_refused,
+            )
+            await self.watcher.start()
+        except Exception as exc:  # any store failure: serve 503s rather than crash
+            log.error("start-up could not reach a store: %s", exc)
+
+    def _apply_policy(self, policy: PolicySet) -> None:
+        self.adapters(policy)  # adapters first, so no request sees the set without them
+        self.policy.current = policy
+
+    async def _policy_changed(self, old: PolicySet, new: PolicySet) -> None:
+        await self.audit.append(
+            AuditEntry(
+                at=dt.datetime.now(dt.UTC),
+                event="policy:set:reloaded",
+                decision=Outcome.ALLOWED,
+                policy_version=new.version,
+                detail=f"replaced {old.version}",
+            )
+        )
+
+    async def _policy_refused(self, problems: list[str]) -> None:
+        await self.audit.append(
+            AuditEntry(
+                at=dt.datetime.now(dt.UTC),
+                event="policy:set:refused",
+                decision=Outcome.REFUSED,
+                policy_version=self.policy.current.version,
+                reason_code="invalid-policy-set",
+                detail="; ".join(problems)[:2000],
+            )
+        )
 
     async def close(self) -> None:
-        """Flush the audit log and release connections."""
+        """Stop the watcher, flush the audit log and release connections."""
+        if self.watcher is not None:
+            await self.watcher.stop()
         self.audit.stop()
-        for adapter in self.adapters.values():
-            await adapter.close()
+        await self.adapters.close()
         await self.guard.close()
         self.engine.dispose()

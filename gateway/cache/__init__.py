@@ -1,10 +1,10 @@
-"""Short-lived shared state: the replay cache and per-department rate limits.
+"""Short-lived shared state: replay cache, rate limits, daily subject quotas, closed cases.
 
 One protocol, :class:`RequestGuard`, with an in-process implementation for the embedded setup
 and a Redis one for many processes. Both admit a request in one step — one round trip to Redis
-for replay and rate limit together.
+for all the checks together.
 """
 
-from gateway.cache.protocol import RequestGuard
+from gateway.cache.protocol import QuotaClaim, RequestGuard
 
-__all__ = ["RequestGuard"]
+__all__ = ["QuotaClaim", "RequestGuard"]

@@ -1,23 +1,36 @@
-"""What a lookup request says, once its token is verified: schema and parsing.
+"""What the signed requests say, once their tokens are verified: schemas and parsing.
 
 The registered claims (iss, aud, iat, exp, jti) were checked by the token verifier; here we
-check the body of the request — purpose, operator, query — and turn it into a
-:class:`LookupRequest` with a parsed, check-character-verified subject. Any problem is an
-:class:`~gateway.errors.InvalidInput` naming the claim path (``query.subject.id``, …).
+check the body of each kind of request — a lookup, a batch of lookups, a manifest, a case
+closure — and turn it into plain values with parsed, check-character-verified subjects. Any
+problem is an :class:`~gateway.errors.InvalidInput` naming the claim path
+(``query.subject.id``, ``queries[3].fields``, …).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from gateway.core.identifiers import SubjectId, parse_subject
 from gateway.errors import InvalidInput
 
-__all__ = ["MAX_FIELDS", "LookupRequest", "Purpose", "parse_lookup_claims"]
+__all__ = [
+    "MAX_FIELDS",
+    "BatchRequest",
+    "CaseClosure",
+    "LookupRequest",
+    "ManifestRequest",
+    "Purpose",
+    "Query",
+    "parse_batch_claims",
+    "parse_case_closure_claims",
+    "parse_lookup_claims",
+    "parse_manifest_claims",
+]
 
 MAX_FIELDS = 64
 
@@ -51,6 +64,33 @@ class _LookupClaims(msgspec.Struct, frozen=True):
     query: _Query
 
 
+class _BatchClaims(msgspec.Struct, frozen=True):
+    purpose: Purpose
+    operator: _Name
+    queries: Annotated[list[Any], msgspec.Meta(min_length=1)]
+
+
+class _ManifestClaims(msgspec.Struct, frozen=True):
+    purpose: Purpose
+    operator: _Name
+    applicant: _Subject
+
+
+class _CaseClosureClaims(msgspec.Struct, frozen=True):
+    case: _Name
+    operator: _Name
+    reason: _Text
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One record asked for: which resource, whose record, which fields."""
+
+    resource: str
+    subject: SubjectId
+    fields: tuple[str, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class LookupRequest:
     """A verified, well-formed lookup: who asks, why, for which record and fields."""
@@ -58,12 +98,42 @@ class LookupRequest:
     consumer: str
     operator: str
     purpose: Purpose
-    resource: str
-    subject: SubjectId
-    fields: tuple[str, ...]
+    query: Query
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRequest:
+    """Several queries under one purpose. A query that is malformed is kept as its error,
+    so that the rest of the batch is still answered."""
+
+    consumer: str
+    operator: str
+    purpose: Purpose
+    queries: tuple[Query | InvalidInput, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRequest:
+    """Which materials of a service item can the gateway supply for this applicant?"""
+
+    consumer: str
+    operator: str
+    purpose: Purpose
+    applicant: SubjectId
+
+
+@dataclass(frozen=True, slots=True)
+class CaseClosure:
+    """A consumer department declares one of its cases closed."""
+
+    consumer: str
+    operator: str
+    case: str
+    reason: str
 
 
 _PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_T = TypeVar("_T")
 
 
 def invalid_input_from(exc: msgspec.ValidationError, prefix: str = "") -> InvalidInput:
@@ -79,24 +149,59 @@ def invalid_input_from(exc: msgspec.ValidationError, prefix: str = "") -> Invali
     return InvalidInput(field, msg)
 
 
-def parse_lookup_claims(consumer: str, claims: dict[str, Any]) -> LookupRequest:
-    """Validate the request claims of a verified token; raise :class:`InvalidInput`."""
+def _convert(raw: Any, kind: type[_T], prefix: str = "") -> _T:
     try:
-        body = msgspec.convert(claims, _LookupClaims)
+        return msgspec.convert(raw, kind)
     except msgspec.ValidationError as exc:
-        raise invalid_input_from(exc) from None
-    subject = body.query.subject
+        raise invalid_input_from(exc, prefix) from None
+
+
+def _subject(subject: _Subject, prefix: str) -> SubjectId:
     try:
-        subject_id = parse_subject(subject.type, subject.id)
+        return parse_subject(subject.type, subject.id)
     except InvalidInput as exc:
-        raise InvalidInput(
-            "query.subject." + ("type" if exc.field == "type" else "id"), exc.reason
-        ) from None
-    return LookupRequest(
-        consumer=consumer,
-        operator=body.operator,
-        purpose=body.purpose,
-        resource=body.query.resource,
-        subject=subject_id,
-        fields=tuple(dict.fromkeys(body.query.fields)),
+        where = "type" if exc.field == "type" else "id"
+        raise InvalidInput(f"{prefix}.{where}", exc.reason) from None
+
+
+def _query(raw: _Query, prefix: str) -> Query:
+    return Query(
+        resource=raw.resource,
+        subject=_subject(raw.subject, f"{prefix}.subject"),
+        fields=tuple(dict.fromkeys(raw.fields)),
     )
+
+
+def parse_lookup_claims(consumer: str, claims: dict[str, Any]) -> LookupRequest:
+    """Validate the claims of a verified lookup token; raise :class:`InvalidInput`."""
+    body = _convert(claims, _LookupClaims)
+    return LookupRequest(consumer, body.operator, body.purpose, _query(body.query, "query"))
+
+
+def parse_batch_claims(consumer: str, claims: dict[str, Any], *, limit: int) -> BatchRequest:
+    """Validate a batch; over ``limit`` queries refuses the whole batch."""
+    body = _convert(claims, _BatchClaims)
+    if len(body.queries) > limit:
+        raise InvalidInput("queries", f"at most {limit} queries in one batch")
+    queries: list[Query | InvalidInput] = []
+    for i, raw in enumerate(body.queries):
+        prefix = f"queries[{i}]"
+        try:
+            queries.append(_query(_convert(raw, _Query, prefix), prefix))
+        except InvalidInput as exc:
+            queries.append(exc)
+    return BatchRequest(consumer, body.operator, body.purpose, tuple(queries))
+
+
+def parse_manifest_claims(consumer: str, claims: dict[str, Any]) -> ManifestRequest:
+    """Validate the claims of a verified manifest token."""
+    body = _convert(claims, _ManifestClaims)
+    return ManifestRequest(
+        consumer, body.operator, body.purpose, _subject(body.applicant, "applicant")
+    )
+
+
+def parse_case_closure_claims(consumer: str, claims: dict[str, Any]) -> CaseClosure:
+    """Validate the claims of a verified case-closure token."""
+    body = _convert(claims, _CaseClosureClaims)
+    return CaseClosure(consumer, body.operator, body.case, body.reason)

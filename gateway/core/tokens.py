@@ -21,8 +21,14 @@ from gateway.core.keyring import ALLOWED_ALGORITHMS, DepartmentKey, KeyId, KeyRi
 from gateway.errors import TokenRejected
 
 __all__ = [
+    "BATCH_REQUEST_TYP",
+    "BATCH_RESULT_TYP",
+    "CASE_CLOSE_REQUEST_TYP",
+    "CASE_CLOSE_RESULT_TYP",
     "LOOKUP_REQUEST_TYP",
     "LOOKUP_RESULT_TYP",
+    "MANIFEST_REQUEST_TYP",
+    "MANIFEST_RESULT_TYP",
     "RequestTokenVerifier",
     "VerifiedToken",
 ]
@@ -31,6 +37,15 @@ __all__ = [
 LOOKUP_REQUEST_TYP = "yiwang-lookup+jwt"
 #: ``typ`` header of the gateway's signed lookup answer.
 LOOKUP_RESULT_TYP = "yiwang-lookup-result+jwt"
+#: Batch lookups: request and answer.
+BATCH_REQUEST_TYP = "yiwang-lookup-batch+jwt"
+BATCH_RESULT_TYP = "yiwang-lookup-batch-result+jwt"
+#: Manifests of a service item for an applicant: request and answer.
+MANIFEST_REQUEST_TYP = "yiwang-manifest+jwt"
+MANIFEST_RESULT_TYP = "yiwang-manifest-result+jwt"
+#: A consumer declaring a case closed: request and receipt.
+CASE_CLOSE_REQUEST_TYP = "yiwang-case-close+jwt"
+CASE_CLOSE_RESULT_TYP = "yiwang-case-closed+jwt"
 
 # Header members we understand. Anything else — above all the key-bearing ``jwk``, ``jku``,
 # ``x5u``, ``x5c`` and the must-understand ``crit`` — makes the token unacceptable: we never

@@ -33,6 +33,7 @@ class GatewayPlugin(InitPluginProtocol):
         @asynccontextmanager
         async def lifespan(app: Litestar) -> AsyncIterator[None]:
             runtime = GatewayRuntime.open(settings)
+            await runtime.start()
             app.state.runtime = runtime
             try:
                 yield
@@ -40,7 +41,15 @@ class GatewayPlugin(InitPluginProtocol):
                 await runtime.close()
 
         app_config.route_handlers.extend(
-            [routes.lookup, routes.jwks, routes.healthz, routes.readyz]
+            [
+                routes.lookup,
+                routes.lookup_batch,
+                routes.manifest,
+                routes.close_case,
+                routes.jwks,
+                routes.healthz,
+                routes.readyz,
+            ]
         )
         app_config.exception_handlers.update(exception_handlers)  # type: ignore[arg-type]
         app_config.lifespan.append(lifespan)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -10,9 +11,10 @@ from litestar.datastructures import State
 
 from gateway.errors import PayloadTooLarge, UnsupportedMediaType
 from gateway.http.problems import problem_response
+from gateway.lookups import LookupAnswer
 from gateway.runtime import GatewayRuntime
 
-__all__ = ["healthz", "jwks", "lookup", "readyz"]
+__all__ = ["close_case", "healthz", "jwks", "lookup", "lookup_batch", "manifest", "readyz"]
 
 JWT_MEDIA_TYPE = "application/jwt"
 
@@ -36,30 +38,76 @@ async def _read_capped(request: Request[Any, Any, Any], limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@post(
-    "/v1/lookups",
-    summary="Signed lookup of a shared record",
-    description=(
-        "Body: a compact JWS (`application/jwt`) signed by the consumer department. "
-        "Answer: a JWT signed by the gateway (`application/jwt`), or RFC 9457 problem details."
-    ),
-    status_code=200,
-    media_type=JWT_MEDIA_TYPE,
-    tags=["lookups"],
-)
-async def lookup(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def _signed(
+    request: Request[Any, Any, Any],
+    state: State,
+    handle: Callable[[GatewayRuntime], Callable[..., Awaitable[LookupAnswer]]],
+) -> Response[bytes]:
+    """Common shape of the signed endpoints: a JWT in, a JWT (or a problem) out."""
     received_at = time.time()
     runtime = _runtime(state)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != JWT_MEDIA_TYPE:
         raise UnsupportedMediaType(JWT_MEDIA_TYPE)
     body = await _read_capped(request, runtime.settings.body_max_bytes)
-    answer = await runtime.lookups.lookup(body, now=received_at)
+    answer = await handle(runtime)(body, now=received_at)
     return Response(
         content=answer.token.encode(),
         media_type=JWT_MEDIA_TYPE,
         headers={"Audit-Index": str(answer.audit_index), "Cache-Control": "no-store"},
     )
+
+
+@post(
+    "/v1/lookups",
+    summary="Signed lookup of a shared record",
+    description=(
+        "Body: a compact JWS (`application/jwt`, typ `yiwang-lookup+jwt`) signed by the "
+        "consumer department. Answer: a JWT signed by the gateway (`application/jwt`), or "
+        "RFC 9457 problem details."
+    ),
+    tags=["lookups"],
+    status_code=200,
+    media_type=JWT_MEDIA_TYPE,
+)
+async def lookup(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    return await _signed(request, state, lambda rt: rt.lookups.lookup)
+
+
+@post(
+    "/v1/lookups:batch",
+    summary="Several signed lookups under one purpose, one signed answer",
+    description="typ `yiwang-lookup-batch+jwt`; claims `purpose`, `operator`, `queries`.",
+    tags=["lookups"],
+    status_code=200,
+    media_type=JWT_MEDIA_TYPE,
+)
+async def lookup_batch(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    return await _signed(request, state, lambda rt: rt.lookups.lookup_batch)
+
+
+@post(
+    "/v1/manifests",
+    summary="Which required materials the gateway can supply for an applicant",
+    description="typ `yiwang-manifest+jwt`; claims `purpose`, `operator`, `applicant`.",
+    tags=["manifests"],
+    status_code=200,
+    media_type=JWT_MEDIA_TYPE,
+)
+async def manifest(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    return await _signed(request, state, lambda rt: rt.manifests.manifest)
+
+
+@post(
+    "/v1/cases:close",
+    summary="Declare a case closed; later lookups for it are refused",
+    description="typ `yiwang-case-close+jwt`; claims `case`, `operator`, `reason`.",
+    tags=["cases"],
+    status_code=200,
+    media_type=JWT_MEDIA_TYPE,
+)
+async def close_case(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    return await _signed(request, state, lambda rt: rt.cases.close)
 
 
 @get(
@@ -85,9 +133,22 @@ async def readyz(state: State) -> Response[Any]:
         "cache": await runtime.guard.ping(),
         "keys": len(runtime.keyring) > 0,
     }
+    watcher = runtime.watcher
+    policy = {
+        "version": runtime.policy.current.version,
+        "last_checked": (
+            watcher.last_checked.isoformat() if watcher and watcher.last_checked else None
+        ),
+        "refused_change": watcher.last_refusal if watcher else [],
+    }
     if all(checks.values()):
         return Response(
-            {"status": "ready", "checks": checks, "policy_version": runtime.policy.current.version}
+            {
+                "status": "ready",
+                "checks": checks,
+                "policy_version": runtime.policy.current.version,
+                "policy": policy,
+            }
         )
     failing = ", ".join(name for name, ok in checks.items() if not ok)
     return problem_response(503, "not-ready", "Not ready", f"failing: {failing}", checks=checks)

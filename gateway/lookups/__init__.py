@@ -1,5 +1,15 @@
-"""The signed lookup: from a department's request token to the gateway's signed answer."""
+"""The signed requests: lookups (single and batch), manifests and case closures."""
 
+from gateway.lookups.base import SignedRequests
+from gateway.lookups.cases import CaseService
+from gateway.lookups.manifests import ManifestService
 from gateway.lookups.service import LookupAnswer, LookupService, PolicyHolder
 
-__all__ = ["LookupAnswer", "LookupService", "PolicyHolder"]
+__all__ = [
+    "CaseService",
+    "LookupAnswer",
+    "LookupService",
+    "ManifestService",
+    "PolicyHolder",
+    "SignedRequests",
+]

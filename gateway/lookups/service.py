@@ -1,13 +1,15 @@
-"""The hot path of the gateway, free of any web framework.
+"""The hot path of the gateway, free of any web framework: single and batch lookups.
 
-Order of work for one request (each refusal is audited before it is raised):
+Order of work for one request (each refusal is audited, durably, before it is raised):
 
 1. verify the token (signature, header, registered claims) — 401 on any failure;
-2. admit it: replay cache and rate limit in one step — 409 / 429;
-3. parse the request claims and the subject's check character — 400;
-4. ask the policy — 403 with a reason code; the record has not been touched yet, so a
-   refusal cannot reveal whether the record exists;
-5. fetch the record from the provider's source and keep only the granted fields;
+2. parse the request claims and the subject's check character — 400;
+3. ask the policy — pure and fast; the record has not been touched, so a refusal cannot
+   reveal whether the record exists;
+4. admit the request: closed case, rate limit, replay and the grant's daily subject quota,
+   in one guard call (one Redis round trip) — 403 / 429 / 409;
+5. fetch the record from the provider's source; keep only the granted fields, masked where
+   the grant says so;
 6. make the audit entry durable (group commit) — 503 if it cannot be;
 7. sign the answer, naming the entry's index.
 """
@@ -17,30 +19,36 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from gateway.audit import AuditEntry, AuditLog, Outcome, SubjectHasher
-from gateway.cache import RequestGuard
-from gateway.core.keyring import GatewaySigner
-from gateway.core.lookup import LookupRequest, parse_lookup_claims
-from gateway.core.policy import Decision, PolicySet
+from gateway.audit import AuditEntry, Outcome
+from gateway.cache import QuotaClaim
+from gateway.core.lookup import (
+    Purpose,
+    Query,
+    parse_batch_claims,
+    parse_lookup_claims,
+)
+from gateway.core.policy import DISTRICT_TZ, Decision, PolicySet, ReasonCode, ServiceItem
 from gateway.core.sources import SourceAdapter
-from gateway.core.tokens import LOOKUP_REQUEST_TYP, LOOKUP_RESULT_TYP, RequestTokenVerifier
+from gateway.core.tokens import (
+    BATCH_REQUEST_TYP,
+    BATCH_RESULT_TYP,
+    LOOKUP_REQUEST_TYP,
+    LOOKUP_RESULT_TYP,
+)
 from gateway.errors import (
     Error,
     InvalidInput,
     PolicyDenied,
-    RateLimited,
     RecordNotFound,
-    Replayed,
     StoreUnavailable,
-    TokenRejected,
 )
+from gateway.lookups.base import AuditBase, SignedRequests, elapsed_ms, reason_code
 
 __all__ = ["LookupAnswer", "LookupService", "PolicyHolder"]
 
@@ -50,7 +58,8 @@ EVENT_NOT_FOUND = "lookup:record:not-found"
 
 
 class PolicyHolder:
-    """Holds the policy set in force. Swapping ``current`` is atomic for readers."""
+    """Holds the policy set in force. Swapping ``current`` is atomic for readers, and each
+    request reads it once, so no request is answered under a half-loaded set."""
 
     def __init__(self, policy: PolicySet) -> None:
         self.current = policy
@@ -64,20 +73,14 @@ class LookupAnswer:
     audit_index: int
 
 
-def _reason_code(exc: Error) -> str:
-    if isinstance(exc, TokenRejected):
-        return f"token:{exc.reason}"
-    if isinstance(exc, PolicyDenied):
-        return exc.reason_code
-    if isinstance(exc, InvalidInput):
-        return "invalid-input"
-    if isinstance(exc, Replayed):
-        return "replay"
-    if isinstance(exc, RateLimited):
-        return "rate-limited"
-    if isinstance(exc, StoreUnavailable):
-        return "store-unavailable"
-    return type(exc).__name__
+@dataclass(slots=True)
+class _Planned:
+    """One query on its way: decided (or refused) before the guard is asked."""
+
+    query: Query | None
+    decision: Decision | None = None
+    error: Error | None = None
+    quota: QuotaClaim | None = None
 
 
 class LookupService:
@@ -86,171 +89,285 @@ class LookupService:
     def __init__(
         self,
         *,
-        gateway_id: str,
-        verifier: RequestTokenVerifier,
+        requests: SignedRequests,
         policy: PolicyHolder,
-        guard: RequestGuard,
-        audit: AuditLog,
-        adapters: Mapping[str, SourceAdapter],
-        signer: GatewaySigner,
-        subject_hasher: SubjectHasher,
-        answer_lifetime: int = 300,
+        adapters: Callable[[PolicySet], Mapping[str, SourceAdapter]],
+        batch_limit: int = 100,
     ) -> None:
-        self._gateway_id = gateway_id
-        self._verifier = verifier
+        self._requests = requests
         self._policy = policy
-        self._guard = guard
-        self._audit = audit
         self._adapters = adapters
-        self._signer = signer
-        self._hash_subject = subject_hasher
-        self._answer_lifetime = answer_lifetime
+        self._batch_limit = batch_limit
+
+    # --- single lookups -------------------------------------------------------------------
 
     async def lookup(self, body: bytes, *, now: float) -> LookupAnswer:
         """Run one lookup for the request token ``body`` received at ``now`` (epoch seconds).
 
         Returns the signed answer, or raises a :class:`~gateway.errors.Error` subclass after
-        auditing the refusal. Each raised error carries ``audit_index`` when it was audited.
+        auditing the refusal; the error carries ``audit_index``.
         """
         started = time.perf_counter()
-        at = dt.datetime.fromtimestamp(now, dt.UTC)
-        request_hash = hashlib.sha256(body.strip()).hexdigest()
+        rq = self._requests
         policy = self._policy.current  # one set for the whole request, even across a reload
-        base: dict[str, Any] = {
-            "at": at,
-            "request_hash": request_hash,
-            "policy_version": policy.version,
-        }
-        try:
-            token = self._verifier.verify(body, typ=LOOKUP_REQUEST_TYP, now=now)
-        except TokenRejected as exc:
-            # Only the key's owner is recorded, never unverified claims.
-            await self._refuse(exc, {**base, "department": exc.claimed_issuer}, started)
-            raise
-        base["department"] = token.department
-        try:
-            await self._guard.admit(
-                department=token.department,
-                jti=token.jti,
-                replay_ttl=token.expires_at - now + 2 * self._verifier.leeway,
-                now=now,
-            )
-            request = parse_lookup_claims(token.department, token.claims)
-        except (Replayed, RateLimited, InvalidInput, StoreUnavailable) as exc:
-            await self._refuse(exc, base, started)
-            raise
-
-        base.update(
-            operator=request.operator,
-            service_item=request.purpose.item,
-            case_number=request.purpose.case,
-            reason=request.purpose.reason,
-            resource=request.resource,
-            subject_hmac=self._hash_subject(request.subject.type, request.subject.value),
-            fields=request.fields,
+        base = rq.start(body, now=now, policy_version=policy.version)
+        token = await rq.verify(
+            body,
+            typ=LOOKUP_REQUEST_TYP,
+            now=now,
+            base=base,
+            event=EVENT_REFUSED,
+            started=started,
         )
         try:
-            decision, adapter = self._decide(policy, request, at)
-        except (InvalidInput, PolicyDenied) as exc:
-            await self._refuse(exc, base, started)
+            request = parse_lookup_claims(token.department, token.claims)
+        except InvalidInput as exc:
+            await rq.refuse(exc, base, EVENT_REFUSED, started)
             raise
-
+        base.update(_purpose_fields(request.operator, request.purpose))
+        entry = {**base, **self._query_fields(request.query)}
         try:
-            record = await adapter.fetch(request.subject.value, decision.fields)
-        except StoreUnavailable as exc:
-            await self._refuse(exc, {**base, "grant_id": decision.grant_id}, started)
+            item = policy.service_item(request.purpose.item)
+        except InvalidInput as exc:
+            await rq.refuse(exc, entry, EVENT_REFUSED, started)
             raise
+        plan = self._plan(policy, request.consumer, item, request.query, base["at"])
+        fits = await rq.admit(
+            token,
+            now=now,
+            base=entry,
+            event=EVENT_REFUSED,
+            started=started,
+            case=request.purpose.case,
+            quotas=[plan.quota] if plan.quota else [],
+        )
+        if plan.quota is not None and not fits[0]:
+            plan.error = PolicyDenied(
+                ReasonCode.QUOTA_EXHAUSTED, "the grant's daily subject quota is used up"
+            )
+        result = await self._fetch_and_audit(policy, plan, entry, started)
+        if isinstance(result, Error):
+            raise result
+        claims, index = result
+        answer = rq.sign_answer(
+            {
+                "purpose": msgspec.structs.asdict(request.purpose),
+                **claims,
+                "policy_version": policy.version,
+            },
+            token=token,
+            typ=LOOKUP_RESULT_TYP,
+            now=now,
+        )
+        return LookupAnswer(answer, index)
+
+    # --- batches --------------------------------------------------------------------------
+
+    async def lookup_batch(self, body: bytes, *, now: float) -> LookupAnswer:
+        """Run a batch: one token, one signed answer with a result per query, each audited.
+
+        A batch over the limit, or whose token or purpose is bad, is refused whole.
+        """
+        started = time.perf_counter()
+        rq = self._requests
+        policy = self._policy.current
+        base = rq.start(body, now=now, policy_version=policy.version)
+        token = await rq.verify(
+            body,
+            typ=BATCH_REQUEST_TYP,
+            now=now,
+            base=base,
+            event=EVENT_REFUSED,
+            started=started,
+        )
+        try:
+            batch = parse_batch_claims(token.department, token.claims, limit=self._batch_limit)
+        except InvalidInput as exc:
+            await rq.refuse(exc, base, EVENT_REFUSED, started)
+            raise
+        base.update(_purpose_fields(batch.operator, batch.purpose))
+        try:
+            item = policy.service_item(batch.purpose.item)
+        except InvalidInput as exc:
+            await rq.refuse(exc, base, EVENT_REFUSED, started)
+            raise
+        plans = [
+            _Planned(None, error=q)
+            if isinstance(q, InvalidInput)
+            else self._plan(policy, batch.consumer, item, q, base["at"], f"queries[{i}]")
+            for i, q in enumerate(batch.queries)
+        ]
+        claims = [p.quota for p in plans if p.quota is not None]
+        fits = iter(
+            await rq.admit(
+                token,
+                now=now,
+                base=base,
+                event=EVENT_REFUSED,
+                started=started,
+                cost=len(plans),
+                case=batch.purpose.case,
+                quotas=claims,
+            )
+        )
+        for p in plans:
+            if p.quota is not None and not next(fits):
+                p.error = PolicyDenied(
+                    ReasonCode.QUOTA_EXHAUSTED, "the grant's daily subject quota is used up"
+                )
+        results: list[dict[str, Any]] = []
+        for i, plan in enumerate(plans):
+            entry = {**base, **(self._query_fields(plan.query) if plan.query else {})}
+            outcome = await self._fetch_and_audit(policy, plan, entry, started)
+            if isinstance(outcome, Error):
+                results.append({"index": i, **_problem(outcome)})
+            else:
+                item_claims, _index = outcome
+                results.append({"index": i, "status": 200, **item_claims})
+        answer = rq.sign_answer(
+            {
+                "purpose": msgspec.structs.asdict(batch.purpose),
+                "results": results,
+                "policy_version": policy.version,
+            },
+            token=token,
+            typ=BATCH_RESULT_TYP,
+            now=now,
+        )
+        first = next((r["audit"]["index"] for r in results if "audit" in r), 0)
+        return LookupAnswer(answer, first)
+
+    # --- shared steps ---------------------------------------------------------------------
+
+    def _query_fields(self, query: Query) -> AuditBase:
+        return {
+            "resource": query.resource,
+            "subject_hmac": self._requests.hash_subject(query.subject.type, query.subject.value),
+            "fields": query.fields,
+        }
+
+    def _plan(  # noqa: PLR0917 - private; every argument is needed, none has a default
+        self,
+        policy: PolicySet,
+        consumer: str,
+        item: ServiceItem,
+        query: Query,
+        at: dt.datetime,
+        where: str = "query",
+    ) -> _Planned:
+        """Decide one query (pure); a refusal is kept on the plan, audited later."""
+        plan = _Planned(query)
+        try:
+            try:
+                resource = policy.resource(query.resource)
+            except InvalidInput:
+                raise InvalidInput(f"{where}.resource", "is not in the catalogue") from None
+            if resource.subject != query.subject.type:
+                raise InvalidInput(
+                    f"{where}.subject.type", f"this resource is keyed by {resource.subject}"
+                )
+            unknown = [f for f in query.fields if f not in resource.field_names]
+            if unknown:
+                raise InvalidInput(
+                    f"{where}.fields", f"not fields of this resource: {', '.join(unknown)}"
+                )
+            plan.decision = policy.decide(
+                consumer=consumer, resource=resource, fields=query.fields, item=item, now=at
+            )
+        except (InvalidInput, PolicyDenied) as exc:
+            plan.error = exc
+            return plan
+        if plan.decision.max_subjects_per_day is not None:
+            plan.quota = QuotaClaim(
+                grant_id=plan.decision.grant_id,
+                day=at.astimezone(DISTRICT_TZ).date().isoformat(),
+                subject=self._requests.hash_subject(query.subject.type, query.subject.value),
+                limit=plan.decision.max_subjects_per_day,
+            )
+        return plan
+
+    async def _fetch_and_audit(
+        self, policy: PolicySet, plan: _Planned, entry: AuditBase, started: float
+    ) -> tuple[dict[str, Any], int] | Error:
+        """Fetch and release one planned query, or audit its refusal. Returns the answer's
+        claims for it and the audit index, or the (audited) error."""
+        rq = self._requests
+        if plan.error is not None:
+            await rq.refuse(plan.error, entry, EVENT_REFUSED, started)
+            return plan.error
+        assert plan.query is not None
+        assert plan.decision is not None
+        query, decision = plan.query, plan.decision
+        entry = {**entry, "grant_id": decision.grant_id}
+        adapter = self._adapters(policy).get(query.resource)
+        try:
+            if adapter is None:
+                raise StoreUnavailable(f"source of {query.resource}")
+            record = await adapter.fetch(query.subject.value, decision.fields)
+        except StoreUnavailable as exc:
+            await rq.refuse(exc, entry, EVENT_REFUSED, started)
+            return exc
         if record is None:
-            index = await self._audit.append(
+            missing = RecordNotFound("no record for this subject")
+            missing.audit_index = await rq.audit.append(
                 AuditEntry(
-                    **base,
+                    **entry,
                     event=EVENT_NOT_FOUND,
                     decision=Outcome.ALLOWED,
-                    grant_id=decision.grant_id,
                     reason_code="not-found",
-                    latency_ms=_ms(started),
+                    latency_ms=elapsed_ms(started),
                 )
             )
-            raise _attach(RecordNotFound("no record for this subject"), index)
-
-        data = {name: record.values.get(name) for name in decision.fields}
-        data_bytes = msgspec.json.encode(data, order="sorted")
-        index = await self._audit.append(
+            return missing
+        data = decision.release(record.values)
+        index = await rq.audit.append(
             AuditEntry(
-                **base,
+                **entry,
                 event=EVENT_RELEASED,
                 decision=Outcome.ALLOWED,
-                grant_id=decision.grant_id,
-                response_hash=hashlib.sha256(data_bytes).hexdigest(),
-                latency_ms=_ms(started),
+                response_hash=hashlib.sha256(msgspec.json.encode(data, order="sorted")).hexdigest(),
+                latency_ms=elapsed_ms(started),
             )
         )
-        resource = policy.resources[request.resource]
-        iat = int(now)
-        claims = {
-            "iss": self._gateway_id,
-            "aud": request.consumer,
-            "iat": iat,
-            "exp": iat + self._answer_lifetime,
-            "jti": uuid.uuid4().hex,
-            "request": {"jti": token.jti, "sha256": token.sha256},
-            "purpose": msgspec.structs.asdict(request.purpose),
+        resource = policy.resources[query.resource]
+        return {
             "query": {
-                "resource": request.resource,
-                "subject": {"type": str(request.subject.type), "id": request.subject.value},
+                "resource": query.resource,
+                "subject": {"type": str(query.subject.type), "id": query.subject.value},
                 "fields": list(decision.fields),
             },
             "data": data,
+            "masked": sorted(decision.masks),
             "provenance": {
                 "provider": resource.provider,
                 "source": record.source,
                 "as_of": record.as_of,
             },
             "grant": decision.grant_id,
-            "policy_version": decision.policy_version,
             "audit": {"index": index},
-        }
-        return LookupAnswer(self._signer.sign(claims, typ=LOOKUP_RESULT_TYP), index)
-
-    def _decide(
-        self, policy: PolicySet, request: LookupRequest, at: dt.datetime
-    ) -> tuple[Decision, SourceAdapter]:
-        resource = policy.resource(request.resource)
-        item = policy.service_item(request.purpose.item)
-        if resource.subject != request.subject.type:
-            raise InvalidInput(
-                "query.subject.type", f"this resource is keyed by {resource.subject}"
-            )
-        unknown = [f for f in request.fields if f not in resource.field_names]
-        if unknown:
-            raise InvalidInput("query.fields", f"not fields of this resource: {', '.join(unknown)}")
-        decision = policy.decide(
-            consumer=request.consumer, resource=resource, fields=request.fields, item=item, now=at
-        )
-        adapter = self._adapters.get(resource.id)
-        if adapter is None:
-            raise StoreUnavailable(f"source of {resource.id}")
-        return decision, adapter
-
-    async def _refuse(self, exc: Error, fields: dict[str, Any], started: float) -> None:
-        detail = exc.reason if isinstance(exc, TokenRejected) else str(exc)
-        index = await self._audit.append(
-            AuditEntry(
-                **fields,
-                event=EVENT_REFUSED,
-                decision=Outcome.REFUSED,
-                reason_code=_reason_code(exc),
-                detail=detail[:500],
-                latency_ms=_ms(started),
-            )
-        )
-        _attach(exc, index)
+        }, index
 
 
-def _attach(exc: Error, index: int) -> Error:
-    exc.audit_index = index
-    return exc
+def _purpose_fields(operator: str, purpose: Purpose) -> AuditBase:
+    return {
+        "operator": operator,
+        "service_item": purpose.item,
+        "case_number": purpose.case,
+        "reason": purpose.reason,
+    }
 
 
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
+def _problem(exc: Error) -> dict[str, Any]:
+    """A batch item's refusal, shaped like the problem details of a single lookup."""
+    status = {InvalidInput: 400, PolicyDenied: 403, RecordNotFound: 404, StoreUnavailable: 503}
+    code = next((s for cls, s in status.items() if isinstance(exc, cls)), 500)
+    out: dict[str, Any] = {"status": code, "reason": reason_code(exc)}
+    if isinstance(exc, InvalidInput):
+        out["field"] = exc.field
+        out["detail"] = exc.reason
+    elif isinstance(exc, PolicyDenied):
+        out["reason"] = exc.reason_code
+        out["detail"] = exc.detail
+    if exc.audit_index is not None:
+        out["audit"] = {"index": exc.audit_index}
+    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["audit_entries", "department_keys", "departments", "metadata"]
+__all__ = ["audit_entries", "closed_cases", "department_keys", "departments", "metadata"]
 
 metadata = sa.MetaData()
 
@@ -63,4 +63,14 @@ audit_entries = sa.Table(
     sa.Column("latency_ms", sa.Float(), nullable=True),
     sa.Column("detail", sa.Text(), nullable=True),
     sqlite_autoincrement=True,  # never reuse an index, even after the newest row is removed
+)
+
+closed_cases = sa.Table(
+    "closed_cases",
+    metadata,
+    sa.Column("department", sa.String(64), primary_key=True),
+    sa.Column("case_number", sa.String(64), primary_key=True),
+    sa.Column("closed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("operator", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(256), nullable=False),
 )

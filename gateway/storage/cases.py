@@ -1,0 +1,48 @@
+"""Closed cases in the database: the durable record behind the guard's fast check."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from gateway.errors import StoreUnavailable
+from gateway.storage.schema import closed_cases
+
+__all__ = ["list_closed_cases", "record_closed_case"]
+
+
+def record_closed_case(
+    engine: sa.Engine,
+    *,
+    department: str,
+    case: str,
+    operator: str,
+    reason: str,
+    at: dt.datetime,
+) -> bool:
+    """Record the closure durably; ``False`` if the case was already closed."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                closed_cases.insert().values(
+                    department=department,
+                    case_number=case,
+                    closed_at=at,
+                    operator=operator,
+                    reason=reason,
+                )
+            )
+    except IntegrityError:
+        return False
+    except SQLAlchemyError:
+        raise StoreUnavailable("database") from None
+    return True
+
+
+def list_closed_cases(engine: sa.Engine) -> list[tuple[str, str]]:
+    """Every (department, case) closed so far."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(closed_cases.c.department, closed_cases.c.case_number))
+        return [(d, c) for d, c in rows]
