@@ -177,6 +177,7 @@ class GatewayRuntime:
                 policy=policy,
                 adapters=adapters,
                 batch_limit=settings.batch_max_queries,
+                batch_token_max_bytes=settings.batch_token_max_bytes,
             ),
             manifests=ManifestService(requests=requests, policy=policy, adapters=adapters),
             cases=CaseService(requests=requests, policy=policy, engine=engine),

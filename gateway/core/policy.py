@@ -9,13 +9,16 @@ grant that names this consumer, resource, every requested field and the service 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import enum
 import hashlib
+import re
 import tomllib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import types
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import msgspec
 
@@ -30,6 +33,9 @@ __all__ = [
     "Field",
     "FieldType",
     "Grant",
+    "ParsedPolicyTexts",
+    "PolicyFilesInvalid",
+    "PolicyProblem",
     "PolicySet",
     "ReasonCode",
     "Resource",
@@ -37,6 +43,7 @@ __all__ = [
     "ServiceItem",
     "SharingClass",
     "load_policy_set",
+    "parse_policy_texts",
     "policy_set_from_texts",
     "read_policy_texts",
 ]
@@ -389,104 +396,583 @@ class PolicySet:
         return None
 
     def validate(self) -> None:
-        """Raise :class:`PolicySetInvalid` listing every inconsistency of the set."""
-        problems = [
-            *self._department_problems(),
-            *self._catalogue_problems(),
-            *self._grant_problems(),
-        ]
-        if problems:
-            raise PolicySetInvalid(problems)
+        """Raise :class:`PolicySetInvalid` listing every inconsistency of the set.
 
-    def _department_problems(self) -> list[str]:
-        problems: list[str] = []
+        The messages name file, entry and field; only sets read from their texts (see
+        :func:`policy_set_from_texts`) can also say on which line.
+        """
+        issues = self._issues()
+        if issues:
+            raise PolicyFilesInvalid(
+                [PolicyProblem(i.file, None, i.field, i.reason) for i in issues]
+            )
+
+    def _issues(self) -> list[_Issue]:
+        return [
+            *self._department_issues(),
+            *self._catalogue_issues(),
+            *self._grant_issues(),
+        ]
+
+    def _department_issues(self) -> list[_Issue]:
+        issues: list[_Issue] = []
         for d in self.departments.values():
             try:
                 Uscc.parse(d.uscc)
             except InvalidIdentifier as exc:
-                problems.append(f"departments.toml: department {d.id!r}: uscc {exc.reason}")
-        return problems
+                issues.append(_Issue("department", d.id, ("uscc",), exc.reason))
+        return issues
 
-    def _catalogue_problems(self) -> list[str]:
-        problems: list[str] = []
+    def _catalogue_issues(self) -> list[_Issue]:
+        issues: list[_Issue] = []
         deps = self.departments
         for r in self.resources.values():
-            where = f"catalogue.toml: resource {r.id!r}"
+            issue = _reporter(issues, "resource", r.id)
             if r.provider not in deps:
-                problems.append(f"{where}: provider {r.provider!r} is not a department")
+                issue(("provider",), f"{r.provider!r} is not a department")
             elif Role.PROVIDER not in deps[r.provider].roles:
-                problems.append(f"{where}: department {r.provider!r} lacks the provider role")
+                issue(("provider",), f"department {r.provider!r} lacks the provider role")
             if r.subject not in ("resident-id", "uscc"):
-                problems.append(f"{where}: subject must be 'resident-id' or 'uscc'")
+                issue(("subject",), f"must be 'resident-id' or 'uscc', not {r.subject!r}")
             if r.sharing is not SharingClass.UNCONDITIONAL and not r.legal_basis:
-                problems.append(f"{where}: {r.sharing} resources need a legal_basis")
+                issue(("legal_basis",), f"{r.sharing} resources need a legal basis")
             names = [f.name for f in r.fields]
-            if len(names) != len(set(names)):
-                problems.append(f"{where}: field names repeat")
+            for name in sorted({n for n in names if names.count(n) > 1}):
+                issue(("fields",), f"field name {name!r} repeats", named=name, occurrence=2)
             if "adapter" not in r.source:
-                problems.append(f"{where}: source needs an 'adapter'")
+                issue(("source",), "needs an 'adapter'")
         for i in self.items.values():
-            where = f"catalogue.toml: item {i.code!r}"
             if i.department not in deps:
-                problems.append(f"{where}: department {i.department!r} is not a department")
-            for m in i.materials:
+                issues.append(
+                    _Issue("item", i.code, ("department",), f"{i.department!r} is not a department")
+                )
+            for n, m in enumerate(i.materials):
                 if m.resource is not None and m.resource not in self.resources:
-                    problems.append(f"{where}: material {m.name!r} names unknown resource")
-        return problems
+                    issues.append(
+                        _Issue(
+                            "item",
+                            i.code,
+                            ("materials", n, "resource"),
+                            f"material {m.name!r} names {m.resource!r}, which is not in the "
+                            "catalogue",
+                            value=m.resource,
+                        )
+                    )
+        return issues
 
-    def _grant_problems(self) -> list[str]:
-        problems: list[str] = []
+    def _grant_issues(self) -> list[_Issue]:
+        issues: list[_Issue] = []
         deps = self.departments
         for g in self.grants.values():
-            where = f"grants.toml: grant {g.id!r}"
+            issue = _reporter(issues, "grant", g.id)
             if g.consumer not in deps:
-                problems.append(f"{where}: consumer {g.consumer!r} is not a department")
+                issue(("consumer",), f"{g.consumer!r} is not a department")
             res = self.resources.get(g.resource)
             if res is None:
-                problems.append(f"{where}: resource {g.resource!r} is not in the catalogue")
+                issue(("resource",), f"{g.resource!r} is not in the catalogue")
             else:
                 if res.sharing is SharingClass.NOT_SHARED:
-                    problems.append(f"{where}: resource {g.resource!r} is not-shared")
+                    issue(("resource",), f"{g.resource!r} is not-shared and can never be granted")
                 unknown = [f for f in g.fields if f not in res.field_names]
                 if unknown:
-                    problems.append(f"{where}: unknown fields {', '.join(unknown)}")
+                    issue(("fields",), f"unknown fields {', '.join(unknown)}", value=unknown[0])
             bad_items = [c for c in g.items if c not in self.items]
             if bad_items:
-                problems.append(f"{where}: unknown service items {', '.join(bad_items)}")
-            if not g.fields or not g.items:
-                problems.append(f"{where}: fields and items must not be empty")
+                issue(
+                    ("items",), f"unknown service items {', '.join(bad_items)}", value=bad_items[0]
+                )
+            if not g.fields:
+                issue(("fields",), "must not be empty")
+            if not g.items:
+                issue(("items",), "must not be empty")
             if g.valid_from and g.valid_until and g.valid_until < g.valid_from:
-                problems.append(f"{where}: valid_until is before valid_from")
+                issue(("valid_until",), f"is before valid_from ({g.valid_from})")
             if g.office_hours and g.office_hours.end <= g.office_hours.start:
-                problems.append(f"{where}: office_hours end is not after start")
+                issue(("office_hours", "end"), "is not after start")
             for field_name, spec in g.masks.items():
+                path: tuple[str | int, ...] = ("masks", field_name)
                 try:
                     mask = parse_mask(spec)
                 except ValueError as exc:
-                    problems.append(f"{where}: masks.{field_name}: {exc}")
+                    issue(path, str(exc))
                     continue
                 if field_name not in g.fields:
-                    problems.append(f"{where}: masks.{field_name}: field is not granted")
-                elif (
-                    res is not None
-                    and mask.text_only
-                    and any(
-                        f.name == field_name and f.type is not FieldType.STRING for f in res.fields
-                    )
-                ):
-                    problems.append(f"{where}: masks.{field_name}: {spec} needs a string field")
-        return problems
+                    issue(path, "the field is not granted")
+                elif res is not None and mask.text_only:
+                    kind = next((f.type for f in res.fields if f.name == field_name), None)
+                    if kind is not None and kind is not FieldType.STRING:
+                        issue(path, f"mask {spec!r} needs a string field, not a {kind} one")
+        return issues
 
 
-def _decode(name: str, text: str, kind: type[Any]) -> Any:
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicySetInvalid([f"{name}: {exc}"]) from None
-    try:
-        return msgspec.convert(raw, kind)
-    except msgspec.ValidationError as exc:
-        raise PolicySetInvalid([f"{name}: {exc}"]) from None
+# --- reading the files, and pointing at the line of each problem --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyProblem:
+    """One problem of the policy files: where (file, line, field path) and what is wrong.
+
+    ``line`` is ``None`` only where there is no text to point into (a missing file, or a
+    set validated without its texts); ``field`` is empty for the file as a whole.
+    """
+
+    file: str
+    line: int | None
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.field}: {self.reason}" if self.field else f"{where}: {self.reason}"
+
+
+class PolicyFilesInvalid(PolicySetInvalid):
+    """:class:`PolicySetInvalid` that also keeps each problem located (``findings``).
+
+    ``problems`` holds the same problems as text, ``<file>:<line>: <field>: <reason>``.
+    """
+
+    def __init__(self, findings: Iterable[PolicyProblem]) -> None:
+        self.findings = list(findings)
+        super().__init__([str(f) for f in self.findings])
+
+
+#: Which file holds each kind of entry, and the key that identifies an entry.
+_FILE_OF = {
+    "department": "departments.toml",
+    "resource": "catalogue.toml",
+    "item": "catalogue.toml",
+    "grant": "grants.toml",
+}
+_ID_KEY = {"department": "id", "resource": "id", "item": "code", "grant": "id"}
+
+
+def _reporter(issues: list[_Issue], kind: str, key: str) -> Callable[..., None]:
+    """A function that adds an issue of the ``kind`` entry ``key`` to ``issues``."""
+
+    def report(path: tuple[str | int, ...], reason: str, **hint: Any) -> None:
+        issues.append(_Issue(kind, key, path, reason, **hint))
+
+    return report
+
+
+def _path_text(path: Iterable[str | int]) -> str:
+    return "".join(f"[{c}]" if isinstance(c, int) else f".{c}" for c in path)
+
+
+@dataclass(frozen=True, slots=True)
+class _Issue:
+    """A semantic problem of one entry, before it is located in the text."""
+
+    kind: str  # "department", "resource", "item" or "grant"
+    key: str  # the entry's id (code, for items)
+    path: tuple[str | int, ...]  # the field inside the entry
+    reason: str
+    value: str | None = None  # a string value in the field to point at, if any
+    named: str | None = None  # or an inline table ``{ name = "..." }`` in it
+    occurrence: int = 1  # which match of ``value``/``named`` is meant
+
+    @property
+    def file(self) -> str:
+        return _FILE_OF[self.kind]
+
+    @property
+    def field(self) -> str:
+        return f"{self.kind} {self.key!r}{_path_text(self.path)}"
+
+
+_KEY_PART = r"""(?:[A-Za-z0-9_-]+|"[^"\\]*"|'[^']*')"""
+_DOTTED = rf"{_KEY_PART}(?:\s*\.\s*{_KEY_PART})*"
+_ARRAY_HEADER = re.compile(rf"^\s*\[\[\s*({_DOTTED})\s*\]\]\s*(?:#.*)?$")
+_TABLE_HEADER = re.compile(rf"^\s*\[\s*({_DOTTED})\s*\]\s*(?:#.*)?$")
+_KEY_LINE = re.compile(rf"^\s*({_DOTTED})\s*=")
+_BARE_KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\b")
+_STRINGS = re.compile(r"""'''.*?'''|\"\"\".*?\"\"\"|"(?:[^"\\]|\\.)*"|'[^']*'""")
+
+
+def _dotted(text: str) -> str:
+    return ".".join(p.strip("\"'") for p in re.findall(_KEY_PART, text))
+
+
+@dataclass(slots=True)
+class _Entry:
+    kind: str
+    start: int  # line of its ``[[kind]]`` header
+    end: int = 0  # its last line
+    keys: dict[str, int] = field(default_factory=dict)  # dotted key → line
+
+
+class _TomlLines:
+    """Where entries and keys are in one TOML text.
+
+    tomllib reports no positions, so the lines are scanned: the n-th ``[[kind]]`` header
+    starts entry n of that kind, and ``key =`` lines (outside multi-line values) belong to
+    the entry above them. Good enough for pointing a reviewer at a line; never used to read
+    values.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.top: dict[str, int] = {}  # top-level keys and table headers → line
+        self.entries: dict[str, list[_Entry]] = {}
+        entry: _Entry | None = None
+        prefix = ""
+        depth = 0  # open brackets/braces of a multi-line value
+        in_string: str | None = None  # the delimiter of an open multi-line string
+        for no, line in enumerate(self.lines, 1):
+            if in_string is not None:
+                if in_string in line:
+                    in_string = None
+                continue
+            if depth == 0 and (m := _ARRAY_HEADER.match(line) or _TABLE_HEADER.match(line)):
+                name = _dotted(m[1])
+                head, _, rest = name.partition(".")
+                if m.re is _ARRAY_HEADER and not rest:
+                    if entry is not None:
+                        entry.end = no - 1
+                    entry = _Entry(name, no)
+                    self.entries.setdefault(name, []).append(entry)
+                    self.top.setdefault(name, no)
+                    prefix = ""
+                elif entry is not None and rest and head == entry.kind:
+                    # [grant.approval] or [[grant.x]]: a sub-table of the entry above.
+                    entry.keys.setdefault(rest, no)
+                    prefix = rest + "."
+                else:
+                    if entry is not None:
+                        entry.end = no - 1
+                    entry = None
+                    self.top.setdefault(name, no)
+                    prefix = name + "."
+                continue
+            if depth == 0 and (m := _KEY_LINE.match(line)):
+                key = prefix + _dotted(m[1])
+                (entry.keys if entry is not None else self.top).setdefault(key, no)
+            bare = _STRINGS.sub('""', line).split("#", 1)[0]
+            for delimiter in ('"""', "'''"):
+                if bare.count(delimiter) % 2:
+                    in_string = delimiter
+                    bare = bare.split(delimiter, 1)[0]
+            depth = max(0, depth + bare.count("[") + bare.count("{"))
+            depth = max(0, depth - bare.count("]") - bare.count("}"))
+        if entry is not None:
+            entry.end = len(self.lines)
+
+    def find(self, start: int, end: int, pattern: re.Pattern[str], occurrence: int) -> int | None:
+        """The line (in ``start..end``) of the ``occurrence``-th match, skipping comments."""
+        for no in range(start, end + 1):
+            line = self.lines[no - 1]
+            if line.lstrip().startswith("#"):
+                continue
+            occurrence -= len(pattern.findall(line))
+            if occurrence <= 0:
+                return no
+        return None
+
+    def where(self, line: int) -> str:
+        """The field path (``grant[3].fields``) of the entry and key at ``line``, if any."""
+        for kind, entries in self.entries.items():
+            for n, e in enumerate(entries):
+                if e.start <= line <= e.end:
+                    # A broken line is no key line; if it starts like one, that key is meant.
+                    text = self.lines[line - 1]
+                    own = None if _KEY_LINE.match(text) else _BARE_KEY.match(text)
+                    above = [(no, k) for k, no in e.keys.items() if no <= line]
+                    key = own[1] if own else max(above)[1] if above else ""
+                    return f"{kind}[{n}]" + (f".{key}" if key else "")
+        return ""
+
+
+def _dig(value: Any, path: Iterable[str | int]) -> Any:
+    for c in path:
+        if isinstance(c, int) and isinstance(value, list) and c < len(value):
+            value = value[c]
+        elif isinstance(c, str) and isinstance(value, dict):
+            value = value.get(c)
+        else:
+            return None
+    return value
+
+
+class _Locator:
+    """Finds the line of a problem in the policy texts (and their decoded TOML)."""
+
+    def __init__(self, texts: Mapping[str, str], raw: Mapping[str, dict[str, Any]]) -> None:
+        self._lines = {name: _TomlLines(text) for name, text in texts.items()}
+        self._raw = raw
+        self._index: dict[tuple[str, str], int] = {}
+        for kind, file in _FILE_OF.items():
+            entries = raw.get(file, {}).get(kind)
+            for n, e in enumerate(entries if isinstance(entries, list) else []):
+                key = e.get(_ID_KEY[kind]) if isinstance(e, dict) else None
+                if isinstance(key, str):
+                    self._index.setdefault((kind, key), n)
+
+    def raw(self, file: str) -> dict[str, Any]:
+        """The decoded TOML of ``file`` (empty if it could not be read)."""
+        return self._raw.get(file, {})
+
+    def lines(self, file: str) -> _TomlLines | None:
+        """The scanned text of ``file``, if it was given."""
+        return self._lines.get(file)
+
+    def entry_line(
+        self,
+        kind: str,
+        index: int,
+        path: tuple[str | int, ...] = (),
+        *,
+        value: str | None = None,
+        named: str | None = None,
+        occurrence: int = 1,
+    ) -> int | None:
+        """The line of ``path`` in entry ``index`` of ``kind``: the line of its key, or of
+        ``value``/``named`` (or the element ``path`` names) inside a multi-line value; the
+        entry's id line when the key is absent."""
+        lines = self._lines.get(_FILE_OF[kind])
+        if lines is None:
+            return None
+        entries = lines.entries.get(kind, [])
+        if index >= len(entries):
+            # Not written as [[kind]] headers (e.g. an inline array): the key is all we have.
+            return lines.top.get(kind, 1)
+        entry = entries[index]
+        names: list[str] = []
+        for c in path:
+            if not isinstance(c, str) or c == "...":
+                break
+            names.append(c)
+        key = next(
+            (
+                ".".join(names[:n])
+                for n in range(len(names), 0, -1)
+                if ".".join(names[:n]) in entry.keys
+            ),
+            None,
+        )
+        if key is None:
+            return entry.keys.get(_ID_KEY[kind], entry.start)
+        start = entry.keys[key]
+        end = min((no - 1 for no in entry.keys.values() if no > start), default=entry.end)
+        rest = path[len(key.split(".")) :]
+        if value is None and named is None and rest and isinstance(rest[0], int):
+            raw_entries = self._raw.get(_FILE_OF[kind], {}).get(kind)
+            element = _dig(raw_entries, (index, *key.split("."), rest[0]))
+            if isinstance(element, dict) and isinstance(element.get("name"), str):
+                named = element["name"]
+            elif isinstance(element, str):
+                value = element
+        patterns = []
+        if value is not None:
+            patterns.append(re.compile(rf"""(["']){re.escape(value)}\1"""))
+        if named is not None:
+            patterns.append(re.compile(rf"""\bname\s*=\s*(["']){re.escape(named)}\1"""))
+        for pattern in patterns:
+            found = lines.find(start, end, pattern, occurrence)
+            if found is not None:
+                return found
+        return start
+
+    def problem(self, issue: _Issue) -> PolicyProblem:
+        """``issue`` located in the texts (by the entry's id, then the field)."""
+        index = self._index.get((issue.kind, issue.key))
+        line = (
+            None
+            if index is None
+            else self.entry_line(
+                issue.kind,
+                index,
+                issue.path,
+                value=issue.value,
+                named=issue.named,
+                occurrence=issue.occurrence,
+            )
+        )
+        return PolicyProblem(issue.file, line, issue.field, issue.reason)
+
+
+_TOML_AT = re.compile(r"(?P<reason>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)", re.S)
+_MSGSPEC_AT = re.compile(r"(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?", re.S)
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(?P<name>.+)`", re.S)
+_MISSING_FIELD = re.compile(r"Object missing required field `(?P<name>.+)`", re.S)
+
+
+def _syntax_problem(name: str, text: str, exc: tomllib.TOMLDecodeError) -> PolicyProblem:
+    lines = _TomlLines(text)
+    message = str(exc)
+    if m := _TOML_AT.fullmatch(message):
+        line = int(m["line"])
+        reason = f"TOML syntax error: {m['reason']} (column {m['column']})"
+    else:
+        # tomllib says "(at end of document)" when the file ends inside a value.
+        line = max(len(lines.lines), 1)
+        reason = "TOML syntax error: " + message.replace(
+            "(at end of document)", "(at the end of the file)"
+        )
+    return PolicyProblem(name, line, lines.where(line), reason)
+
+
+def _unwrap(kind: Any) -> Any:
+    while True:
+        origin = get_origin(kind)
+        if origin is Annotated:
+            kind = get_args(kind)[0]
+        elif origin in (Union, types.UnionType):
+            others = [a for a in get_args(kind) if a is not type(None)]
+            if len(others) != 1:
+                return kind
+            kind = others[0]
+        else:
+            return kind
+
+
+def _fields_at(root: type[Any], path: Iterable[str | int]) -> list[str]:
+    """The field names the schema allows at ``path`` (empty if it is not a struct)."""
+    kind: Any = root
+    for c in path:
+        kind = _unwrap(kind)
+        if isinstance(c, int) or c == "...":
+            args = get_args(kind)
+            if get_origin(kind) not in (list, tuple, dict) or not args:
+                return []
+            kind = args[-1] if get_origin(kind) is dict else args[0]
+        elif isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+            kind = next((f.type for f in msgspec.structs.fields(kind) if f.name == c), None)
+        else:
+            return []
+    kind = _unwrap(kind)
+    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+        return [f.name for f in msgspec.structs.fields(kind)]
+    return []
+
+
+def _schema_problem(
+    name: str, root: type[Any], locator: _Locator, exc: msgspec.ValidationError
+) -> PolicyProblem:
+    m = _MSGSPEC_AT.fullmatch(str(exc))
+    assert m is not None  # the pattern matches any text
+    path: tuple[str | int, ...] = tuple(
+        int(p[1]) if p[1] else (p[0] or "...") for p in _PATH_PART.findall(m["path"] or "")
+    )
+    reason = m["reason"].replace("`", "")
+    got = _dig(locator.raw(name), path)
+    if reason.startswith("Expected") and ", got" not in reason and got is not None:
+        # Constraint failures ("Expected int >= 1") do not say what was there.
+        shown = str(got).lower() if isinstance(got, bool) else repr(got)
+        if isinstance(got, dt.date | dt.time):
+            shown = got.isoformat()
+        reason += f", got {shown}"
+    if u := _UNKNOWN_FIELD.fullmatch(m["reason"]):
+        allowed = _fields_at(root, path)
+        path = (*path, u["name"])
+        close = difflib.get_close_matches(u["name"], allowed, n=1)
+        reason = "unknown field" + (
+            f"; did you mean {close[0]!r}?"
+            if close
+            else f" (expected one of: {', '.join(allowed)})"
+            if allowed
+            else ""
+        )
+    elif r := _MISSING_FIELD.fullmatch(m["reason"]):
+        path = (*path, r["name"])
+        reason = "required field is missing"
+    if len(path) >= 2 and isinstance(path[0], str) and isinstance(path[1], int):
+        line = locator.entry_line(path[0], path[1], path[2:])
+    else:
+        lines = locator.lines(name)
+        top = path[0] if path and isinstance(path[0], str) else None
+        line = (lines.top.get(top, 1) if top else 1) if lines is not None else None
+    field = _path_text(path).removeprefix(".")
+    return PolicyProblem(name, line, field, reason)
+
+
+_ROOTS: dict[str, type[Any]] = {
+    "departments.toml": _DepartmentsFile,
+    "catalogue.toml": _CatalogueFile,
+    "grants.toml": _GrantsFile,
+}
+
+
+class ParsedPolicyTexts:
+    """What :func:`parse_policy_texts` found in the texts of the policy files.
+
+    ``policy`` is the set built from the files, or ``None`` when a file is missing or could
+    not be decoded; it is validated only if ``problems`` is empty. :meth:`line_of` points
+    into the texts for findings of one's own (see :mod:`gateway.core.policy_check`).
+    """
+
+    def __init__(
+        self,
+        policy: PolicySet | None,
+        problems: Iterable[PolicyProblem],
+        locator: _Locator,
+    ) -> None:
+        order = {name: n for n, name in enumerate(POLICY_FILES)}
+        self.policy = policy
+        self.problems = sorted(problems, key=lambda p: (order.get(p.file, 99), p.line or 0))
+        self._locator = locator
+
+    def line_of(
+        self, kind: str, key: str, *path: str | int, value: str | None = None
+    ) -> int | None:
+        """The line of ``path`` (e.g. ``"valid_until"``) in the ``kind`` entry (department,
+        resource, item or grant) identified by ``key``; its id line if the key is absent."""
+        return self._locator.problem(_Issue(kind, key, path, "", value=value)).line
+
+
+def parse_policy_texts(texts: Mapping[str, str]) -> ParsedPolicyTexts:
+    """Parse and validate a policy set from its files' texts, collecting every problem.
+
+    Never raises for bad content: each problem comes back located (file, line, field).
+    """
+    problems = [
+        PolicyProblem(n, None, "", "file is missing") for n in POLICY_FILES if n not in texts
+    ]
+    raw: dict[str, dict[str, Any]] = {}
+    for name in POLICY_FILES:
+        if name in texts:
+            try:
+                raw[name] = tomllib.loads(texts[name])
+            except tomllib.TOMLDecodeError as exc:
+                problems.append(_syntax_problem(name, texts[name], exc))
+    locator = _Locator(texts, raw)
+    decoded: dict[str, Any] = {}
+    for name, doc in raw.items():
+        try:
+            decoded[name] = msgspec.convert(doc, _ROOTS[name])
+        except msgspec.ValidationError as exc:
+            problems.append(_schema_problem(name, _ROOTS[name], locator, exc))
+    if problems:
+        return ParsedPolicyTexts(None, problems, locator)
+    deps: _DepartmentsFile = decoded["departments.toml"]
+    cat: _CatalogueFile = decoded["catalogue.toml"]
+    grants: _GrantsFile = decoded["grants.toml"]
+    for kind, keys in (
+        ("department", [d.id for d in deps.department]),
+        ("resource", [r.id for r in cat.resource]),
+        ("item", [i.code for i in cat.item]),
+        ("grant", [g.id for g in grants.grant]),
+    ):
+        first: dict[str, int] = {}
+        for n, key in enumerate(keys):
+            if key not in first:
+                first[key] = n
+                continue
+            earlier = locator.entry_line(kind, first[key], (_ID_KEY[kind],))
+            problems.append(
+                PolicyProblem(
+                    _FILE_OF[kind],
+                    locator.entry_line(kind, n, (_ID_KEY[kind],)),
+                    f"{kind}[{n}].{_ID_KEY[kind]}",
+                    f"{key!r} is already the {_ID_KEY[kind]} of the {kind} at line {earlier}",
+                )
+            )
+    policy = PolicySet(
+        departments=deps.department, resources=cat.resource, items=cat.item, grants=grants.grant
+    )
+    problems.extend(locator.problem(i) for i in policy._issues())
+    return ParsedPolicyTexts(policy, problems, locator)
 
 
 def read_policy_texts(directory: Path) -> dict[str, str]:
@@ -503,33 +989,13 @@ def read_policy_texts(directory: Path) -> dict[str, str]:
 def policy_set_from_texts(texts: Mapping[str, str]) -> PolicySet:
     """Parse and validate a policy set from the texts of its files (see :data:`POLICY_FILES`).
 
-    Raises :class:`PolicySetInvalid` naming the file and the field of every problem.
+    Raises :class:`PolicyFilesInvalid` (a :class:`PolicySetInvalid`) listing every problem
+    found, each as ``<file>:<line>: <field>: <reason>``.
     """
-    missing = [n for n in POLICY_FILES if n not in texts]
-    if missing:
-        raise PolicySetInvalid([f"{n}: file is missing" for n in missing])
-    deps: _DepartmentsFile = _decode(
-        "departments.toml", texts["departments.toml"], _DepartmentsFile
-    )
-    cat: _CatalogueFile = _decode("catalogue.toml", texts["catalogue.toml"], _CatalogueFile)
-    grants: _GrantsFile = _decode("grants.toml", texts["grants.toml"], _GrantsFile)
-    problems: list[str] = []
-    for label, ids in (
-        ("department", [d.id for d in deps.department]),
-        ("resource", [r.id for r in cat.resource]),
-        ("item", [i.code for i in cat.item]),
-        ("grant", [g.id for g in grants.grant]),
-    ):
-        dupes = sorted({x for x in ids if ids.count(x) > 1})
-        if dupes:
-            problems.append(f"{label} ids repeat: {', '.join(dupes)}")
-    if problems:
-        raise PolicySetInvalid(problems)
-    policy = PolicySet(
-        departments=deps.department, resources=cat.resource, items=cat.item, grants=grants.grant
-    )
-    policy.validate()
-    return policy
+    parsed = parse_policy_texts(texts)
+    if parsed.problems or parsed.policy is None:
+        raise PolicyFilesInvalid(parsed.problems)
+    return parsed.policy
 
 
 def load_policy_set(directory: Path) -> PolicySet:

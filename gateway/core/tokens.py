@@ -114,8 +114,12 @@ class RequestTokenVerifier:
     def leeway(self) -> int:
         return self._leeway
 
-    def verify(self, token: bytes, *, typ: str, now: float) -> VerifiedToken:
+    def verify(
+        self, token: bytes, *, typ: str, now: float, max_bytes: int | None = None
+    ) -> VerifiedToken:
         """Verify ``token`` (compact JWS bytes) as a request of type ``typ`` at time ``now``."""
+        if len(token) > (self._max_bytes if max_bytes is None else max_bytes):
+            raise TokenRejected("token-too-large")
         text, key, header = self._select_key(token, typ)
         claims = self._decode(text, key, header)
         try:
@@ -134,8 +138,6 @@ class RequestTokenVerifier:
 
     def _select_key(self, token: bytes, typ: str) -> tuple[str, DepartmentKey, dict[str, Any]]:
         """Header checks; the registered key that ``kid`` names (an untrusted hint)."""
-        if len(token) > self._max_bytes:
-            raise TokenRejected("token-too-large")
         try:
             text = token.decode("ascii").strip()
             header = _peek_header(text)

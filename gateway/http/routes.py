@@ -42,6 +42,8 @@ async def _signed(
     request: Request[Any, Any, Any],
     state: State,
     handle: Callable[[GatewayRuntime], Callable[..., Awaitable[LookupAnswer]]],
+    *,
+    batch: bool = False,
 ) -> Response[bytes]:
     """Common shape of the signed endpoints: a JWT in, a JWT (or a problem) out."""
     received_at = time.time()
@@ -49,7 +51,12 @@ async def _signed(
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != JWT_MEDIA_TYPE:
         raise UnsupportedMediaType(JWT_MEDIA_TYPE)
-    body = await _read_capped(request, runtime.settings.body_max_bytes)
+    settings = runtime.settings
+    # A batch token may be larger than a single request's; its body cap follows.
+    limit = settings.body_max_bytes
+    if batch:
+        limit = max(limit, settings.batch_token_max_bytes + 1024)
+    body = await _read_capped(request, limit)
     answer = await handle(runtime)(body, now=received_at)
     return Response(
         content=answer.token.encode(),
@@ -83,7 +90,7 @@ async def lookup(request: Request[Any, Any, Any], state: State) -> Response[byte
     media_type=JWT_MEDIA_TYPE,
 )
 async def lookup_batch(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    return await _signed(request, state, lambda rt: rt.lookups.lookup_batch)
+    return await _signed(request, state, lambda rt: rt.lookups.lookup_batch, batch=True)
 
 
 @post(

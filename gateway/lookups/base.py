@@ -82,11 +82,19 @@ class SignedRequests:
         }
 
     async def verify(
-        self, body: bytes, *, typ: str, now: float, base: AuditBase, event: str, started: float
+        self,
+        body: bytes,
+        *,
+        typ: str,
+        now: float,
+        base: AuditBase,
+        event: str,
+        started: float,
+        max_bytes: int | None = None,
     ) -> VerifiedToken:
         """Verify the token or audit the refusal and raise."""
         try:
-            token = self.verifier.verify(body, typ=typ, now=now)
+            token = self.verifier.verify(body, typ=typ, now=now, max_bytes=max_bytes)
         except TokenRejected as exc:
             # Only the key's owner is recorded, never unverified claims.
             await self.refuse(exc, {**base, "department": exc.claimed_issuer}, event, started)

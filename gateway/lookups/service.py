@@ -93,11 +93,13 @@ class LookupService:
         policy: PolicyHolder,
         adapters: Callable[[PolicySet], Mapping[str, SourceAdapter]],
         batch_limit: int = 100,
+        batch_token_max_bytes: int = 256 * 1024,
     ) -> None:
         self._requests = requests
         self._policy = policy
         self._adapters = adapters
         self._batch_limit = batch_limit
+        self._batch_token_max_bytes = batch_token_max_bytes
 
     # --- single lookups -------------------------------------------------------------------
 
@@ -175,6 +177,7 @@ class LookupService:
         token = await rq.verify(
             body,
             typ=BATCH_REQUEST_TYP,
+            max_bytes=self._batch_token_max_bytes,
             now=now,
             base=base,
             event=EVENT_REFUSED,
