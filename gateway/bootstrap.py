@@ -42,6 +42,7 @@ def initialise(settings: Settings, *, demo: bool = True) -> InitReport:
     data_dir.mkdir(parents=True, exist_ok=True)
     policy = load_policy_set(Path(settings.policies_dir))
     keystore.ensure_gateway_key(keys_dir)
+    keystore.ensure_operator_token(keys_dir, "admin")
     if not settings.audit_hmac_key:
         keystore.ensure_audit_hmac_key(keys_dir)
     if demo:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from gateway.errors import ConfigurationError, Error
+from gateway.policy_cli import policy
 from gateway.settings import Settings, load_settings
 
 __all__ = ["main"]
@@ -181,6 +182,8 @@ def demo(url: str | None) -> None:
         raise click.ClickException(f"cannot reach the gateway at {base_url}: {exc}") from None
     sys.exit(1 if surprises else 0)
 
+
+main.add_command(policy)
 
 if __name__ == "__main__":
     main()

@@ -31,6 +31,7 @@ __all__ = [
     "ensure_audit_hmac_key",
     "ensure_department_key",
     "ensure_gateway_key",
+    "ensure_operator_token",
     "load_private_jwk",
 ]
 
@@ -71,6 +72,14 @@ def ensure_audit_hmac_key(keys_dir: Path) -> bytes:
     if len(key) < 32:
         raise ConfigurationError([f"{path}: must hold at least 32 bytes"])
     return key
+
+
+def ensure_operator_token(keys_dir: Path, role: str) -> Path:
+    """Create a bearer token for an operator role (e.g. ``admin``) on first run."""
+    path = keys_dir / "operators" / f"{role}.token"
+    if not path.exists():
+        _write_secret(path, (secrets.token_urlsafe(32) + "\n").encode())
+    return path
 
 
 def _private_jwk(key: PrivateKey, alg: str) -> dict[str, Any]:

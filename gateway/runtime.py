@@ -36,6 +36,7 @@ from gateway.lookups import (
     PolicyHolder,
     SignedRequests,
 )
+from gateway.operators import OperatorTokens
 from gateway.reload import InProcessPolicyStore, PolicyStore, PolicyWatcher, RedisPolicyStore
 from gateway.settings import Settings
 from gateway.storage.cases import list_closed_cases
@@ -91,6 +92,7 @@ class GatewayRuntime:
     manifests: ManifestService
     cases: CaseService
     policy_store: PolicyStore
+    operator_tokens: OperatorTokens
     watcher: PolicyWatcher | None = None
     _redis: aioredis.Redis | None = field(default=None, repr=False)
 
@@ -182,6 +184,7 @@ class GatewayRuntime:
             manifests=ManifestService(requests=requests, policy=policy, adapters=adapters),
             cases=CaseService(requests=requests, policy=policy, engine=engine),
             policy_store=store,
+            operator_tokens=OperatorTokens.from_directory(keys_dir / "operators"),
             _redis=redis_client,
         )
 

@@ -615,11 +615,14 @@ class _TomlLines:
         self.lines = text.splitlines()
         self.top: dict[str, int] = {}  # top-level keys and table headers → line
         self.entries: dict[str, list[_Entry]] = {}
+        self.nested: set[int] = set()  # lines inside multi-line values
         entry: _Entry | None = None
         prefix = ""
         depth = 0  # open brackets/braces of a multi-line value
         in_string: str | None = None  # the delimiter of an open multi-line string
         for no, line in enumerate(self.lines, 1):
+            if in_string is not None or depth > 0:
+                self.nested.add(no)
             if in_string is not None:
                 if in_string in line:
                     in_string = None
@@ -675,8 +678,10 @@ class _TomlLines:
             for n, e in enumerate(entries):
                 if e.start <= line <= e.end:
                     # A broken line is no key line; if it starts like one, that key is meant.
+                    # The key the line starts with, unless the line sits inside a multi-line
+                    # value (then the error is the value's, e.g. an unclosed array).
                     text = self.lines[line - 1]
-                    own = None if _KEY_LINE.match(text) else _BARE_KEY.match(text)
+                    own = None if line in self.nested else _BARE_KEY.match(text)
                     above = [(no, k) for k, no in e.keys.items() if no <= line]
                     key = own[1] if own else max(above)[1] if above else ""
                     return f"{kind}[{n}]" + (f".{key}" if key else "")

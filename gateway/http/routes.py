@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -9,12 +10,23 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 
+from gateway.core.policy_check import explain_decision
 from gateway.errors import PayloadTooLarge, UnsupportedMediaType
+from gateway.http.auth import require_role
 from gateway.http.problems import problem_response
 from gateway.lookups import LookupAnswer
 from gateway.runtime import GatewayRuntime
 
-__all__ = ["close_case", "healthz", "jwks", "lookup", "lookup_batch", "manifest", "readyz"]
+__all__ = [
+    "close_case",
+    "explain_policy",
+    "healthz",
+    "jwks",
+    "lookup",
+    "lookup_batch",
+    "manifest",
+    "readyz",
+]
 
 JWT_MEDIA_TYPE = "application/jwt"
 
@@ -159,3 +171,29 @@ async def readyz(state: State) -> Response[Any]:
         )
     failing = ", ".join(name for name, ok in checks.items() if not ok)
     return problem_response(503, "not-ready", "Not ready", f"failing: {failing}", checks=checks)
+
+
+@get(
+    "/v1/policy/explain",
+    summary="Explain the policy decision for a consumer, resource, item and fields",
+    tags=["policy"],
+    guards=[require_role("admin")],
+)
+async def explain_policy(
+    state: State,
+    *,
+    consumer: str,
+    resource: str,
+    item: str,
+    fields: str | None = None,
+    at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The decision the policy set in force makes, grant by grant (administrators only)."""
+    return explain_decision(
+        _runtime(state).policy.current,
+        consumer=consumer,
+        resource=resource,
+        item=item,
+        fields=None if fields is None else [f.strip() for f in fields.split(",") if f.strip()],
+        now=at or dt.datetime.now(dt.UTC),
+    )

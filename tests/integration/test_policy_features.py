@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from gateway.client import BadRequest, Forbidden
@@ -248,3 +249,30 @@ def test_daily_subject_quota(quota_gateway: GatewayProcess) -> None:
                 operator="w-2",
             )
     assert err.value.reason == "quota-exhausted"
+
+
+def test_explain_is_for_administrators(gateway: GatewayProcess) -> None:
+    params = {
+        "consumer": "service-centre",
+        "resource": "enterprise-registration",
+        "item": "000201002000",
+        "fields": "name,registered_capital",
+    }
+    url = gateway.url + "/v1/policy/explain"
+    assert httpx.get(url, params=params).status_code == 401
+    assert (
+        httpx.get(url, params=params, headers={"Authorization": "Bearer not-the-token"}).status_code
+        == 403
+    )
+    token = (gateway.keys_dir / "operators" / "admin.token").read_text().strip()
+    response = httpx.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    explained = response.json()
+    assert explained["decision"]["allowed"] is False
+    assert explained["decision"]["reason_code"] == "field-not-granted"
+    assert [c["grant"] for c in explained["candidates"]] == ["g-centre-enterprise"]
+    bad = httpx.get(
+        url, params={**params, "resource": "nope"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert bad.status_code == 400
+    assert bad.json()["field"] == "resource"

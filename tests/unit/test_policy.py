@@ -162,7 +162,7 @@ def test_department_uscc_check_character_is_verified(tmp_path: Path) -> None:
     with pytest.raises(PolicySetInvalid) as err:
         load_policy_set(d)
     assert err.value.problems == [
-        "departments.toml: department 'market': uscc check character is wrong"
+        "departments.toml:8: department 'market'.uscc: check character is wrong"
     ]
 
 
