@@ -489,6 +489,8 @@ class PolicySet:
                 issue(("valid_until",), f"is before valid_from ({g.valid_from})")
             if g.office_hours and g.office_hours.end <= g.office_hours.start:
                 issue(("office_hours", "end"), "is not after start")
+            if g.office_hours and not g.office_hours.days:
+                issue(("office_hours", "days"), "must name at least one day")
             for field_name, spec in g.masks.items():
                 path: tuple[str | int, ...] = ("masks", field_name)
                 try:

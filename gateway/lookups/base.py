@@ -18,6 +18,7 @@ from gateway.errors import (
     InvalidInput,
     PolicyDenied,
     RateLimited,
+    RecordNotFound,
     Replayed,
     StoreUnavailable,
     TokenRejected,
@@ -43,6 +44,8 @@ def reason_code(exc: Error) -> str:
         return "rate-limited"
     if isinstance(exc, StoreUnavailable):
         return "store-unavailable"
+    if isinstance(exc, RecordNotFound):
+        return "not-found"
     return type(exc).__name__
 
 

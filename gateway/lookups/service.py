@@ -340,7 +340,7 @@ class LookupService:
                 "fields": list(decision.fields),
             },
             "data": data,
-            "masked": sorted(decision.masks),
+            "masked": sorted(f for f in decision.fields if f in decision.masks),
             "provenance": {
                 "provider": resource.provider,
                 "source": record.source,
