@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from hashlib import sha256
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from gateway.audit import AuditEntry, AuditLog, Outcome, SubjectHasher
 from gateway.cache import QuotaClaim, RequestGuard
@@ -24,7 +25,7 @@ from gateway.errors import (
     TokenRejected,
 )
 
-__all__ = ["AuditBase", "SignedRequests", "reason_code"]
+__all__ = ["AuditBase", "Received", "SignedRequests", "reason_code"]
 
 #: Fields every audit entry of one request shares (time, department, purpose, hashes …).
 AuditBase = dict[str, Any]
@@ -47,6 +48,19 @@ def reason_code(exc: Error) -> str:
     if isinstance(exc, RecordNotFound):
         return "not-found"
     return type(exc).__name__
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Received(Generic[_T]):
+    """A request whose token verified and whose claims parsed."""
+
+    token: VerifiedToken
+    request: _T
+    base: AuditBase  # audit fields of this request so far (extend it as more is known)
+    started: float  # perf_counter reading at arrival, for the entries' latency
 
 
 def elapsed_ms(started: float) -> float:
@@ -83,6 +97,30 @@ class SignedRequests:
             "request_hash": sha256(body.strip()).hexdigest(),
             "policy_version": policy_version,
         }
+
+    async def receive(
+        self,
+        body: bytes,
+        *,
+        typ: str,
+        now: float,
+        policy_version: str,
+        event: str,
+        parse: Callable[[str, dict[str, Any]], _T],
+        max_bytes: int | None = None,
+    ) -> Received[_T]:
+        """Verify the token, then parse its claims with ``parse``; audit either refusal."""
+        started = time.perf_counter()
+        base = self.start(body, now=now, policy_version=policy_version)
+        token = await self.verify(
+            body, typ=typ, now=now, base=base, event=event, started=started, max_bytes=max_bytes
+        )
+        try:
+            request = parse(token.department, token.claims)
+        except InvalidInput as exc:
+            await self.refuse(exc, base, event, started)
+            raise
+        return Received(token, request, base, started)
 
     async def verify(
         self,

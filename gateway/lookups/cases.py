@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import sqlalchemy as sa
 
 from gateway.audit import AuditEntry, Outcome
 from gateway.core.lookup import parse_case_closure_claims
 from gateway.core.tokens import CASE_CLOSE_REQUEST_TYP, CASE_CLOSE_RESULT_TYP
-from gateway.errors import InvalidInput
 from gateway.lookups.base import SignedRequests, elapsed_ms
 from gateway.lookups.service import LookupAnswer, PolicyHolder
 from gateway.storage.cases import record_closed_case
@@ -33,22 +31,21 @@ class CaseService:
 
     async def close(self, body: bytes, *, now: float) -> LookupAnswer:
         """Close the case named by the signed request ``body``; answer a signed receipt."""
-        started = time.perf_counter()
         rq = self._requests
-        base = rq.start(body, now=now, policy_version=self._policy.current.version)
-        token = await rq.verify(
+        received = await rq.receive(
             body,
             typ=CASE_CLOSE_REQUEST_TYP,
             now=now,
-            base=base,
+            policy_version=self._policy.current.version,
             event=EVENT_REFUSED,
-            started=started,
+            parse=parse_case_closure_claims,
         )
-        try:
-            closure = parse_case_closure_claims(token.department, token.claims)
-        except InvalidInput as exc:
-            await rq.refuse(exc, base, EVENT_REFUSED, started)
-            raise
+        token, closure, base, started = (
+            received.token,
+            received.request,
+            received.base,
+            received.started,
+        )
         base.update(operator=closure.operator, case_number=closure.case, reason=closure.reason)
         await rq.admit(token, now=now, base=base, event=EVENT_REFUSED, started=started)
         # The database is the record; the guard (in process or Redis) is how lookups see it.

@@ -10,7 +10,6 @@ this consumer use it for this item — with the reason code).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,20 +46,23 @@ class ManifestService:
 
     async def manifest(self, body: bytes, *, now: float) -> LookupAnswer:
         """Build the signed manifest for the request token ``body``."""
-        started = time.perf_counter()
         rq = self._requests
         policy = self._policy.current
-        base = rq.start(body, now=now, policy_version=policy.version)
-        token = await rq.verify(
+        received = await rq.receive(
             body,
             typ=MANIFEST_REQUEST_TYP,
             now=now,
-            base=base,
+            policy_version=policy.version,
             event=EVENT_REFUSED,
-            started=started,
+            parse=parse_manifest_claims,
+        )
+        token, request, base, started = (
+            received.token,
+            received.request,
+            received.base,
+            received.started,
         )
         try:
-            request = parse_manifest_claims(token.department, token.claims)
             base.update(
                 operator=request.operator,
                 service_item=request.purpose.item,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -109,23 +108,22 @@ class LookupService:
         Returns the signed answer, or raises a :class:`~gateway.errors.Error` subclass after
         auditing the refusal; the error carries ``audit_index``.
         """
-        started = time.perf_counter()
         rq = self._requests
         policy = self._policy.current  # one set for the whole request, even across a reload
-        base = rq.start(body, now=now, policy_version=policy.version)
-        token = await rq.verify(
+        received = await rq.receive(
             body,
             typ=LOOKUP_REQUEST_TYP,
             now=now,
-            base=base,
+            policy_version=policy.version,
             event=EVENT_REFUSED,
-            started=started,
+            parse=parse_lookup_claims,
         )
-        try:
-            request = parse_lookup_claims(token.department, token.claims)
-        except InvalidInput as exc:
-            await rq.refuse(exc, base, EVENT_REFUSED, started)
-            raise
+        token, request, base, started = (
+            received.token,
+            received.request,
+            received.base,
+            received.started,
+        )
         base.update(_purpose_fields(request.operator, request.purpose))
         entry = {**base, **self._query_fields(request.query)}
         try:
@@ -170,24 +168,23 @@ class LookupService:
 
         A batch over the limit, or whose token or purpose is bad, is refused whole.
         """
-        started = time.perf_counter()
         rq = self._requests
         policy = self._policy.current
-        base = rq.start(body, now=now, policy_version=policy.version)
-        token = await rq.verify(
+        received = await rq.receive(
             body,
             typ=BATCH_REQUEST_TYP,
-            max_bytes=self._batch_token_max_bytes,
             now=now,
-            base=base,
+            policy_version=policy.version,
             event=EVENT_REFUSED,
-            started=started,
+            max_bytes=self._batch_token_max_bytes,
+            parse=lambda dept, claims: parse_batch_claims(dept, claims, limit=self._batch_limit),
         )
-        try:
-            batch = parse_batch_claims(token.department, token.claims, limit=self._batch_limit)
-        except InvalidInput as exc:
-            await rq.refuse(exc, base, EVENT_REFUSED, started)
-            raise
+        token, batch, base, started = (
+            received.token,
+            received.request,
+            received.base,
+            received.started,
+        )
         base.update(_purpose_fields(batch.operator, batch.purpose))
         try:
             item = policy.service_item(batch.purpose.item)
