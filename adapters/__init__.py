@@ -1,7 +1,7 @@
 """Connectors to department source systems, one module per kind of source.
 
 A resource's catalogue entry names its adapter (``source.adapter = "sql"``); the module of that
-name here provides ``create(resource, *, data_dir)`` returning a
+name here provides ``create(resource, *, context)`` returning a
 :class:`gateway.core.sources.SourceAdapter`. Adding a kind of source means adding a module
 here and nothing in ``gateway/``.
 """
@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import importlib
 import re
-from pathlib import Path
 
 from gateway.core.policy import Resource
-from gateway.core.sources import SourceAdapter
+from gateway.core.sources import AdapterContext, SourceAdapter
 from gateway.errors import ConfigurationError
 
 __all__ = ["create_adapter"]
@@ -21,7 +20,7 @@ __all__ = ["create_adapter"]
 _KIND = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-def create_adapter(resource: Resource, *, data_dir: Path) -> SourceAdapter:
+def create_adapter(resource: Resource, *, context: AdapterContext) -> SourceAdapter:
     """The adapter the catalogue names for ``resource``, built from its ``source`` options."""
     kind = str(resource.source.get("adapter", ""))
     if not _KIND.match(kind):
@@ -32,5 +31,5 @@ def create_adapter(resource: Resource, *, data_dir: Path) -> SourceAdapter:
         raise ConfigurationError(
             [f"resource {resource.id!r}: no adapter module adapters.{kind}"]
         ) from None
-    adapter: SourceAdapter = module.create(resource, data_dir=data_dir)
+    adapter: SourceAdapter = module.create(resource, context=context)
     return adapter

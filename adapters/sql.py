@@ -6,58 +6,97 @@ Catalogue options (``[resource.source]``)::
     url = "sqlite:///{data_dir}/sources/market.sqlite3"   # any SQLAlchemy URL
     table = "enterprises"                                  # table or view
     key = "uscc"                                           # column holding the subject id
+    timeout_ms = 2000                                      # statement timeout (default 2000)
 
 Each field maps to ``column`` (default: the field's name). Queries are built with SQLAlchemy
-Core from these names — never by string formatting — and bound the subject as a parameter.
+Core from these names — never by string formatting — and bind the subject as a parameter.
+Connections are read-only at the driver or session level, pooled per database URL, and every
+statement runs under a timeout: PostgreSQL's ``statement_timeout``, MySQL/MariaDB's
+``max_execution_time``, SQLite's progress handler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Sequence
+import time
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from gateway.core.policy import FieldType, Resource
-from gateway.core.sources import SourceRecord
-from gateway.errors import ConfigurationError, StoreUnavailable
+from gateway.core.sources import AdapterContext, SourceRecord
+from gateway.errors import ConfigurationError, SourceFailed, SourceTimeout
 
 __all__ = ["SqlSourceAdapter", "create"]
 
-_ENGINES: dict[str, sa.Engine] = {}
+_ENGINES: dict[tuple[str, int], sa.Engine] = {}
+_SQLITE_CHECK_EVERY = 1000  # SQLite VM instructions between deadline checks
 
 
-def _read_only_engine(url: str) -> sa.Engine:
+def _sqlite_engine(path: Path, timeout_ms: int) -> sa.Engine:
+    # Open the file read-only through SQLite's URI form: writes fail at the driver.
+    engine = sa.create_engine(
+        f"sqlite:///file:{path}?mode=ro&uri=true", connect_args={"timeout": timeout_ms / 1000}
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _deadline(dbapi_conn: Any, record: Any) -> None:
+        # SQLite has no statement timeout; a progress handler that returns non-zero aborts
+        # the running statement ("interrupted"). The deadline is armed before each statement.
+        deadline = [float("inf")]
+        record.info["deadline"] = deadline
+
+        def check() -> int:
+            return 1 if time.monotonic() > deadline[0] else 0
+
+        dbapi_conn.set_progress_handler(check, _SQLITE_CHECK_EVERY)
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _arm(conn: Any, _c: Any, _s: Any, _p: Any, _ctx: Any, _many: Any) -> None:
+        conn.connection.info["deadline"][0] = time.monotonic() + timeout_ms / 1000
+
+    return engine
+
+
+def _read_only_engine(url: str, timeout_ms: int) -> sa.Engine:
     # One engine (and pool) per source database, shared by the resources that live there.
-    engine = _ENGINES.get(url)
+    engine = _ENGINES.get((url, timeout_ms))
     if engine is not None:
         return engine
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        # Open the file read-only through SQLite's URI form: writes fail at the driver.
-        path = Path(parsed.database or "").resolve()
-        engine = sa.create_engine(
-            f"sqlite:///file:{path}?mode=ro&uri=true", connect_args={"timeout": 2.0}
-        )
-    elif parsed.get_backend_name() == "postgresql":
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        engine = _sqlite_engine(Path(parsed.database or "").resolve(), timeout_ms)
+    elif backend == "postgresql":
         engine = sa.create_engine(
             parsed,
             pool_size=5,
             max_overflow=5,
             pool_pre_ping=True,
+            pool_timeout=timeout_ms / 1000,
             connect_args={
-                "connect_timeout": 2,
-                "options": "-c default_transaction_read_only=on -c statement_timeout=2000",
+                "connect_timeout": max(1, timeout_ms // 1000),
+                "options": f"-c default_transaction_read_only=on "
+                f"-c statement_timeout={int(timeout_ms)}",
+            },
+        )
+    elif backend in ("mysql", "mariadb"):
+        engine = sa.create_engine(
+            parsed,
+            pool_pre_ping=True,
+            pool_timeout=timeout_ms / 1000,
+            connect_args={
+                "init_command": f"SET SESSION max_execution_time={int(timeout_ms)}, "
+                "SESSION TRANSACTION READ ONLY"
             },
         )
     else:
-        engine = sa.create_engine(parsed, pool_pre_ping=True)
-    _ENGINES[url] = engine
+        engine = sa.create_engine(parsed, pool_pre_ping=True, pool_timeout=timeout_ms / 1000)
+    _ENGINES[(url, timeout_ms)] = engine
     return engine
 
 
@@ -75,6 +114,20 @@ def _coerce(value: Any, kind: FieldType) -> Any:
     return str(value)
 
 
+def _is_timeout(exc: SQLAlchemyError) -> bool:
+    text = str(getattr(exc, "orig", exc)).lower()
+    return any(
+        marker in text
+        for marker in (
+            "interrupted",
+            "statement timeout",
+            "canceling statement",
+            "max_execution_time",
+            "timeout",
+        )
+    )
+
+
 class SqlSourceAdapter:
     """Reads one resource's records from a table or view, keyed by one column."""
 
@@ -87,11 +140,10 @@ class SqlSourceAdapter:
         }
         key_column: sa.ColumnClause[Any] = sa.column(key)
         source_table = sa.table(table, key_column, *columns.values())
-        # One prepared statement for all fields: the record is small and one shape keeps the
-        # statement cache hot; fields outside the grant are dropped after the read.
-        self._names = list(columns)
+        # One statement for all fields: the record is small, one shape keeps the statement
+        # cache hot, and the whole record can be cached; the gateway releases granted fields.
         self._statement = (
-            sa.select(*(columns[n].label(n) for n in self._names))
+            sa.select(*(col.label(name) for name, col in columns.items()))
             .select_from(source_table)
             .where(key_column == sa.bindparam("subject"))
             .limit(2)
@@ -105,21 +157,29 @@ class SqlSourceAdapter:
         with self._engine.connect() as conn:
             return list(conn.execute(self._statement, {"subject": subject}).all())
 
-    async def fetch(self, subject: str, fields: Sequence[str]) -> SourceRecord | None:
+    async def fetch(self, subject: str) -> SourceRecord | None:
+        rid = self._resource.id
         try:
             if self._inline:
                 rows = self._fetch_sync(subject)
             else:
                 rows = await asyncio.to_thread(self._fetch_sync, subject)
+        except OperationalError as exc:
+            if _is_timeout(exc):
+                raise SourceTimeout(rid, "statement timed out") from None
+            raise SourceFailed(rid, "database unreachable or failing") from None
         except SQLAlchemyError:
-            raise StoreUnavailable(f"source of {self._resource.id}") from None
+            raise SourceFailed(rid, "query failed") from None
         if not rows:
             return None
         if len(rows) > 1:
             # A key that is not unique is a source defect; refusing beats guessing.
-            raise StoreUnavailable(f"source of {self._resource.id} (duplicate key)")
+            raise SourceFailed(rid, "more than one record for the key")
         row = rows[0]._mapping
-        values = {name: _coerce(row[name], self._types[name]) for name in fields}
+        try:
+            values = {name: _coerce(row[name], kind) for name, kind in self._types.items()}
+        except (TypeError, ValueError):
+            raise SourceFailed(rid, "a value does not match the field's type") from None
         as_of = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         return SourceRecord(values=values, source=self.description, as_of=as_of)
 
@@ -127,7 +187,7 @@ class SqlSourceAdapter:
         self._engine.dispose()
 
 
-def create(resource: Resource, *, data_dir: Path) -> SqlSourceAdapter:
+def create(resource: Resource, *, context: AdapterContext) -> SqlSourceAdapter:
     """Build the adapter from the resource's ``source`` options."""
     options = resource.source
     missing = [k for k in ("url", "table", "key") if not isinstance(options.get(k), str)]
@@ -135,10 +195,13 @@ def create(resource: Resource, *, data_dir: Path) -> SqlSourceAdapter:
         raise ConfigurationError(
             [f"resource {resource.id!r}: sql source needs {', '.join(missing)}"]
         )
-    url = str(options["url"]).replace("{data_dir}", str(data_dir.resolve()))
+    timeout_ms = options.get("timeout_ms", 2000)
+    if not isinstance(timeout_ms, int) or not 10 <= timeout_ms <= 600_000:
+        raise ConfigurationError([f"resource {resource.id!r}: timeout_ms must be 10..600000"])
+    url = str(options["url"]).replace("{data_dir}", str(context.data_dir.resolve()))
     return SqlSourceAdapter(
         resource=resource,
-        engine=_read_only_engine(url),
+        engine=_read_only_engine(url, timeout_ms),
         table=str(options["table"]),
         key=str(options["key"]),
     )

@@ -18,6 +18,8 @@ __all__ = [
     "RateLimited",
     "RecordNotFound",
     "Replayed",
+    "SourceFailed",
+    "SourceTimeout",
     "StoreUnavailable",
     "TokenRejected",
     "UnsupportedMediaType",
@@ -111,6 +113,19 @@ class RateLimited(Error):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"retry after {retry_after} s")
         self.retry_after = retry_after
+
+
+class SourceFailed(Error):
+    """A provider's source failed or answered something malformed (502); nothing released."""
+
+    def __init__(self, resource: str, reason: str) -> None:
+        super().__init__(f"source of {resource}: {reason}")
+        self.resource = resource
+        self.reason = reason
+
+
+class SourceTimeout(SourceFailed):
+    """A provider's source did not answer within its deadline (504); nothing released."""
 
 
 class StoreUnavailable(Error):

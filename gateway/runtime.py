@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from gateway.cache.memory import InProcessGuard
 from gateway.cache.redis import RedisGuard
 from gateway.core.keyring import GatewaySigner, KeyRing
 from gateway.core.policy import PolicySet, load_policy_set
-from gateway.core.sources import SourceAdapter
+from gateway.core.sources import AdapterContext, SourceAdapter
 from gateway.core.tokens import RequestTokenVerifier
 from gateway.lookups import (
     CaseService,
@@ -52,8 +53,8 @@ class AdapterPool:
     """One adapter per resource of the set in force; a reloaded set reuses the adapters of
     resources whose source did not change and builds the rest."""
 
-    def __init__(self, *, data_dir: Path) -> None:
-        self._data_dir = data_dir
+    def __init__(self, *, context: AdapterContext) -> None:
+        self._context = context
         self._built: dict[tuple[str, str], SourceAdapter] = {}
         self._version = ""
         self._current: dict[str, SourceAdapter] = {}
@@ -65,7 +66,7 @@ class AdapterPool:
             for rid, resource in policy.resources.items():
                 key = (rid, json.dumps(resource.source, sort_keys=True))
                 if key not in self._built:
-                    self._built[key] = create_adapter(resource, data_dir=self._data_dir)
+                    self._built[key] = create_adapter(resource, context=self._context)
                 mapping[rid] = self._built[key]
             self._current, self._version = mapping, policy.version
         return self._current
@@ -140,7 +141,15 @@ class GatewayRuntime:
             max_batch=settings.audit_batch_max,
             timeout=settings.audit_timeout_seconds,
         )
-        adapters = AdapterPool(data_dir=Path(settings.data_dir))
+        adapters = AdapterPool(
+            context=AdapterContext(
+                data_dir=Path(settings.data_dir),
+                database=engine,
+                gateway_id=settings.gateway_id,
+                sign=lambda claims, typ: signer.sign(claims, typ=typ),
+                environ=dict(os.environ),
+            )
+        )
         adapters(policy.current)  # build them now: a bad source option fails the start
         requests = SignedRequests(
             gateway_id=settings.gateway_id,
@@ -180,8 +189,14 @@ class GatewayRuntime:
                 adapters=adapters,
                 batch_limit=settings.batch_max_queries,
                 batch_token_max_bytes=settings.batch_token_max_bytes,
+                source_deadline=settings.source_deadline_seconds,
             ),
-            manifests=ManifestService(requests=requests, policy=policy, adapters=adapters),
+            manifests=ManifestService(
+                requests=requests,
+                policy=policy,
+                adapters=adapters,
+                source_deadline=settings.source_deadline_seconds,
+            ),
             cases=CaseService(requests=requests, policy=policy, engine=engine),
             policy_store=store,
             operator_tokens=OperatorTokens.from_directory(keys_dir / "operators"),

@@ -31,6 +31,8 @@ _TABLE: list[tuple[type[errors.Error], int, str, str]] = [
     (errors.PayloadTooLarge, 413, "payload-too-large", "The request body is too large"),
     (errors.UnsupportedMediaType, 415, "unsupported-media-type", "Wrong content type"),
     (errors.RateLimited, 429, "rate-limited", "Too many requests from this department"),
+    (errors.SourceTimeout, 504, "source-timeout", "The provider's source did not answer in time"),
+    (errors.SourceFailed, 502, "source-failed", "The provider's source failed"),
     (errors.StoreUnavailable, 503, "store-unavailable", "A required store is unavailable"),
     (errors.ConfigurationError, 500, "configuration", "The gateway is misconfigured"),
 ]

@@ -21,6 +21,8 @@ from gateway.errors import (
     RateLimited,
     RecordNotFound,
     Replayed,
+    SourceFailed,
+    SourceTimeout,
     StoreUnavailable,
     TokenRejected,
 )
@@ -45,6 +47,10 @@ def reason_code(exc: Error) -> str:
         return "rate-limited"
     if isinstance(exc, StoreUnavailable):
         return "store-unavailable"
+    if isinstance(exc, SourceTimeout):
+        return "source-timeout"
+    if isinstance(exc, SourceFailed):
+        return "source-failed"
     if isinstance(exc, RecordNotFound):
         return "not-found"
     return type(exc).__name__

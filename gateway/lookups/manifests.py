@@ -20,9 +20,9 @@ from gateway.core.lookup import ManifestRequest, parse_manifest_claims
 from gateway.core.policy import Material, PolicySet, ServiceItem
 from gateway.core.sources import SourceAdapter
 from gateway.core.tokens import MANIFEST_REQUEST_TYP, MANIFEST_RESULT_TYP
-from gateway.errors import InvalidInput, PolicyDenied, StoreUnavailable
+from gateway.errors import InvalidInput, PolicyDenied, SourceFailed
 from gateway.lookups.base import SignedRequests, elapsed_ms
-from gateway.lookups.service import LookupAnswer, PolicyHolder
+from gateway.lookups.service import LookupAnswer, PolicyHolder, fetch_within
 
 __all__ = ["ManifestService"]
 
@@ -39,10 +39,12 @@ class ManifestService:
         requests: SignedRequests,
         policy: PolicyHolder,
         adapters: Callable[[PolicySet], Mapping[str, SourceAdapter]],
+        source_deadline: float = 10.0,
     ) -> None:
         self._requests = requests
         self._policy = policy
         self._adapters = adapters
+        self._source_deadline = source_deadline
 
     async def manifest(self, body: bytes, *, now: float) -> LookupAnswer:
         """Build the signed manifest for the request token ``body``."""
@@ -86,7 +88,7 @@ class ManifestService:
             materials = [
                 await self._material(policy, request, item, m, base["at"]) for m in item.materials
             ]
-        except StoreUnavailable as exc:
+        except SourceFailed as exc:
             await rq.refuse(exc, base, EVENT_REFUSED, started)
             raise
         counts = {
@@ -142,8 +144,10 @@ class ManifestService:
             return {**out, "status": "not-granted", "reason": exc.reason_code}
         adapter = self._adapters(policy).get(resource.id)
         if adapter is None:
-            raise StoreUnavailable(f"source of {resource.id}")
-        record = await adapter.fetch(request.applicant.value, decision.fields[:1])
+            raise SourceFailed(resource.id, "no adapter")
+        record = await fetch_within(
+            adapter, resource.id, request.applicant.value, self._source_deadline
+        )
         if record is None:
             return {**out, "status": "bring", "reason": "no-record"}
         return {**out, "status": "available", "grant": decision.grant_id}

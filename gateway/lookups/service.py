@@ -16,6 +16,7 @@ Order of work for one request (each refusal is audited, durably, before it is ra
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Mapping
@@ -33,7 +34,7 @@ from gateway.core.lookup import (
     parse_lookup_claims,
 )
 from gateway.core.policy import DISTRICT_TZ, Decision, PolicySet, ReasonCode, ServiceItem
-from gateway.core.sources import SourceAdapter
+from gateway.core.sources import SourceAdapter, SourceRecord
 from gateway.core.tokens import (
     BATCH_REQUEST_TYP,
     BATCH_RESULT_TYP,
@@ -45,6 +46,8 @@ from gateway.errors import (
     InvalidInput,
     PolicyDenied,
     RecordNotFound,
+    SourceFailed,
+    SourceTimeout,
     StoreUnavailable,
 )
 from gateway.lookups.base import AuditBase, SignedRequests, elapsed_ms, reason_code
@@ -93,12 +96,14 @@ class LookupService:
         adapters: Callable[[PolicySet], Mapping[str, SourceAdapter]],
         batch_limit: int = 100,
         batch_token_max_bytes: int = 256 * 1024,
+        source_deadline: float = 10.0,
     ) -> None:
         self._requests = requests
         self._policy = policy
         self._adapters = adapters
         self._batch_limit = batch_limit
         self._batch_token_max_bytes = batch_token_max_bytes
+        self._source_deadline = source_deadline
 
     # --- single lookups -------------------------------------------------------------------
 
@@ -302,9 +307,11 @@ class LookupService:
         adapter = self._adapters(policy).get(query.resource)
         try:
             if adapter is None:
-                raise StoreUnavailable(f"source of {query.resource}")
-            record = await adapter.fetch(query.subject.value, decision.fields)
-        except StoreUnavailable as exc:
+                raise SourceFailed(query.resource, "no adapter")
+            record = await fetch_within(
+                adapter, query.resource, query.subject.value, self._source_deadline
+            )
+        except SourceFailed as exc:
             await rq.refuse(exc, entry, EVENT_REFUSED, started)
             return exc
         if record is None:
@@ -348,6 +355,17 @@ class LookupService:
         }, index
 
 
+async def fetch_within(
+    adapter: SourceAdapter, resource: str, subject: str, deadline: float
+) -> SourceRecord | None:
+    """The adapter's fetch under the gateway's own deadline: a backstop behind the adapter's
+    timeouts, so a source can never hold a request (and its audit entry) open."""
+    try:
+        return await asyncio.wait_for(adapter.fetch(subject), deadline)
+    except TimeoutError:
+        raise SourceTimeout(resource, f"no answer within {deadline:g} s") from None
+
+
 def _purpose_fields(operator: str, purpose: Purpose) -> AuditBase:
     return {
         "operator": operator,
@@ -359,7 +377,14 @@ def _purpose_fields(operator: str, purpose: Purpose) -> AuditBase:
 
 def _problem(exc: Error) -> dict[str, Any]:
     """A batch item's refusal, shaped like the problem details of a single lookup."""
-    status = {InvalidInput: 400, PolicyDenied: 403, RecordNotFound: 404, StoreUnavailable: 503}
+    status: dict[type[Error], int] = {
+        InvalidInput: 400,
+        PolicyDenied: 403,
+        RecordNotFound: 404,
+        SourceTimeout: 504,
+        SourceFailed: 502,
+        StoreUnavailable: 503,
+    }
     code = next((s for cls, s in status.items() if isinstance(exc, cls)), 500)
     out: dict[str, Any] = {"status": code, "reason": reason_code(exc)}
     if isinstance(exc, InvalidInput):
