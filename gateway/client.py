@@ -38,6 +38,8 @@ from gateway.core.tokens import (
     BATCH_RESULT_TYP,
     CASE_CLOSE_REQUEST_TYP,
     CASE_CLOSE_RESULT_TYP,
+    INVALIDATE_REQUEST_TYP,
+    INVALIDATE_RESULT_TYP,
     LOOKUP_REQUEST_TYP,
     LOOKUP_RESULT_TYP,
     MANIFEST_REQUEST_TYP,
@@ -402,6 +404,21 @@ class GatewayClient:
             typ=CASE_CLOSE_REQUEST_TYP,
         )
         return self._send("/v1/cases:close", token, CASE_CLOSE_RESULT_TYP)
+
+    def invalidate(
+        self, *, resource: str, reason: str, operator: str, lifetime: int = 120
+    ) -> LookupAnswer:
+        """As the provider of ``resource``: drop every cached copy of its records."""
+        token = self.sign(
+            {
+                **self._request_claims(lifetime, None),
+                "resource": resource,
+                "operator": operator,
+                "reason": reason,
+            },
+            typ=INVALIDATE_REQUEST_TYP,
+        )
+        return self._send(f"/v1/resources/{resource}/invalidate", token, INVALIDATE_RESULT_TYP)
 
     def verify_answer(
         self, answer: str, *, request_token: str | None = None, typ: str = LOOKUP_RESULT_TYP

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from gateway.lookups import (
     LookupService,
     ManifestService,
     PolicyHolder,
+    ResourceService,
     SignedRequests,
 )
 from gateway.operators import OperatorTokens
@@ -76,6 +77,15 @@ class AdapterPool:
             await adapter.close()
 
 
+def _invalidator(guard: RequestGuard, policy: PolicyHolder) -> Callable[[str], Awaitable[None]]:
+    """Drop every cached record of a resource, for every department that may have one."""
+
+    async def invalidate(resource_id: str) -> None:
+        await guard.invalidate(resource=resource_id, departments=list(policy.current.departments))
+
+    return invalidate
+
+
 @dataclass
 class GatewayRuntime:
     """Everything a gateway process holds while it serves."""
@@ -92,6 +102,7 @@ class GatewayRuntime:
     lookups: LookupService
     manifests: ManifestService
     cases: CaseService
+    resources: ResourceService
     policy_store: PolicyStore
     operator_tokens: OperatorTokens
     watcher: PolicyWatcher | None = None
@@ -198,6 +209,11 @@ class GatewayRuntime:
                 source_deadline=settings.source_deadline_seconds,
             ),
             cases=CaseService(requests=requests, policy=policy, engine=engine),
+            resources=ResourceService(
+                requests=requests,
+                policy=policy,
+                invalidate=_invalidator(guard, policy),
+            ),
             policy_store=store,
             operator_tokens=OperatorTokens.from_directory(keys_dir / "operators"),
             _redis=redis_client,

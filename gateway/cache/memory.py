@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 
-from gateway.cache.protocol import QuotaClaim
+from gateway.cache.protocol import Admission, CachedRecord, CacheProbe, QuotaClaim
 from gateway.core.policy import ReasonCode
 from gateway.errors import PolicyDenied, RateLimited, Replayed
 
@@ -19,7 +20,9 @@ class InProcessGuard:
     Everything runs on the event loop thread without awaiting, so each admit is atomic.
     """
 
-    def __init__(self, *, rate_limit: int, window_seconds: int) -> None:
+    def __init__(
+        self, *, rate_limit: int, window_seconds: int, cache_entries: int = 100_000
+    ) -> None:
         self._limit = rate_limit
         self._window = window_seconds
         self._seen: dict[tuple[str, str], float] = {}
@@ -27,6 +30,10 @@ class InProcessGuard:
         self._closed: set[tuple[str, str]] = set()
         self._quotas: dict[tuple[str, str], set[str]] = {}
         self._next_purge = 0.0
+        self._generations: dict[str, int] = {}
+        # (resource, generation, subject) -> (expires at, record); least recently used first.
+        self._cache: OrderedDict[tuple[str, int, str], tuple[float, CachedRecord]] = OrderedDict()
+        self._cache_entries = cache_entries
 
     async def admit(
         self,
@@ -38,7 +45,8 @@ class InProcessGuard:
         cost: int = 1,
         case: str | None = None,
         quotas: Sequence[QuotaClaim] = (),
-    ) -> list[bool]:
+        probes: Sequence[CacheProbe] = (),
+    ) -> Admission:
         if case is not None and (department, case) in self._closed:
             raise PolicyDenied(ReasonCode.CASE_CLOSED, "the case was declared closed")
         window = int(now // self._window)
@@ -54,14 +62,47 @@ class InProcessGuard:
         if expiry is not None and expiry > now:
             raise Replayed
         self._seen[key] = now + replay_ttl
-        results = []
+        admission = Admission()
         for claim in quotas:
             counted = self._quotas.setdefault((claim.grant_id, claim.day), set())
             fits = claim.subject in counted or len(counted) < claim.limit
             if fits:
                 counted.add(claim.subject)
-            results.append(fits)
-        return results
+            admission.quotas.append(fits)
+        for probe in probes:
+            generation = self._generations.get(probe.resource, 0)
+            cache_key = (probe.resource, generation, probe.subject)
+            hit = self._cache.get(cache_key)
+            if hit is not None and hit[0] > now:
+                self._cache.move_to_end(cache_key)
+                admission.cached.append(hit[1])
+            else:
+                admission.cached.append(None)
+            admission.generations.append(str(generation))
+        return admission
+
+    async def cache_put(
+        self,
+        *,
+        department: str,
+        probe: CacheProbe,
+        generation: str,
+        payload: bytes,
+        ttl: float,
+        now: float,
+    ) -> None:
+        if str(self._generations.get(probe.resource, 0)) != generation:
+            return  # invalidated while the record was fetched: do not cache the old one
+        key = (probe.resource, int(generation), probe.subject)
+        self._cache[key] = (now + ttl, CachedRecord(payload, now, generation))
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_entries:
+            self._cache.popitem(last=False)
+
+    async def invalidate(self, *, resource: str, departments: Sequence[str]) -> None:
+        self._generations[resource] = self._generations.get(resource, 0) + 1
+        for key in [k for k in self._cache if k[0] == resource]:
+            del self._cache[key]
 
     def _purge(self, now: float) -> None:
         # Amortised: at most once a second, drop every expired jti and past days' quotas.

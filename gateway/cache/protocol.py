@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["QuotaClaim", "RequestGuard"]
+__all__ = ["Admission", "CacheProbe", "CachedRecord", "QuotaClaim", "RequestGuard"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,8 +19,36 @@ class QuotaClaim:
     limit: int
 
 
+@dataclass(frozen=True, slots=True)
+class CacheProbe:
+    """A lookup-cache read for one (resource, subject), done inside the admit step."""
+
+    resource: str
+    subject: str  # the keyed (HMAC) subject: cache keys never hold an identifier
+
+
+@dataclass(frozen=True, slots=True)
+class CachedRecord:
+    """A cached source record: its encoded form and when it was cached (epoch seconds)."""
+
+    payload: bytes
+    cached_at: float
+    generation: str = "0"
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What an admitted request learns: per quota claim whether it fits, per cache probe
+    the cached record (or ``None`` with the generation a fresh one must be stored under)."""
+
+    quotas: list[bool] = field(default_factory=list)
+    cached: list[CachedRecord | None] = field(default_factory=list)
+    generations: list[str] = field(default_factory=list)
+
+
 class RequestGuard(Protocol):
-    """Refuses replayed tokens, closed cases, spent budgets and exhausted quotas — together."""
+    """Refuses replayed tokens, closed cases, spent budgets and exhausted quotas, and reads
+    the lookup cache — all in one step (one round trip to Redis)."""
 
     async def admit(
         self,
@@ -32,7 +60,8 @@ class RequestGuard(Protocol):
         cost: int = 1,
         case: str | None = None,
         quotas: Sequence[QuotaClaim] = (),
-    ) -> list[bool]:
+        probes: Sequence[CacheProbe] = (),
+    ) -> Admission:
         """Admit one request (``cost`` lookups of it) or raise; one store round trip.
 
         In order: :class:`~gateway.errors.PolicyDenied` (``case-closed``) when ``case`` was
@@ -40,11 +69,27 @@ class RequestGuard(Protocol):
         department's budget for the current window is spent; :class:`~gateway.errors.Replayed`
         when ``jti`` was admitted before within ``replay_ttl`` seconds. None of these consume
         the ``jti``, except a replay (which found it consumed). Then each quota claim is
-        counted: the result says, per claim, whether the subject fits the grant's daily
-        quota (a subject already counted today always fits). Raises
-        :class:`~gateway.errors.StoreUnavailable` when the store cannot answer — never
+        counted (a subject already counted today always fits) and each cache probe read.
+        Raises :class:`~gateway.errors.StoreUnavailable` when the store cannot answer — never
         admitting a request it could not check.
         """
+        ...
+
+    async def cache_put(
+        self,
+        *,
+        department: str,
+        probe: CacheProbe,
+        generation: str,
+        payload: bytes,
+        ttl: float,
+        now: float,
+    ) -> None:
+        """Cache a fetched record for ``ttl`` seconds under the generation admit reported."""
+        ...
+
+    async def invalidate(self, *, resource: str, departments: Sequence[str]) -> None:
+        """Forget every cached record of ``resource`` (a new generation for each department)."""
         ...
 
     async def close_case(self, *, department: str, case: str) -> None:

@@ -8,18 +8,27 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.cache.protocol import QuotaClaim
+from gateway.cache.protocol import Admission, CachedRecord, CacheProbe, QuotaClaim
 from gateway.core.policy import ReasonCode
 from gateway.errors import PolicyDenied, RateLimited, Replayed, StoreUnavailable
 
 __all__ = ["RedisGuard"]
 
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 # One script, one round trip, in this order: a closed case refuses; the department's window
 # counts the request (over budget refuses, the jti unconsumed); SET NX claims the jti (the
-# replay check); then each quota claim is counted in its grant's per-day set. Every key shares
-# the hash tag {department}, so the script also runs on Redis Cluster.
-#   KEYS: jti, rate, case, quota_1..n     ARGV: replay_ms, window_ms, limit, cost,
-#                                               then per quota: subject, limit
+# replay check); each quota claim is counted in its grant's per-day set; each cache probe reads
+# the resource's current generation and the cached record under it. Every key carries the hash
+# tag {department}, so the script also runs on Redis Cluster (cache keys are built in the
+# script from ARGV[5], the tag prefix, and stay in the same slot).
+#   KEYS: jti, rate, case, quota_1..q
+#   ARGV: replay_ms, window_ms, limit, cost, tag, q, (subject, limit) * q, p,
+#         (resource, subject) * p
+# Reply: {0, fits_1..q, (generation, record | false, cached_at | false) * p} or {code}.
 _ADMIT = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return {4} end
 local n = redis.call('INCRBY', KEYS[2], ARGV[4])
@@ -27,18 +36,32 @@ if n == tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 if n > tonumber(ARGV[3]) then return {2} end
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return {1} end
 local out = {0}
-for i = 4, #KEYS do
-  local subject = ARGV[3 + 2 * (i - 3)]
-  local limit = tonumber(ARGV[4 + 2 * (i - 3)])
-  if redis.call('SISMEMBER', KEYS[i], subject) == 1 then
+local q = tonumber(ARGV[6])
+for i = 1, q do
+  local key = KEYS[3 + i]
+  local subject = ARGV[5 + 2 * i]
+  local limit = tonumber(ARGV[6 + 2 * i])
+  if redis.call('SISMEMBER', key, subject) == 1 then
     out[#out + 1] = 1
-  elseif redis.call('SCARD', KEYS[i]) >= limit then
+  elseif redis.call('SCARD', key) >= limit then
     out[#out + 1] = 0
   else
-    redis.call('SADD', KEYS[i], subject)
-    redis.call('EXPIRE', KEYS[i], 172800)
+    redis.call('SADD', key, subject)
+    redis.call('EXPIRE', key, 172800)
     out[#out + 1] = 1
   end
+end
+local base = 7 + 2 * q
+local p = tonumber(ARGV[base])
+for i = 1, p do
+  local resource = ARGV[base + 2 * i - 1]
+  local subject = ARGV[base + 2 * i]
+  local gen = redis.call('GET', ARGV[5] .. ':gen:' .. resource) or '0'
+  local hit = redis.call('HMGET', ARGV[5] .. ':cache:' .. resource .. ':' .. gen .. ':' .. subject,
+                         'r', 't')
+  out[#out + 1] = gen
+  out[#out + 1] = hit[1]
+  out[#out + 1] = hit[2]
 end
 return out
 """
@@ -86,7 +109,8 @@ class RedisGuard:
         cost: int = 1,
         case: str | None = None,
         quotas: Sequence[QuotaClaim] = (),
-    ) -> list[bool]:
+        probes: Sequence[CacheProbe] = (),
+    ) -> Admission:
         window = int(now // self._window)
         tag = self._tag(department)
         keys = [
@@ -96,9 +120,19 @@ class RedisGuard:
             f"{tag}:case:{case or ''}",
             *(f"{tag}:quota:{q.grant_id}:{q.day}" for q in quotas),
         ]
-        args: list[str | int] = [int(replay_ttl * 1000), self._window * 1000, self._limit, cost]
+        args: list[str | int] = [
+            int(replay_ttl * 1000),
+            self._window * 1000,
+            self._limit,
+            cost,
+            tag,
+            len(quotas),
+        ]
         for q in quotas:
             args += [q.subject, q.limit]
+        args.append(len(probes))
+        for probe in probes:
+            args += [probe.resource, probe.subject]
         try:
             verdict = await self._script(keys=keys, args=args)
         except RedisError:
@@ -110,7 +144,46 @@ class RedisGuard:
             raise RateLimited(max(1, math.ceil((window + 1) * self._window - now)))
         if code == 1:
             raise Replayed
-        return [bool(int(v)) for v in verdict[1:]]
+        admission = Admission(quotas=[bool(int(v)) for v in verdict[1 : 1 + len(quotas)]])
+        rest = verdict[1 + len(quotas) :]
+        for i in range(len(probes)):
+            generation, payload, cached_at = rest[3 * i : 3 * i + 3]
+            admission.generations.append(_text(generation))
+            admission.cached.append(
+                None
+                if payload is None
+                else CachedRecord(bytes(payload), float(_text(cached_at)), _text(generation))
+            )
+        return admission
+
+    async def cache_put(
+        self,
+        *,
+        department: str,
+        probe: CacheProbe,
+        generation: str,
+        payload: bytes,
+        ttl: float,
+        now: float,
+    ) -> None:
+        key = f"{self._tag(department)}:cache:{probe.resource}:{generation}:{probe.subject}"
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping={"r": payload, "t": repr(now)})
+                pipe.pexpire(key, int(ttl * 1000))
+                await pipe.execute()
+        except RedisError:
+            # The answer does not depend on the cache write; the next lookup fetches again.
+            return
+
+    async def invalidate(self, *, resource: str, departments: Sequence[str]) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for department in departments:
+                    pipe.incr(f"{self._tag(department)}:gen:{resource}")
+                await pipe.execute()
+        except RedisError:
+            raise StoreUnavailable("lookup cache") from None
 
     async def close_case(self, *, department: str, case: str) -> None:
         try:

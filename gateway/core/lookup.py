@@ -22,12 +22,14 @@ __all__ = [
     "MAX_FIELDS",
     "BatchRequest",
     "CaseClosure",
+    "Invalidation",
     "LookupRequest",
     "ManifestRequest",
     "Purpose",
     "Query",
     "parse_batch_claims",
     "parse_case_closure_claims",
+    "parse_invalidation_claims",
     "parse_lookup_claims",
     "parse_manifest_claims",
 ]
@@ -76,6 +78,12 @@ class _ManifestClaims(msgspec.Struct, frozen=True):
     applicant: _Subject
 
 
+class _InvalidationClaims(msgspec.Struct, frozen=True):
+    resource: _Name
+    operator: _Name
+    reason: _Text
+
+
 class _CaseClosureClaims(msgspec.Struct, frozen=True):
     case: _Name
     operator: _Name
@@ -120,6 +128,16 @@ class ManifestRequest:
     operator: str
     purpose: Purpose
     applicant: SubjectId
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    """A provider signals that its records of a resource changed: cached copies must go."""
+
+    provider: str
+    operator: str
+    resource: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,3 +223,9 @@ def parse_case_closure_claims(consumer: str, claims: dict[str, Any]) -> CaseClos
     """Validate the claims of a verified case-closure token."""
     body = _convert(claims, _CaseClosureClaims)
     return CaseClosure(consumer, body.operator, body.case, body.reason)
+
+
+def parse_invalidation_claims(provider: str, claims: dict[str, Any]) -> Invalidation:
+    """Validate the claims of a verified cache-invalidation token."""
+    body = _convert(claims, _InvalidationClaims)
+    return Invalidation(provider, body.operator, body.resource, body.reason)

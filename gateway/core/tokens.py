@@ -25,6 +25,8 @@ __all__ = [
     "BATCH_RESULT_TYP",
     "CASE_CLOSE_REQUEST_TYP",
     "CASE_CLOSE_RESULT_TYP",
+    "INVALIDATE_REQUEST_TYP",
+    "INVALIDATE_RESULT_TYP",
     "LOOKUP_REQUEST_TYP",
     "LOOKUP_RESULT_TYP",
     "MANIFEST_REQUEST_TYP",
@@ -43,6 +45,9 @@ BATCH_RESULT_TYP = "yiwang-lookup-batch-result+jwt"
 #: Manifests of a service item for an applicant: request and answer.
 MANIFEST_REQUEST_TYP = "yiwang-manifest+jwt"
 MANIFEST_RESULT_TYP = "yiwang-manifest-result+jwt"
+#: A provider signalling changed records (cache invalidation): request and receipt.
+INVALIDATE_REQUEST_TYP = "yiwang-invalidate+jwt"
+INVALIDATE_RESULT_TYP = "yiwang-invalidated+jwt"
 #: A consumer declaring a case closed: request and receipt.
 CASE_CLOSE_REQUEST_TYP = "yiwang-case-close+jwt"
 CASE_CLOSE_RESULT_TYP = "yiwang-case-closed+jwt"

@@ -46,6 +46,7 @@ class GatewayPlugin(InitPluginProtocol):
                 routes.lookup_batch,
                 routes.manifest,
                 routes.close_case,
+                routes.invalidate_resource,
                 routes.explain_policy,
                 routes.jwks,
                 routes.healthz,

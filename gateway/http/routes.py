@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,6 +22,7 @@ __all__ = [
     "close_case",
     "explain_policy",
     "healthz",
+    "invalidate_resource",
     "jwks",
     "lookup",
     "lookup_batch",
@@ -127,6 +129,24 @@ async def manifest(request: Request[Any, Any, Any], state: State) -> Response[by
 )
 async def close_case(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     return await _signed(request, state, lambda rt: rt.cases.close)
+
+
+@post(
+    "/v1/resources/{resource_id:str}/invalidate",
+    summary="The provider signals changed records: cached copies are dropped",
+    description="typ `yiwang-invalidate+jwt`; claims `resource`, `operator`, `reason`.",
+    tags=["resources"],
+    status_code=200,
+    media_type=JWT_MEDIA_TYPE,
+)
+async def invalidate_resource(
+    request: Request[Any, Any, Any], state: State, resource_id: str
+) -> Response[bytes]:
+    return await _signed(
+        request,
+        state,
+        lambda rt: functools.partial(rt.resources.invalidate, resource_id=resource_id),
+    )
 
 
 @get(

@@ -3,6 +3,7 @@
 from gateway.lookups.base import SignedRequests
 from gateway.lookups.cases import CaseService
 from gateway.lookups.manifests import ManifestService
+from gateway.lookups.resources import ResourceService
 from gateway.lookups.service import LookupAnswer, LookupService, PolicyHolder
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "LookupService",
     "ManifestService",
     "PolicyHolder",
+    "ResourceService",
     "SignedRequests",
 ]

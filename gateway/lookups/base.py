@@ -11,7 +11,7 @@ from hashlib import sha256
 from typing import Any, Generic, TypeVar
 
 from gateway.audit import AuditEntry, AuditLog, Outcome, SubjectHasher
-from gateway.cache import QuotaClaim, RequestGuard
+from gateway.cache import Admission, CacheProbe, QuotaClaim, RequestGuard
 from gateway.core.keyring import GatewaySigner
 from gateway.core.tokens import RequestTokenVerifier, VerifiedToken
 from gateway.errors import (
@@ -160,8 +160,10 @@ class SignedRequests:
         cost: int = 1,
         case: str | None = None,
         quotas: Sequence[QuotaClaim] = (),
-    ) -> list[bool]:
-        """Closed case, rate limit, replay and quotas in one guard call; refusals audited."""
+        probes: Sequence[CacheProbe] = (),
+    ) -> Admission:
+        """Closed case, rate limit, replay, quotas and cache reads in one guard call;
+        refusals audited."""
         try:
             return await self.guard.admit(
                 department=token.department,
@@ -171,6 +173,7 @@ class SignedRequests:
                 cost=cost,
                 case=case,
                 quotas=quotas,
+                probes=probes,
             )
         except (Replayed, RateLimited, PolicyDenied, StoreUnavailable) as exc:
             await self.refuse(exc, base, event, started)

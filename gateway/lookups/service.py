@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from gateway.audit import AuditEntry, Outcome
-from gateway.cache import QuotaClaim
+from gateway.cache import Admission, CachedRecord, CacheProbe, QuotaClaim
 from gateway.core.lookup import (
     Purpose,
     Query,
@@ -83,6 +83,30 @@ class _Planned:
     decision: Decision | None = None
     error: Error | None = None
     quota: QuotaClaim | None = None
+    probe: CacheProbe | None = None  # set when the resource is cached
+    ttl: float = 0.0
+    cached: CachedRecord | None = None  # what the admit step found in the cache
+    generation: str = "0"
+
+
+class _CachedSourceRecord(msgspec.Struct, frozen=True):
+    values: dict[str, Any]
+    source: str
+    as_of: str
+    version: str | None = None
+
+
+def _apply_admission(plans: list[_Planned], admission: Admission) -> None:
+    """Hand each plan its quota verdict and cache read, in the order they were asked."""
+    fits = iter(admission.quotas)
+    reads = iter(zip(admission.cached, admission.generations, strict=True))
+    for plan in plans:
+        if plan.quota is not None and not next(fits):
+            plan.error = PolicyDenied(
+                ReasonCode.QUOTA_EXHAUSTED, "the grant's daily subject quota is used up"
+            )
+        if plan.probe is not None:
+            plan.cached, plan.generation = next(reads)
 
 
 class LookupService:
@@ -137,7 +161,7 @@ class LookupService:
             await rq.refuse(exc, entry, EVENT_REFUSED, started)
             raise
         plan = self._plan(policy, request.consumer, item, request.query, base["at"])
-        fits = await rq.admit(
+        admission = await rq.admit(
             token,
             now=now,
             base=entry,
@@ -145,12 +169,10 @@ class LookupService:
             started=started,
             case=request.purpose.case,
             quotas=[plan.quota] if plan.quota else [],
+            probes=[plan.probe] if plan.probe else [],
         )
-        if plan.quota is not None and not fits[0]:
-            plan.error = PolicyDenied(
-                ReasonCode.QUOTA_EXHAUSTED, "the grant's daily subject quota is used up"
-            )
-        result = await self._fetch_and_audit(policy, plan, entry, started)
+        _apply_admission([plan], admission)
+        result = await self._fetch_and_audit(policy, plan, entry, started, now)
         if isinstance(result, Error):
             raise result
         claims, index = result
@@ -202,28 +224,22 @@ class LookupService:
             else self._plan(policy, batch.consumer, item, q, base["at"], f"queries[{i}]")
             for i, q in enumerate(batch.queries)
         ]
-        claims = [p.quota for p in plans if p.quota is not None]
-        fits = iter(
-            await rq.admit(
-                token,
-                now=now,
-                base=base,
-                event=EVENT_REFUSED,
-                started=started,
-                cost=len(plans),
-                case=batch.purpose.case,
-                quotas=claims,
-            )
+        admission = await rq.admit(
+            token,
+            now=now,
+            base=base,
+            event=EVENT_REFUSED,
+            started=started,
+            cost=len(plans),
+            case=batch.purpose.case,
+            quotas=[p.quota for p in plans if p.quota is not None],
+            probes=[p.probe for p in plans if p.probe is not None],
         )
-        for p in plans:
-            if p.quota is not None and not next(fits):
-                p.error = PolicyDenied(
-                    ReasonCode.QUOTA_EXHAUSTED, "the grant's daily subject quota is used up"
-                )
+        _apply_admission(plans, admission)
         results: list[dict[str, Any]] = []
         for i, plan in enumerate(plans):
             entry = {**base, **(self._query_fields(plan.query) if plan.query else {})}
-            outcome = await self._fetch_and_audit(policy, plan, entry, started)
+            outcome = await self._fetch_and_audit(policy, plan, entry, started, now)
             if isinstance(outcome, Error):
                 results.append({"index": i, **_problem(outcome)})
             else:
@@ -282,17 +298,21 @@ class LookupService:
         except (InvalidInput, PolicyDenied) as exc:
             plan.error = exc
             return plan
+        subject = self._requests.hash_subject(query.subject.type, query.subject.value)
         if plan.decision.max_subjects_per_day is not None:
             plan.quota = QuotaClaim(
                 grant_id=plan.decision.grant_id,
                 day=at.astimezone(DISTRICT_TZ).date().isoformat(),
-                subject=self._requests.hash_subject(query.subject.type, query.subject.value),
+                subject=subject,
                 limit=plan.decision.max_subjects_per_day,
             )
+        if resource.cache_ttl_seconds > 0:
+            plan.probe = CacheProbe(resource.id, subject)
+            plan.ttl = float(resource.cache_ttl_seconds)
         return plan
 
     async def _fetch_and_audit(
-        self, policy: PolicySet, plan: _Planned, entry: AuditBase, started: float
+        self, policy: PolicySet, plan: _Planned, entry: AuditBase, started: float, now: float
     ) -> tuple[dict[str, Any], int] | Error:
         """Fetch and release one planned query, or audit its refusal. Returns the answer's
         claims for it and the audit index, or the (audited) error."""
@@ -304,16 +324,37 @@ class LookupService:
         assert plan.decision is not None
         query, decision = plan.query, plan.decision
         entry = {**entry, "grant_id": decision.grant_id}
-        adapter = self._adapters(policy).get(query.resource)
-        try:
-            if adapter is None:
-                raise SourceFailed(query.resource, "no adapter")
-            record = await fetch_within(
-                adapter, query.resource, query.subject.value, self._source_deadline
-            )
-        except SourceFailed as exc:
-            await rq.refuse(exc, entry, EVENT_REFUSED, started)
-            return exc
+        cache: dict[str, Any] = {"hit": False}
+        record: SourceRecord | None
+        if plan.cached is not None:
+            hit = msgspec.json.decode(plan.cached.payload, type=_CachedSourceRecord)
+            record = SourceRecord(hit.values, hit.source, hit.as_of, hit.version)
+            cache = {"hit": True, "age_seconds": round(max(0.0, now - plan.cached.cached_at), 3)}
+        else:
+            adapter = self._adapters(policy).get(query.resource)
+            try:
+                if adapter is None:
+                    raise SourceFailed(query.resource, "no adapter")
+                record = await fetch_within(
+                    adapter, query.resource, query.subject.value, self._source_deadline
+                )
+            except SourceFailed as exc:
+                await rq.refuse(exc, entry, EVENT_REFUSED, started)
+                return exc
+            if record is not None and plan.probe is not None:
+                payload = msgspec.json.encode(
+                    _CachedSourceRecord(
+                        dict(record.values), record.source, record.as_of, record.version
+                    )
+                )
+                await rq.guard.cache_put(
+                    department=entry["department"],
+                    probe=plan.probe,
+                    generation=plan.generation,
+                    payload=payload,
+                    ttl=plan.ttl,
+                    now=now,
+                )
         if record is None:
             missing = RecordNotFound("no record for this subject")
             missing.audit_index = await rq.audit.append(
@@ -349,6 +390,8 @@ class LookupService:
                 "provider": resource.provider,
                 "source": record.source,
                 "as_of": record.as_of,
+                **({"version": record.version} if record.version is not None else {}),
+                "cache": cache,
             },
             "grant": decision.grant_id,
             "audit": {"index": index},

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.cache import QuotaClaim, RequestGuard
+from gateway.cache import CachedRecord, CacheProbe, QuotaClaim, RequestGuard
 from gateway.cache.memory import InProcessGuard
 from gateway.cache.redis import RedisGuard
 from gateway.errors import PolicyDenied, RateLimited, Replayed, StoreUnavailable
@@ -102,14 +102,59 @@ def test_daily_quota_counts_distinct_subjects(kind: str) -> None:
             return QuotaClaim(grant_id="g", day=day, subject=subject, limit=2)
 
         async def fits(*claims: QuotaClaim) -> list[bool]:
-            return await g.admit(
+            admission = await g.admit(
                 department="a", jti=secrets.token_hex(8), replay_ttl=30, now=0.0, quotas=claims
             )
+            return admission.quotas
 
         assert await fits(claim("s1"), claim("s2"), claim("s3")) == [True, True, False]
         assert await fits(claim("s1")) == [True]  # already counted today
         assert await fits(claim("s4")) == [False]
         assert await fits(claim("s4", day="2026-11-28")) == [True]  # a new day
+
+    run(kind, t)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lookup_cache_read_in_the_admit_step_and_invalidated(kind: str) -> None:
+    async def t(make: Callable[..., RequestGuard]) -> None:
+        g = make()
+        probe = CacheProbe("enterprise-registration", "subject-hmac")
+
+        async def read(dept: str, now: float) -> tuple[CachedRecord | None, str]:
+            admission = await g.admit(
+                department=dept, jti=secrets.token_hex(8), replay_ttl=30, now=now, probes=[probe]
+            )
+            return admission.cached[0], admission.generations[0]
+
+        cached, generation = await read("a", 100.0)
+        assert cached is None
+        await g.cache_put(
+            department="a",
+            probe=probe,
+            generation=generation,
+            payload=b'{"v":1}',
+            ttl=60,
+            now=100.0,
+        )
+        cached, _ = await read("a", 110.0)
+        assert cached is not None
+        assert (cached.payload, cached.cached_at) == (b'{"v":1}', 100.0)
+        # A new generation (an upload landed, or the provider signalled a change) hides it.
+        await g.invalidate(resource="enterprise-registration", departments=["a", "b"])
+        cached, new_generation = await read("a", 111.0)
+        assert cached is None
+        assert new_generation != generation
+        # A record fetched before the invalidation must not be cached under the new one.
+        await g.cache_put(
+            department="a",
+            probe=probe,
+            generation=generation,
+            payload=b'{"v":"stale"}',
+            ttl=60,
+            now=111.0,
+        )
+        assert (await read("a", 112.0))[0] is None
 
     run(kind, t)
 

@@ -1,0 +1,52 @@
+"""The lookup cache: one read inside the admit step, said in every answer, dropped on a
+provider's signal — across workers and processes when they share Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.client import Forbidden
+from gateway.demo.population import companies
+from tests.integration.test_lookups import QUERY
+from tests.support import GatewayProcess
+
+SUBJECT = companies()[7]
+
+
+def _lookup(gw: GatewayProcess, fields: list[str]) -> dict[str, object]:
+    with gw.client("service-centre") as c:
+        answer = c.lookup(**{**QUERY, "subject": ("uscc", SUBJECT.uscc), "fields": fields})
+    cache: dict[str, object] = answer.claims["provenance"]["cache"]
+    assert answer.data["name"] == SUBJECT.name
+    return cache
+
+
+def test_second_lookup_is_served_from_the_cache_and_says_so(gateway: GatewayProcess) -> None:
+    with gateway.client("market") as provider:
+        provider.invalidate(resource="enterprise-registration", reason="test start", operator="m-1")
+    assert _lookup(gateway, ["name"]) == {"hit": False}
+    # Every worker shares the cache in the server setup (Redis): ask several times.
+    for _ in range(4):
+        cache = _lookup(gateway, ["name", "status"])  # other fields: the whole record is cached
+        assert cache["hit"] is True
+        assert isinstance(cache["age_seconds"], float)
+        assert 0 <= cache["age_seconds"] < 60
+
+
+def test_provider_invalidation_reaches_every_worker(gateway: GatewayProcess) -> None:
+    _lookup(gateway, ["name"])
+    assert _lookup(gateway, ["name"])["hit"] is True
+    with gateway.client("market") as provider:
+        receipt = provider.invalidate(
+            resource="enterprise-registration", reason="registration data corrected", operator="m-2"
+        )
+    entry = gateway.audit_entry(receipt.claims["audit"]["index"])
+    assert entry["event"] == "resource:cache:invalidated"
+    assert _lookup(gateway, ["name"]) == {"hit": False}
+
+
+def test_only_the_provider_may_invalidate(gateway: GatewayProcess) -> None:
+    with gateway.client("tax") as other, pytest.raises(Forbidden) as err:
+        other.invalidate(resource="enterprise-registration", reason="x", operator="t-9")
+    assert err.value.reason == "not-provider"
+    assert gateway.audit_entry(err.value.problem["audit_index"])["decision"] == "refused"
