@@ -3,6 +3,8 @@ provider's signal — across workers and processes when they share Redis."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gateway.client import Forbidden
@@ -50,3 +52,24 @@ def test_only_the_provider_may_invalidate(gateway: GatewayProcess) -> None:
         other.invalidate(resource="enterprise-registration", reason="x", operator="t-9")
     assert err.value.reason == "not-provider"
     assert gateway.audit_entry(err.value.problem["audit_index"])["decision"] == "refused"
+
+
+def test_two_processes_share_the_cache_and_its_invalidation(
+    server_gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    other = GatewayProcess(
+        data_dir=tmp_path, keys_dir=server_gateway.keys_dir, env=dict(server_gateway.env)
+    )
+    other.start()
+    try:
+        with server_gateway.client("market") as provider:
+            provider.invalidate(resource="enterprise-registration", reason="start", operator="m-3")
+        assert _lookup(server_gateway, ["name"]) == {"hit": False}
+        assert _lookup(other, ["name"])["hit"] is True  # cached by the first process
+        with other.client("market") as provider:
+            provider.invalidate(
+                resource="enterprise-registration", reason="changed", operator="m-3"
+            )
+        assert _lookup(server_gateway, ["name"]) == {"hit": False}
+    finally:
+        other.stop()
