@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,27 +53,59 @@ log = logging.getLogger(__name__)
 
 class AdapterPool:
     """One adapter per resource of the set in force; a reloaded set reuses the adapters of
-    resources whose source did not change and builds the rest."""
+    resources whose source did not change and builds the rest.
+
+    The mappings of the last two policy versions are kept, so a request that started under
+    the previous set still finds its adapters; an adapter no kept version uses is closed after
+    a grace period (longer than any source deadline) that lets its last fetches finish.
+    """
+
+    KEEP_VERSIONS = 2
+    CLOSE_AFTER_SECONDS = 60.0
 
     def __init__(self, *, context: AdapterContext) -> None:
         self._context = context
         self._built: dict[tuple[str, str], SourceAdapter] = {}
-        self._version = ""
-        self._current: dict[str, SourceAdapter] = {}
+        self._by_version: OrderedDict[str, dict[str, SourceAdapter]] = OrderedDict()
+        self._retiring: dict[asyncio.Task[None], SourceAdapter] = {}
 
     def __call__(self, policy: PolicySet) -> Mapping[str, SourceAdapter]:
         """The adapters for ``policy`` (cached per policy version)."""
-        if policy.version != self._version:
-            mapping = {}
-            for rid, resource in policy.resources.items():
-                key = (rid, json.dumps(resource.source, sort_keys=True))
-                if key not in self._built:
-                    self._built[key] = create_adapter(resource, context=self._context)
-                mapping[rid] = self._built[key]
-            self._current, self._version = mapping, policy.version
-        return self._current
+        mapping = self._by_version.get(policy.version)
+        if mapping is not None:
+            return mapping
+        mapping = {}
+        for rid, resource in policy.resources.items():
+            key = (rid, json.dumps(resource.source, sort_keys=True))
+            if key not in self._built:
+                self._built[key] = create_adapter(resource, context=self._context)
+            mapping[rid] = self._built[key]
+        self._by_version[policy.version] = mapping
+        while len(self._by_version) > self.KEEP_VERSIONS:
+            self._by_version.popitem(last=False)
+            self._retire_unused()
+        return mapping
+
+    def _retire_unused(self) -> None:
+        in_use = {id(a) for m in self._by_version.values() for a in m.values()}
+        for key, adapter in list(self._built.items()):
+            if id(adapter) not in in_use:
+                del self._built[key]
+                try:
+                    task = asyncio.get_running_loop().create_task(self._close_later(adapter))
+                except RuntimeError:  # no loop (start-up, tests): nothing can be in flight
+                    continue
+                self._retiring[task] = adapter
+                task.add_done_callback(lambda t: self._retiring.pop(t, None))
+
+    async def _close_later(self, adapter: SourceAdapter) -> None:
+        await asyncio.sleep(self.CLOSE_AFTER_SECONDS)
+        await adapter.close()
 
     async def close(self) -> None:
+        for task, adapter in list(self._retiring.items()):
+            task.cancel()
+            await adapter.close()
         for adapter in self._built.values():
             await adapter.close()
 
