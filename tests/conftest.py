@@ -9,7 +9,13 @@ import pytest
 
 from gateway.bootstrap import initialise
 from gateway.settings import load_settings
-from tests.support import GatewayProcess, running_gateway
+from tests.support import GatewayProcess, copy_policies, running_gateway
+
+
+@pytest.fixture
+def policies(tmp_path: Path) -> Path:
+    """A fresh, editable copy of the demo district's policy files."""
+    return copy_policies(tmp_path / "policies")
 
 
 @pytest.fixture(scope="session")

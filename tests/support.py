@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +31,19 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def copy_policies(target: Path) -> Path:
+    """A copy of the demo district's policy files, to edit in a test."""
+    shutil.copytree(ROOT / "policies", target)
+    return target
+
+
+def edit_file(directory: Path, file: str, old: str, new: str) -> None:
+    """Replace the first ``old`` in ``directory/file`` (which must contain it) by ``new``."""
+    text = (directory / file).read_text(encoding="utf-8")
+    assert old in text, old
+    (directory / file).write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
 def free_port() -> int:

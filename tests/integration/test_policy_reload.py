@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -13,14 +12,9 @@ import pytest
 
 from gateway.client import Forbidden, GatewayProblem
 from tests.integration.test_lookups import QUERY
-from tests.support import ROOT, GatewayProcess, running_gateway
+from tests.support import GatewayProcess, copy_policies, running_gateway
 
 RELOAD_DEADLINE = 2.0  # the requirement: a change is in force within 2 seconds
-
-
-def _copy_policies(target: Path) -> Path:
-    shutil.copytree(ROOT / "policies", target)
-    return target
 
 
 def _widen(directory: Path) -> None:
@@ -49,7 +43,7 @@ def _wait_for_change(gw: GatewayProcess, old: str) -> tuple[str, float]:
 
 @pytest.fixture
 def reloading_gateway(tmp_path: Path, keys_dir: Path) -> Iterator[tuple[GatewayProcess, Path]]:
-    policies = _copy_policies(tmp_path / "policies")
+    policies = copy_policies(tmp_path / "policies")
     with running_gateway(
         tmp_path / "gw", keys_dir, server=False, env={"GATEWAY_POLICIES_DIR": str(policies)}
     ) as gw:
@@ -102,8 +96,8 @@ def test_invalid_change_is_refused_and_the_old_set_stays(
 
 
 def test_change_reaches_every_process_through_redis(tmp_path: Path, keys_dir: Path) -> None:
-    dir_a = _copy_policies(tmp_path / "a")
-    dir_b = _copy_policies(tmp_path / "b")  # B's own files never change
+    dir_a = copy_policies(tmp_path / "a")
+    dir_b = copy_policies(tmp_path / "b")  # B's own files never change
     with running_gateway(
         tmp_path / "ga", keys_dir, server=True, env={"GATEWAY_POLICIES_DIR": str(dir_a)}
     ) as a:

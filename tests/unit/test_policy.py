@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import pytest
 
 from gateway.core.policy import PolicySet, ReasonCode, load_policy_set
 from gateway.errors import InvalidInput, PolicyDenied, PolicySetInvalid
+from tests.support import copy_policies
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = dt.datetime(2026, 11, 27, 10, 0, tzinfo=dt.UTC)
@@ -109,9 +109,7 @@ def test_unknown_resource_and_item_are_input_errors(policy: PolicySet) -> None:
 
 
 def _copy(tmp_path: Path) -> Path:
-    target = tmp_path / "policies"
-    shutil.copytree(ROOT / "policies", target)
-    return target
+    return copy_policies(tmp_path / "policies")
 
 
 def test_granting_a_not_shared_resource_is_refused_at_load(tmp_path: Path) -> None:

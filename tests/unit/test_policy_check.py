@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from gateway.core.policy_check import (
 )
 from gateway.errors import InvalidInput
 from gateway.policy_cli import policy as policy_command
+from tests.support import edit_file as edit
 
 ROOT = Path(__file__).resolve().parents[2]
 TODAY = dt.date(2026, 11, 27)
@@ -35,19 +35,6 @@ GRANT = (
     "fields = [{fields}]\nitems = [{items}]\n{extra}\n"
 )
 APPROVAL = 'approval = { by = "区数据资源管理局", on = 2026-01-01, document = "x" }'
-
-
-@pytest.fixture
-def policies(tmp_path: Path) -> Path:
-    target = tmp_path / "policies"
-    shutil.copytree(ROOT / "policies", target)
-    return target
-
-
-def edit(directory: Path, file: str, old: str, new: str) -> None:
-    text = (directory / file).read_text(encoding="utf-8")
-    assert old in text, old
-    (directory / file).write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
 def add_grant(

@@ -6,7 +6,6 @@ edited text, so that the tests do not break when the demo files grow.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import msgspec
@@ -23,22 +22,9 @@ from gateway.core.policy import (
     read_policy_texts,
 )
 from gateway.errors import PolicySetInvalid
+from tests.support import edit_file as edit
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def policies(tmp_path: Path) -> Path:
-    target = tmp_path / "policies"
-    shutil.copytree(ROOT / "policies", target)
-    return target
-
-
-def edit(directory: Path, file: str, old: str, new: str) -> None:
-    """Replace the first ``old`` in ``file`` (which must contain it) by ``new``."""
-    text = (directory / file).read_text(encoding="utf-8")
-    assert old in text, old
-    (directory / file).write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
 def line_of(directory: Path, file: str, needle: str) -> int:
