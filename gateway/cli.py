@@ -13,6 +13,7 @@ import click
 from gateway.errors import ConfigurationError, Error
 from gateway.policy_cli import policy
 from gateway.settings import Settings, load_settings
+from gateway.upload_cli import upload
 
 __all__ = ["main"]
 
@@ -184,6 +185,7 @@ def demo(url: str | None) -> None:
 
 
 main.add_command(policy)
+main.add_command(upload)
 
 if __name__ == "__main__":
     main()

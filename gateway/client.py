@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,14 @@ from gateway.core.tokens import (
 )
 from gateway.errors import Error
 from gateway.keystore import load_private_jwk
+from gateway.uploads.claims import (
+    MEDIA_TYPES,
+    REPORT_REQUEST_TYP,
+    TOKEN_HEADER,
+    UPLOAD_RECEIPT_TYP,
+    UPLOAD_REQUEST_TYP,
+    UploadFormat,
+)
 
 __all__ = [
     "AnswerRejected",
@@ -419,6 +427,86 @@ class GatewayClient:
             typ=INVALIDATE_REQUEST_TYP,
         )
         return self._send(f"/v1/resources/{resource}/invalidate", token, INVALIDATE_RESULT_TYP)
+
+    # --- periodic uploads (provider side) ---------------------------------------------------
+
+    def upload(
+        self,
+        *,
+        resource: str,
+        path: Path,
+        operator: str,
+        fmt: str | None = None,
+        sha256: str | None = None,
+        rows: int | None = None,
+        lifetime: int = 120,
+        progress: Callable[[int], None] | None = None,
+        timeout: float = 900.0,
+    ) -> LookupAnswer:
+        """As the provider of ``resource``, upload the file at ``path`` (CSV, or JSON Lines for
+        ``.jsonl``/``.ndjson``) as its new version; return the verified receipt. The file is
+        streamed, never read whole; ``progress`` is called with each chunk's size."""
+        kind = UploadFormat(fmt or ("jsonl" if path.suffix in (".jsonl", ".ndjson") else "csv"))
+        if sha256 is None:
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+            sha256 = digest.hexdigest()
+        claims: dict[str, Any] = {
+            **self._request_claims(lifetime, None),
+            "resource": resource,
+            "sha256": sha256,
+            "format": str(kind),
+            "operator": operator,
+        }
+        if rows is not None:
+            claims["rows"] = rows
+        token = self.sign(claims, typ=UPLOAD_REQUEST_TYP)
+
+        def body() -> Iterator[bytes]:
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    if progress is not None:
+                        progress(len(chunk))
+                    yield chunk
+
+        response = self._http.post(
+            f"/v1/uploads/{resource}",
+            content=body(),
+            headers={
+                TOKEN_HEADER: token,
+                "Content-Type": f"{MEDIA_TYPES[kind]}; charset=utf-8",
+                "Content-Length": str(path.stat().st_size),
+            },
+            # The gateway answers once every row is loaded: allow for that on large files.
+            timeout=httpx.Timeout(timeout, connect=10.0),
+        )
+        if response.status_code != 200:
+            raise self._problem(response)
+        return self.verify_answer(response.text, request_token=token, typ=UPLOAD_RECEIPT_TYP)
+
+    def upload_rejections(
+        self, *, resource: str, version: int, operator: str, fmt: str = "csv", lifetime: int = 120
+    ) -> bytes:
+        """The rejection report of an uploaded version (``csv`` or ``jsonl``)."""
+        token = self.sign(
+            {
+                **self._request_claims(lifetime, None),
+                "resource": resource,
+                "version": version,
+                "operator": operator,
+            },
+            typ=REPORT_REQUEST_TYP,
+        )
+        response = self._http.get(
+            f"/v1/uploads/{resource}/versions/{version}/rejections",
+            params={"format": fmt},
+            headers={TOKEN_HEADER: token},
+        )
+        if response.status_code != 200:
+            raise self._problem(response)
+        return response.content
 
     def verify_answer(
         self, answer: str, *, request_token: str | None = None, typ: str = LOOKUP_RESULT_TYP

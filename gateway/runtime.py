@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -18,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 
@@ -45,6 +45,7 @@ from gateway.settings import Settings
 from gateway.storage.cases import list_closed_cases
 from gateway.storage.database import create_database_engine
 from gateway.storage.registry import load_keyring
+from gateway.uploads.service import UploadService
 
 __all__ = ["AdapterPool", "GatewayRuntime"]
 
@@ -76,7 +77,9 @@ class AdapterPool:
             return mapping
         mapping = {}
         for rid, resource in policy.resources.items():
-            key = (rid, json.dumps(resource.source, sort_keys=True))
+            # The whole definition, fields included: adapters check values against the field
+            # types they were built with, so a changed field needs a new adapter.
+            key = (rid, msgspec.json.encode(resource, order="sorted").decode())
             if key not in self._built:
                 self._built[key] = create_adapter(resource, context=self._context)
             mapping[rid] = self._built[key]
@@ -136,6 +139,7 @@ class GatewayRuntime:
     manifests: ManifestService
     cases: CaseService
     resources: ResourceService
+    uploads: UploadService
     policy_store: PolicyStore
     operator_tokens: OperatorTokens
     watcher: PolicyWatcher | None = None
@@ -246,6 +250,14 @@ class GatewayRuntime:
                 requests=requests,
                 policy=policy,
                 invalidate=_invalidator(guard, policy),
+            ),
+            uploads=UploadService(
+                requests=requests,
+                policy=policy,
+                engine=engine,
+                spool_dir=Path(settings.data_dir) / "uploads",
+                # A new version makes every cached record of the resource stale.
+                on_new_version=_invalidator(guard, policy),
             ),
             policy_store=store,
             operator_tokens=OperatorTokens.from_directory(keys_dir / "operators"),

@@ -13,7 +13,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.plugins import InitPluginProtocol
 
 from gateway import __version__
-from gateway.http import routes
+from gateway.http import routes, uploads
 from gateway.http.problems import exception_handlers
 from gateway.runtime import GatewayRuntime
 from gateway.settings import Settings, load_settings
@@ -47,6 +47,8 @@ class GatewayPlugin(InitPluginProtocol):
                 routes.manifest,
                 routes.close_case,
                 routes.invalidate_resource,
+                uploads.upload,
+                uploads.upload_rejections,
                 routes.explain_policy,
                 routes.jwks,
                 routes.healthz,

@@ -74,3 +74,62 @@ closed_cases = sa.Table(
     sa.Column("operator", sa.String(64), nullable=False),
     sa.Column("reason", sa.String(256), nullable=False),
 )
+
+# --- uploaded resources (gateway.uploads; migration 0003) ---------------------------------
+# A version is loaded row by row while ``upload_current`` still points at the previous one;
+# flipping that pointer (one row, one transaction) is what makes a new version visible.
+
+upload_versions = sa.Table(
+    "upload_versions",
+    metadata,
+    sa.Column("resource", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    # loading | current | replaced | refused | pruned
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("format", sa.String(8), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("bytes", sa.BigInteger(), nullable=False),
+    sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("uploader", sa.String(64), nullable=False),  # the provider department
+    sa.Column("operator", sa.String(64), nullable=False),
+    sa.Column("rows_accepted", sa.BigInteger(), nullable=False),
+    sa.Column("rows_rejected", sa.BigInteger(), nullable=False),
+    sa.Column("previous_version", sa.Integer(), nullable=True),
+    sa.Column("detail", sa.String(500), nullable=True),  # why a version was refused
+)
+
+upload_current = sa.Table(
+    "upload_current",
+    metadata,
+    sa.Column("resource", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+upload_rows = sa.Table(
+    "upload_rows",
+    metadata,
+    sa.Column("resource", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("subject_key", sa.String(32), primary_key=True),
+    sa.Column("line", sa.BigInteger(), nullable=False),  # for the duplicate-key report
+    sa.Column("data", sa.Text(), nullable=False),  # the typed values as JSON
+    # Rows are found by their primary key only: SQLite then keeps one B-tree, not two.
+    sqlite_with_rowid=False,
+)
+
+upload_rejections = sa.Table(
+    "upload_rejections",
+    metadata,
+    sa.Column("resource", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("line", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("field", sa.String(64), primary_key=True),  # "" for the row as a whole
+    sa.Column("subject_key", sa.String(64), nullable=True),
+    sa.Column("code", sa.String(32), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Index("ix_upload_rejections_key", "resource", "version", "subject_key"),
+)
+
+__all__ += ["upload_current", "upload_rejections", "upload_rows", "upload_versions"]

@@ -1,0 +1,102 @@
+"""Route handlers of periodic uploads (see :mod:`gateway.uploads.service`).
+
+``POST /v1/uploads/{resource}``: the body is the file (``text/csv`` or
+``application/x-ndjson``, UTF-8), streamed; the provider's signed token travels in the
+``Upload-Token`` header. Answer: the gateway's signed receipt (``application/jwt``).
+
+``GET /v1/uploads/{resource}/versions/{version}/rejections?format=csv|jsonl``: the rejection
+report of a version, streamed; the provider's signed token in the ``Upload-Token`` header.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+from litestar.response import Stream
+
+from gateway.runtime import GatewayRuntime
+from gateway.uploads.claims import TOKEN_HEADER
+
+__all__ = ["upload", "upload_rejections"]
+
+JWT_MEDIA_TYPE = "application/jwt"
+
+
+def _runtime(state: State) -> GatewayRuntime:
+    runtime: GatewayRuntime = state.runtime
+    return runtime
+
+
+def _token(request: Request[Any, Any, Any]) -> bytes:
+    # A missing header is an empty token: refused (401) and audited like any bad token.
+    return request.headers.get(TOKEN_HEADER, "").encode("utf-8", "replace")
+
+
+@post(
+    "/v1/uploads/{resource:str}",
+    summary="Upload a file of a resource's records as its new version (provider only)",
+    description=(
+        "Body: the file, `text/csv` (header row first) or `application/x-ndjson` (one JSON "
+        "object per line), UTF-8. Header `Upload-Token`: a compact JWS of typ "
+        "`yiwang-upload+jwt` signed by the resource's provider, with claims `resource`, "
+        "`sha256` (hex, of the body), `format` (`csv` | `jsonl`), `operator` and optionally "
+        "`rows`. Answer: a signed receipt (typ `yiwang-upload-receipt+jwt`) with the version, "
+        "rows accepted and rejected, and where to download the rejection report."
+    ),
+    tags=["uploads"],
+    status_code=200,
+    media_type=JWT_MEDIA_TYPE,
+    # The body is streamed to a spool file under the resource's own cap (source.max_bytes),
+    # enforced by the service; the framework's in-memory body cap does not apply here.
+    request_max_body_size=None,
+)
+async def upload(request: Request[Any, Any, Any], state: State, resource: str) -> Response[bytes]:
+    """Stream the body into the upload service; answer its signed receipt."""
+    received_at = time.time()
+    declared = request.headers.get("content-length")
+    answer = await _runtime(state).uploads.upload(
+        resource,
+        token=_token(request),
+        content_type=request.headers.get("content-type", ""),
+        content_length=int(declared) if declared is not None and declared.isdigit() else None,
+        body=request.stream(),
+        now=received_at,
+    )
+    return Response(
+        content=answer.token.encode(),
+        media_type=JWT_MEDIA_TYPE,
+        headers={"Audit-Index": str(answer.audit_index), "Cache-Control": "no-store"},
+    )
+
+
+@get(
+    "/v1/uploads/{resource:str}/versions/{version:int}/rejections",
+    summary="The rejection report of an uploaded version (provider only)",
+    description=(
+        "Header `Upload-Token`: a compact JWS of typ `yiwang-upload-report+jwt` signed by the "
+        "resource's provider, with claims `resource`, `version`, `operator`. Answer: one line "
+        "per problem (`line`, `key`, `field`, `code`, `reason`), CSV or JSON Lines."
+    ),
+    tags=["uploads"],
+    cache_control=None,
+)
+async def upload_rejections(
+    request: Request[Any, Any, Any],
+    state: State,
+    resource: str,
+    version: int,
+    fmt: str = Parameter(query="format", default="csv"),
+) -> Stream:
+    """Stream a version's rejection report (CSV or JSON Lines) to its provider."""
+    report = await _runtime(state).uploads.rejections(
+        resource, version, token=_token(request), fmt=fmt, now=time.time()
+    )
+    return Stream(
+        report.chunks,
+        media_type=report.media_type,
+        headers={"Audit-Index": str(report.audit_index), "Cache-Control": "no-store"},
+    )
