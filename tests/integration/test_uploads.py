@@ -63,7 +63,9 @@ RESOURCES = {
     "roster-race": "",
     "roster-cli": "",
     "roster-big": "",
+    "roster-cached": "",
 }
+CACHED = {"roster-cached": 300}  # resources looked up through the lookup cache (TTL, s)
 
 
 def person(n: int) -> str:
@@ -115,6 +117,7 @@ name = "养老金领取人员名册（定期上传）"
 provider = "hrss"
 sharing = "unconditional"
 subject = "resident-id"
+cache_ttl_seconds = {CACHED.get(rid, 0)}
 source = {{ adapter = "upload", key = "id_number", required = ["name"]{extra} }}
 fields = [
   {{ name = "name", type = "string", sensitivity = "personal" }},
@@ -491,6 +494,19 @@ def test_a_new_version_replaces_the_previous_one_whole(gw: GatewayProcess, tmp_p
         query(gw, "SELECT version, state FROM upload_versions WHERE resource = 'roster-replace'")
     )
     assert states == {v1["version"]: "replaced", v2["version"]: "current"}
+
+
+def test_a_new_version_drops_cached_records(gw: GatewayProcess, tmp_path: Path) -> None:
+    upload(gw, "roster-cached", write(tmp_path, "v1.csv", csv_text([row(5)])))
+    assert lookup(gw, "roster-cached", person(5))["provenance"]["cache"] == {"hit": False}
+    cached = lookup(gw, "roster-cached", person(5))
+    assert cached["provenance"]["cache"]["hit"] is True
+    assert cached["data"]["name"] == "v1-居民5"
+    v2 = upload(gw, "roster-cached", write(tmp_path, "v2.csv", csv_text([row(5, version=2)])))
+    fresh = lookup(gw, "roster-cached", person(5))
+    assert fresh["provenance"]["cache"] == {"hit": False}
+    assert fresh["data"]["name"] == "v2-居民5"
+    assert str(fresh["provenance"]["version"]) == str(v2["version"])
 
 
 def test_only_the_last_n_versions_are_kept(gw: GatewayProcess, tmp_path: Path) -> None:
