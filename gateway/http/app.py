@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins import InitPluginProtocol
+from litestar.static_files import create_static_files_router
+from swagger_ui_bundle import swagger_ui_path
 
 from gateway import __version__
 from gateway.http import routes, uploads
@@ -19,6 +22,8 @@ from gateway.runtime import GatewayRuntime
 from gateway.settings import Settings, load_settings
 
 __all__ = ["GatewayPlugin", "create_app", "create_app_from_environment"]
+
+DOCS_ASSETS = "/docs/assets"
 
 
 class GatewayPlugin(InitPluginProtocol):
@@ -53,6 +58,11 @@ class GatewayPlugin(InitPluginProtocol):
                 routes.jwks,
                 routes.healthz,
                 routes.readyz,
+                create_static_files_router(
+                    path=DOCS_ASSETS,
+                    directories=[Path(str(swagger_ui_path))],
+                    name="docs-assets",
+                ),
             ]
         )
         app_config.exception_handlers.update(exception_handlers)  # type: ignore[arg-type]
@@ -62,7 +72,17 @@ class GatewayPlugin(InitPluginProtocol):
             version=__version__,
             description="Signed, policy-bound, audited lookups between departments.",
             path="/docs",
-            render_plugins=[ScalarRenderPlugin()],
+            # The browsable docs load their script and styles from this server, not a CDN:
+            # the gateway's networks are closed.
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                    css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                    standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                    path="/",
+                    favicon="",  # the default points at a CDN
+                )
+            ],
         )
         return app_config
 

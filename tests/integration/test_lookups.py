@@ -345,6 +345,17 @@ def test_health_and_readiness(gateway: GatewayProcess) -> None:
     assert httpx.get(gateway.url + "/docs/openapi.json").json()["info"]["title"] == "Yiwang Gateway"
 
 
+def test_browsable_docs_need_no_outside_network(gateway: GatewayProcess) -> None:
+    page = httpx.get(gateway.url + "/docs")
+    assert page.status_code == 200
+    assert "/docs/assets/swagger-ui-bundle.js" in page.text
+    assert "cdn" not in page.text.lower()
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-standalone-preset.js"):
+        response = httpx.get(f"{gateway.url}/docs/assets/{asset}")
+        assert response.status_code == 200, asset
+        assert len(response.content) > 10_000
+
+
 def test_unknown_route_is_a_problem(gateway: GatewayProcess) -> None:
     response = httpx.get(gateway.url + "/v1/nope")
     assert response.status_code == 404
