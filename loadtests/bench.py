@@ -54,6 +54,7 @@ from types import FrameType
 from typing import Any
 
 import httpx
+import psutil
 
 from gateway.client import GatewayClient, GatewayProblem
 from gateway.demo.population import companies, people
@@ -238,8 +239,17 @@ class Gateway:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def pids(self) -> list[int]:
+        """The gateway and its live worker processes (``--workers N``): a child's CPU time
+        shows in its parent's counters only once it has exited, so each is read itself."""
+        try:
+            workers = [w.pid for w in psutil.Process(self.pid).children(recursive=True)]
+        except psutil.Error:
+            workers = []
+        return [self.pid, *workers]
+
     def cpu_seconds(self) -> float:
-        return _process_cpu_seconds(self.pid)
+        return sum(_process_cpu_seconds(pid) for pid in self.pids())
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after 15 s; return the exit code."""
@@ -346,7 +356,7 @@ def run_phase(
         {
             "LOADTEST_MAX_REQUESTS": str(max_requests),
             "LOADTEST_RESULTS": str(results),
-            "LOADTEST_SERVER_PID": str(gateway.pid),
+            "LOADTEST_SERVER_PID": ",".join(str(p) for p in gateway.pids()),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
         }
     )

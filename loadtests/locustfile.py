@@ -107,11 +107,14 @@ def _cpu_mark() -> tuple[float, float, float, float]:
     Linux) — taken at the start and end of the measured window."""
     server = machine = math.nan
     clk_tck = os.sysconf("SC_CLK_TCK")
-    pid = os.environ.get("LOADTEST_SERVER_PID", "")
-    if pid.isdigit():
+    # The gateway and its worker processes: a comma-separated list of pids.
+    pids = [p for p in os.environ.get("LOADTEST_SERVER_PID", "").split(",") if p.isdigit()]
+    if pids:
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-            ticks = sum(int(v) for v in stat.rsplit(")", 1)[1].split()[11:15])
+            ticks = 0
+            for pid in pids:
+                stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+                ticks += sum(int(v) for v in stat.rsplit(")", 1)[1].split()[11:15])
             server = ticks / clk_tck
         except (OSError, ValueError):
             pass
