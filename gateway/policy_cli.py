@@ -225,3 +225,54 @@ def _conditions(c: dict[str, Any]) -> list[str]:
     if c["masks"]:
         out.append("masks " + ", ".join(f"{k}={v}" for k, v in c["masks"].items()))
     return out
+
+
+@policy.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Policy directory [GATEWAY_POLICIES_DIR, policies].",
+)
+def publish(directory: Path | None) -> None:
+    """Validate the policy files and publish them to every gateway sharing this Redis.
+
+    Gateways also publish a valid change of their own files by themselves; this is for
+    deployments whose hosts do not share the files. Every gateway process applies the
+    published set within 2 seconds; an invalid set is refused here and nothing changes.
+    """
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from gateway.core.policy import policy_set_from_texts, read_policy_texts
+    from gateway.reload import RedisPolicyStore
+    from gateway.settings import load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        _fail(["The gateway's settings are not usable:", *(f"  - {p}" for p in exc.problems)])
+    if not settings.redis_url:
+        _fail(["publish needs GATEWAY_REDIS_URL: an embedded gateway watches its own files"])
+    folder = directory or Path(settings.policies_dir)
+    try:
+        texts = read_policy_texts(folder)
+        candidate = policy_set_from_texts(texts)
+    except PolicySetInvalid as exc:
+        _fail(["The policy set is invalid; nothing was published:", *exc.problems])
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+        try:
+            store = RedisPolicyStore(client=client, prefix=settings.redis_key_prefix)
+            await store.publish(candidate.version, texts)
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(run())
+    except Exception as exc:  # the store is down: say so, change nothing
+        _fail([f"could not publish: {exc}"])
+    click.echo(f"published policy version {candidate.version}")

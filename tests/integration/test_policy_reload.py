@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +15,7 @@ import pytest
 
 from gateway.client import Forbidden, GatewayProblem
 from tests.integration.test_lookups import QUERY
-from tests.support import GatewayProcess, copy_policies, running_gateway
+from tests.support import ROOT, GatewayProcess, copy_policies, running_gateway
 
 RELOAD_DEADLINE = 2.0  # the requirement: a change is in force within 2 seconds
 
@@ -162,3 +165,48 @@ def test_reload_under_concurrent_lookups_loses_nothing(
     assert len(seen) > 20
     assert set(seen) <= {v1, v2}
     assert len(set(seen)) == 2  # both sets were in force during the run
+
+
+def test_publish_command_reaches_gateways_that_do_not_share_the_files(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    served = copy_policies(tmp_path / "served")  # the gateway's own files never change
+    edited = copy_policies(tmp_path / "edited")  # an administrator's copy elsewhere
+    with running_gateway(
+        tmp_path / "gw", keys_dir, server=True, env={"GATEWAY_POLICIES_DIR": str(served)}
+    ) as gw:
+        before = _version(gw)
+        _widen(edited)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        env.update(
+            GATEWAY_REDIS_URL=gw.env["GATEWAY_REDIS_URL"],
+            GATEWAY_REDIS_KEY_PREFIX=gw.env["GATEWAY_REDIS_KEY_PREFIX"],
+        )
+        published = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "policy", "publish", "--dir", str(edited)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert published.returncode == 0, published.stderr
+        after, took = _wait_for_change(gw, before)
+        assert took < RELOAD_DEADLINE
+        assert after in published.stdout
+        # An invalid set is refused by the command itself; the gateway keeps its set.
+        (edited / "grants.toml").write_text("[[grant]]\nid = 1\n", encoding="utf-8")
+        refused = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "policy", "publish", "--dir", str(edited)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert refused.returncode == 2
+        assert "nothing was published" in refused.stderr
+        time.sleep(1.0)
+        assert _version(gw) == after
