@@ -255,7 +255,8 @@ class GatewayRuntime:
                 requests=requests,
                 policy=policy,
                 engine=engine,
-                spool_dir=Path(settings.data_dir) / "uploads",
+                spool_dir=Path(settings.upload_spool_dir or Path(settings.data_dir) / "uploads"),
+                max_concurrent=settings.upload_max_concurrent,
                 # A new version makes every cached record of the resource stale.
                 on_new_version=_invalidator(guard, policy),
             ),

@@ -46,6 +46,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     rate_window_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 60
     batch_max_queries: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
     batch_token_max_bytes: Annotated[int, msgspec.Meta(ge=8192, le=4 * 1024 * 1024)] = 256 * 1024
+    upload_max_concurrent: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
+    upload_spool_dir: str = ""  # empty: data_dir/uploads
     source_deadline_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
     audit_batch_max: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 512
     audit_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
