@@ -6,10 +6,10 @@ Order of work for one request (each refusal is audited, durably, before it is ra
 2. parse the request claims and the subject's check character — 400;
 3. ask the policy — pure and fast; the record has not been touched, so a refusal cannot
    reveal whether the record exists;
-4. admit the request: closed case, rate limit, replay and the grant's daily subject quota,
-   in one guard call (one Redis round trip) — 403 / 429 / 409;
-5. fetch the record from the provider's source; keep only the granted fields, masked where
-   the grant says so;
+4. admit the request: closed case, rate limit, replay, the grant's daily subject quota and
+   the lookup-cache read, in one guard call (one Redis round trip) — 403 / 429 / 409;
+5. on a cache miss, fetch the record from the provider's source (502 / 504 when it fails or
+   is slow) and cache it; release only the granted fields, masked where the grant says so;
 6. make the audit entry durable (group commit) — 503 if it cannot be;
 7. sign the answer, naming the entry's index.
 """
