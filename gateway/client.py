@@ -336,6 +336,17 @@ class GatewayClient:
             raise self._problem(response)
         return self.verify_answer(response.text, request_token=token, typ=answer_typ)
 
+    def _sign_and_send(
+        self,
+        path: str,
+        claims: Mapping[str, Any],
+        request_typ: str,
+        answer_typ: str,
+        lifetime: int,
+    ) -> LookupAnswer:
+        token = self.sign({**self._request_claims(lifetime, None), **claims}, typ=request_typ)
+        return self._send(path, token, answer_typ)
+
     def send_lookup(self, token: str) -> LookupAnswer:
         """POST a signed lookup token; return the verified answer or raise."""
         return self._send("/v1/lookups", token, LOOKUP_RESULT_TYP)
@@ -357,9 +368,9 @@ class GatewayClient:
         """Several lookups under one purpose. Each query: ``resource``, ``subject`` (a
         ``(type, id)`` pair) and ``fields``. The answer's ``claims["results"]`` has one
         entry per query, in order, each with its own ``status``."""
-        token = self.sign(
+        return self._sign_and_send(
+            "/v1/lookups:batch",
             {
-                **self._request_claims(lifetime, None),
                 "purpose": {"item": item, "case": case, "reason": reason},
                 "operator": operator,
                 "queries": [
@@ -371,9 +382,10 @@ class GatewayClient:
                     for q in queries
                 ],
             },
-            typ=BATCH_REQUEST_TYP,
+            BATCH_REQUEST_TYP,
+            BATCH_RESULT_TYP,
+            lifetime,
         )
-        return self._send("/v1/lookups:batch", token, BATCH_RESULT_TYP)
 
     def manifest(
         self,
@@ -387,46 +399,41 @@ class GatewayClient:
     ) -> LookupAnswer:
         """Which materials of service item ``item`` the gateway can supply for the applicant,
         and which the applicant must still bring (``claims["materials"]``)."""
-        token = self.sign(
+        return self._sign_and_send(
+            "/v1/manifests",
             {
-                **self._request_claims(lifetime, None),
                 "purpose": {"item": item, "case": case, "reason": reason},
                 "operator": operator,
                 "applicant": {"type": applicant[0], "id": applicant[1]},
             },
-            typ=MANIFEST_REQUEST_TYP,
+            MANIFEST_REQUEST_TYP,
+            MANIFEST_RESULT_TYP,
+            lifetime,
         )
-        return self._send("/v1/manifests", token, MANIFEST_RESULT_TYP)
 
     def close_case(
         self, *, case: str, reason: str, operator: str, lifetime: int = 120
     ) -> LookupAnswer:
         """Declare ``case`` closed: later lookups for it are refused (``case-closed``)."""
-        token = self.sign(
-            {
-                **self._request_claims(lifetime, None),
-                "case": case,
-                "operator": operator,
-                "reason": reason,
-            },
-            typ=CASE_CLOSE_REQUEST_TYP,
+        return self._sign_and_send(
+            "/v1/cases:close",
+            {"case": case, "operator": operator, "reason": reason},
+            CASE_CLOSE_REQUEST_TYP,
+            CASE_CLOSE_RESULT_TYP,
+            lifetime,
         )
-        return self._send("/v1/cases:close", token, CASE_CLOSE_RESULT_TYP)
 
     def invalidate(
         self, *, resource: str, reason: str, operator: str, lifetime: int = 120
     ) -> LookupAnswer:
         """As the provider of ``resource``: drop every cached copy of its records."""
-        token = self.sign(
-            {
-                **self._request_claims(lifetime, None),
-                "resource": resource,
-                "operator": operator,
-                "reason": reason,
-            },
-            typ=INVALIDATE_REQUEST_TYP,
+        return self._sign_and_send(
+            f"/v1/resources/{resource}/invalidate",
+            {"resource": resource, "operator": operator, "reason": reason},
+            INVALIDATE_REQUEST_TYP,
+            INVALIDATE_RESULT_TYP,
+            lifetime,
         )
-        return self._send(f"/v1/resources/{resource}/invalidate", token, INVALIDATE_RESULT_TYP)
 
     # --- periodic uploads (provider side) ---------------------------------------------------
 

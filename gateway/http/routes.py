@@ -71,7 +71,11 @@ async def _signed(
     if batch:
         limit = max(limit, settings.batch_token_max_bytes + 1024)
     body = await _read_capped(request, limit)
-    answer = await handle(runtime)(body, now=received_at)
+    return jwt_response(await handle(runtime)(body, now=received_at))
+
+
+def jwt_response(answer: LookupAnswer) -> Response[bytes]:
+    """A signed answer as the response body, with its audit index in a header."""
     return Response(
         content=answer.token.encode(),
         media_type=JWT_MEDIA_TYPE,

@@ -18,17 +18,10 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from gateway.runtime import GatewayRuntime
+from gateway.http.routes import JWT_MEDIA_TYPE, _runtime, jwt_response
 from gateway.uploads.claims import TOKEN_HEADER
 
 __all__ = ["upload", "upload_rejections"]
-
-JWT_MEDIA_TYPE = "application/jwt"
-
-
-def _runtime(state: State) -> GatewayRuntime:
-    runtime: GatewayRuntime = state.runtime
-    return runtime
 
 
 def _token(request: Request[Any, Any, Any]) -> bytes:
@@ -66,11 +59,7 @@ async def upload(request: Request[Any, Any, Any], state: State, resource: str) -
         body=request.stream(),
         now=received_at,
     )
-    return Response(
-        content=answer.token.encode(),
-        media_type=JWT_MEDIA_TYPE,
-        headers={"Audit-Index": str(answer.audit_index), "Cache-Control": "no-store"},
-    )
+    return jwt_response(answer)
 
 
 @get(
