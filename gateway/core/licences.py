@@ -72,11 +72,13 @@ __all__ = [
     "check_issuance",
     "content_digest",
     "parse_qr_payload",
+    "peek_licence_id",
     "qr_payload",
     "seal_licence",
     "supersedes",
     "transition",
     "verify_identifier",
+    "verify_presented",
     "verify_qr",
     "verify_sealed",
 ]
@@ -659,6 +661,47 @@ def verify_qr(
                 "qr-digest", Verdict.FORGED, "the QR code is not of this licence's content"
             )
         run.passed("qr-digest")
+        return _finish_record(run, content, record, now)
+    except _Stop as stop:
+        return run.result(stop.verdict)
+
+
+def peek_licence_id(jws: str) -> str | None:
+    """The ``licence_id`` a sealed licence claims, read **without** verifying anything.
+
+    Only to find the stored record before :func:`verify_presented` checks everything.
+    """
+    try:
+        payload = base64.urlsafe_b64decode(_segment(jws, 1))
+        value = msgspec.json.decode(payload).get("licence_id")
+    except (ValueError, binascii.Error, msgspec.DecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _segment(jws: str, n: int) -> bytes:
+    parts = jws.split(".")
+    if len(parts) != 3:
+        raise ValueError("not a compact JWS")
+    return (parts[n] + "=" * (-len(parts[n]) % 4)).encode("ascii")
+
+
+def verify_presented(
+    jws: str, *, record: LicenceRecord | None, registry: SealRegistry, now: dt.datetime
+) -> Verification:
+    """Verify, online, a sealed licence someone presents: the checks of
+    :func:`verify_sealed`, then that the registry holds exactly this licence, and its stored
+    status. A well-sealed licence the issuer never published is ``not-found``; one that
+    differs from the published content is ``forged``."""
+    run = _Run((*_SEALED_CHECKS, "record", "record-matches", *_TAIL_CHECKS))
+    try:
+        content = _run_sealed(run, jws, registry, now)
+        if record is None or record.content.licence_id != content.licence_id:
+            raise run.fail("record", Verdict.NOT_FOUND, "the issuer never published it")
+        run.passed("record")
+        if record.content != content:
+            raise run.fail("record-matches", Verdict.FORGED, "differs from the published licence")
+        run.passed("record-matches")
         return _finish_record(run, content, record, now)
     except _Stop as stop:
         return run.result(stop.verdict)

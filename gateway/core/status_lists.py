@@ -276,6 +276,7 @@ def allocate_status_entry(
     *,
     new_list_id: Callable[[], str],
     size: int = MIN_ENTRIES,
+    capacity: int | None = None,
     rng: random.Random | None = None,
     attempts: int = 64,
 ) -> StatusRef:
@@ -284,12 +285,16 @@ def allocate_status_entry(
     ``allocated`` maps each existing list to the indexes already handed out (the caller keeps
     them). Indexes are drawn uniformly from the free entries so that neither the index nor the
     choice of list reveals issue order; when every list is full a fresh one is named with
-    ``new_list_id``. ``rng`` is injectable for tests; by default it is the OS CSPRNG because a
-    predictable index would let an observer link licences to issue times.
+    ``new_list_id``. A list counts as full once ``capacity`` entries (default: all) are
+    handed out; a capacity below ``size`` keeps the draws cheap and never lets a list's free
+    entries become so few that the next index is guessable. ``rng`` is injectable for tests;
+    by default it is the OS CSPRNG because a predictable index would let an observer link
+    licences to issue times.
     """
     rng = rng or secrets.SystemRandom()
+    limit = size if capacity is None else min(capacity, size)
     open_lists: Sequence[str] = sorted(
-        list_id for list_id, used in allocated.items() if len(used) < size
+        list_id for list_id, used in allocated.items() if len(used) < limit
     )
     if not open_lists:
         return StatusRef(new_list_id(), rng.randrange(size))

@@ -133,3 +133,110 @@ upload_rejections = sa.Table(
 )
 
 __all__ += ["upload_current", "upload_rejections", "upload_rows", "upload_versions"]
+
+# --- e-seals and e-licences (gateway.licensing; migration 0004) ---------------------------
+# Seals and licences keep their whole history: status changes are appended as events and the
+# current status is a column updated in the same transaction.
+
+seals = sa.Table(
+    "seals",
+    metadata,
+    sa.Column("seal_id", sa.String(64), primary_key=True),
+    sa.Column("kid", sa.String(64), nullable=False, unique=True),  # RFC 7638 thumbprint
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("owner", sa.String(64), sa.ForeignKey("departments.id"), nullable=False),
+    sa.Column("owner_uscc", sa.String(18), nullable=False),
+    sa.Column("alg", sa.String(16), nullable=False),
+    sa.Column("jwk", sa.Text(), nullable=False),  # public JWK as JSON
+    sa.Column("valid_from", sa.Date(), nullable=False),
+    sa.Column("valid_until", sa.Date(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("registered_by", sa.String(64), nullable=False),
+)
+
+seal_events = sa.Table(
+    "seal_events",
+    metadata,
+    sa.Column("seal_id", sa.String(64), sa.ForeignKey("seals.seal_id"), primary_key=True),
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("by", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(256), nullable=False),
+    sa.Column("revocation_reason", sa.String(32), nullable=True),
+)
+
+# One row; bumped with every seal change so each process knows when to reload its registry.
+seal_registry_revision = sa.Table(
+    "seal_registry_revision",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("revision", sa.BigInteger(), nullable=False),
+)
+
+status_lists = sa.Table(
+    "status_lists",
+    metadata,
+    sa.Column("list_id", sa.String(64), primary_key=True),
+    sa.Column("size", sa.Integer(), nullable=False),
+    sa.Column("allocated", sa.Integer(), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+status_entries = sa.Table(
+    "status_entries",
+    metadata,
+    sa.Column("list_id", sa.String(64), sa.ForeignKey("status_lists.list_id"), primary_key=True),
+    sa.Column("idx", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("licence_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("department", sa.String(64), nullable=False),
+    sa.Column("reserved_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("value", sa.Integer(), nullable=False),  # the published status value
+)
+
+licences = sa.Table(
+    "licences",
+    metadata,
+    sa.Column("licence_id", sa.String(128), primary_key=True),
+    # type code . issuer . serial: every version of one licence shares it
+    sa.Column("base_id", sa.String(96), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("type_code", sa.String(21), nullable=False),
+    sa.Column("issuer", sa.String(64), nullable=False),  # department id
+    sa.Column("holder_id", sa.String(18), nullable=False),
+    sa.Column("content", sa.Text(), nullable=False),  # canonical JSON (RFC 8785)
+    sa.Column("content_sha256", sa.String(64), nullable=False),
+    sa.Column("sealed", sa.Text(), nullable=False),  # the JWS as submitted
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status_list", sa.String(64), nullable=False),
+    sa.Column("status_index", sa.Integer(), nullable=False),
+    sa.Column("superseded_by", sa.String(128), nullable=True),
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("base_id", "version", name="uq_licences_base_version"),
+    sa.Index("ix_licences_holder", "type_code", "holder_id"),
+)
+
+licence_events = sa.Table(
+    "licence_events",
+    metadata,
+    sa.Column("licence_id", sa.String(128), sa.ForeignKey("licences.licence_id"), primary_key=True),
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # issue | suspend | … | supersede
+    sa.Column("status", sa.String(16), nullable=False),  # the status after the action
+    sa.Column("department", sa.String(64), nullable=False),
+    sa.Column("operator", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(256), nullable=False),
+)
+
+__all__ += [
+    "licence_events",
+    "licences",
+    "seal_events",
+    "seal_registry_revision",
+    "seals",
+    "status_entries",
+    "status_lists",
+]
