@@ -31,6 +31,8 @@ from gateway.core.keyring import GatewaySigner, KeyRing
 from gateway.core.policy import PolicySet, load_policy_set
 from gateway.core.sources import AdapterContext, SourceAdapter
 from gateway.core.tokens import RequestTokenVerifier
+from gateway.licensing.service import LicensingService
+from gateway.licensing.store import LicenceStore
 from gateway.lookups import (
     CaseService,
     LookupService,
@@ -113,6 +115,21 @@ class AdapterPool:
             await adapter.close()
 
 
+def _licence_invalidator(
+    guard: RequestGuard, policy: PolicyHolder
+) -> Callable[[str], Awaitable[None]]:
+    """Drop cached records of every resource that shares licences of one type."""
+    invalidate = _invalidator(guard, policy)
+
+    async def licences_changed(type_code: str) -> None:
+        for rid, resource in policy.current.resources.items():
+            source = resource.source
+            if source.get("adapter") == "licence" and source.get("type_code") == type_code:
+                await invalidate(rid)
+
+    return licences_changed
+
+
 def _invalidator(guard: RequestGuard, policy: PolicyHolder) -> Callable[[str], Awaitable[None]]:
     """Drop every cached record of a resource, for every department that may have one."""
 
@@ -140,6 +157,7 @@ class GatewayRuntime:
     cases: CaseService
     resources: ResourceService
     uploads: UploadService
+    licensing: LicensingService
     policy_store: PolicyStore
     operator_tokens: OperatorTokens
     watcher: PolicyWatcher | None = None
@@ -259,6 +277,14 @@ class GatewayRuntime:
                 max_concurrent=settings.upload_max_concurrent,
                 # A new version makes every cached record of the resource stale.
                 on_new_version=_invalidator(guard, policy),
+            ),
+            licensing=LicensingService(
+                requests=requests,
+                policy=policy,
+                store=LicenceStore(engine),
+                on_change=_licence_invalidator(guard, policy),
+                status_list_ttl=dt.timedelta(seconds=settings.status_list_ttl_seconds),
+                registry_ttl=dt.timedelta(seconds=settings.seal_registry_ttl_seconds),
             ),
             policy_store=store,
             operator_tokens=OperatorTokens.from_directory(keys_dir / "operators"),

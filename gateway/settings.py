@@ -48,6 +48,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     batch_token_max_bytes: Annotated[int, msgspec.Meta(ge=8192, le=4 * 1024 * 1024)] = 256 * 1024
     upload_max_concurrent: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
     upload_spool_dir: str = ""  # empty: data_dir/uploads
+    # How long offline verifiers may trust a fetched status list / seal registry snapshot:
+    # a suspension reaches them within this time.
+    status_list_ttl_seconds: Annotated[int, msgspec.Meta(ge=60, le=7 * 86400)] = 3600
+    seal_registry_ttl_seconds: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = 86400
     source_deadline_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
     audit_batch_max: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 512
     audit_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0

@@ -16,7 +16,7 @@ from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
 from gateway import __version__
-from gateway.http import routes, uploads
+from gateway.http import licences, routes, uploads
 from gateway.http.problems import exception_handlers
 from gateway.runtime import GatewayRuntime
 from gateway.settings import Settings, load_settings
@@ -54,6 +54,15 @@ class GatewayPlugin(InitPluginProtocol):
                 routes.invalidate_resource,
                 uploads.upload,
                 uploads.upload_rejections,
+                licences.reserve_status_entry,
+                licences.issue_licence,
+                licences.change_licence_status,
+                licences.verify_licence,
+                licences.register_seal,
+                licences.change_seal_status,
+                licences.list_seals,
+                licences.seal_registry,
+                licences.status_list,
                 routes.explain_policy,
                 routes.jwks,
                 routes.healthz,

@@ -28,12 +28,14 @@ __all__ = [
     "lookup_batch",
     "manifest",
     "readyz",
+    "runtime_of",
+    "signed",
 ]
 
 JWT_MEDIA_TYPE = "application/jwt"
 
 
-def _runtime(state: State) -> GatewayRuntime:
+def runtime_of(state: State) -> GatewayRuntime:
     runtime: GatewayRuntime = state.runtime
     return runtime
 
@@ -52,24 +54,27 @@ async def _read_capped(request: Request[Any, Any, Any], limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _signed(
+async def signed(
     request: Request[Any, Any, Any],
     state: State,
     handle: Callable[[GatewayRuntime], Callable[..., Awaitable[LookupAnswer]]],
     *,
-    batch: bool = False,
+    token_cap: int | None = None,
 ) -> Response[bytes]:
-    """Common shape of the signed endpoints: a JWT in, a JWT (or a problem) out."""
+    """Common shape of the signed endpoints: a JWT in, a JWT (or a problem) out.
+
+    ``token_cap``: the endpoint takes tokens larger than a lookup's (a batch, a sealed
+    licence); the body cap follows it, and the token verifier enforces the cap itself.
+    """
     received_at = time.time()
-    runtime = _runtime(state)
+    runtime = runtime_of(state)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != JWT_MEDIA_TYPE:
         raise UnsupportedMediaType(JWT_MEDIA_TYPE)
     settings = runtime.settings
-    # A batch token may be larger than a single request's; its body cap follows.
     limit = settings.body_max_bytes
-    if batch:
-        limit = max(limit, settings.batch_token_max_bytes + 1024)
+    if token_cap is not None:
+        limit = max(limit, token_cap + 1024)
     body = await _read_capped(request, limit)
     return jwt_response(await handle(runtime)(body, now=received_at))
 
@@ -96,7 +101,7 @@ def jwt_response(answer: LookupAnswer) -> Response[bytes]:
     media_type=JWT_MEDIA_TYPE,
 )
 async def lookup(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    return await _signed(request, state, lambda rt: rt.lookups.lookup)
+    return await signed(request, state, lambda rt: rt.lookups.lookup)
 
 
 @post(
@@ -108,7 +113,12 @@ async def lookup(request: Request[Any, Any, Any], state: State) -> Response[byte
     media_type=JWT_MEDIA_TYPE,
 )
 async def lookup_batch(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    return await _signed(request, state, lambda rt: rt.lookups.lookup_batch, batch=True)
+    return await signed(
+        request,
+        state,
+        lambda rt: rt.lookups.lookup_batch,
+        token_cap=runtime_of(state).settings.batch_token_max_bytes,
+    )
 
 
 @post(
@@ -120,7 +130,7 @@ async def lookup_batch(request: Request[Any, Any, Any], state: State) -> Respons
     media_type=JWT_MEDIA_TYPE,
 )
 async def manifest(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    return await _signed(request, state, lambda rt: rt.manifests.manifest)
+    return await signed(request, state, lambda rt: rt.manifests.manifest)
 
 
 @post(
@@ -132,7 +142,7 @@ async def manifest(request: Request[Any, Any, Any], state: State) -> Response[by
     media_type=JWT_MEDIA_TYPE,
 )
 async def close_case(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    return await _signed(request, state, lambda rt: rt.cases.close)
+    return await signed(request, state, lambda rt: rt.cases.close)
 
 
 @post(
@@ -146,7 +156,7 @@ async def close_case(request: Request[Any, Any, Any], state: State) -> Response[
 async def invalidate_resource(
     request: Request[Any, Any, Any], state: State, resource_id: str
 ) -> Response[bytes]:
-    return await _signed(
+    return await signed(
         request,
         state,
         lambda rt: functools.partial(rt.resources.invalidate, resource_id=resource_id),
@@ -160,7 +170,7 @@ async def invalidate_resource(
     cache_control=None,
 )
 async def jwks(state: State) -> dict[str, Any]:
-    return _runtime(state).signer.jwks()
+    return runtime_of(state).signer.jwks()
 
 
 @get("/healthz", summary="Liveness: the process answers", tags=["health"])
@@ -170,7 +180,7 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz", summary="Readiness: database, cache and keys", tags=["health"])
 async def readyz(state: State) -> Response[Any]:
-    runtime = _runtime(state)
+    runtime = runtime_of(state)
     checks = {
         "database": await runtime.audit.ping(),
         "cache": await runtime.guard.ping(),
@@ -214,7 +224,7 @@ async def explain_policy(
 ) -> dict[str, Any]:
     """The decision the policy set in force makes, grant by grant (administrators only)."""
     return explain_decision(
-        _runtime(state).policy.current,
+        runtime_of(state).policy.current,
         consumer=consumer,
         resource=resource,
         item=item,

@@ -18,7 +18,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from gateway.http.routes import JWT_MEDIA_TYPE, _runtime, jwt_response
+from gateway.http.routes import JWT_MEDIA_TYPE, jwt_response, runtime_of
 from gateway.uploads.claims import TOKEN_HEADER
 
 __all__ = ["upload", "upload_rejections"]
@@ -51,7 +51,7 @@ async def upload(request: Request[Any, Any, Any], state: State, resource: str) -
     """Stream the body into the upload service; answer its signed receipt."""
     received_at = time.time()
     declared = request.headers.get("content-length")
-    answer = await _runtime(state).uploads.upload(
+    answer = await runtime_of(state).uploads.upload(
         resource,
         token=_token(request),
         content_type=request.headers.get("content-type", ""),
@@ -81,7 +81,7 @@ async def upload_rejections(
     fmt: str = Parameter(query="format", default="csv"),
 ) -> Stream:
     """Stream a version's rejection report (CSV or JSON Lines) to its provider."""
-    report = await _runtime(state).uploads.rejections(
+    report = await runtime_of(state).uploads.rejections(
         resource, version, token=_token(request), fmt=fmt, now=time.time()
     )
     return Stream(

@@ -55,6 +55,7 @@ from gateway.errors import InvalidInput
 __all__ = [
     "ISSUE_REQUEST_TYP",
     "ISSUE_RESULT_TYP",
+    "LICENCE_TOKEN_MAX_BYTES",
     "MAX_SEALED_LICENCE_BYTES",
     "RESERVE_REQUEST_TYP",
     "RESERVE_RESULT_TYP",
@@ -92,6 +93,9 @@ VERIFY_RESULT_TYP = "yiwang-verification-receipt+jwt"
 
 #: A sealed licence inside a request token; type-specific fields make some licences long.
 MAX_SEALED_LICENCE_BYTES = 48 * 1024
+#: Cap of a request token that carries a sealed licence (issuance, verification by document):
+#: the licence base64url-encoded once more, plus the other claims.
+LICENCE_TOKEN_MAX_BYTES = 72 * 1024
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 _Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]

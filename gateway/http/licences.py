@@ -1,0 +1,183 @@
+"""Route handlers of licences and seals: thin, each calls one method of the licensing service.
+
+Signed endpoints take and answer ``application/jwt`` like the lookups (see
+:mod:`gateway.licensing.claims` for every token). The status lists, the seal registry
+snapshot and the seal list are public: they hold no personal data, and offline verifiers and
+outside auditors need them without credentials.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.datastructures import State
+
+from gateway.core.seals import SEAL_REGISTRY_TYP
+from gateway.core.status_lists import STATUS_LIST_TYP
+from gateway.http.auth import require_role
+from gateway.http.problems import problem_response
+from gateway.http.routes import JWT_MEDIA_TYPE, runtime_of, signed
+from gateway.licensing.claims import LICENCE_TOKEN_MAX_BYTES
+
+__all__ = [
+    "change_licence_status",
+    "change_seal_status",
+    "issue_licence",
+    "list_seals",
+    "register_seal",
+    "reserve_status_entry",
+    "seal_registry",
+    "status_list",
+    "verify_licence",
+]
+
+_PUBLIC_CACHE = "public, max-age=60"
+
+
+@post(
+    "/v1/licences:reserve",
+    summary="Reserve the status-list entry of a licence about to be sealed",
+    description="typ `yiwang-licence-reserve+jwt` by an issuer; claims `operator`, `licence_id`.",
+    tags=["licences"],
+    status_code=200,
+    media_type=JWT_MEDIA_TYPE,
+)
+async def reserve_status_entry(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    return await signed(request, state, lambda rt: rt.licensing.reserve)
+
+
+@post(
+    "/v1/licences",
+    summary="Publish a sealed licence (a new version supersedes the old one)",
+    description="typ `yiwang-licence-issue+jwt` by an issuer; claims `operator`, `licence`.",
+    tags=["licences"],
+    status_code=200,
+    media_type=JWT_MEDIA_TYPE,
+)
+async def issue_licence(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    return await signed(
+        request, state, lambda rt: rt.licensing.issue, token_cap=LICENCE_TOKEN_MAX_BYTES
+    )
+
+
+@post(
+    "/v1/licences/{licence_id:str}/status",
+    summary="Suspend, reinstate, revoke, withdraw or cancel a licence",
+    description=(
+        "typ `yiwang-licence-status+jwt` by the licence's issuer; claims `operator`, "
+        "`licence_id`, `action`, `reason`."
+    ),
+    tags=["licences"],
+    status_code=200,
+    media_type=JWT_MEDIA_TYPE,
+)
+async def change_licence_status(
+    request: Request[Any, Any, Any], state: State, licence_id: str
+) -> Response[bytes]:
+    return await signed(
+        request,
+        state,
+        lambda rt: functools.partial(rt.licensing.change_status, licence_id=licence_id),
+    )
+
+
+@post(
+    "/v1/verifications",
+    summary="Verify a licence by identifier, QR payload or sealed document",
+    description=(
+        "typ `yiwang-verification+jwt`; claims `operator`, `purpose`, and one of "
+        "`licence_id`, `qr`, `licence`. Answer: a signed verification receipt."
+    ),
+    tags=["licences"],
+    status_code=200,
+    media_type=JWT_MEDIA_TYPE,
+)
+async def verify_licence(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    return await signed(
+        request, state, lambda rt: rt.licensing.verify, token_cap=LICENCE_TOKEN_MAX_BYTES
+    )
+
+
+@post(
+    "/v1/seals",
+    summary="Register an e-seal of the sending issuer department",
+    description=(
+        "typ `yiwang-seal-register+jwt`; claims `operator`, `seal`, and `proof` (a JWS by "
+        "the seal's key over this request's seal_id and jti)."
+    ),
+    tags=["seals"],
+    status_code=200,
+    media_type=JWT_MEDIA_TYPE,
+)
+async def register_seal(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    return await signed(request, state, lambda rt: rt.licensing.register_seal)
+
+
+class SealStatusChange(msgspec.Struct, forbid_unknown_fields=True):
+    """An administrator's change of a seal's status."""
+
+    action: Annotated[str, msgspec.Meta(pattern="^(suspend|reinstate|revoke)$")]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    revocation_reason: str | None = None
+
+
+@post(
+    "/v1/seals/{seal_id:str}/status",
+    summary="Suspend, reinstate or revoke a seal (administrators)",
+    tags=["seals"],
+    status_code=200,
+    guards=[require_role("admin")],
+)
+async def change_seal_status(state: State, seal_id: str, data: SealStatusChange) -> dict[str, Any]:
+    seal = await runtime_of(state).licensing.change_seal(
+        seal_id,
+        action=data.action,
+        reason=data.reason,
+        revocation_reason=data.revocation_reason,
+        by="admin",
+        now=time.time(),
+    )
+    builtins: dict[str, Any] = msgspec.to_builtins(seal)
+    return builtins
+
+
+@get("/v1/seals", summary="Every registered seal with its history", tags=["seals"])
+async def list_seals(state: State) -> list[dict[str, Any]]:
+    return [msgspec.to_builtins(seal) for seal in await runtime_of(state).licensing.seals()]
+
+
+@get(
+    "/v1/seals/registry",
+    summary="A signed snapshot of the seal registry, for offline verification",
+    description=f"A JWT signed by the gateway, typ `{SEAL_REGISTRY_TYP}`.",
+    tags=["seals"],
+    media_type=JWT_MEDIA_TYPE,
+)
+async def seal_registry(state: State) -> Response[bytes]:
+    token = await runtime_of(state).licensing.signed_registry(now=time.time())
+    return Response(
+        token.encode(), media_type=JWT_MEDIA_TYPE, headers={"Cache-Control": _PUBLIC_CACHE}
+    )
+
+
+@get(
+    "/v1/status-lists/{list_id:str}",
+    summary="A signed licence status list (W3C Bitstring Status List, as a JWT)",
+    description=(
+        f"typ `{STATUS_LIST_TYP}`; 131,072 entries of 3 bits, gzip + base64url. Fetch the "
+        "whole list: which licence you check is never sent."
+    ),
+    tags=["licences"],
+    media_type=JWT_MEDIA_TYPE,
+)
+async def status_list(state: State, list_id: str) -> Response[bytes]:
+    token = await runtime_of(state).licensing.signed_status_list(list_id, now=time.time())
+    if token is None:
+        return problem_response(404, "not-found", "No such status list", f"list {list_id}")
+    return Response(
+        token.encode(), media_type=JWT_MEDIA_TYPE, headers={"Cache-Control": _PUBLIC_CACHE}
+    )

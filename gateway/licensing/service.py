@@ -1,0 +1,586 @@
+"""Licences and seals on the wire: issuance, status changes, verification, public documents.
+
+Each signed endpoint follows the lookups' order of work: verify the token → parse the claims
+→ check the department's role → admit (replay, rate limit) → do the work in the store → write
+the durable audit entry → sign the answer naming that entry. A refusal at any step is audited
+before it is answered; nothing is released (not even a verdict) without its entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import jwt
+import msgspec
+from jwt.api_jws import PyJWS
+
+from gateway.audit import AuditEntry, Outcome
+from gateway.core.identifiers import LicenceId
+from gateway.core.keyring import DepartmentKey, KeyStatus
+from gateway.core.licences import (
+    STATUS_MESSAGES,
+    LicenceContent,
+    LicenceRecord,
+    Verification,
+    check_issuance,
+    content_digest,
+    parse_qr_payload,
+    peek_licence_id,
+    qr_payload,
+    verify_identifier,
+    verify_presented,
+    verify_qr,
+)
+from gateway.core.masks import parse_mask
+from gateway.core.policy import Role
+from gateway.core.seals import (
+    SEAL_REGISTRY_TYP,
+    RevocationReason,
+    Seal,
+    SealRegistry,
+    SealStatus,
+    registry_snapshot_claims,
+)
+from gateway.core.status_lists import STATUS_LIST_TYP, status_list_claims
+from gateway.errors import InvalidIdentifier, InvalidInput, PolicyDenied
+from gateway.licensing.claims import (
+    ISSUE_REQUEST_TYP,
+    ISSUE_RESULT_TYP,
+    LICENCE_TOKEN_MAX_BYTES,
+    RESERVE_REQUEST_TYP,
+    RESERVE_RESULT_TYP,
+    SEAL_PROOF_TYP,
+    SEAL_REGISTER_TYP,
+    SEAL_REGISTERED_TYP,
+    STATUS_REQUEST_TYP,
+    STATUS_RESULT_TYP,
+    VERIFY_REQUEST_TYP,
+    VERIFY_RESULT_TYP,
+    SealRegistration,
+    VerificationRequest,
+    parse_issue_claims,
+    parse_reserve_claims,
+    parse_seal_registration_claims,
+    parse_status_claims,
+    parse_verification_claims,
+)
+from gateway.licensing.store import LicenceStore
+from gateway.lookups.base import AuditBase, Received, SignedRequests, elapsed_ms
+from gateway.lookups.service import LookupAnswer, PolicyHolder
+
+__all__ = ["EVENTS", "LicensingService"]
+
+#: Audit event names of this feature.
+EVENTS = {
+    "reserved": "licence:status-entry:reserved",
+    "issued": "licence:issuance:published",
+    "issue-refused": "licence:issuance:refused",
+    "status": "licence:status:changed",
+    "status-refused": "licence:status:refused",
+    "verified": "licence:verification:performed",
+    "verify-refused": "licence:verification:refused",
+    "seal-registered": "seal:registry:registered",
+    "seal-refused": "seal:registry:refused",
+    "seal-status": "seal:status:changed",
+}
+
+_NAME_MASK = parse_mask("name")
+_JWS = PyJWS()
+
+
+def _summary(content: LicenceContent) -> dict[str, Any]:
+    """What a clerk sees of a verified licence: enough to compare with the paper, with the
+    holder's name masked (the clerk has the licence in hand; the receipt may travel)."""
+    return {
+        "type_code": content.type_code,
+        "type_name": content.type_name,
+        "issuer_name": content.issuer_name,
+        "issuer_uscc": content.issuer_uscc,
+        "holder_name": _NAME_MASK.apply(content.holder_name),
+        "issue_date": content.issue_date.isoformat(),
+        "valid_from": content.valid_from.isoformat(),
+        "valid_until": None if content.valid_until is None else content.valid_until.isoformat(),
+        "content_sha256": content_digest(content).hex(),
+    }
+
+
+class LicensingService:
+    """The licence endpoints of one gateway process."""
+
+    def __init__(
+        self,
+        *,
+        requests: SignedRequests,
+        policy: PolicyHolder,
+        store: LicenceStore,
+        on_change: Callable[[str], Awaitable[None]],
+        status_list_ttl: dt.timedelta,
+        registry_ttl: dt.timedelta,
+    ) -> None:
+        self._requests = requests
+        self._policy = policy
+        self._store = store
+        self._on_change = on_change  # called with a licence type code whose records changed
+        self._status_list_ttl = status_list_ttl
+        self._registry_ttl = registry_ttl
+        self._registry: tuple[int, SealRegistry] | None = None
+
+    # --- shared steps ---------------------------------------------------------------------
+
+    async def _receive(
+        self,
+        body: bytes,
+        *,
+        typ: str,
+        now: float,
+        refused: str,
+        parse: Callable[[str, dict[str, Any]], Any],
+        role: Role | None,
+        max_bytes: int | None = None,
+    ) -> Received[Any]:
+        rq = self._requests
+        received: Received[Any] = await rq.receive(
+            body,
+            typ=typ,
+            now=now,
+            policy_version=self._policy.current.version,
+            event=refused,
+            parse=parse,
+            max_bytes=max_bytes,
+        )
+        received.base["operator"] = received.request.operator
+        if role is not None:
+            department = self._policy.current.departments.get(received.token.department)
+            if department is None or role not in department.roles:
+                exc = PolicyDenied("not-issuer", f"only a department with role {role} may do this")
+                await rq.refuse(exc, received.base, refused, received.started)
+                raise exc
+        await rq.admit(
+            received.token, now=now, base=received.base, event=refused, started=received.started
+        )
+        return received
+
+    async def _audited(self, work: Callable[[], Any], received: Received[Any], refused: str) -> Any:
+        """Run store work in a thread; audit a refusal it raises."""
+        try:
+            return await asyncio.to_thread(work)
+        except (InvalidInput, PolicyDenied) as exc:
+            await self._requests.refuse(exc, received.base, refused, received.started)
+            raise
+
+    async def _answer(
+        self,
+        received: Received[Any],
+        *,
+        event: str,
+        claims: dict[str, Any],
+        typ: str,
+        now: float,
+        **audit: Any,
+    ) -> LookupAnswer:
+        rq = self._requests
+        index = await rq.audit.append(
+            AuditEntry(
+                **{**received.base, **audit},
+                event=event,
+                decision=Outcome.ALLOWED,
+                latency_ms=elapsed_ms(received.started),
+            )
+        )
+        token = rq.sign_answer(
+            {**claims, "audit": {"index": index}}, token=received.token, typ=typ, now=now
+        )
+        return LookupAnswer(token, index)
+
+    def _uscc_of(self, department: str) -> str:
+        return self._policy.current.departments[department].uscc
+
+    async def registry(self) -> SealRegistry:
+        """The seal registry, reloaded only when a seal changed (one small read to know)."""
+        revision = await asyncio.to_thread(self._store.registry_revision)
+        cached = self._registry
+        if cached is None or cached[0] != revision:
+            cached = await asyncio.to_thread(self._store.registry)
+            self._registry = cached
+        return cached[1]
+
+    # --- issuers --------------------------------------------------------------------------
+
+    async def reserve(self, body: bytes, *, now: float) -> LookupAnswer:
+        """Reserve the status entry of a licence the issuer is about to seal."""
+        refused = EVENTS["issue-refused"]
+        received = await self._receive(
+            body,
+            typ=RESERVE_REQUEST_TYP,
+            now=now,
+            refused=refused,
+            parse=parse_reserve_claims,
+            role=Role.ISSUER,
+        )
+        request = received.request
+        at = received.base["at"]
+
+        def work() -> Any:
+            try:
+                lid = LicenceId.parse(request.licence_id)
+            except InvalidIdentifier as exc:
+                raise InvalidIdentifier("licence_id", exc.reason) from None
+            if lid.issuer.value != self._uscc_of(request.issuer):
+                raise InvalidInput("licence_id", "its issuer USCC is not yours")
+            return self._store.reserve(licence_id=lid, department=request.issuer, at=at)
+
+        ref = await self._audited(work, received, refused)
+        return await self._answer(
+            received,
+            event=EVENTS["reserved"],
+            claims={
+                "licence_id": request.licence_id,
+                "status": {"list_id": ref.list_id, "index": ref.index},
+            },
+            typ=RESERVE_RESULT_TYP,
+            now=now,
+            detail=f"{request.licence_id} -> {ref.list_id}#{ref.index}",
+        )
+
+    async def issue(self, body: bytes, *, now: float) -> LookupAnswer:
+        """Check and publish a sealed licence; a newer version supersedes the current one."""
+        refused = EVENTS["issue-refused"]
+        received = await self._receive(
+            body,
+            typ=ISSUE_REQUEST_TYP,
+            now=now,
+            refused=refused,
+            parse=parse_issue_claims,
+            role=Role.ISSUER,
+            max_bytes=LICENCE_TOKEN_MAX_BYTES,
+        )
+        request = received.request
+        at: dt.datetime = received.base["at"]
+        registry = await self.registry()
+        when = dt.datetime.fromtimestamp(now, dt.UTC)
+
+        def work() -> Any:
+            content = check_issuance(
+                request.sealed,
+                sender_department=request.issuer,
+                sender_uscc=self._uscc_of(request.issuer),
+                registry=registry,
+                now=when,
+            )
+            if content.status is None:
+                raise InvalidInput(
+                    "content.status", "is required: reserve it first (POST /v1/licences:reserve)"
+                )
+            return self._store.publish(
+                content,
+                request.sealed,
+                department=request.issuer,
+                operator=request.operator,
+                at=at,
+            )
+
+        published = await self._audited(work, received, refused)
+        content = published.record.content
+        await self._on_change(content.type_code)
+        return await self._answer(
+            received,
+            event=EVENTS["issued"],
+            claims={
+                "licence_id": content.licence_id,
+                "status": msgspec.to_builtins(published.record.status_ref),
+                "qr": qr_payload(content),
+                "content_sha256": content_digest(content).hex(),
+                "supersedes": published.superseded,
+            },
+            typ=ISSUE_RESULT_TYP,
+            now=now,
+            resource=f"licence:{content.type_code}",
+            subject_hmac=self._requests.hash_subject(
+                str(content.holder_id_type), content.holder_id
+            ),
+            detail=content.licence_id
+            + (f" supersedes {published.superseded}" if published.superseded else ""),
+        )
+
+    async def change_status(self, body: bytes, *, licence_id: str, now: float) -> LookupAnswer:
+        """Suspend, reinstate, revoke, withdraw or cancel one of the issuer's licences."""
+        refused = EVENTS["status-refused"]
+        received = await self._receive(
+            body,
+            typ=STATUS_REQUEST_TYP,
+            now=now,
+            refused=refused,
+            parse=parse_status_claims,
+            role=Role.ISSUER,
+        )
+        request = received.request
+        received.base["reason"] = request.reason
+
+        def work() -> Any:
+            if request.licence_id != licence_id:
+                raise InvalidInput("licence_id", "does not match the identifier in the path")
+            changed = self._store.change_status(
+                licence_id,
+                request.action,
+                department=request.issuer,
+                operator=request.operator,
+                reason=request.reason,
+                at=received.base["at"],
+            )
+            return changed, self._store.get(licence_id)
+
+        changed, record = await self._audited(work, received, refused)
+        await self._on_change(record.content.type_code)
+        return await self._answer(
+            received,
+            event=EVENTS["status"],
+            claims={
+                "licence_id": licence_id,
+                "action": str(request.action),
+                "previous": str(changed.previous),
+                "status": str(changed.status),
+                "at": changed.at.isoformat(),
+            },
+            typ=STATUS_RESULT_TYP,
+            now=now,
+            resource=f"licence:{record.content.type_code}",
+            detail=f"{licence_id}: {changed.previous} -> {changed.status}",
+        )
+
+    async def register_seal(self, body: bytes, *, now: float) -> LookupAnswer:
+        """An issuer registers one of its seals, proving it holds the seal's private key."""
+        refused = EVENTS["seal-refused"]
+        received = await self._receive(
+            body,
+            typ=SEAL_REGISTER_TYP,
+            now=now,
+            refused=refused,
+            parse=parse_seal_registration_claims,
+            role=Role.ISSUER,
+        )
+        request: SealRegistration = received.request
+
+        def work() -> Seal:
+            seal = self._seal_of(request)
+            self._store.register_seal(seal, at=received.base["at"], by=request.owner)
+            return seal
+
+        seal = await self._audited(work, received, refused)
+        return await self._answer(
+            received,
+            event=EVENTS["seal-registered"],
+            claims={
+                "seal_id": seal.seal_id,
+                "kid": SealRegistry.kid_of(seal),
+                "status": str(seal.status),
+            },
+            typ=SEAL_REGISTERED_TYP,
+            now=now,
+            detail=f"{seal.seal_id} {SealRegistry.kid_of(seal)}",
+        )
+
+    def _seal_of(self, request: SealRegistration) -> Seal:
+        jwk = {k: v for k, v in request.jwk.items() if k not in ("kid", "alg", "use", "key_ops")}
+        alg = str(request.jwk.get("alg") or ("EdDSA" if jwk.get("kty") == "OKP" else "ES256"))
+        try:
+            key = DepartmentKey.from_jwk(
+                {**jwk, "alg": alg}, department=request.owner, status=KeyStatus.ACTIVE
+            )
+        except Exception as exc:  # any unusable key: say why, in the field's name
+            raise InvalidInput("seal.jwk", str(exc) or "is not a usable public key") from None
+        try:
+            payload = msgspec.json.decode(
+                _JWS.decode(request.proof, key.public_key, algorithms=[alg])
+            )
+            header = _JWS.get_unverified_header(request.proof)
+        except (jwt.PyJWTError, msgspec.DecodeError):
+            raise InvalidInput("proof", "does not verify with the seal's key") from None
+        if (
+            header.get("typ") != SEAL_PROOF_TYP
+            or not isinstance(payload, dict)
+            or payload.get("seal_id") != request.seal_id
+            or payload.get("jti") != request.jti
+        ):
+            raise InvalidInput("proof", "must sign this request's seal_id and jti")
+        return Seal(
+            seal_id=request.seal_id,
+            name=request.name,
+            type=request.type,
+            owner=request.owner,
+            owner_uscc=self._uscc_of(request.owner),
+            jwk=jwk,
+            alg=alg,
+            valid_from=request.valid_from,
+            valid_until=request.valid_until,
+        )
+
+    # --- administrators -------------------------------------------------------------------
+
+    async def change_seal(
+        self,
+        seal_id: str,
+        *,
+        action: str,
+        reason: str,
+        revocation_reason: str | None,
+        by: str,
+        now: float,
+    ) -> Seal:
+        """An administrator suspends, reinstates or revokes a seal (audited either way)."""
+        statuses = {
+            "suspend": SealStatus.SUSPENDED,
+            "reinstate": SealStatus.ACTIVE,
+            "revoke": SealStatus.REVOKED,
+        }
+        started = time.perf_counter()
+        at = dt.datetime.fromtimestamp(now, dt.UTC)
+        base: AuditBase = {
+            "at": at,
+            "operator": by,
+            "reason": reason[:256],
+            "policy_version": self._policy.current.version,
+        }
+        try:
+            if action not in statuses:
+                raise InvalidInput("action", "must be suspend, reinstate or revoke")
+            try:
+                why = None if revocation_reason is None else RevocationReason(revocation_reason)
+            except ValueError:
+                raise InvalidInput(
+                    "revocation_reason", f"must be one of {', '.join(RevocationReason)}"
+                ) from None
+            seal = await asyncio.to_thread(
+                self._store.change_seal,
+                seal_id,
+                statuses[action],
+                at=at,
+                by=by,
+                reason=reason,
+                revocation_reason=why,
+            )
+        except InvalidInput as exc:
+            await self._requests.refuse(exc, base, EVENTS["seal-refused"], started)
+            raise
+        await self._requests.audit.append(
+            AuditEntry(
+                **base,
+                department=seal.owner,
+                event=EVENTS["seal-status"],
+                decision=Outcome.ALLOWED,
+                latency_ms=elapsed_ms(started),
+                detail=f"{seal_id} -> {seal.status}"
+                + (f" ({revocation_reason})" if revocation_reason else ""),
+            )
+        )
+        return seal
+
+    async def seals(self) -> list[Seal]:
+        """Every seal with its history."""
+        return list(await self.registry())
+
+    # --- clerks ---------------------------------------------------------------------------
+
+    async def verify(self, body: bytes, *, now: float) -> LookupAnswer:
+        """Verify a licence by identifier, QR payload or sealed document; a signed receipt."""
+        refused = EVENTS["verify-refused"]
+        received = await self._receive(
+            body,
+            typ=VERIFY_REQUEST_TYP,
+            now=now,
+            refused=refused,
+            parse=parse_verification_claims,
+            role=None,  # every registered department's clerks verify licences
+            max_bytes=LICENCE_TOKEN_MAX_BYTES,
+        )
+        request: VerificationRequest = received.request
+        received.base.update(
+            service_item=request.purpose.item,
+            case_number=request.purpose.case,
+            reason=request.purpose.reason,
+        )
+        registry = await self.registry()
+        when = dt.datetime.fromtimestamp(now, dt.UTC)
+        verification = await asyncio.to_thread(self._verification, request, registry, when)
+        content = verification.content
+        given = request.input
+        audit: dict[str, Any] = {
+            "reason_code": str(verification.verdict),
+            "detail": f"{given.kind} {verification.licence_id or '?'}: {verification.verdict}",
+        }
+        if content is not None:
+            audit["resource"] = f"licence:{content.type_code}"
+            audit["subject_hmac"] = self._requests.hash_subject(
+                str(content.holder_id_type), content.holder_id
+            )
+        record_ref = content.status if content is not None else None
+        return await self._answer(
+            received,
+            event=EVENTS["verified"],
+            claims={
+                "verdict": str(verification.verdict),
+                "checks": [msgspec.to_builtins(c) for c in verification.checks],
+                "licence_id": verification.licence_id,
+                "input": {
+                    "kind": given.kind,
+                    "sha256": hashlib.sha256(given.value.encode()).hexdigest(),
+                },
+                "licence": None if content is None else _summary(content),
+                "status": None if record_ref is None else msgspec.to_builtins(record_ref),
+                "checked_at": when.isoformat(),
+                "purpose": msgspec.to_builtins(request.purpose),
+                "operator": request.operator,
+            },
+            typ=VERIFY_RESULT_TYP,
+            now=now,
+            **audit,
+        )
+
+    def _verification(
+        self, request: VerificationRequest, registry: SealRegistry, now: dt.datetime
+    ) -> Verification:
+        given = request.input
+        record: LicenceRecord | None
+        if given.kind == "licence_id":
+            record = self._store.get(given.value)
+            return verify_identifier(given.value, record=record, registry=registry, now=now)
+        if given.kind == "qr":
+            try:
+                licence_id: str | None = parse_qr_payload(given.value).licence_id.value
+            except InvalidInput:
+                licence_id = None  # verify_qr reports the malformed payload as a check
+            record = self._store.get(licence_id) if licence_id else None
+            return verify_qr(given.value, record=record, registry=registry, now=now)
+        licence_id = peek_licence_id(given.value)
+        record = self._store.get(licence_id) if licence_id else None
+        return verify_presented(given.value, record=record, registry=registry, now=now)
+
+    # --- public documents -----------------------------------------------------------------
+
+    async def signed_status_list(self, list_id: str, *, now: float) -> str | None:
+        """The signed status list ``list_id`` as it stands, or None if there is none."""
+        status_list = await asyncio.to_thread(self._store.status_list, list_id)
+        if status_list is None:
+            return None
+        claims = status_list_claims(
+            status_list,
+            issuer=self._requests.gateway_id,
+            now=dt.datetime.fromtimestamp(now, dt.UTC),
+            ttl=self._status_list_ttl,
+            status_messages=STATUS_MESSAGES,
+        )
+        return self._requests.signer.sign(claims, typ=STATUS_LIST_TYP)
+
+    async def signed_registry(self, *, now: float) -> str:
+        """A signed snapshot of the seal registry, for offline verifiers."""
+        claims = registry_snapshot_claims(
+            await self.registry(),
+            issuer=self._requests.gateway_id,
+            now=dt.datetime.fromtimestamp(now, dt.UTC),
+            ttl=self._registry_ttl,
+        )
+        return self._requests.signer.sign(claims, typ=SEAL_REGISTRY_TYP)
