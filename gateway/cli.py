@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from gateway.errors import ConfigurationError, Error
+from gateway.licence_cli import licence, seal
 from gateway.policy_cli import policy
 from gateway.settings import Settings, load_settings
 from gateway.upload_cli import upload
@@ -186,6 +187,8 @@ def demo(url: str | None) -> None:
 
 main.add_command(policy)
 main.add_command(upload)
+main.add_command(licence)
+main.add_command(seal)
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,12 @@ This module needs only PyJWT and httpx, so a department system can use it on its
     )
     print(answer.data, answer.audit_index)
 
+Issuing departments also publish sealed licences (:meth:`GatewayClient.issue_licence`),
+change their status and register their seals; any department verifies a licence online with
+a signed receipt (:meth:`GatewayClient.verify_licence`), or offline with an
+:class:`OfflineVerifier` built from the gateway's public documents (JWKS, seal registry
+snapshot, whole status lists), which needs no department key.
+
 Answers are verified against the gateway's JWKS (fetched once, cached, refreshed when an
 unknown ``kid`` appears, at most once per cool-down) before anything is returned. Problem
 details become typed exceptions.
@@ -21,18 +27,40 @@ details become typed exceptions.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
+import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
+import msgspec
 from cryptography.hazmat.primitives import serialization
+from jwt.api_jws import PyJWS
 
+from gateway.core.keyring import ALLOWED_ALGORITHMS, public_jwk
+from gateway.core.licences import (
+    LICENCE_TYP,
+    STATUS_MESSAGES,
+    Check,
+    LicenceContent,
+    Verdict,
+    Verification,
+    canonical_bytes,
+    verify_sealed,
+)
+from gateway.core.seals import SealRegistry, registry_from_snapshot
+from gateway.core.status_lists import (
+    StatusList,
+    StatusListRejected,
+    StatusRef,
+    verify_status_list_token,
+)
 from gateway.core.tokens import (
     BATCH_REQUEST_TYP,
     BATCH_RESULT_TYP,
@@ -47,6 +75,19 @@ from gateway.core.tokens import (
 )
 from gateway.errors import Error
 from gateway.keystore import load_private_jwk
+from gateway.licensing.claims import (
+    ISSUE_REQUEST_TYP,
+    ISSUE_RESULT_TYP,
+    RESERVE_REQUEST_TYP,
+    RESERVE_RESULT_TYP,
+    SEAL_PROOF_TYP,
+    SEAL_REGISTER_TYP,
+    SEAL_REGISTERED_TYP,
+    STATUS_REQUEST_TYP,
+    STATUS_RESULT_TYP,
+    VERIFY_REQUEST_TYP,
+    VERIFY_RESULT_TYP,
+)
 from gateway.uploads.claims import (
     MEDIA_TYPES,
     REPORT_REQUEST_TYP,
@@ -62,14 +103,19 @@ __all__ = [
     "Forbidden",
     "GatewayClient",
     "GatewayProblem",
+    "IssuedLicence",
     "JwksCache",
     "LookupAnswer",
     "NotFound",
+    "OfflineVerifier",
     "PayloadTooLarge",
+    "PublicDocuments",
     "RateLimited",
     "Replayed",
     "ServiceUnavailable",
     "Unauthorized",
+    "VerificationReceipt",
+    "sealed_status_list_id",
 ]
 
 
@@ -187,6 +233,48 @@ class LookupAnswer:
         return int(self.claims["audit"]["index"])
 
 
+@dataclass(frozen=True, slots=True)
+class IssuedLicence(LookupAnswer):
+    """The verified answer to a publication, with the sealed licence that was published."""
+
+    sealed: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationReceipt:
+    """A verified verification receipt: the verdict, every check, and the signed token.
+
+    ``token`` is the gateway's JWT as received: keep it, anyone with the gateway's JWKS can
+    check it later, offline.
+    """
+
+    token: str
+    claims: dict[str, Any]
+    verdict: Verdict
+    checks: tuple[Check, ...]
+    licence_id: str | None
+    audit_index: int
+
+    @classmethod
+    def from_answer(cls, answer: LookupAnswer) -> VerificationReceipt:
+        """Read a verified receipt answer; :class:`AnswerRejected` if it is not one."""
+        claims = answer.claims
+        try:
+            verdict = Verdict(claims["verdict"])
+            checks = msgspec.convert(claims["checks"], tuple[Check, ...])
+            licence_id = claims.get("licence_id")
+            return cls(
+                answer.token,
+                claims,
+                verdict,
+                checks,
+                licence_id if isinstance(licence_id, str) else None,
+                answer.audit_index,
+            )
+        except (KeyError, TypeError, ValueError, msgspec.ValidationError) as exc:
+            raise AnswerRejected(f"not a verification receipt: {exc}") from None
+
+
 class JwksCache:
     """The gateway's public keys, fetched once and refreshed only on an unknown ``kid``."""
 
@@ -217,6 +305,145 @@ class JwksCache:
             return self._keys[kid]
         except KeyError:
             raise AnswerRejected(f"unknown gateway key {kid!r}") from None
+
+
+def _get(http: httpx.Client, path: str) -> httpx.Response:
+    response = http.get(path)
+    if response.status_code != 200:
+        raise GatewayClient._problem(response)
+    return response
+
+
+def _quoted(segment: str) -> str:
+    # Identifiers are data, never path syntax: a "/" or "?" in one must not change the route.
+    return urllib.parse.quote(segment, safe="")
+
+
+def sealed_status_list_id(sealed: str) -> str | None:
+    """The status list a sealed licence names, read **without** verifying anything.
+
+    Only to choose which whole list to fetch before an :class:`OfflineVerifier` checks the
+    licence; None if the document does not name one (verification then says ``not-found``).
+    """
+    try:
+        payload = PyJWS().decode_complete(sealed, options={"verify_signature": False})["payload"]
+        status = msgspec.json.decode(payload).get("status")
+        list_id = status.get("list_id") if isinstance(status, dict) else None
+    except (jwt.PyJWTError, msgspec.DecodeError, AttributeError):
+        return None
+    return list_id if isinstance(list_id, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class PublicDocuments:
+    """The gateway's public documents an offline verifier needs, exactly as served.
+
+    ``status_lists`` maps each list id to its signed JWT. Fetching a whole list tells the
+    gateway nothing about which licence on it is being checked.
+    """
+
+    jwks: dict[str, Any]
+    registry: str
+    status_lists: dict[str, str]
+
+    @classmethod
+    def fetch(cls, http: httpx.Client, *, list_ids: Iterable[str]) -> PublicDocuments:
+        """GET the JWKS, the seal registry snapshot and the named status lists (no credentials)."""
+        jwks = _get(http, "/.well-known/jwks.json").json()
+        registry = _get(http, "/v1/seals/registry").text
+        lists = {i: _get(http, f"/v1/status-lists/{_quoted(i)}").text for i in set(list_ids)}
+        return cls(jwks, registry, lists)
+
+    def verifier(self, *, issuer: str, now: dt.datetime) -> OfflineVerifier:
+        """An :class:`OfflineVerifier` over these documents, checked at ``now``."""
+        return OfflineVerifier(
+            jwks=self.jwks,
+            registry=self.registry,
+            status_lists=self.status_lists.values(),
+            issuer=issuer,
+            now=now,
+        )
+
+
+def _gateway_jwk(jwks: Mapping[str, Any], token: str) -> dict[str, Any]:
+    """The gateway's ES256 key that signed ``token``, chosen by ``kid`` from the JWKS."""
+    try:
+        kid = PyJWS().get_unverified_header(token).get("kid")
+    except jwt.PyJWTError as exc:
+        raise StatusListRejected(f"not a gateway JWS: {exc}") from None
+    for jwk in jwks.get("keys", []):
+        if isinstance(jwk, dict) and jwk.get("kid") == kid and jwk.get("alg") == "ES256":
+            return jwk
+    raise StatusListRejected(f"no gateway key {kid!r} in the JWKS")
+
+
+def _expiry(token: str) -> dt.datetime:
+    # Only called on a token whose signature and exp were just verified.
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    return dt.datetime.fromtimestamp(int(exp), dt.UTC)
+
+
+class OfflineVerifier:
+    """Verifies sealed licences with no call to the gateway and no department key.
+
+    Built from the gateway's JWKS, its signed seal registry snapshot and signed status lists,
+    each verified once here (signature by the gateway key its ``kid`` names, ``typ``,
+    ``iss`` = ``issuer``, not expired at ``now``). Raises :class:`StatusListRejected` (or
+    another :class:`~gateway.errors.Error`) if any document does not verify. The documents
+    stop being trustworthy when the first of them expires (:attr:`expires_at`): after that,
+    :meth:`verify` refuses, so a stale revocation list is never used silently.
+    """
+
+    def __init__(
+        self,
+        *,
+        jwks: Mapping[str, Any],
+        registry: str,
+        status_lists: Iterable[str],
+        issuer: str,
+        now: dt.datetime,
+    ) -> None:
+        self.registry: SealRegistry = registry_from_snapshot(
+            registry, gateway_jwk=_gateway_jwk(jwks, registry), issuer=issuer, now=now
+        )
+        expiries = [_expiry(registry)]
+        self.status_lists: dict[str, StatusList] = {}
+        for token in status_lists:
+            status_list, messages = verify_status_list_token(
+                token, gateway_jwk=_gateway_jwk(jwks, token), issuer=issuer, now=now
+            )
+            # verify_sealed reads values with the meanings this code knows; a list that says
+            # otherwise would be misread, so it is refused rather than interpreted.
+            if any(STATUS_MESSAGES.get(v) != m for v, m in messages.items()):
+                raise StatusListRejected(f"status list {status_list.list_id}: unknown meanings")
+            self.status_lists[status_list.list_id] = status_list
+            expiries.append(_expiry(token))
+        #: When the first of the documents expires; fetch them again before then.
+        self.expires_at: dt.datetime = min(expiries)
+
+    def verify(self, sealed: str, *, now: dt.datetime) -> Verification:
+        """Verify the sealed licence ``sealed`` at ``now``: every check and the verdict."""
+        if now >= self.expires_at:
+            raise StatusListRejected(
+                f"the gateway's documents expired at {self.expires_at:%Y-%m-%d %H:%M:%S}Z;"
+                " fetch them again"
+            )
+        return verify_sealed(
+            sealed, registry=self.registry, now=now, status_lists=self.status_lists
+        )
+
+
+def _seal(content: LicenceContent, key: jwt.PyJWK) -> str:
+    """Seal ``content`` with ``key``: header alg, kid (thumbprint of the public key), typ."""
+    if key.algorithm_name not in ALLOWED_ALGORITHMS:
+        raise ValueError("seal keys sign with ES256 or EdDSA")
+    kid = public_jwk(key.key, alg=key.algorithm_name)["kid"]
+    return PyJWS().encode(
+        canonical_bytes(content),
+        key.key,
+        algorithm=key.algorithm_name,
+        headers={"kid": kid, "typ": LICENCE_TYP},
+    )
 
 
 class GatewayClient:
@@ -514,6 +741,161 @@ class GatewayClient:
         if response.status_code != 200:
             raise self._problem(response)
         return response.content
+
+    # --- licences and seals -------------------------------------------------------------------
+
+    def reserve_status(
+        self, *, licence_id: str, operator: str, lifetime: int = 120
+    ) -> LookupAnswer:
+        """As an issuer, reserve the status entry of a licence about to be sealed
+        (``claims["status"]`` = ``{list_id, index}``); asking again gives the same entry."""
+        return self._sign_and_send(
+            "/v1/licences:reserve",
+            {"operator": operator, "licence_id": licence_id},
+            RESERVE_REQUEST_TYP,
+            RESERVE_RESULT_TYP,
+            lifetime,
+        )
+
+    def publish_licence(self, *, sealed: str, operator: str, lifetime: int = 120) -> LookupAnswer:
+        """As an issuer, publish a sealed licence (compact JWS); the answer has its
+        ``licence_id``, ``status``, ``qr`` payload, ``content_sha256`` and ``supersedes``."""
+        return self._sign_and_send(
+            "/v1/licences",
+            {"operator": operator, "licence": sealed},
+            ISSUE_REQUEST_TYP,
+            ISSUE_RESULT_TYP,
+            lifetime,
+        )
+
+    def issue_licence(
+        self, *, content: LicenceContent, seal_key: jwt.PyJWK, operator: str
+    ) -> IssuedLicence:
+        """Reserve a status entry, seal ``content`` (with that entry) with ``seal_key``, and
+        publish it. The seal key must be registered (:meth:`register_seal`); it never leaves
+        this process."""
+        reserved = self.reserve_status(licence_id=content.licence_id, operator=operator)
+        entry = reserved.claims["status"]
+        sealed_content = msgspec.structs.replace(
+            content, status=StatusRef(str(entry["list_id"]), int(entry["index"]))
+        )
+        sealed = _seal(sealed_content, seal_key)
+        answer = self.publish_licence(sealed=sealed, operator=operator)
+        return IssuedLicence(answer.token, answer.claims, sealed)
+
+    def change_licence_status(
+        self, *, licence_id: str, action: str, reason: str, operator: str, lifetime: int = 120
+    ) -> LookupAnswer:
+        """As its issuer, ``suspend``, ``reinstate``, ``revoke``, ``withdraw`` or ``cancel`` a
+        licence; the answer has ``status``, ``previous`` and ``at``."""
+        return self._sign_and_send(
+            f"/v1/licences/{_quoted(licence_id)}/status",
+            {"operator": operator, "licence_id": licence_id, "action": action, "reason": reason},
+            STATUS_REQUEST_TYP,
+            STATUS_RESULT_TYP,
+            lifetime,
+        )
+
+    def verify_licence(
+        self,
+        *,
+        licence_id: str | None = None,
+        qr: str | None = None,
+        licence: str | None = None,
+        item: str,
+        case: str,
+        reason: str,
+        operator: str,
+        lifetime: int = 120,
+    ) -> VerificationReceipt:
+        """Verify a licence online, for a purpose, from exactly one of its identifier, its QR
+        payload or the sealed licence itself; return the gateway's signed receipt."""
+        given = {
+            k: v
+            for k, v in (("licence_id", licence_id), ("qr", qr), ("licence", licence))
+            if v is not None
+        }
+        if len(given) != 1:
+            raise ValueError("give exactly one of licence_id, qr, licence")
+        answer = self._sign_and_send(
+            "/v1/verifications",
+            {
+                "operator": operator,
+                "purpose": {"item": item, "case": case, "reason": reason},
+                **given,
+            },
+            VERIFY_REQUEST_TYP,
+            VERIFY_RESULT_TYP,
+            lifetime,
+        )
+        return VerificationReceipt.from_answer(answer)
+
+    def register_seal(
+        self,
+        *,
+        seal_id: str,
+        name: str,
+        type: str,
+        seal_key: jwt.PyJWK,
+        valid_from: dt.date,
+        valid_until: dt.date,
+        operator: str,
+        lifetime: int = 120,
+    ) -> LookupAnswer:
+        """As an issuer, register ``seal_key``'s public half as seal ``seal_id``; the request
+        carries a proof signed by the seal key itself, bound to this request's ``jti``."""
+        if seal_key.algorithm_name not in ALLOWED_ALGORITHMS:
+            raise ValueError("seal keys sign with ES256 or EdDSA")
+        jwk = public_jwk(seal_key.key, alg=seal_key.algorithm_name)
+        claims = {
+            **self._request_claims(lifetime, None),
+            "operator": operator,
+            "seal": {
+                "seal_id": seal_id,
+                "name": name,
+                "type": type,
+                "jwk": jwk,
+                "valid_from": valid_from.isoformat(),
+                "valid_until": valid_until.isoformat(),
+            },
+        }
+        # The same jti makes the proof useless for any other registration.
+        claims["proof"] = jwt.encode(
+            {"seal_id": seal_id, "jti": claims["jti"]},
+            seal_key.key,
+            algorithm=seal_key.algorithm_name,
+            headers={"kid": jwk["kid"], "typ": SEAL_PROOF_TYP},
+        )
+        token = self.sign(claims, typ=SEAL_REGISTER_TYP)
+        return self._send("/v1/seals", token, SEAL_REGISTERED_TYP)
+
+    # --- public documents (no credentials) ------------------------------------------------
+
+    def seals(self) -> list[dict[str, Any]]:
+        """Every registered seal with its status history (``GET /v1/seals``)."""
+        seals: list[dict[str, Any]] = _get(self._http, "/v1/seals").json()
+        return seals
+
+    def seal_registry(self) -> str:
+        """The gateway's signed seal registry snapshot (a JWT, ``GET /v1/seals/registry``)."""
+        return _get(self._http, "/v1/seals/registry").text
+
+    def status_list(self, list_id: str) -> str:
+        """The gateway's signed status list ``list_id`` (a JWT)."""
+        return _get(self._http, f"/v1/status-lists/{_quoted(list_id)}").text
+
+    def gateway_jwks(self) -> dict[str, Any]:
+        """The gateway's JSON Web Key Set, fetched now."""
+        jwks: dict[str, Any] = _get(self._http, "/.well-known/jwks.json").json()
+        return jwks
+
+    def offline_verifier(
+        self, *, list_ids: Iterable[str], now: dt.datetime | None = None
+    ) -> OfflineVerifier:
+        """Fetch the public documents (JWKS, registry snapshot, the whole lists ``list_ids``)
+        and build an :class:`OfflineVerifier` from them, checked at ``now`` (default: now)."""
+        documents = PublicDocuments.fetch(self._http, list_ids=list_ids)
+        return documents.verifier(issuer=self.audience, now=now or dt.datetime.now(dt.UTC))
 
     def verify_answer(
         self, answer: str, *, request_token: str | None = None, typ: str = LOOKUP_RESULT_TYP

@@ -1,0 +1,504 @@
+"""The ``gateway licence`` and ``gateway seal`` commands: issue, verify and seal e-licences.
+
+Registered on the main command by ``gateway.cli``. Requests are signed with the department's
+key from ``keys/departments/<dept>.private.jwk.json``, as ``gateway lookup`` does; seal keys
+are separate files (``keys/seals/<seal id>.private.jwk.json`` when this command creates them).
+
+``gateway licence verify`` exits 0 when the verdict is ``valid``, 1 for any other verdict (or
+a refusal), 2 for usage errors, so scripts can branch on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+import msgspec
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from gateway.client import (
+    GatewayClient,
+    GatewayProblem,
+    OfflineVerifier,
+    PublicDocuments,
+    sealed_status_list_id,
+)
+from gateway.core.keyring import jwk_thumbprint
+from gateway.core.licences import (
+    QR_PREFIX,
+    Check,
+    CheckOutcome,
+    LicenceContent,
+    StatusAction,
+    Verdict,
+)
+from gateway.errors import ConfigurationError, Error
+from gateway.keystore import load_private_jwk
+from gateway.settings import Settings, load_settings
+
+__all__ = ["licence", "seal"]
+
+#: What each verification check establishes, in words for the clerk.
+CHECK_WORDS = {
+    "identifier-format": "the identifier is well-formed and its check character is right",
+    "qr-format": "the QR payload is well-formed",
+    "record": "the gateway holds a published licence for it",
+    "structure": "the document is a sealed licence (compact JWS)",
+    "seal-known": "it was sealed by a registered e-seal",
+    "signature": "the seal's signature verifies",
+    "content": "the sealed content is well-formed canonical JSON",
+    "identifier": "the licence identifier matches its type and issuer",
+    "holder-id": "the holder's identifier is valid",
+    "seal-owner": "the seal belongs to the issuing department",
+    "seal-validity": "the seal was valid on the issue date",
+    "record-matches": "it is exactly the licence the issuer published",
+    "qr-digest": "the QR code is of this licence's content",
+    "status-entry": "its status list entry was found",
+    "status": "it is not revoked, withdrawn or cancelled",
+    "validity": "today is within its validity dates",
+    "suspension": "it is not suspended",
+}
+
+_OUTCOME_WORDS = {
+    CheckOutcome.PASSED: "passed ",
+    CheckOutcome.FAILED: "FAILED ",
+    CheckOutcome.SKIPPED: "skipped",
+}
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigurationError as exc:
+        click.echo("The gateway's settings are not usable:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(2)
+
+
+def _base_url(settings: Settings, url: str | None) -> str:
+    return url or f"http://{settings.host}:{settings.port}"
+
+
+@contextmanager
+def _client(department: str, url: str | None) -> Iterator[GatewayClient]:
+    """A client signing as ``department``; refusals and failures end the command (exit 1)."""
+    settings = _settings()
+    base_url = _base_url(settings, url)
+    key_path = Path(settings.keys_dir) / "departments" / f"{department}.private.jwk.json"
+    try:
+        with GatewayClient.from_key_file(
+            base_url=base_url,
+            department=department,
+            key_path=key_path,
+            audience=settings.gateway_id,
+        ) as client:
+            yield client
+    except GatewayProblem as exc:
+        click.echo(json.dumps(exc.problem, ensure_ascii=False, indent=2), err=True)
+        sys.exit(1)
+    except Error as exc:
+        raise click.ClickException(str(exc)) from None
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach the gateway at {base_url}: {exc}") from None
+
+
+_url_option = click.option(
+    "--url", default=None, help="Gateway base URL [http://HOST:PORT from settings]."
+)
+_operator_option = click.option("--operator", default=None, help="The clerk's id [login name].")
+
+
+# --- gateway licence ----------------------------------------------------------------------
+
+
+@click.group()
+def licence() -> None:
+    """Issue e-licences, change their status, verify them (online or offline)."""
+
+
+def _read_content(path: Path) -> LicenceContent:
+    try:
+        raw = msgspec.json.decode(path.read_bytes())
+        if not isinstance(raw, dict):
+            raise click.BadParameter("must hold a JSON object", param_hint="--content")
+        if "status" in raw:
+            # The gateway allocates the status entry; one chosen here would be refused.
+            raise click.BadParameter("must not hold 'status'", param_hint="--content")
+        return msgspec.convert(raw, LicenceContent)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--content") from None
+
+
+@licence.command()
+@click.option("--as", "department", required=True, help="Issuing department id (signs).")
+@click.option(
+    "--seal-key",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Private JWK of a registered seal of the department.",
+)
+@click.option(
+    "--content",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON file: the licence's fields (LicenceContent without 'status').",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Write the sealed licence (compact JWS) here.",
+)
+@_operator_option
+@_url_option
+def issue(  # noqa: PLR0917 - click passes every option positionally by name
+    department: str,
+    seal_key: Path,
+    content: Path,
+    out: Path | None,
+    operator: str | None,
+    url: str | None,
+) -> None:
+    """Seal a licence with a seal key and publish it, as its issuing department."""
+    fields = _read_content(content)
+    try:
+        key = load_private_jwk(seal_key)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--seal-key") from None
+    with _client(department, url) as client:
+        issued = client.issue_licence(
+            content=fields, seal_key=key, operator=operator or getpass.getuser()
+        )
+    if out is not None:
+        out.write_text(issued.sealed + "\n", encoding="ascii")
+    claims = issued.claims
+    click.echo(f"licence: {claims['licence_id']}")
+    click.echo(f"status entry: {claims['status']['list_id']}#{claims['status']['index']}")
+    click.echo(f"QR payload: {claims['qr']}")
+    if claims.get("supersedes"):
+        click.echo(f"supersedes: {claims['supersedes']} (now cancelled)")
+    if out is not None:
+        click.echo(f"sealed licence written to {out}")
+    click.echo(f"audit index: {issued.audit_index}")
+
+
+@licence.command()
+@click.argument("licence_id")
+@click.argument("action", type=click.Choice([a.value for a in StatusAction]))
+@click.option("--reason", required=True, help="Why (kept in the licence's history).")
+@click.option("--as", "department", required=True, help="Issuing department id (signs).")
+@_operator_option
+@_url_option
+def status(  # noqa: PLR0917 - click passes every option positionally by name
+    licence_id: str,
+    action: str,
+    reason: str,
+    department: str,
+    operator: str | None,
+    url: str | None,
+) -> None:
+    """Suspend, reinstate, revoke, withdraw or cancel licence LICENCE_ID."""
+    with _client(department, url) as client:
+        answer = client.change_licence_status(
+            licence_id=licence_id,
+            action=action,
+            reason=reason,
+            operator=operator or getpass.getuser(),
+        )
+    claims = answer.claims
+    click.echo(f"licence {claims['licence_id']}: {claims['previous']} -> {claims['status']}")
+    click.echo(f"at: {claims['at']}")
+    click.echo(f"audit index: {answer.audit_index}")
+
+
+def _echo_checks(verdict: Verdict, checks: tuple[Check, ...], licence_id: str | None) -> None:
+    click.echo(f"verdict: {verdict}")
+    if licence_id:
+        click.echo(f"licence: {licence_id}")
+    for check in checks:
+        words = CHECK_WORDS.get(check.name, check.name)
+        detail = f" ({check.detail})" if check.detail else ""
+        click.echo(f"  {_OUTCOME_WORDS[check.outcome]}  {words}{detail}")
+
+
+_JWKS_FILE = "jwks.json"
+_REGISTRY_FILE = "seal-registry.jwt"
+
+
+def _list_file(directory: Path, list_id: str) -> Path:
+    # List ids are the gateway's data: quoted so that none can name a path elsewhere.
+    return directory / f"status-list-{urllib.parse.quote(list_id, safe='')}.jwt"
+
+
+def _saved_documents(directory: Path, list_ids: list[str]) -> PublicDocuments | None:
+    """The documents saved in ``directory``, or None if any of them is missing."""
+    paths = [directory / _JWKS_FILE, directory / _REGISTRY_FILE]
+    paths += [_list_file(directory, i) for i in list_ids]
+    if not all(p.is_file() for p in paths):
+        return None
+    return PublicDocuments(
+        json.loads(paths[0].read_text()),
+        paths[1].read_text().strip(),
+        {i: _list_file(directory, i).read_text().strip() for i in list_ids},
+    )
+
+
+def _save_documents(directory: Path, documents: PublicDocuments) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / _JWKS_FILE).write_text(json.dumps(documents.jwks, indent=2) + "\n")
+    (directory / _REGISTRY_FILE).write_text(documents.registry + "\n")
+    for list_id, token in documents.status_lists.items():
+        _list_file(directory, list_id).write_text(token + "\n")
+
+
+def _public_documents(
+    base_url: str, directory: Path | None, list_ids: list[str]
+) -> PublicDocuments:
+    """The saved documents if ``directory`` holds them all (no network), else fetched now
+    (and saved there, if given). Every one is verified later, whichever way it came."""
+    saved = _saved_documents(directory, list_ids) if directory is not None else None
+    if saved is not None:
+        return saved
+    with httpx.Client(base_url=base_url, timeout=10.0) as http:
+        fetched = PublicDocuments.fetch(http, list_ids=list_ids)
+    if directory is not None:
+        _save_documents(directory, fetched)
+    return fetched
+
+
+def _verify_offline(file: Path, documents: Path | None, url: str | None) -> Verdict:
+    settings = _settings()
+    base_url = _base_url(settings, url)
+    sealed = file.read_text(encoding="ascii", errors="replace").strip()
+    list_id = sealed_status_list_id(sealed)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        docs = _public_documents(base_url, documents, [list_id] if list_id else [])
+        verifier: OfflineVerifier = docs.verifier(issuer=settings.gateway_id, now=now)
+        verification = verifier.verify(sealed, now=now)
+    except GatewayProblem as exc:
+        click.echo(json.dumps(exc.problem, ensure_ascii=False, indent=2), err=True)
+        sys.exit(1)
+    except Error as exc:
+        raise click.ClickException(
+            f"the gateway's public documents are not usable: {exc}"
+            + (f" (remove {documents} to fetch them again)" if documents else "")
+        ) from None
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach the gateway at {base_url}: {exc}") from None
+    _echo_checks(verification.verdict, verification.checks, verification.licence_id)
+    click.echo("checked offline against the gateway's signed registry and status list")
+    return verification.verdict
+
+
+@licence.command()
+@click.argument("given", metavar="[LICENCE_ID | QR_PAYLOAD]", required=False)
+@click.option(
+    "--file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A sealed licence (compact JWS) to verify.",
+)
+@click.option("--as", "department", default=None, help="Department id (signs; online only).")
+@click.option("--item", default=None, help="Service item code (事项编码; online only).")
+@click.option("--case", "case", default=None, help="Case number (办件编号; online only).")
+@click.option("--reason", default=None, help="Reason for use (用证事由; online only).")
+@click.option(
+    "--receipt",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Save the gateway's signed receipt (a JWT) here.",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Verify --file locally against the gateway's public documents; sends no request "
+    "naming the licence, needs no department key.",
+)
+@click.option(
+    "--documents",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --offline: reuse the public documents saved here, or save them here.",
+)
+@_operator_option
+@_url_option
+def verify(  # noqa: PLR0917 - click passes every option positionally by name
+    given: str | None,
+    file: Path | None,
+    department: str | None,
+    item: str | None,
+    case: str | None,
+    reason: str | None,
+    receipt: Path | None,
+    offline: bool,
+    documents: Path | None,
+    operator: str | None,
+    url: str | None,
+) -> None:
+    """Verify a licence by identifier, QR payload or sealed document (--file).
+
+    Prints the verdict and every check. Exit code 0: valid; 1: any other verdict.
+    """
+    if (given is None) == (file is None):
+        raise click.UsageError("give exactly one of LICENCE_ID, QR_PAYLOAD or --file")
+    if offline:
+        if file is None:
+            raise click.UsageError("--offline verifies a sealed licence: give --file")
+        if any(v is not None for v in (department, item, case, reason, receipt, operator)):
+            raise click.UsageError("--offline takes only --file, --documents and --url")
+        sys.exit(0 if _verify_offline(file, documents, url) is Verdict.VALID else 1)
+    if documents is not None:
+        raise click.UsageError("--documents goes with --offline")
+    missing = [
+        f"--{name}"
+        for name, value in (("as", department), ("item", item), ("case", case), ("reason", reason))
+        if value is None
+    ]
+    if missing:
+        raise click.UsageError(f"online verification needs {', '.join(missing)}")
+    assert department is not None
+    assert item is not None
+    assert case is not None
+    assert reason is not None
+    inputs: dict[str, Any] = {}
+    if file is not None:
+        inputs["licence"] = file.read_text(encoding="ascii", errors="replace").strip()
+    elif given is not None and given.startswith(QR_PREFIX + ":"):
+        inputs["qr"] = given
+    else:
+        inputs["licence_id"] = given
+    with _client(department, url) as client:
+        answer = client.verify_licence(
+            **inputs,
+            item=item,
+            case=case,
+            reason=reason,
+            operator=operator or getpass.getuser(),
+        )
+    if receipt is not None:
+        receipt.write_text(answer.token + "\n", encoding="ascii")
+    _echo_checks(answer.verdict, answer.checks, answer.licence_id)
+    click.echo(f"audit index: {answer.audit_index}")
+    if receipt is not None:
+        click.echo(f"signed receipt saved to {receipt}")
+    sys.exit(0 if answer.verdict is Verdict.VALID else 1)
+
+
+# --- gateway seal -------------------------------------------------------------------------
+
+
+@click.group()
+def seal() -> None:
+    """Register e-seals and list the registered ones."""
+
+
+def _new_seal_key(keys_dir: Path, seal_id: str) -> Path:
+    """``keys/seals/<seal_id>.private.jwk.json``: created (ES256, owner-only) if missing.
+
+    An existing file is reused, never overwritten: it may be the only copy of a seal key.
+    """
+    if not seal_id or "/" in seal_id or seal_id.startswith("."):
+        raise click.BadParameter("not usable as a file name", param_hint="--seal-id")
+    path = keys_dir / "seals" / f"{seal_id}.private.jwk.json"
+    if path.exists():
+        return path
+    jwk: dict[str, Any] = ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()), as_dict=True)
+    jwk = {**jwk, "kid": jwk_thumbprint(jwk), "alg": "ES256", "use": "sig"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(jwk, indent=2) + "\n")
+    return path
+
+
+_DATE = click.DateTime(formats=["%Y-%m-%d"])
+
+
+@seal.command()
+@click.option("--as", "department", required=True, help="Issuing department id (signs).")
+@click.option("--seal-id", required=True, help="The seal's id (letters, digits, _.:-).")
+@click.option("--name", required=True, help="The seal's name, e.g. 某某局行政审批专用章.")
+@click.option("--type", "seal_type", required=True, help="The seal's type, e.g. licence.")
+@click.option("--valid-from", required=True, type=_DATE, help="First valid day (YYYY-MM-DD).")
+@click.option("--valid-until", required=True, type=_DATE, help="Last valid day (YYYY-MM-DD).")
+@click.option(
+    "--key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The seal's private JWK [a new ES256 key in keys/seals/<seal id>.private.jwk.json].",
+)
+@_operator_option
+@_url_option
+def register(  # noqa: PLR0917 - click passes every option positionally by name
+    department: str,
+    seal_id: str,
+    name: str,
+    seal_type: str,
+    valid_from: dt.datetime,
+    valid_until: dt.datetime,
+    key: Path | None,
+    operator: str | None,
+    url: str | None,
+) -> None:
+    """Register a seal of the department, proving possession of its private key."""
+    key_path = key or _new_seal_key(Path(_settings().keys_dir), seal_id)
+    try:
+        seal_key = load_private_jwk(key_path)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--key") from None
+    with _client(department, url) as client:
+        answer = client.register_seal(
+            seal_id=seal_id,
+            name=name,
+            type=seal_type,
+            seal_key=seal_key,
+            valid_from=valid_from.date(),
+            valid_until=valid_until.date(),
+            operator=operator or getpass.getuser(),
+        )
+    click.echo(f"seal {answer.claims['seal_id']}: {answer.claims['status']}")
+    click.echo(f"kid: {answer.claims['kid']}")
+    click.echo(f"private key: {key_path}")
+    click.echo(f"audit index: {answer.audit_index}")
+
+
+@seal.command(name="list")
+@_url_option
+def list_seals(url: str | None) -> None:
+    """List the registered seals: id, owner, status, validity and key id."""
+    settings = _settings()
+    base_url = _base_url(settings, url)
+    try:
+        with httpx.Client(base_url=base_url, timeout=10.0) as http:
+            response = http.get("/v1/seals")
+            response.raise_for_status()
+            seals: list[dict[str, Any]] = response.json()
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot list the seals at {base_url}: {exc}") from None
+    rows = [
+        (
+            s["seal_id"],
+            s["owner"],
+            s["status"],
+            f"{s['valid_from']}..{s['valid_until']}",
+            jwk_thumbprint(s["jwk"]),
+        )
+        for s in seals
+    ]
+    header = ("id", "owner", "status", "validity", "kid")
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
