@@ -58,6 +58,8 @@ _T = TypeVar("_T")
 #: A list takes new licences until three quarters of it is handed out, so a random draw
 #: finds a free entry at once and the last entries of a list are never predictable.
 _LIST_CAPACITY = MIN_ENTRIES * 3 // 4
+#: PostgreSQL advisory-lock name serialising status-entry allocation across processes.
+_ALLOCATION = "yiwang:status-entry-allocation"
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -286,6 +288,12 @@ class LicenceStore:
         for _attempt in range(8):
             try:
                 with self._begin() as conn:
+                    if self._postgres:
+                        # One allocation at a time: otherwise two first reservations both
+                        # find no open list and each opens one.
+                        conn.execute(
+                            sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(_ALLOCATION)))
+                        )
                     existing = conn.execute(
                         sa.select(
                             status_entries.c.list_id,

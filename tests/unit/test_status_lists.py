@@ -171,3 +171,9 @@ def test_allocation_of_the_last_free_entry() -> None:
     nearly = {"a": frozenset(range(MIN_ENTRIES)) - {12345}}
     ref = allocate_status_entry(nearly, new_list_id=lambda: "b", rng=random.Random(0))
     assert ref == StatusRef("a", 12345)
+
+
+def test_a_list_past_its_capacity_counts_as_full() -> None:
+    used = {"a": frozenset(range(100))}
+    assert allocate_status_entry(used, new_list_id=lambda: "b", capacity=100).list_id == "b"
+    assert allocate_status_entry(used, new_list_id=lambda: "b", capacity=101).list_id == "a"
