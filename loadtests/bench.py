@@ -7,7 +7,11 @@ generator (locust, ``loadtests/locustfile.py``, FastHttpUser, closed loop, no th
 1. ``GET /healthz`` — the bare JSON endpoint of the same server: its floor;
 2. ``POST /v1/lookups`` — signed lookups by four departments that the demo grants allow: token
    checks, replay cache, rate limit, policy, adapter (through its cache), durable audit entry,
-   signed answer.
+   signed answer;
+3. ``POST /v1/verifications`` — licence verifications by identifier (the demo district's valid
+   licences): token checks, replay and rate limit, the licence record, seal and signature
+   checks of the sealed licence, durable audit entry, signed receipt (``--no-verifications``
+   skips it).
 
 It prints requests/s, p50/p95/p99 latency and failures for each phase, the ratios
 (DESIGN.md, "Performance": figures are reported as ratios against the bare endpoint), the
@@ -43,6 +47,7 @@ import resource
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -58,7 +63,14 @@ import psutil
 
 from gateway.client import GatewayClient, GatewayProblem
 from gateway.demo.population import companies, people
-from loadtests.tokens import MAX_LIFETIME, SCENARIOS, sign_pool, write_pool
+from loadtests.tokens import (
+    MAX_LIFETIME,
+    SCENARIOS,
+    VERIFIERS,
+    sign_pool,
+    sign_verification_pool,
+    write_pool,
+)
 
 __all__ = ["main"]
 
@@ -66,6 +78,7 @@ HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 LOOKUP_NAME = "/v1/lookups"  # request names, as in locustfile.py
+VERIFY_NAME = "/v1/verifications"
 HEALTHZ_NAME = "/healthz"
 MAX_DURATION = 240  # tokens live 300 s: the lookup phase must end well inside that
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -483,7 +496,12 @@ def _ratio(a: float, b: float) -> str:
 
 
 def print_report(
-    bare: Phase, lookups: Phase, *, warmup: Phase | None, settings: list[tuple[str, str]]
+    bare: Phase,
+    lookups: Phase,
+    *,
+    warmup: Phase | None,
+    settings: list[tuple[str, str]],
+    verifications: Phase | None = None,
 ) -> None:
     print()
     print("Settings")
@@ -496,7 +514,8 @@ def print_report(
     )
     print(header)
     print("-" * len(header))
-    for p in (bare, lookups):
+    measured = [p for p in (bare, lookups, verifications) if p is not None]
+    for p in measured:
         title = f"{p.method} {p.name}"
         print(
             f"{title:<18}{p.requests:>10}{p.failures:>10}{p.rps:>10.1f}{p.p50:>9.2f}"
@@ -511,9 +530,17 @@ def print_report(
         f"  gateway CPU per request  "
         f"{_ratio(lookups.server_cpu_us_per_request, bare.server_cpu_us_per_request)}"
     )
+    if verifications is not None:
+        print("Ratios (verification by identifier / bare endpoint, same run)")
+        print(f"  throughput (req/s)       {_ratio(verifications.rps, bare.rps)}")
+        print(f"  latency p50              {_ratio(verifications.p50, bare.p50)}")
+        print(
+            f"  gateway CPU per request  "
+            f"{_ratio(verifications.server_cpu_us_per_request, bare.server_cpu_us_per_request)}"
+        )
     print()
     print("Details")
-    for p in (ph for ph in (warmup, bare, lookups) if ph is not None):
+    for p in (ph for ph in (warmup, *measured) if ph is not None):
         server, loadgen, other = p.cpu_percent()
         what = "warm-up, not compared" if p is warmup else f"measured window {p.window_s:.1f} s"
         print(
@@ -584,6 +611,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         metavar="N",
         help="tokens to pre-sign (default: from the bare phase's req/s)",
+    )
+    parser.add_argument(
+        "--no-verifications",
+        dest="verifications",
+        action="store_false",
+        help="skip phase 3 (licence verifications by identifier)",
     )
     parser.add_argument("--port", type=int, default=0, help="gateway port (default: a free one)")
     parser.add_argument("--startup-timeout", type=float, default=90.0, metavar="S")
@@ -661,6 +694,59 @@ def _check_gateway_after(gateway: Gateway) -> int:
         print(f"\nAfter the run /readyz answers {ready.status_code}: {ready.text}")
         return 1
     return 0
+
+
+def _valid_licence_ids(gateway: Gateway) -> list[str]:
+    """Identifiers of the demo district's current, valid licences (read from the database)."""
+    path = gateway.data_dir / "gateway.sqlite3"
+    if not path.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        rows = conn.execute(
+            "SELECT licence_id FROM licences WHERE status = 'valid' AND superseded_by IS NULL"
+            " ORDER BY licence_id"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _verification_phase(
+    args: argparse.Namespace,
+    gateway: Gateway,
+    outdir: Path,
+    common: dict[str, Any],
+    *,
+    audience: str,
+    lifetime: int,
+    pool: int,
+) -> Phase | None:
+    """Phase 3: verifications by identifier, tokens pre-signed like the lookups'."""
+    if not args.verifications:
+        return None
+    licence_ids = _valid_licence_ids(gateway)
+    if not licence_ids:
+        print("  phase 3   skipped: the gateway holds no valid licence")
+        return None
+    started = time.monotonic()
+    tokens_file = outdir / "verification-tokens.txt"
+    write_pool(
+        tokens_file,
+        sign_verification_pool(
+            keys_dir=gateway.keys_dir,
+            size=pool,
+            licence_ids=licence_ids,
+            audience=audience,
+            lifetime=lifetime,
+        ),
+    )
+    print(
+        f"  signing   {pool} verification tokens ({len(licence_ids)} licences): "
+        f"{time.monotonic() - started:.1f} s"
+    )
+    print(f"  phase 3   POST /v1/verifications, {args.duration} s ...", flush=True)
+    return run_phase(
+        Phase("verifications", "VerifyUser", VERIFY_NAME, "POST"),
+        **{**common, "max_requests": min(args.max_requests, pool), "tokens_file": tokens_file},
+    )
 
 
 def _run(
@@ -742,12 +828,16 @@ def _run(
             "tokens_file": tokens_file,
         },
     )
+    verifications = _verification_phase(
+        args, gateway, outdir, common, audience=audience, lifetime=lifetime, pool=pool_size
+    )
     status = _check_gateway_after(gateway)
 
     print_report(
         bare,
         lookups,
         warmup=warmup,
+        verifications=verifications,
         settings=[
             (
                 "phase duration",
@@ -765,6 +855,13 @@ def _run(
                 f"lifetime {lifetime} s",
             ),
             ("lookup mix", ", ".join(f"{s.department}→{s.resource}" for s in SCENARIOS)),
+            (
+                "verifications",
+                f"by licence identifier, clerks of {', '.join(VERIFIERS)}, over the demo "
+                "district's valid licences (seal, signature, record, status, validity checks)"
+                if verifications is not None
+                else "skipped (--no-verifications, or no demo licences)",
+            ),
             (
                 "gateway",
                 f"`gateway serve`, 1 worker, embedded SQLite + in-process caches "
@@ -784,7 +881,9 @@ def _run(
             ),
         ],
     )
-    if any(p.failures or p.exceptions for p in (warmup, bare, lookups)):
+    if any(
+        p.failures or p.exceptions for p in (warmup, bare, lookups, verifications) if p is not None
+    ):
         status = 1
         print("SOME REQUESTS FAILED (listed above).")
     log_problems = gateway.log_problems()

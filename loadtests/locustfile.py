@@ -1,13 +1,16 @@
-"""Locust scenario for the gateway: signed lookups, and a bare endpoint to compare them with.
+"""Locust scenario for the gateway: signed lookups and licence verifications, and a bare
+endpoint to compare them with.
 
-Two user classes, measured one at a time: name the class on locust's command line, or set
-``LOADTEST_SCENARIO=lookup`` or ``=healthz`` (with neither, locust mixes both; do not use
-``--tags`` to choose, as the other class's users would then spin without a task):
+Three user classes, measured one at a time: name the class on locust's command line, or set
+``LOADTEST_SCENARIO=lookup``, ``=verify`` or ``=healthz`` (with none, locust mixes them; do
+not use ``--tags`` to choose, as the other classes' users would then spin without a task):
 
 * ``LookupUser`` — ``POST /v1/lookups`` with signed request tokens from
   several departments (service-centre, tax, hrss, realestate), every one a lookup the demo
   district's grants allow, so anything but 200 is a failure and is reported as one, with the
   status and the problem's reason (e.g. ``409 tax replayed``).
+* ``VerifyUser`` — ``POST /v1/verifications`` by licence identifier (clerks of three
+  departments), pre-signed the same way; anything but 200 is a failure;
 * ``HealthzUser`` — ``GET /healthz``, the bare JSON endpoint of the same
   server: the yardstick the lookup figures are divided by (DESIGN.md, "Performance").
 
@@ -58,11 +61,12 @@ from locust.exception import StopUser
 
 from loadtests.tokens import read_pool, sign_pool
 
-__all__ = ["HealthzUser", "LookupUser"]
+__all__ = ["HealthzUser", "LookupUser", "VerifyUser"]
 
 log = logging.getLogger("loadtests")
 
 LOOKUP_NAME = "/v1/lookups"
+VERIFY_NAME = "/v1/verifications"
 HEALTHZ_NAME = "/healthz"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -151,7 +155,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
         raise SystemExit(f"refusing to load {host}: loopback only (LOADTEST_ALLOW_REMOTE=1)")
     path = os.environ.get("LOADTEST_TOKENS")
     user_classes = environment.user_classes or []
-    if not any(cls is LookupUser for cls in user_classes):
+    if not any(cls in (LookupUser, VerifyUser) for cls in user_classes):
         return  # nothing to sign for a healthz-only run
     started = time.perf_counter()
     if path:
@@ -258,20 +262,22 @@ class _GatewayUser(FastHttpUser):
     network_timeout = 10.0
 
 
-class LookupUser(_GatewayUser):
-    """Sends each pre-signed lookup token once; stops the run when the pool is used up."""
+class _TokenUser(_GatewayUser):
+    """Sends each pre-signed token once to ``path``; stops the run when the pool is used up."""
 
-    @task
-    def lookup(self) -> None:
+    abstract = True
+    path = ""
+
+    def send_next(self) -> None:
         if not RUN.tokens or not RUN.take():
             why = "request bound reached" if RUN.tokens else "token pool used up"
             _stop_run(self.environment, why)
             raise StopUser
         department, token = RUN.tokens.popleft()
         with self.client.post(
-            "/v1/lookups",
+            self.path,
             data=token,
-            name=LOOKUP_NAME,
+            name=self.path,
             catch_response=True,
             headers={"Content-Type": "application/jwt"},
         ) as response:
@@ -287,6 +293,26 @@ class LookupUser(_GatewayUser):
                 reason = (response.text or "")[:60]
             status = response.status_code or type(response.error).__name__
             response.failure(f"{status} {department} {reason}".strip())
+
+
+class LookupUser(_TokenUser):
+    """Signed lookups (``POST /v1/lookups``), each token once."""
+
+    path = LOOKUP_NAME
+
+    @task
+    def lookup(self) -> None:
+        self.send_next()
+
+
+class VerifyUser(_TokenUser):
+    """Licence verifications by identifier (``POST /v1/verifications``), each token once."""
+
+    path = VERIFY_NAME
+
+    @task
+    def verify(self) -> None:
+        self.send_next()
 
 
 class HealthzUser(_GatewayUser):
@@ -306,7 +332,8 @@ class HealthzUser(_GatewayUser):
 
 # LOADTEST_SCENARIO picks one class (locust skips abstract ones when it scans this module).
 _SCENARIO = os.environ.get("LOADTEST_SCENARIO", "").strip().lower()
-if _SCENARIO not in ("", "lookup", "healthz"):
-    raise SystemExit(f"LOADTEST_SCENARIO={_SCENARIO!r}: use lookup or healthz")
-LookupUser.abstract = _SCENARIO == "healthz"
-HealthzUser.abstract = _SCENARIO == "lookup"
+if _SCENARIO not in ("", "lookup", "healthz", "verify"):
+    raise SystemExit(f"LOADTEST_SCENARIO={_SCENARIO!r}: use lookup, verify or healthz")
+LookupUser.abstract = _SCENARIO not in ("", "lookup")
+VerifyUser.abstract = _SCENARIO not in ("", "verify")
+HealthzUser.abstract = _SCENARIO not in ("", "healthz")

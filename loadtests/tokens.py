@@ -14,14 +14,25 @@ from __future__ import annotations
 
 import itertools
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.client import GatewayClient
 from gateway.demo.population import companies, people
+from gateway.licensing.claims import VERIFY_REQUEST_TYP
 
-__all__ = ["MAX_LIFETIME", "SCENARIOS", "Scenario", "read_pool", "sign_pool", "write_pool"]
+__all__ = [
+    "MAX_LIFETIME",
+    "SCENARIOS",
+    "VERIFIERS",
+    "Scenario",
+    "read_pool",
+    "sign_pool",
+    "sign_verification_pool",
+    "write_pool",
+]
 
 #: The gateway's ceiling on ``exp - iat`` (``GATEWAY_TOKEN_MAX_LIFETIME`` can only lower it).
 MAX_LIFETIME = 300
@@ -124,6 +135,57 @@ def sign_pool(
                 now=now,
             )
             pool.append((scenario.department, token))
+    finally:
+        for client in clients.values():
+            client.close()
+    return pool
+
+
+#: Departments whose clerks verify licences in the benchmark's verification phase.
+VERIFIERS = ("service-centre", "tax", "hrss")
+
+
+def sign_verification_pool(
+    *,
+    keys_dir: Path,
+    size: int,
+    licence_ids: Sequence[str],
+    audience: str = "yiwang-gateway",
+    lifetime: int = MAX_LIFETIME,
+) -> list[tuple[str, str]]:
+    """``size`` signed verification tokens (by licence identifier), round-robin over the
+    clerks' departments (:data:`VERIFIERS`) and over ``licence_ids``."""
+    if not licence_ids:
+        raise ValueError("no licence to verify")
+    clients = {
+        d: GatewayClient.from_key_file(
+            base_url="http://127.0.0.1:9",  # never contacted: only signs
+            department=d,
+            key_path=keys_dir / "departments" / f"{d}.private.jwk.json",
+            audience=audience,
+        )
+        for d in VERIFIERS
+    }
+    now = int(time.time())
+    pool: list[tuple[str, str]] = []
+    try:
+        ids = itertools.cycle(licence_ids)
+        for i, department in zip(range(size), itertools.cycle(VERIFIERS), strict=False):
+            claims = {
+                "iss": department,
+                "aud": audience,
+                "iat": now,
+                "exp": now + lifetime,
+                "jti": uuid.uuid4().hex,
+                "operator": f"clerk-{i % 40:03d}",
+                "purpose": {
+                    "item": "000201002000",
+                    "case": f"BJ-2026-V{i:07d}",
+                    "reason": "窗口核验营业执照",
+                },
+                "licence_id": next(ids),
+            }
+            pool.append((department, clients[department].sign(claims, typ=VERIFY_REQUEST_TYP)))
     finally:
         for client in clients.values():
             client.close()
