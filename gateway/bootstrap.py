@@ -1,7 +1,9 @@
 """``gateway init``: everything a first run needs, created only when missing.
 
 Keys (gateway signing key, audit HMAC secret, demo department keys), the database schema
-(Alembic), the registry of departments and keys, and the demo providers' source databases.
+(Alembic), the registry of departments and keys, and the demo providers' source databases;
+in demo mode also the demo district's e-seals (their keys under ``keys/seals/``) and
+e-licences (:mod:`gateway.demo.licences`).
 Running it again changes nothing that exists; it is safe to run before every start.
 """
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from gateway import keystore
 from gateway.core.policy import load_policy_set
+from gateway.demo.licences import ensure_demo_licences
 from gateway.demo.sources import build_demo_sources
 from gateway.settings import Settings
 from gateway.storage import migrations
@@ -33,10 +36,15 @@ class InitReport:
     policy_version: str
     keys_registered: int = 0
     sources_written: list[Path] = field(default_factory=list)
+    seals_registered: int = 0
+    licences_issued: int = 0
+    licence_status_changes: int = 0  # demo licences suspended, revoked, cancelled; seals revoked
+    licences_skipped: list[str] = field(default_factory=list)
 
 
 def initialise(settings: Settings, *, demo: bool = True) -> InitReport:
-    """Create what is missing: keys, schema, registry and (with ``demo``) demo sources."""
+    """Create what is missing: keys, schema, registry and (with ``demo``) demo sources,
+    seals and licences."""
     keys_dir = Path(settings.keys_dir)
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -53,17 +61,26 @@ def initialise(settings: Settings, *, demo: bool = True) -> InitReport:
     engine = create_database_engine(
         settings.effective_database_url, busy_timeout_ms=settings.db_busy_timeout_ms
     )
+    now = dt.datetime.now(dt.UTC)
     try:
         migrations.upgrade(engine)
         added = sync_registry(
             engine,
             department_list=policy.departments.values(),
             public_jwks=keystore.department_public_jwks(keys_dir),
-            now=dt.datetime.now(dt.UTC),
+            now=now,
         )
+        report = InitReport(settings.effective_database_url, policy.version, keys_registered=added)
+        if demo:
+            licences = ensure_demo_licences(
+                engine, keys_dir=keys_dir, departments=policy.departments, now=now
+            )
+            report.seals_registered = licences.seals_registered
+            report.licences_issued = licences.licences_issued
+            report.licence_status_changes = licences.status_changes + licences.seals_revoked
+            report.licences_skipped = licences.skipped
     finally:
         engine.dispose()
-    report = InitReport(settings.effective_database_url, policy.version, keys_registered=added)
     if demo:
         report.sources_written = build_demo_sources(data_dir / "sources")
     return report

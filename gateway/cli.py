@@ -56,6 +56,13 @@ def init(demo: bool) -> None:
     click.echo(f"keys registered now: {report.keys_registered}")
     for path in report.sources_written:
         click.echo(f"demo source written: {path}")
+    if demo:
+        click.echo(
+            f"demo seals registered now: {report.seals_registered}; demo licences issued now:"
+            f" {report.licences_issued}, status changes: {report.licence_status_changes}"
+        )
+    for reason in report.licences_skipped:
+        click.echo(f"demo licence skipped: {reason}", err=True)
 
 
 @main.command()
@@ -166,7 +173,8 @@ def lookup(  # noqa: PLR0917 - click passes every option positionally by name
 @main.command()
 @click.option("--url", default=None, help="Gateway base URL [http://HOST:PORT from settings].")
 def demo(url: str | None) -> None:
-    """Walk through four lookups against a running gateway: allowed, three refusals."""
+    """Walk through lookups (allowed, three refusals) and licence verifications of every
+    kind (by identifier, QR code, sealed document, offline) against a running gateway."""
     from gateway.demo.walkthrough import run_walkthrough
 
     settings = _settings()

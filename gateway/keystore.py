@@ -7,12 +7,16 @@ Private keys are created on first run with owner-only permissions and never comm
     keys/audit-hmac.key                        secret for keyed subject hashes in the audit log
     keys/departments/<id>.private.jwk.json     a demo department's private key (its side)
     keys/departments/<id>.public.jwk.json      the same key's public half (registered with us)
+    keys/seals/<seal id>.private.jwk.json      a demo e-seal's private key (the issuer's side);
+                                               its public half is registered as the seal
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,9 @@ __all__ = [
     "ensure_department_key",
     "ensure_gateway_key",
     "ensure_operator_token",
+    "ensure_seal_key",
     "load_private_jwk",
+    "load_seal_key",
 ]
 
 
@@ -90,6 +96,14 @@ def _private_jwk(key: PrivateKey, alg: str) -> dict[str, Any]:
     return {**jwk, "kid": jwk_thumbprint(jwk), "alg": alg, "use": "sig"}
 
 
+def _generate(alg: str) -> PrivateKey:
+    if alg == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    raise ConfigurationError([f"alg {alg!r} is not allowed for a key (ES256 or EdDSA)"])
+
+
 def ensure_department_key(keys_dir: Path, department: str, *, alg: str) -> dict[str, Any]:
     """Create a demo department's key pair if it has none; return its public JWK."""
     private_path = keys_dir / "departments" / f"{department}.private.jwk.json"
@@ -112,7 +126,7 @@ def ensure_department_key(keys_dir: Path, department: str, *, alg: str) -> dict[
 
 
 def load_private_jwk(path: Path) -> jwt.PyJWK:
-    """A department's private JWK file, parsed (the key object and its algorithm)."""
+    """A private JWK file (a department's or a seal's), parsed: key object and algorithm."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -134,3 +148,37 @@ def department_public_jwks(keys_dir: Path) -> dict[str, list[dict[str, Any]]]:
         department = path.name.removesuffix(".public.jwk.json")
         found.setdefault(department, []).append(json.loads(path.read_text()))
     return found
+
+
+_SEAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _seal_key_path(keys_dir: Path, seal_id: str) -> Path:
+    # The seal id becomes a file name: no separators, no leading dot.
+    if not _SEAL_ID.fullmatch(seal_id):
+        raise ConfigurationError([f"seal id {seal_id!r} is not usable as a key file name"])
+    return keys_dir / "seals" / f"{seal_id}.private.jwk.json"
+
+
+def ensure_seal_key(keys_dir: Path, seal_id: str, *, alg: str) -> dict[str, Any]:
+    """Create a demo e-seal's private key if it has none; return the public JWK.
+
+    The private JWK lives in ``keys/seals/<seal_id>.private.jwk.json`` (owner-only, never
+    committed); it is created only when missing, so a seal keeps its key across runs. An
+    existing key of another algorithm is a configuration error, not silently replaced.
+    """
+    path = _seal_key_path(keys_dir, seal_id)
+    if not path.exists():
+        key = _generate(alg)
+        # Another process may have created it a moment ago: then that one is used.
+        with contextlib.suppress(FileExistsError):
+            _write_secret(path, json.dumps(_private_jwk(key, alg), indent=2).encode())
+    private = load_private_jwk(path)
+    if private.algorithm_name != alg:
+        raise ConfigurationError([f"{path}: holds an {private.algorithm_name} key, not {alg}"])
+    return public_jwk(private.key, alg=alg)
+
+
+def load_seal_key(keys_dir: Path, seal_id: str) -> jwt.PyJWK:
+    """A demo e-seal's private key from ``keys/seals`` (the key object and its algorithm)."""
+    return load_private_jwk(_seal_key_path(keys_dir, seal_id))

@@ -288,12 +288,7 @@ class LicenceStore:
         for _attempt in range(8):
             try:
                 with self._begin() as conn:
-                    if self._postgres:
-                        # One allocation at a time: otherwise two first reservations both
-                        # find no open list and each opens one.
-                        conn.execute(
-                            sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(_ALLOCATION)))
-                        )
+                    self._serialise_allocation(conn)
                     existing = conn.execute(
                         sa.select(
                             status_entries.c.list_id,
@@ -325,6 +320,16 @@ class LicenceStore:
             except IntegrityError:
                 continue  # another process took the entry (or the list id): draw again
         raise StoreUnavailable("status lists")
+
+    def _serialise_allocation(self, conn: sa.Connection) -> None:
+        """One allocation at a time across processes: otherwise two first reservations both
+        find no open list, and each opens one."""
+        if self._postgres:
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(_ALLOCATION))))
+        else:
+            # A write statement takes SQLite's write lock for the rest of the transaction,
+            # even when it changes no row, so the reads that follow are not overtaken.
+            conn.execute(status_lists.update().where(sa.false()).values(allocated=0))
 
     def _allocate(self, conn: sa.Connection, at: dt.datetime) -> StatusRef:
         open_lists = [

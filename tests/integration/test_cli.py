@@ -89,3 +89,26 @@ def test_demo_walkthrough_shows_the_four_cases(embedded_gateway: GatewayProcess)
     assert "refused 403 (no-grant)" in out
     assert "refused 409" in out
     assert out.count("audit index") == 4
+
+
+def test_demo_walkthrough_verifies_the_demo_licences(gateway: GatewayProcess) -> None:
+    # On both setups: `init` made the demo seals and licences in this gateway's database.
+    result = _run(gateway, "demo")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "UNEXPECTED" not in out
+    verdicts = [line.split()[1] for line in out.splitlines() if line.startswith("   verdict: ")]
+    assert verdicts[4:] == [
+        "valid",  # 5. 营业执照 by identifier
+        "valid",  # 6. a food permit issued now, by its QR payload
+        "valid",  # 7. 不动产权证书 read through a lookup, as the sealed document
+        "suspended",
+        "revoked",
+        "cancelled",  # version 001, superseded by 002
+        "expired",
+        "seal-invalid",  # sealed with a seal revoked for key compromise
+        "forged",  # one byte changed
+        "valid",  # offline: public documents only
+    ]
+    assert out.count("decisive") == 10
+    assert "checked here; no request named the licence" in out

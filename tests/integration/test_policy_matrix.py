@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import itertools
+import json
 import os
 import random
 import re
@@ -43,9 +44,12 @@ from typing import Any
 
 import httpx
 import jwt
+import msgspec
 import pytest
+import sqlalchemy as sa
 
 from gateway.client import GatewayClient
+from gateway.core.licences import LicenceContent, qr_payload
 from gateway.core.tokens import BATCH_REQUEST_TYP, BATCH_RESULT_TYP
 from gateway.demo.population import companies, people
 from tests.support import ROOT, GatewayProcess, running_gateway
@@ -220,8 +224,28 @@ def field_subsets(fields: Sequence[str]) -> list[tuple[str, ...]]:
 # --- subjects with records in the providers' sources ---------------------------------------
 
 
+def licence_row(data_dir: Path, resource: Resource, subject: str) -> dict[str, Any] | None:
+    """The holder's licence of the resource's type in an embedded gateway's registry, when
+    the holder has exactly one current licence (read with sqlite3)."""
+    path = data_dir / "gateway.sqlite3"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT content, status, sealed FROM licences"
+            " WHERE type_code = ? AND holder_id = ? AND superseded_by IS NULL",
+            (resource.source["type_code"], subject),
+        ).fetchall()
+    if len(rows) != 1:
+        return None
+    content, status, sealed = rows[0]
+    values = {**json.loads(content), "status": status, "sealed": sealed}
+    values["qr"] = qr_payload(msgspec.json.decode(content, type=LicenceContent))
+    return {f: values.get(f) for f in resource.fields}
+
+
 def source_row(data_dir: Path, resource: Resource, subject: str) -> dict[str, Any] | None:
     """The provider's own row for ``subject`` keyed by field name (read with sqlite3)."""
+    if resource.source.get("adapter") == "licence":
+        return licence_row(data_dir, resource, subject)
     url = str(resource.source["url"]).replace("{data_dir}", str(data_dir))
     path = url.removeprefix("sqlite:///")
     table, key = str(resource.source["table"]), str(resource.source["key"])
@@ -463,10 +487,35 @@ def full_matrix(district: District) -> list[Cell]:
     ]
 
 
+def licence_holder(gw: GatewayProcess, resource: Resource) -> str:
+    """A holder of a current licence of the resource's type, from the gateway's licence
+    registry (where the demo district's licences were published at start)."""
+    engine = sa.create_engine(gw.database_url)
+    try:
+        with engine.connect() as conn:
+            holder = conn.execute(
+                sa.text(
+                    "SELECT holder_id FROM licences WHERE type_code = :t"
+                    " AND superseded_by IS NULL ORDER BY licence_id LIMIT 1"
+                ),
+                {"t": resource.source["type_code"]},
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return str(holder)
+
+
 def subjects_for(gw: GatewayProcess, district: District) -> dict[str, str]:
     """One subject per resource, with a record (keeps each grant's daily distinct-subject
     quota use at 1)."""
-    return {r.id: subject_with_record(gw.data_dir, r) for r in district.resources.values()}
+    return {
+        r.id: (
+            licence_holder(gw, r)
+            if r.source.get("adapter") == "licence"
+            else subject_with_record(gw.data_dir, r)
+        )
+        for r in district.resources.values()
+    }
 
 
 # --- the tests -------------------------------------------------------------------------------
