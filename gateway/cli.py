@@ -6,27 +6,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from gateway.errors import ConfigurationError, Error
+from gateway.cli_common import open_client, settings_or_exit
+from gateway.errors import Error
 from gateway.licence_cli import licence, seal
 from gateway.policy_cli import policy
-from gateway.settings import Settings, load_settings
 from gateway.upload_cli import upload
 
 __all__ = ["main"]
-
-
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return load_settings(overrides=overrides)
-    except ConfigurationError as exc:
-        click.echo("The gateway's settings are not usable:", err=True)
-        for problem in exc.problems:
-            click.echo(f"  - {problem}", err=True)
-        sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,7 +35,7 @@ def init(demo: bool) -> None:
     """Create keys, database schema and registry where missing (safe to repeat)."""
     from gateway.bootstrap import initialise
 
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         report = initialise(settings, demo=demo)
     except Error as exc:
@@ -80,7 +69,7 @@ def serve(host: str | None, port: int | None, workers: int | None, run_init: boo
     """Start the gateway."""
     import uvicorn
 
-    settings = _settings(host=host, port=port, workers=workers)
+    settings = settings_or_exit(host=host, port=port, workers=workers)
     if run_init:
         from gateway.bootstrap import initialise
 
@@ -141,18 +130,11 @@ def lookup(  # noqa: PLR0917 - click passes every option positionally by name
     url: str | None,
 ) -> None:
     """Send one signed lookup as DEPARTMENT (key from keys/) and print the verified answer."""
-    from gateway.client import GatewayClient, GatewayProblem
+    from gateway.client import GatewayProblem
 
-    settings = _settings()
-    base_url = url or f"http://{settings.host}:{settings.port}"
-    key_path = Path(settings.keys_dir) / "departments" / f"{department}.private.jwk.json"
+    settings = settings_or_exit()
     try:
-        with GatewayClient.from_key_file(
-            base_url=base_url,
-            department=department,
-            key_path=key_path,
-            audience=settings.gateway_id,
-        ) as c:
+        with open_client(settings, department, url) as c:
             answer = c.lookup(
                 resource=resource,
                 subject=subject,
@@ -177,7 +159,7 @@ def demo(url: str | None) -> None:
     kind (by identifier, QR code, sealed document, offline) against a running gateway."""
     from gateway.demo.walkthrough import run_walkthrough
 
-    settings = _settings()
+    settings = settings_or_exit()
     base_url = url or f"http://{settings.host}:{settings.port}"
     try:
         surprises = run_walkthrough(

@@ -16,8 +16,6 @@ import json
 import os
 import sys
 import urllib.parse
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +25,8 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from gateway.cli_common import base_url, department_client, settings_or_exit
 from gateway.client import (
-    GatewayClient,
     GatewayProblem,
     OfflineVerifier,
     PublicDocuments,
@@ -45,7 +43,6 @@ from gateway.core.licences import (
 )
 from gateway.errors import ConfigurationError, Error
 from gateway.keystore import load_private_jwk
-from gateway.settings import Settings, load_settings
 
 __all__ = ["licence", "seal"]
 
@@ -75,43 +72,6 @@ _OUTCOME_WORDS = {
     CheckOutcome.FAILED: "FAILED ",
     CheckOutcome.SKIPPED: "skipped",
 }
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigurationError as exc:
-        click.echo("The gateway's settings are not usable:", err=True)
-        for problem in exc.problems:
-            click.echo(f"  - {problem}", err=True)
-        sys.exit(2)
-
-
-def _base_url(settings: Settings, url: str | None) -> str:
-    return url or f"http://{settings.host}:{settings.port}"
-
-
-@contextmanager
-def _client(department: str, url: str | None) -> Iterator[GatewayClient]:
-    """A client signing as ``department``; refusals and failures end the command (exit 1)."""
-    settings = _settings()
-    base_url = _base_url(settings, url)
-    key_path = Path(settings.keys_dir) / "departments" / f"{department}.private.jwk.json"
-    try:
-        with GatewayClient.from_key_file(
-            base_url=base_url,
-            department=department,
-            key_path=key_path,
-            audience=settings.gateway_id,
-        ) as client:
-            yield client
-    except GatewayProblem as exc:
-        click.echo(json.dumps(exc.problem, ensure_ascii=False, indent=2), err=True)
-        sys.exit(1)
-    except Error as exc:
-        raise click.ClickException(str(exc)) from None
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"cannot reach the gateway at {base_url}: {exc}") from None
 
 
 _url_option = click.option(
@@ -177,7 +137,7 @@ def issue(  # noqa: PLR0917 - click passes every option positionally by name
         key = load_private_jwk(seal_key)
     except ConfigurationError as exc:
         raise click.BadParameter(str(exc), param_hint="--seal-key") from None
-    with _client(department, url) as client:
+    with department_client(department, url) as client:
         issued = client.issue_licence(
             content=fields, seal_key=key, operator=operator or getpass.getuser()
         )
@@ -210,7 +170,7 @@ def status(  # noqa: PLR0917 - click passes every option positionally by name
     url: str | None,
 ) -> None:
     """Suspend, reinstate, revoke, withdraw or cancel licence LICENCE_ID."""
-    with _client(department, url) as client:
+    with department_client(department, url) as client:
         answer = client.change_licence_status(
             licence_id=licence_id,
             action=action,
@@ -264,14 +224,14 @@ def _save_documents(directory: Path, documents: PublicDocuments) -> None:
 
 
 def _public_documents(
-    base_url: str, directory: Path | None, list_ids: list[str]
+    gateway_url: str, directory: Path | None, list_ids: list[str]
 ) -> PublicDocuments:
     """The saved documents if ``directory`` holds them all (no network), else fetched now
     (and saved there, if given). Every one is verified later, whichever way it came."""
     saved = _saved_documents(directory, list_ids) if directory is not None else None
     if saved is not None:
         return saved
-    with httpx.Client(base_url=base_url, timeout=10.0) as http:
+    with httpx.Client(base_url=gateway_url, timeout=10.0) as http:
         fetched = PublicDocuments.fetch(http, list_ids=list_ids)
     if directory is not None:
         _save_documents(directory, fetched)
@@ -279,13 +239,13 @@ def _public_documents(
 
 
 def _verify_offline(file: Path, documents: Path | None, url: str | None) -> Verdict:
-    settings = _settings()
-    base_url = _base_url(settings, url)
+    settings = settings_or_exit()
+    gateway_url = base_url(settings, url)
     sealed = file.read_text(encoding="ascii", errors="replace").strip()
     list_id = sealed_status_list_id(sealed)
     now = dt.datetime.now(dt.UTC)
     try:
-        docs = _public_documents(base_url, documents, [list_id] if list_id else [])
+        docs = _public_documents(gateway_url, documents, [list_id] if list_id else [])
         verifier: OfflineVerifier = docs.verifier(issuer=settings.gateway_id, now=now)
         verification = verifier.verify(sealed, now=now)
     except GatewayProblem as exc:
@@ -297,7 +257,7 @@ def _verify_offline(file: Path, documents: Path | None, url: str | None) -> Verd
             + (f" (remove {documents} to fetch them again)" if documents else "")
         ) from None
     except httpx.HTTPError as exc:
-        raise click.ClickException(f"cannot reach the gateway at {base_url}: {exc}") from None
+        raise click.ClickException(f"cannot reach the gateway at {gateway_url}: {exc}") from None
     _echo_checks(verification.verdict, verification.checks, verification.licence_id)
     click.echo("checked offline against the gateway's signed registry and status list")
     return verification.verdict
@@ -380,7 +340,7 @@ def verify(  # noqa: PLR0917 - click passes every option positionally by name
         inputs["qr"] = given
     else:
         inputs["licence_id"] = given
-    with _client(department, url) as client:
+    with department_client(department, url) as client:
         answer = client.verify_licence(
             **inputs,
             item=item,
@@ -454,12 +414,12 @@ def register(  # noqa: PLR0917 - click passes every option positionally by name
     url: str | None,
 ) -> None:
     """Register a seal of the department, proving possession of its private key."""
-    key_path = key or _new_seal_key(Path(_settings().keys_dir), seal_id)
+    key_path = key or _new_seal_key(Path(settings_or_exit().keys_dir), seal_id)
     try:
         seal_key = load_private_jwk(key_path)
     except ConfigurationError as exc:
         raise click.BadParameter(str(exc), param_hint="--key") from None
-    with _client(department, url) as client:
+    with department_client(department, url) as client:
         answer = client.register_seal(
             seal_id=seal_id,
             name=name,
@@ -479,15 +439,15 @@ def register(  # noqa: PLR0917 - click passes every option positionally by name
 @_url_option
 def list_seals(url: str | None) -> None:
     """List the registered seals: id, owner, status, validity and key id."""
-    settings = _settings()
-    base_url = _base_url(settings, url)
+    settings = settings_or_exit()
+    gateway_url = base_url(settings, url)
     try:
-        with httpx.Client(base_url=base_url, timeout=10.0) as http:
+        with httpx.Client(base_url=gateway_url, timeout=10.0) as http:
             response = http.get("/v1/seals")
             response.raise_for_status()
             seals: list[dict[str, Any]] = response.json()
     except httpx.HTTPError as exc:
-        raise click.ClickException(f"cannot list the seals at {base_url}: {exc}") from None
+        raise click.ClickException(f"cannot list the seals at {gateway_url}: {exc}") from None
     rows = [
         (
             s["seal_id"],

@@ -16,20 +16,10 @@ from typing import Any
 
 import click
 
-from gateway.errors import ConfigurationError, Error
-from gateway.settings import Settings, load_settings
+from gateway.cli_common import base_url, open_client, settings_or_exit
+from gateway.errors import Error
 
 __all__ = ["upload"]
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigurationError as exc:
-        click.echo("The gateway's settings are not usable:", err=True)
-        for problem in exc.problems:
-            click.echo(f"  - {problem}", err=True)
-        sys.exit(2)
 
 
 def _progress() -> Any:
@@ -98,20 +88,14 @@ def upload(  # noqa: PLR0917 - click passes every option positionally by name
     Prints the signed receipt the gateway answers: the version, how many rows were accepted
     and rejected, and where the rejection report is.
     """
-    from gateway.client import GatewayClient, GatewayProblem
+    from gateway.client import GatewayProblem
 
-    settings = _settings()
-    base_url = url or f"http://{settings.host}:{settings.port}"
-    key_path = Path(settings.keys_dir) / "departments" / f"{department}.private.jwk.json"
+    settings = settings_or_exit()
+    gateway_url = base_url(settings, url)
     clerk = operator or getpass.getuser()
     try:
         with (
-            GatewayClient.from_key_file(
-                base_url=base_url,
-                department=department,
-                key_path=key_path,
-                audience=settings.gateway_id,
-            ) as client,
+            open_client(settings, department, url) as client,
             _progress() as progress,
         ):
             digest = _sha256(file, progress)
@@ -138,7 +122,7 @@ def upload(  # noqa: PLR0917 - click passes every option positionally by name
     except Error as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
-        raise click.ClickException(f"cannot upload to {base_url}: {exc}") from None
+        raise click.ClickException(f"cannot upload to {gateway_url}: {exc}") from None
     if as_json:
         click.echo(json.dumps(claims, ensure_ascii=False, indent=2))
         return
@@ -156,6 +140,6 @@ def upload(  # noqa: PLR0917 - click passes every option positionally by name
     click.echo(f"sha256: {claims['sha256']}")
     click.echo(f"audit index: {claims['audit']['index']}")
     if rejected:
-        link = base_url.rstrip("/") + claims["rejections"]["url"]
+        link = gateway_url.rstrip("/") + claims["rejections"]["url"]
         where = f"saved to {report}" if report is not None else f"{link} (or rerun with --report)"
         click.echo(f"rejection report: {where}")

@@ -25,7 +25,6 @@ from gateway.core.keyring import DepartmentKey, KeyStatus
 from gateway.core.licences import (
     STATUS_MESSAGES,
     LicenceContent,
-    LicenceRecord,
     Verification,
     check_issuance,
     content_digest,
@@ -203,9 +202,13 @@ class LicensingService:
     async def registry(self) -> SealRegistry:
         """The seal registry, reloaded only when a seal changed (one small read to know)."""
         revision = await asyncio.to_thread(self._store.registry_revision)
+        return await asyncio.to_thread(self._registry_at, revision)
+
+    def _registry_at(self, revision: int) -> SealRegistry:
+        """The registry as of ``revision`` or later (keys parsed once per change)."""
         cached = self._registry
-        if cached is None or cached[0] != revision:
-            cached = await asyncio.to_thread(self._store.registry)
+        if cached is None or cached[0] < revision:
+            cached = self._store.registry()
             self._registry = cached
         return cached[1]
 
@@ -503,9 +506,8 @@ class LicensingService:
             case_number=request.purpose.case,
             reason=request.purpose.reason,
         )
-        registry = await self.registry()
         when = dt.datetime.fromtimestamp(now, dt.UTC)
-        verification = await asyncio.to_thread(self._verification, request, registry, when)
+        verification = await asyncio.to_thread(self._verification, request, when)
         content = verification.content
         given = request.input
         audit: dict[str, Any] = {
@@ -540,23 +542,25 @@ class LicensingService:
             **audit,
         )
 
-    def _verification(
-        self, request: VerificationRequest, registry: SealRegistry, now: dt.datetime
-    ) -> Verification:
+    def _verification(self, request: VerificationRequest, now: dt.datetime) -> Verification:
+        """Read what the input names (with the registry's revision, in one round trip) and
+        verify it. Runs in a worker thread."""
         given = request.input
-        record: LicenceRecord | None
         if given.kind == "licence_id":
-            record = self._store.get(given.value)
-            return verify_identifier(given.value, record=record, registry=registry, now=now)
-        if given.kind == "qr":
+            licence_id: str | None = given.value
+        elif given.kind == "qr":
             try:
-                licence_id: str | None = parse_qr_payload(given.value).licence_id.value
+                licence_id = parse_qr_payload(given.value).licence_id.value
             except InvalidInput:
                 licence_id = None  # verify_qr reports the malformed payload as a check
-            record = self._store.get(licence_id) if licence_id else None
+        else:
+            licence_id = peek_licence_id(given.value)
+        revision, record = self._store.get_with_revision(licence_id)
+        registry = self._registry_at(revision)
+        if given.kind == "licence_id":
+            return verify_identifier(given.value, record=record, registry=registry, now=now)
+        if given.kind == "qr":
             return verify_qr(given.value, record=record, registry=registry, now=now)
-        licence_id = peek_licence_id(given.value)
-        record = self._store.get(licence_id) if licence_id else None
         return verify_presented(given.value, record=record, registry=registry, now=now)
 
     # --- public documents -----------------------------------------------------------------

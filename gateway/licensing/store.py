@@ -648,6 +648,21 @@ class LicenceStore:
 
         return self._read(work)
 
+    def get_with_revision(self, licence_id: str | None) -> tuple[int, LicenceRecord | None]:
+        """The seal registry's revision and the stored licence, in one round trip: what a
+        verification reads (the registry itself only when the revision moved)."""
+
+        def work(conn: sa.Connection) -> tuple[int, LicenceRecord | None]:
+            revision = int(conn.execute(sa.select(seal_registry_revision.c.revision)).scalar_one())
+            if licence_id is None:
+                return revision, None
+            row = conn.execute(
+                sa.select(licences).where(licences.c.licence_id == licence_id)
+            ).first()
+            return revision, None if row is None else self._record(row)
+
+        return self._read(work)
+
     def history(self, licence_id: str) -> list[LicenceEvent]:
         """Every status event of ``licence_id``, oldest first."""
 
