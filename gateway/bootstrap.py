@@ -51,6 +51,7 @@ def initialise(settings: Settings, *, demo: bool = True) -> InitReport:
     policy = load_policy_set(Path(settings.policies_dir))
     keystore.ensure_gateway_key(keys_dir)
     keystore.ensure_operator_token(keys_dir, "admin")
+    keystore.ensure_operator_token(keys_dir, "auditor")  # security officers
     if not settings.audit_hmac_key:
         keystore.ensure_audit_hmac_key(keys_dir)
     if demo:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from gateway.audit_cli import audit
 from gateway.cli_common import open_client, settings_or_exit
 from gateway.errors import Error
 from gateway.licence_cli import licence, seal
@@ -179,6 +180,7 @@ main.add_command(policy)
 main.add_command(upload)
 main.add_command(licence)
 main.add_command(seal)
+main.add_command(audit)
 
 if __name__ == "__main__":
     main()

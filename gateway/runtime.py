@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from adapters import create_adapter
 from gateway import keystore
 from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome, SubjectHasher
+from gateway.audit.transparency import TransparencyLog
 from gateway.cache import RequestGuard
 from gateway.cache.memory import InProcessGuard
 from gateway.cache.redis import RedisGuard
@@ -158,9 +159,11 @@ class GatewayRuntime:
     resources: ResourceService
     uploads: UploadService
     licensing: LicensingService
+    transparency: TransparencyLog
     policy_store: PolicyStore
     operator_tokens: OperatorTokens
     watcher: PolicyWatcher | None = None
+    _checkpointer: asyncio.Task[None] | None = field(default=None, repr=False)
     _redis: aioredis.Redis | None = field(default=None, repr=False)
 
     @classmethod
@@ -278,6 +281,9 @@ class GatewayRuntime:
                 # A new version makes every cached record of the resource stale.
                 on_new_version=_invalidator(guard, policy),
             ),
+            transparency=TransparencyLog(
+                engine=engine, signer=signer, gateway_id=settings.gateway_id
+            ),
             licensing=LicensingService(
                 requests=requests,
                 policy=policy,
@@ -309,6 +315,8 @@ class GatewayRuntime:
                 on_refused=self._policy_refused,
             )
             await self.watcher.start()
+            # A checkpoint of the audit tree each second while entries arrive.
+            self._checkpointer = asyncio.get_running_loop().create_task(self.transparency.run())
         except Exception as exc:  # any store failure: serve 503s rather than crash
             log.error("start-up could not reach a store: %s", exc)
 
@@ -341,6 +349,8 @@ class GatewayRuntime:
 
     async def close(self) -> None:
         """Stop the watcher, flush the audit log and release connections."""
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
         if self.watcher is not None:
             await self.watcher.stop()
         self.audit.stop()

@@ -47,6 +47,8 @@ class AuditEntry:
     def as_row(self) -> dict[str, Any]:
         """The entry as a database row."""
         row = {name: getattr(self, name) for name in _ENTRY_FIELDS}
+        # Stored in UTC: SQLite keeps the wall time only, and the leaf names the instant.
+        row["at"] = self.at.astimezone(dt.UTC)
         row["decision"] = str(self.decision)
         row["fields"] = None if self.fields is None else json.dumps(list(self.fields))
         return row

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.audit.entry import AuditEntry
+from gateway.audit.tree import integrate
 from gateway.errors import StoreUnavailable
 from gateway.storage.schema import audit_entries
 
@@ -134,9 +135,12 @@ class GroupCommitAuditLog:
                 for offset, row in enumerate(rows):
                     row["idx"] = first + offset
                 conn.execute(sa.insert(audit_entries), rows)
+                # Same transaction, same lock: the tree's order is the log's, and no entry
+                # is durable without its leaf.
+                integrate(conn, rows)
             results = list(range(first, first + len(batch)))
             self.batches_committed += 1
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # whatever failed, nothing of the batch is durable: 503s
             log.error("audit batch of %d could not be written: %s", len(batch), exc)
             results = [StoreUnavailable("audit log") for _ in batch]
         # One wake-up per event loop for the whole batch, not one per entry.

@@ -240,3 +240,29 @@ __all__ += [
     "status_entries",
     "status_lists",
 ]
+
+# --- the Merkle tree over the audit log (gateway.audit; migration 0005) ---------------------
+# Hashes of the perfect subtrees of the RFC 9162 tree: level 0 holds the leaf hashes (leaf
+# index = audit idx - 1), level L index i covers leaves [i·2^L, (i+1)·2^L). They are written
+# by the sequencer in the same transaction as the entries, so any committed tree size has
+# every node it needs; roots and proofs then take O(log n) reads.
+
+merkle_nodes = sa.Table(
+    "merkle_nodes",
+    metadata,
+    sa.Column("level", sa.SmallInteger(), primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+audit_checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("size", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("root", sa.String(64), nullable=False),  # hex SHA-256
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("token", sa.Text(), nullable=False),  # the signed checkpoint (JWT)
+)
+
+__all__ += ["audit_checkpoints", "merkle_nodes"]

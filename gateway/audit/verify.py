@@ -1,0 +1,170 @@
+"""``gateway audit verify``: recompute the tree from the stored entries and hold it against
+the stored leaves and every signed checkpoint.
+
+What each kind of tampering leaves behind, and how it is found:
+
+- an **edited** entry no longer hashes to the leaf written with it — unless the stored tree
+  was rewritten too, and then its root no longer matches the signed checkpoints;
+- a **deleted** entry leaves a gap in the indexes;
+- an **inserted** entry either shifts the indexes (every later leaf differs) or sits past the
+  stored tree (an entry that is not in the tree);
+- **reordered** entries carry their index inside the leaf, so both leaves differ;
+- a **truncated** log is shorter than the tree or than a signed checkpoint.
+
+The report names the first entry that differs where the evidence points at one, and every
+problem found otherwise. Checkpoint signatures are checked with the gateway's public key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+import msgspec
+import sqlalchemy as sa
+
+from gateway.audit.transparency import CHECKPOINT_TYP
+from gateway.audit.tree import leaf_bytes, tree_size
+from gateway.core import merkle
+from gateway.storage.schema import audit_checkpoints, audit_entries, merkle_nodes
+
+__all__ = ["VerifyReport", "report_json", "verify_log"]
+
+_BATCH = 5000
+
+
+@dataclass
+class VerifyReport:
+    """What a verification found. ``ok`` only if there is no problem at all."""
+
+    entries: int = 0
+    tree_size: int = 0
+    checkpoints: int = 0
+    first_bad_entry: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def flag(self, index: int | None, problem: str) -> None:
+        """Record a problem; ``index`` is the entry it points at, if one."""
+        if index is not None and (self.first_bad_entry is None or index < self.first_bad_entry):
+            self.first_bad_entry = index
+        if len(self.problems) < 50:  # the first ones say enough; the count is kept below
+            self.problems.append(problem)
+
+
+def _rows(conn: sa.Connection) -> Iterator[Mapping[Any, Any]]:
+    after = 0
+    while True:
+        batch = (
+            conn.execute(
+                sa.select(audit_entries)
+                .where(audit_entries.c.idx > after)
+                .order_by(audit_entries.c.idx)
+                .limit(_BATCH)
+            )
+            .mappings()
+            .all()
+        )
+        if not batch:
+            return
+        yield from batch
+        after = int(batch[-1]["idx"])
+
+
+def _stored_leaves(conn: sa.Connection, lo: int, hi: int) -> dict[int, bytes]:
+    rows = conn.execute(
+        sa.select(merkle_nodes.c.idx, merkle_nodes.c.hash).where(
+            merkle_nodes.c.level == 0, merkle_nodes.c.idx >= lo, merkle_nodes.c.idx < hi
+        )
+    )
+    return {int(i): bytes(h) for i, h in rows}
+
+
+def _check_checkpoint(
+    row: Any, tree: merkle.MemoryTree, key: Any, issuer: str, report: VerifyReport
+) -> None:
+    size, root = int(row.size), str(row.root)
+    try:
+        header = jwt.get_unverified_header(row.token)
+        claims = jwt.decode(row.token, key, algorithms=["ES256"], options={"verify_aud": False})
+    except jwt.PyJWTError as exc:
+        report.flag(None, f"checkpoint of size {size}: signature does not verify ({exc})")
+        return
+    if (
+        header.get("typ") != CHECKPOINT_TYP
+        or claims.get("iss") != issuer
+        or claims.get("size") != size
+        or claims.get("root") != root
+    ):
+        report.flag(None, f"checkpoint of size {size}: its signed claims differ from its row")
+        return
+    if size > tree.size:
+        report.flag(
+            tree.size + 1,
+            f"log truncated: a checkpoint signs {size} entries, only {tree.size} are stored",
+        )
+        return
+    if merkle.root(size, tree).hex() != root:
+        report.flag(
+            None,
+            f"checkpoint of size {size} does not match the stored entries: an entry at or "
+            f"before {size} was changed, removed or inserted",
+        )
+
+
+def verify_log(engine: sa.Engine, *, gateway_jwk: Mapping[str, Any], issuer: str) -> VerifyReport:
+    """Recompute the tree from every stored entry and check it (see the module docstring)."""
+    report = VerifyReport()
+    tree = merkle.MemoryTree()
+    key = jwt.PyJWK(dict(gateway_jwk), algorithm="ES256").key
+    with engine.connect() as conn:
+        report.tree_size = stored_size = tree_size(conn)
+        expected = 1
+        stored: dict[int, bytes] = {}
+        for row in _rows(conn):
+            index = int(row["idx"])
+            if index != expected:
+                report.flag(expected, f"entries {expected}..{index - 1} are missing (deleted?)")
+                # Keep numbering from what is there so later entries are still compared.
+            leaf = merkle.leaf_hash(leaf_bytes(row))
+            if index - 1 not in stored:
+                stored = _stored_leaves(conn, index - 1, index - 1 + _BATCH)
+            written = stored.get(index - 1)
+            if written is None:
+                report.flag(index, f"entry {index} is not in the tree (inserted after the fact?)")
+            elif written != leaf:
+                report.flag(index, f"entry {index} differs from the leaf written with it")
+            tree.append(leaf)
+            report.entries += 1
+            expected = index + 1
+        if report.entries < stored_size:
+            report.flag(
+                report.entries + 1,
+                f"log truncated: the tree holds {stored_size} leaves, "
+                f"{report.entries} entries are stored",
+            )
+        for signed in conn.execute(sa.select(audit_checkpoints).order_by(audit_checkpoints.c.size)):
+            report.checkpoints += 1
+            _check_checkpoint(signed, tree, key, issuer, report)
+    return report
+
+
+def report_json(report: VerifyReport, *, at: dt.datetime) -> bytes:
+    """The report as JSON (for ``--json`` and for records of verify runs)."""
+    return msgspec.json.encode(
+        {
+            "ok": report.ok,
+            "at": at.isoformat(),
+            "entries": report.entries,
+            "tree_size": report.tree_size,
+            "checkpoints": report.checkpoints,
+            "first_bad_entry": report.first_bad_entry,
+            "problems": report.problems,
+        }
+    )

@@ -1,0 +1,177 @@
+"""Route handlers of the tamper-evident log's public contract (see
+:mod:`gateway.audit.transparency`): checkpoints and proofs are hashes only and need no
+credentials, so outside witnesses can follow the log; a leaf is readable by the auditor role
+(bearer token) or by a registered department (a signed token in the ``Request-Token``
+header, typ ``yiwang-audit-leaf+jwt``, claims ``operator`` and ``index``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, get
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from gateway.audit import AuditEntry, Outcome
+from gateway.core.lookup import invalid_input_from
+from gateway.errors import InvalidInput, RecordNotFound
+from gateway.http.problems import problem_response
+from gateway.http.routes import JWT_MEDIA_TYPE, runtime_of
+from gateway.lookups.base import elapsed_ms
+
+__all__ = [
+    "LEAF_REQUEST_TYP",
+    "REQUEST_TOKEN_HEADER",
+    "ROUTES",
+    "checkpoint",
+    "checkpoints",
+    "consistency_proof",
+    "entry_leaf",
+    "inclusion_proof",
+]
+
+#: ``typ`` of a department's token asking for a leaf.
+LEAF_REQUEST_TYP = "yiwang-audit-leaf+jwt"
+#: The header carrying a department's signed token on GET requests.
+REQUEST_TOKEN_HEADER = "Request-Token"  # noqa: S105 - a header name, not a secret
+
+_PUBLIC = "public, max-age=1"
+
+
+class _LeafClaims(msgspec.Struct, frozen=True):
+    operator: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    index: Annotated[int, msgspec.Meta(ge=1)]
+
+
+def _parse_leaf_claims(department: str, claims: dict[str, Any]) -> _LeafClaims:
+    try:
+        return msgspec.convert(claims, _LeafClaims)
+    except msgspec.ValidationError as exc:
+        raise invalid_input_from(exc) from None
+
+
+@get(
+    "/v1/audit/checkpoint",
+    summary="The latest signed checkpoint of the audit log (size and Merkle root)",
+    description="A JWT signed by the gateway, typ `yiwang-audit-checkpoint+jwt`, claims "
+    "`iss`, `iat`, `size`, `root` (hex SHA-256, RFC 9162). Public.",
+    tags=["audit log"],
+    media_type=JWT_MEDIA_TYPE,
+)
+async def checkpoint(state: State) -> Response[bytes]:
+    latest = await asyncio.to_thread(runtime_of(state).transparency.latest)
+    if latest is None:
+        return problem_response(404, "not-found", "No checkpoint yet", "the log is empty")
+    return Response(
+        latest.token.encode(), media_type=JWT_MEDIA_TYPE, headers={"Cache-Control": _PUBLIC}
+    )
+
+
+@get(
+    "/v1/audit/checkpoints",
+    summary="Older checkpoints, newest first (all are kept)",
+    tags=["audit log"],
+)
+async def checkpoints(
+    state: State,
+    before: Annotated[int | None, Parameter(ge=1)] = None,
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    found = await asyncio.to_thread(
+        runtime_of(state).transparency.checkpoints, before=before, limit=limit
+    )
+    return [c.as_json() for c in found]
+
+
+@get(
+    "/v1/audit/proofs/inclusion",
+    summary="Inclusion proof of an entry in the tree of `size` entries (RFC 9162 order)",
+    description="`index`: the entry's index as answers name it (1-based; leaf index − 1).",
+    tags=["audit log"],
+)
+async def inclusion_proof(
+    state: State,
+    index: Annotated[int, Parameter(ge=1)],
+    size: Annotated[int, Parameter(ge=1)],
+) -> dict[str, Any]:
+    return await asyncio.to_thread(runtime_of(state).transparency.inclusion, index, size)
+
+
+@get(
+    "/v1/audit/proofs/consistency",
+    summary="Consistency proof between the trees of `from` and `to` entries (RFC 9162)",
+    tags=["audit log"],
+)
+async def consistency_proof(
+    state: State,
+    old_size: Annotated[int, Parameter(query="from", ge=1)],
+    new_size: Annotated[int, Parameter(query="to", ge=1)],
+) -> dict[str, Any]:
+    return await asyncio.to_thread(runtime_of(state).transparency.consistency, old_size, new_size)
+
+
+@get(
+    "/v1/audit/entries/{index:int}/leaf",
+    summary="The exact bytes hashed as an entry's leaf (RFC 8785 JSON)",
+    description=(
+        "For the auditor role (bearer token) or a registered department (header "
+        "`Request-Token`: a JWS of typ `yiwang-audit-leaf+jwt` with claims `operator` and "
+        "`index`). Subjects in leaves are keyed hashes, never in clear."
+    ),
+    tags=["audit log"],
+    media_type="application/json",
+)
+async def entry_leaf(request: Request[Any, Any, Any], state: State, index: int) -> Response[bytes]:
+    runtime = runtime_of(state)
+    header = request.headers.get("authorization", "")
+    scheme, _, bearer = header.partition(" ")
+    if scheme.lower() == "bearer" and "auditor" in runtime.operator_tokens.roles_of(bearer.strip()):
+        leaf = await asyncio.to_thread(runtime.transparency.leaf, index)
+    else:
+        leaf = await _leaf_for_department(request, runtime, index)
+    if leaf is None:
+        raise RecordNotFound(f"no audit entry {index}")
+    return Response(leaf, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+async def _leaf_for_department(
+    request: Request[Any, Any, Any], runtime: Any, index: int
+) -> bytes | None:
+    now = time.time()
+    rq = runtime.requests
+    event = "audit:leaf:read"
+    received = await rq.receive(
+        request.headers.get(REQUEST_TOKEN_HEADER, "").encode("utf-8", "replace"),
+        typ=LEAF_REQUEST_TYP,
+        now=now,
+        policy_version=runtime.policy.current.version,
+        event="audit:leaf:refused",
+        parse=_parse_leaf_claims,
+    )
+    base = {**received.base, "operator": received.request.operator}
+    if received.request.index != index:
+        exc = InvalidInput("index", "does not match the index in the path")
+        await rq.refuse(exc, base, "audit:leaf:refused", received.started)
+        raise exc
+    await rq.admit(
+        received.token, now=now, base=base, event="audit:leaf:refused", started=received.started
+    )
+    leaf: bytes | None = await asyncio.to_thread(runtime.transparency.leaf, index)
+    await rq.audit.append(
+        AuditEntry(
+            **base,
+            event=event,
+            decision=Outcome.ALLOWED,
+            detail=f"leaf of entry {index}",
+            latency_ms=elapsed_ms(received.started),
+        )
+    )
+    return leaf
+
+
+#: Every route of this module, for the app factory.
+ROUTES = [checkpoint, checkpoints, inclusion_proof, consistency_proof, entry_leaf]
