@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.audit.entry import AuditEntry
-from gateway.audit.tree import integrate
+from gateway.audit.tree import Sequencer
 from gateway.errors import StoreUnavailable
 from gateway.storage.schema import audit_entries
 
@@ -71,6 +71,7 @@ class GroupCommitAuditLog:
         self._timeout = timeout
         self._queue: queue.SimpleQueue[_Waiter | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._tree = Sequencer()  # used by the writer thread only
         self.batches_committed = 0
 
     def start(self) -> None:
@@ -137,10 +138,11 @@ class GroupCommitAuditLog:
                 conn.execute(sa.insert(audit_entries), rows)
                 # Same transaction, same lock: the tree's order is the log's, and no entry
                 # is durable without its leaf.
-                integrate(conn, rows)
+                self._tree.integrate(conn, rows)
             results = list(range(first, first + len(batch)))
             self.batches_committed += 1
         except Exception as exc:  # whatever failed, nothing of the batch is durable: 503s
+            self._tree.forget()
             log.error("audit batch of %d could not be written: %s", len(batch), exc)
             results = [StoreUnavailable("audit log") for _ in batch]
         # One wake-up per event loop for the whole batch, not one per entry.

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import json
 from pathlib import Path
 
 import pytest
+import rfc8785
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -233,3 +235,25 @@ def test_an_edit_names_its_entry(tmp_path: Path) -> None:
     assert report.first_bad_entry == 17
     assert "entry 17 differs" in report.problems[0]
     engine.dispose()
+
+
+@given(
+    text=st.text(max_size=40),
+    number=st.floats(min_value=0, max_value=1e7, allow_nan=False),
+    fields=st.one_of(st.none(), st.lists(st.text(max_size=8), max_size=4)),
+)
+@settings(max_examples=300, deadline=None)
+def test_leaves_are_rfc8785_canonical_json(
+    text: str, number: float, fields: list[str] | None
+) -> None:
+    row = {
+        **_entry(3).as_row(),
+        "idx": 42,
+        "detail": text,
+        "reason": text[::-1],
+        "latency_ms": number,
+        "fields": None if fields is None else json.dumps(fields),
+    }
+    leaf = leaf_bytes(row)
+    assert leaf == rfc8785.dumps(json.loads(leaf))
+    assert json.loads(leaf)["detail"] == text
