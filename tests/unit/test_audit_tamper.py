@@ -257,3 +257,28 @@ def test_leaves_are_rfc8785_canonical_json(
     leaf = leaf_bytes(row)
     assert leaf == rfc8785.dumps(json.loads(leaf))
     assert json.loads(leaf)["detail"] == text
+
+
+def test_entries_written_before_the_tree_existed_join_it_in_order(tmp_path: Path) -> None:
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    migrations.upgrade(engine)
+    with engine.begin() as conn:  # as the log wrote them before migration 0005: no nodes
+        conn.execute(
+            sa.insert(audit_entries), [{**_entry(n).as_row(), "idx": n + 1} for n in range(9)]
+        )
+    log = GroupCommitAuditLog(engine=engine)
+    log.start()
+    try:
+        assert asyncio.run(log.append(_entry(9))) == 10
+    finally:
+        log.stop()
+    signer = GatewaySigner(private_key=KEY, issuer=ISSUER)
+    made = TransparencyLog(engine=engine, signer=signer, gateway_id=ISSUER).make_checkpoint(T0)
+    assert made is not None
+    assert made.size == 10
+    expected = merkle.MemoryTree(
+        merkle.leaf_hash(leaf_bytes({**_entry(n).as_row(), "idx": n + 1})) for n in range(10)
+    )
+    assert made.root == merkle.root(10, expected).hex()
+    assert verify_log(engine, gateway_jwk=JWK, issuer=ISSUER).ok
+    engine.dispose()
