@@ -13,6 +13,7 @@ import click
 import httpx
 import jwt
 
+from gateway.audit_officer_cli import alerts
 from gateway.cli_common import settings_or_exit
 
 __all__ = ["audit"]
@@ -150,3 +151,6 @@ def witness(url: str, state: Path, issuer: str | None, watch: float | None) -> N
             if watch is None:
                 return
             time.sleep(watch)
+
+
+audit.add_command(alerts)  # the security officers' view: gateway.audit_officer_cli

@@ -23,7 +23,9 @@ import sqlalchemy as sa
 
 from adapters import create_adapter
 from gateway import keystore
+from gateway.admin import KeyAdministration
 from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome, SubjectHasher
+from gateway.audit.officers import OfficerService
 from gateway.audit.transparency import TransparencyLog
 from gateway.cache import RequestGuard
 from gateway.cache.memory import InProcessGuard
@@ -160,10 +162,13 @@ class GatewayRuntime:
     uploads: UploadService
     licensing: LicensingService
     transparency: TransparencyLog
+    keys: KeyAdministration
     policy_store: PolicyStore
     operator_tokens: OperatorTokens
+    officers: OfficerService  # security officers' tools, citizens' access history
     watcher: PolicyWatcher | None = None
     _checkpointer: asyncio.Task[None] | None = field(default=None, repr=False)
+    _key_watcher: asyncio.Task[None] | None = field(default=None, repr=False)
     _redis: aioredis.Redis | None = field(default=None, repr=False)
 
     @classmethod
@@ -281,6 +286,7 @@ class GatewayRuntime:
                 # A new version makes every cached record of the resource stale.
                 on_new_version=_invalidator(guard, policy),
             ),
+            keys=KeyAdministration(engine=engine, verifier=requests.verifier, audit=audit),
             transparency=TransparencyLog(
                 engine=engine, signer=signer, gateway_id=settings.gateway_id
             ),
@@ -294,6 +300,13 @@ class GatewayRuntime:
             ),
             policy_store=store,
             operator_tokens=OperatorTokens.from_directory(keys_dir / "operators"),
+            officers=OfficerService(
+                engine=engine,
+                requests=requests,
+                policy=policy,
+                adapters=adapters,
+                settings=settings,
+            ),
             _redis=redis_client,
         )
 
@@ -317,6 +330,8 @@ class GatewayRuntime:
             await self.watcher.start()
             # A checkpoint of the audit tree each second while entries arrive.
             self._checkpointer = asyncio.get_running_loop().create_task(self.transparency.run())
+            # Keys revoked by any process stop verifying here within a second.
+            self._key_watcher = asyncio.get_running_loop().create_task(self.keys.run())
         except Exception as exc:  # any store failure: serve 503s rather than crash
             log.error("start-up could not reach a store: %s", exc)
 
@@ -349,8 +364,9 @@ class GatewayRuntime:
 
     async def close(self) -> None:
         """Stop the watcher, flush the audit log and release connections."""
-        if self._checkpointer is not None:
-            self._checkpointer.cancel()
+        for task in (self._checkpointer, self._key_watcher):
+            if task is not None:
+                task.cancel()
         if self.watcher is not None:
             await self.watcher.stop()
         self.audit.stop()

@@ -58,6 +58,21 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     db_busy_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=60000)] = 3000
     audit_hmac_key: str = ""  # hex; empty: keys_dir/audit-hmac.key, made by `gateway init`
     log_level: str = "info"
+    # Security officers' alerts (gateway.audit.alerts): a department reading more distinct
+    # subjects in an hour than factor × its usual rate (median over its active hours in the
+    # baseline days) and at least the floor; token failures of one department within a
+    # window; reads outside the district's working hours (UTC+8).
+    alert_rate_factor: Annotated[float, msgspec.Meta(gt=1, le=1000)] = 3.0
+    alert_rate_floor: _Positive = 20
+    alert_baseline_days: Annotated[int, msgspec.Meta(ge=1, le=90)] = 7
+    alert_token_failures: Annotated[int, msgspec.Meta(ge=2, le=100000)] = 5
+    alert_token_window_seconds: Annotated[int, msgspec.Meta(ge=10, le=86400)] = 600
+    alert_working_hours: Annotated[
+        str, msgspec.Meta(pattern=r"^[0-2][0-9]:[0-5][0-9]-[0-2][0-9]:[0-5][0-9]$")
+    ] = "08:00-18:00"
+    alert_working_days: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{3}(,[a-z]{3})*$")] = (
+        "mon,tue,wed,thu,fri"  # checked day by day at start
+    )
 
     @property
     def effective_database_url(self) -> str:

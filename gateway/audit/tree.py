@@ -3,7 +3,8 @@
 An entry's **leaf** is the RFC 8785 canonical JSON of its row — index, time (UTC, RFC 3339
 with microseconds), latency in whole microseconds and every other recorded field — so anyone
 holding the row can recompute the exact bytes that were hashed, and the index inside the leaf
-pins its place (swapping two rows changes both leaves). Entry ``i`` (1-based, as every answer names it) is leaf ``i − 1``.
+pins its place (swapping two rows changes both leaves). Entry ``i`` (1-based, as every answer
+names it) is leaf ``i − 1``.
 
 The tree is stored as the hashes of its perfect subtrees (table ``merkle_nodes``); the
 sequencer (:class:`Sequencer`) adds the new leaves and completed nodes in the same transaction

@@ -119,6 +119,18 @@ class RequestTokenVerifier:
     def leeway(self) -> int:
         return self._leeway
 
+    @property
+    def keyring(self) -> KeyRing:
+        """The key ring requests are verified against."""
+        return self._keyring
+
+    def use_keyring(self, keyring: KeyRing) -> None:
+        """Verify later requests against ``keyring`` (a key was added, retired or revoked).
+
+        One reference swap: a request in flight finishes with the ring it started with.
+        """
+        self._keyring = keyring
+
     def verify(
         self, token: bytes, *, typ: str, now: float, max_bytes: int | None = None
     ) -> VerifiedToken:

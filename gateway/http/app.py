@@ -16,7 +16,7 @@ from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
 from gateway import __version__
-from gateway.http import audit_log, licences, routes, uploads
+from gateway.http import admin, audit_log, audit_officers, licences, routes, uploads
 from gateway.http.problems import exception_handlers
 from gateway.runtime import GatewayRuntime
 from gateway.settings import Settings, load_settings
@@ -64,6 +64,8 @@ class GatewayPlugin(InitPluginProtocol):
                 licences.seal_registry,
                 licences.status_list,
                 *audit_log.ROUTES,
+                *admin.ROUTES,
+                *audit_officers.ROUTES,
                 routes.explain_policy,
                 routes.jwks,
                 routes.healthz,

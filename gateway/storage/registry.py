@@ -13,7 +13,7 @@ from gateway.core.keyring import DepartmentKey, KeyRing, KeyStatus, jwk_thumbpri
 from gateway.core.policy import Department
 from gateway.storage.schema import department_keys, departments
 
-__all__ = ["load_keyring", "sync_registry"]
+__all__ = ["keyring_revision", "load_keyring", "revoke_key", "sync_registry"]
 
 
 def sync_registry(
@@ -78,3 +78,31 @@ def load_keyring(engine: sa.Engine) -> KeyRing:
         assert key.kid == jwk_thumbprint(jwk)
         keys.append(key)
     return KeyRing(keys)
+
+
+def keyring_revision(engine: sa.Engine) -> tuple[int, str]:
+    """A cheap fingerprint of the registered keys: changes whenever one is added or changed."""
+    with engine.connect() as conn:
+        count, latest = conn.execute(
+            sa.select(sa.func.count(), sa.func.max(department_keys.c.updated_at))
+        ).one()
+    return int(count), str(latest)
+
+
+def revoke_key(engine: sa.Engine, *, department: str, kid: str, now: dt.datetime) -> KeyStatus:
+    """Mark a department's key revoked; its status before. ``LookupError`` if it is not
+    that department's key. Revocation is final: a revoked key is never reinstated."""
+    with engine.begin() as conn:
+        status = conn.execute(
+            sa.select(department_keys.c.status).where(
+                department_keys.c.kid == kid, department_keys.c.department_id == department
+            )
+        ).scalar()
+        if status is None:
+            raise LookupError(kid)
+        conn.execute(
+            department_keys.update()
+            .where(department_keys.c.kid == kid)
+            .values(status=KeyStatus.REVOKED, updated_at=now)
+        )
+    return KeyStatus(status)

@@ -266,3 +266,34 @@ audit_checkpoints = sa.Table(
 )
 
 __all__ += ["audit_checkpoints", "merkle_nodes"]
+
+# --- the security officers' tools (gateway.audit.officers; migration 0006) ------------------
+# Officers page through the log by index with one filter at a time: each of these indexes
+# serves ``<column> = ? AND idx > ? ORDER BY idx`` as a range scan (keyset paging), and the
+# subject one also the citizens' access history (newest first). They add no column, so the
+# entries' leaves are unchanged.
+
+sa.Index("ix_audit_entries_department_idx", audit_entries.c.department, audit_entries.c.idx)
+sa.Index("ix_audit_entries_subject_idx", audit_entries.c.subject_hmac, audit_entries.c.idx)
+sa.Index("ix_audit_entries_case_idx", audit_entries.c.case_number, audit_entries.c.idx)
+
+# An auditor hides a subject's entries from the citizens' access history until a date (an
+# investigation must not be tipped off); auditors still see them. Kept after being lifted.
+audit_embargoes = sa.Table(
+    "audit_embargoes",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("subject_hmac", sa.String(64), nullable=False, index=True),
+    sa.Column("department", sa.String(64), nullable=True),  # only its reads; None: all
+    sa.Column("until", sa.Date(), nullable=False),  # district date, inclusive
+    sa.Column("reason", sa.String(256), nullable=False),
+    sa.Column("operator", sa.String(64), nullable=False),  # the officer
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("audit_index", sa.BigInteger(), nullable=False),  # audit:embargo:added
+    sa.Column("lifted_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("lifted_by", sa.String(64), nullable=True),
+    sa.Column("lift_reason", sa.String(256), nullable=True),
+    sa.Column("lift_audit_index", sa.BigInteger(), nullable=True),  # audit:embargo:lifted
+)
+
+__all__ += ["audit_embargoes"]

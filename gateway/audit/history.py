@@ -1,0 +1,288 @@
+"""Citizens' access history: who read a person's or a company's data, when, for what.
+
+The portal department (the service centre) asks ``GET /v1/audit/subjects/{type:id}/accesses``
+on a citizen's behalf with a signed token in the ``Request-Token`` header::
+
+    header: {"alg": …, "typ": "yiwang-access-history+jwt", "kid": …}
+    claims: iss, aud, iat, exp, jti,
+            "operator": "portal-7",
+            "purpose": {"item": "000198001000", "case": "WEB-2026-0001", "reason": "本人查询"},
+            "subject": {"type": "resident-id", "id": "…"}     # must be the path's subject
+
+It is served like any shared resource: the catalogue has an access-history resource per
+subject type (adapter ``audit``, see :mod:`adapters.audit`), and the policy set in force
+decides with a grant naming the department, the resource and the service item; without one
+the answer is 403 with the policy's reason. Every refusal is audited
+(``audit:access-history:refused``), and so is the read itself
+(``audit:access-history:read``) before the answer — a JWT signed by the gateway (typ
+``yiwang-access-history-result+jwt``) — leaves. Reads under an embargo in force are not shown.
+
+An access names the department (with its name), never the operator; only allowed reads of
+the subject's data appear (released lookups and licence verifications), never refusals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol, runtime_checkable
+
+import msgspec
+
+from gateway.audit.entry import AuditEntry, Outcome
+from gateway.audit.search import decode_cursor, encode_cursor, parse_subject_text
+from gateway.core.lookup import Purpose, invalid_input_from
+from gateway.core.policy import PolicySet, ReasonCode, Resource
+from gateway.core.sources import SourceAdapter
+from gateway.errors import InvalidInput, PolicyDenied, SourceFailed, SourceTimeout
+from gateway.lookups.base import SignedRequests, elapsed_ms
+from gateway.lookups.service import LookupAnswer, PolicyHolder
+
+__all__ = [
+    "EVENT_READ",
+    "EVENT_REFUSED",
+    "HISTORY_REQUEST_TYP",
+    "HISTORY_RESULT_TYP",
+    "Access",
+    "AccessHistoryService",
+    "AccessHistorySource",
+    "AccessPage",
+]
+
+HISTORY_REQUEST_TYP = "yiwang-access-history+jwt"
+HISTORY_RESULT_TYP = "yiwang-access-history-result+jwt"
+EVENT_READ = "audit:access-history:read"
+EVENT_REFUSED = "audit:access-history:refused"
+ADAPTER = "audit"
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One allowed read of the subject's data, as the audit log recorded it."""
+
+    index: int
+    event: str
+    values: dict[str, Any]  # at, department, service_item, case_number, resource, fields
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPage:
+    """Accesses newest first; ``before`` continues with older ones (None: there are none)."""
+
+    accesses: list[Access]
+    before: int | None
+
+
+@runtime_checkable
+class AccessHistorySource(Protocol):
+    """What an access-history resource's adapter offers besides ``fetch`` (see
+    :mod:`adapters.audit`): the accesses of a keyed subject, embargoes applied."""
+
+    async def accesses(
+        self, subject_hmac: str, *, before: int | None = None, limit: int = 100
+    ) -> AccessPage: ...
+
+    async def fetch(self, subject: str) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class _Subject(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    type: _Name
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class _HistoryClaims(msgspec.Struct, frozen=True):
+    operator: _Name
+    purpose: Purpose
+    subject: _Subject
+
+
+def _parse(_department: str, claims: dict[str, Any]) -> _HistoryClaims:
+    try:
+        return msgspec.convert(claims, _HistoryClaims)
+    except msgspec.ValidationError as exc:
+        raise invalid_input_from(exc) from None
+
+
+def history_resource(policy: PolicySet, subject_type: str) -> Resource:
+    """The catalogued access-history resource for subjects of ``subject_type``."""
+    for resource in policy.resources.values():
+        if resource.source.get("adapter") == ADAPTER and resource.subject == subject_type:
+            return resource
+    raise PolicyDenied(
+        ReasonCode.NO_GRANT, f"no access history of {subject_type} subjects is catalogued"
+    )
+
+
+class AccessHistoryService:
+    """Answers the portal's signed access-history requests."""
+
+    def __init__(
+        self,
+        *,
+        requests: SignedRequests,
+        policy: PolicyHolder,
+        adapters: Callable[[PolicySet], Mapping[str, SourceAdapter]],
+        source_deadline: float = 10.0,
+    ) -> None:
+        self._requests = requests
+        self._policy = policy
+        self._adapters = adapters
+        self._deadline = source_deadline
+
+    async def accesses(
+        self,
+        subject: str,
+        *,
+        token: bytes,
+        now: float,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> LookupAnswer:
+        """The subject's accesses, newest first, as a signed answer; refusals audited."""
+        rq = self._requests
+        policy = self._policy.current
+        received = await rq.receive(
+            token,
+            typ=HISTORY_REQUEST_TYP,
+            now=now,
+            policy_version=policy.version,
+            event=EVENT_REFUSED,
+            parse=_parse,
+        )
+        vtoken, claims, base, started = (
+            received.token,
+            received.request,
+            received.base,
+            received.started,
+        )
+        base.update(
+            operator=claims.operator,
+            service_item=claims.purpose.item,
+            case_number=claims.purpose.case,
+            reason=claims.purpose.reason,
+        )
+        try:
+            kind, ident = parse_subject_text(subject)
+            base["subject_hmac"] = rq.hash_subject(kind, ident)
+            if (claims.subject.type, claims.subject.id) != (kind, ident):
+                raise InvalidInput("subject", "does not match the subject in the path")
+            before = None
+            if cursor:
+                order, before = decode_cursor(cursor)
+                if order != "desc":
+                    raise InvalidInput("cursor", "is not a cursor of an access history")
+            if not 1 <= limit <= 500:
+                raise InvalidInput("limit", "must be 1..500")
+            item = policy.service_item(claims.purpose.item)
+            resource = history_resource(policy, kind)
+            base["resource"] = resource.id
+            decision = policy.decide(
+                consumer=vtoken.department,
+                resource=resource,
+                fields=None,
+                item=item,
+                now=base["at"],
+            )
+        except (InvalidInput, PolicyDenied) as exc:
+            await rq.refuse(exc, base, EVENT_REFUSED, started)
+            raise
+        base.update(grant_id=decision.grant_id, fields=decision.fields)
+        await rq.admit(
+            vtoken,
+            now=now,
+            base=base,
+            event=EVENT_REFUSED,
+            started=started,
+            case=claims.purpose.case,
+        )
+        try:
+            source = self._adapters(policy).get(resource.id)
+            if not isinstance(source, AccessHistorySource):
+                raise SourceFailed(resource.id, "no access-history adapter")
+            page = await asyncio.wait_for(
+                source.accesses(base["subject_hmac"], before=before, limit=limit),
+                self._deadline,
+            )
+        except TimeoutError:
+            late = SourceTimeout(resource.id, f"no answer within {self._deadline:g} s")
+            await rq.refuse(late, base, EVENT_REFUSED, started)
+            raise late from None
+        except SourceFailed as failed:
+            await rq.refuse(failed, base, EVENT_REFUSED, started)
+            raise
+        accesses = [
+            self._shown(policy, a.index, a.event, decision.release(a.values)) for a in page.accesses
+        ]
+        next_cursor = None if page.before is None else encode_cursor("desc", page.before)
+        index = await rq.audit.append(
+            AuditEntry(
+                **base,
+                event=EVENT_READ,
+                decision=Outcome.ALLOWED,
+                response_hash=hashlib.sha256(
+                    msgspec.json.encode(accesses, order="sorted")
+                ).hexdigest(),
+                detail=f"{len(accesses)} accesses" + (" (more)" if next_cursor else ""),
+                latency_ms=elapsed_ms(started),
+            )
+        )
+        answer = rq.sign_answer(
+            {
+                "subject": {"type": kind, "id": ident},
+                "accesses": accesses,
+                "next": next_cursor,
+                "purpose": msgspec.structs.asdict(claims.purpose),
+                "grant": decision.grant_id,
+                "policy_version": policy.version,
+                "audit": {"index": index},
+            },
+            token=vtoken,
+            typ=HISTORY_RESULT_TYP,
+            now=now,
+        )
+        return LookupAnswer(answer, index)
+
+    @staticmethod
+    def _shown(
+        policy: PolicySet, index: int, event: str, released: dict[str, Any]
+    ) -> dict[str, Any]:
+        """An access as the portal shows it: the granted fields, with names for the codes."""
+        out: dict[str, Any] = {
+            "index": index,
+            "kind": "verification" if event.startswith("licence:") else "lookup",
+            **released,
+        }
+        department = released.get("department")
+        if department is not None:
+            dep = policy.departments.get(department)
+            out["department_name"] = dep.name if dep else None
+        code = released.get("service_item")
+        if code is not None:
+            item = policy.items.get(code)
+            out["service_item_name"] = item.name if item else None
+        rid = released.get("resource")
+        if rid is not None:
+            out["resource_name"] = _resource_name(policy, rid)
+        fields = released.get("fields")
+        if isinstance(fields, str):
+            out["fields"] = [f for f in fields.split(",") if f]
+        return out
+
+
+def _resource_name(policy: PolicySet, rid: str) -> str | None:
+    resource = policy.resources.get(rid)
+    if resource is not None:
+        return resource.name
+    if rid.startswith("licence:"):  # a verification names the licence type
+        type_code = rid.removeprefix("licence:")
+        for r in policy.resources.values():
+            if r.source.get("adapter") == "licence" and r.source.get("type_code") == type_code:
+                return r.name
+    return None

@@ -1,0 +1,71 @@
+"""``gateway audit alerts``: the security officers' alerts, read straight from the database.
+
+Meant for the ``gateway audit`` group (:mod:`gateway.audit_cli`). Needs no running gateway:
+like ``gateway audit verify`` it opens the database the settings name, and reads the grants
+(quotas) from the policy files in force.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from gateway.cli_common import settings_or_exit
+
+__all__ = ["alerts"]
+
+
+@click.command()
+@click.option("--from", "since", default=None, help="Window start, RFC 3339 [24 h before --until].")
+@click.option("--until", default=None, help="Window end, RFC 3339 [now].")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer of GET /v1/audit/alerts.")
+@click.option(
+    "--fail-on-alert", is_flag=True, help="Exit with status 3 when there is any alert (for cron)."
+)
+def alerts(since: str | None, until: str | None, as_json: bool, fail_on_alert: bool) -> None:
+    """Anomalies in the audit log: departments reading far more subjects than usual or than
+    their grant allows, reads outside office or working hours, lookups for closed cases,
+    repeated token failures."""
+    from gateway.audit.officers import alert_rules, alert_window, compute_alerts
+    from gateway.core.policy import load_policy_set
+    from gateway.errors import Error
+    from gateway.storage.database import create_database_engine
+
+    settings = settings_or_exit()
+    try:
+        start, end = alert_window(since, until, now=dt.datetime.now(dt.UTC))
+        rules = alert_rules(settings)
+        policy = load_policy_set(Path(settings.policies_dir))
+    except Error as exc:
+        raise click.ClickException(str(exc)) from None
+    engine = create_database_engine(
+        settings.effective_database_url, busy_timeout_ms=settings.db_busy_timeout_ms
+    )
+    try:
+        report = compute_alerts(
+            engine,
+            policy,
+            rules,
+            since=start,
+            until=end,
+            baseline_days=settings.alert_baseline_days,
+        )
+    finally:
+        engine.dispose()
+    found = report["alerts"]
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        window = report["window"]
+        click.echo(f"alerts from {window['from']} until {window['until']}: {len(found)}")
+        for a in found:
+            who = a["department"] or "(unattributed)"
+            if a["department_name"]:
+                who += f" {a['department_name']}"
+            click.echo(f"[{a['kind']}] {who}  {a['window']['from']} .. {a['window']['until']}")
+            click.echo(f"    {a['why']}")
+    sys.exit(3 if fail_on_alert and found else 0)

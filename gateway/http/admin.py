@@ -1,0 +1,41 @@
+"""Route handlers of administrators' acts on the registry (bearer token of the admin role)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import msgspec
+from litestar import post
+from litestar.datastructures import State
+
+from gateway.http.auth import require_role
+from gateway.http.routes import runtime_of
+
+__all__ = ["ROUTES", "KeyRevocation", "revoke_department_key"]
+
+
+class KeyRevocation(msgspec.Struct, forbid_unknown_fields=True):
+    """Why a department key is revoked (kept in the audit log)."""
+
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+@post(
+    "/v1/departments/{department:str}/keys/{kid:str}/revoke",
+    summary="Revoke a department's key: its requests are refused within a second, everywhere",
+    tags=["registry"],
+    status_code=200,
+    guards=[require_role("admin")],
+)
+async def revoke_department_key(
+    state: State, department: str, kid: str, data: KeyRevocation
+) -> dict[str, Any]:
+    previous = await runtime_of(state).keys.revoke(
+        department=department, kid=kid, reason=data.reason, by="admin", now=time.time()
+    )
+    return {"department": department, "kid": kid, "status": "revoked", "previous": previous}
+
+
+#: Every route of this module, for the app factory.
+ROUTES = [revoke_department_key]

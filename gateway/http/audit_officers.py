@@ -1,0 +1,271 @@
+"""Route handlers of the security officers' tools and the citizens' access history (see
+:mod:`gateway.audit.officers` and :mod:`gateway.audit.history`).
+
+Officers' endpoints take the ``auditor`` role's bearer token (``Authorization: Bearer …``); a
+department's key is not enough. The access history is for the portal department: a signed
+token (typ ``yiwang-access-history+jwt``) in the ``Request-Token`` header, and a grant.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from litestar import Request, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+from litestar.response import Stream
+
+from gateway.http.auth import require_role
+from gateway.http.routes import jwt_response, runtime_of
+
+__all__ = [
+    "ROUTES",
+    "access_history",
+    "add_embargo",
+    "alerts",
+    "export_entries",
+    "lift_embargo",
+    "list_embargoes",
+    "search_entries",
+]
+
+#: The header carrying the portal's signed token on a GET.
+REQUEST_TOKEN_HEADER = "Request-Token"  # noqa: S105 - a header name, not a secret
+_AUDITOR = [require_role("auditor")]
+_NO_STORE = {"Cache-Control": "no-store"}
+_TAGS = ["security officers"]
+
+_FILTERS_DOC = (
+    "Filters (all optional, all must hold): `from`, `until` (RFC 3339 with offset; `from` "
+    "inclusive, `until` exclusive), `department`, `operator`, `resource`, `item`, `case`, "
+    "`decision` (`allowed` | `refused`), `event` (exact, or a prefix ending in `*`, e.g. "
+    "`lookup:*`), `subject` (`type:id`, e.g. `uscc:91430671AUDLE3UHM0` — keyed with the audit "
+    "secret on the way in; never stored or logged in clear)."
+)
+
+Text = Annotated[str | None, Parameter(max_length=200)]
+From = Annotated[str | None, Parameter(query="from", max_length=200)]
+
+
+def _filters(  # noqa: PLR0917 - one argument per filter, passed on as they came
+    since: str | None,
+    until: str | None,
+    department: str | None,
+    operator: str | None,
+    resource: str | None,
+    item: str | None,
+    case: str | None,
+    decision: str | None,
+    event: str | None,
+    subject: str | None,
+) -> dict[str, str | None]:
+    return {
+        "from": since,
+        "until": until,
+        "department": department,
+        "operator": operator,
+        "resource": resource,
+        "item": item,
+        "case": case,
+        "decision": decision,
+        "event": event,
+        "subject": subject,
+    }
+
+
+@get(
+    "/v1/audit/entries",
+    summary="Search the audit log (auditors)",
+    description=(
+        _FILTERS_DOC + " Paging: `limit` (1-500, default 100), `order` (`asc` oldest first, "
+        "the default, or `desc`), `cursor` (the `next` of the previous page; keyset paging "
+        "on the entry index, stable while entries keep arriving). Answer: `{entries, next, "
+        "tree_size}`; each entry with its `index` and `proof` — the link to its inclusion "
+        "proof in the tree of `tree_size` entries."
+    ),
+    tags=_TAGS,
+    guards=_AUDITOR,
+)
+async def search_entries(  # noqa: PLR0917 - the query parameters
+    state: State,
+    since: From = None,
+    until: Text = None,
+    department: Text = None,
+    operator: Text = None,
+    resource: Text = None,
+    item: Text = None,
+    case: Text = None,
+    decision: Text = None,
+    event: Text = None,
+    subject: Text = None,
+    cursor: Text = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
+    order: Annotated[str, Parameter(pattern=r"^(asc|desc)$")] = "asc",
+) -> Response[dict[str, Any]]:
+    params = _filters(
+        since, until, department, operator, resource, item, case, decision, event, subject
+    )
+    params["cursor"] = cursor
+    page = await runtime_of(state).officers.search(params, limit=limit, order=order)
+    return Response(page, headers=_NO_STORE)
+
+
+@get(
+    "/v1/audit/entries/export",
+    summary="Export the audit log as CSV or JSON Lines, streamed (auditors)",
+    description=(
+        "`format`: `csv` (header row first) or `jsonl`. "
+        + _FILTERS_DOC
+        + " Every matching entry up to the log's size when the export started (header "
+        "`Audit-Tree-Size`), in index order, streamed in constant memory. The export itself "
+        "is an audit entry (`audit:entries:exported`, index in `Audit-Index`)."
+    ),
+    tags=_TAGS,
+    guards=_AUDITOR,
+    cache_control=None,
+)
+async def export_entries(  # noqa: PLR0917 - the query parameters
+    state: State,
+    fmt: Annotated[str, Parameter(query="format")] = "csv",
+    since: From = None,
+    until: Text = None,
+    department: Text = None,
+    operator: Text = None,
+    resource: Text = None,
+    item: Text = None,
+    case: Text = None,
+    decision: Text = None,
+    event: Text = None,
+    subject: Text = None,
+) -> Stream:
+    params = _filters(
+        since, until, department, operator, resource, item, case, decision, event, subject
+    )
+    export = await runtime_of(state).officers.export(params, fmt=fmt, now=time.time())
+    return Stream(
+        export.chunks,
+        media_type=export.media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{export.filename}"',
+            "Audit-Index": str(export.audit_index),
+            "Audit-Tree-Size": str(export.upto),
+            **_NO_STORE,
+        },
+    )
+
+
+@get(
+    "/v1/audit/subjects/{subject:str}/accesses",
+    summary="A person's or company's access history: who read their data (portal department)",
+    description=(
+        "`subject`: `resident-id:<number>` or `uscc:<code>`. Header `Request-Token`: a JWS of "
+        "typ `yiwang-access-history+jwt` signed by the portal department, claims `operator`, "
+        "`purpose` {item, case, reason} and `subject` {type, id} (the path's subject); "
+        "allowed only under a grant for the catalogued access-history resource. Query: "
+        "`limit` (1-500, default 100), `cursor` (the answer's `next`). Answer: a JWT signed "
+        "by the gateway (typ `yiwang-access-history-result+jwt`): `accesses`, newest first — "
+        "department and its name, time, service item, case, resource and fields (as the "
+        "grant allows) of each released lookup or licence verification; never refusals, "
+        "never operators, nothing under an embargo in force."
+    ),
+    tags=_TAGS,
+    cache_control=None,
+)
+async def access_history(
+    request: Request[Any, Any, Any],
+    state: State,
+    subject: str,
+    limit: int = 100,
+    cursor: Text = None,
+) -> Response[bytes]:
+    token = request.headers.get(REQUEST_TOKEN_HEADER, "").encode("utf-8", "replace")
+    answer = await runtime_of(state).officers.history.accesses(
+        subject, token=token, now=time.time(), limit=limit, cursor=cursor
+    )
+    return jwt_response(answer)
+
+
+@post(
+    "/v1/audit/embargoes",
+    summary="Hide a subject's entries from the access history until a date (auditors)",
+    description=(
+        "JSON body: `subject` (`type:id`), `until` (district date, inclusive), `reason`, "
+        "`operator` (the officer), optionally `department` (hide only its reads). Auditors "
+        "still see every entry. The embargo is itself an audit entry (`audit:embargo:added`)."
+    ),
+    tags=_TAGS,
+    guards=_AUDITOR,
+    status_code=201,
+)
+async def add_embargo(request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
+    body = await request.body()
+    return Response(
+        await runtime_of(state).officers.add_embargo(body, now=time.time()),
+        status_code=201,
+        headers=_NO_STORE,
+    )
+
+
+@get(
+    "/v1/audit/embargoes",
+    summary="Embargoes, newest first (auditors)",
+    description="`in_force`: `true` only those in force today, `false` only the others.",
+    tags=_TAGS,
+    guards=_AUDITOR,
+)
+async def list_embargoes(state: State, in_force: bool | None = None) -> Response[dict[str, Any]]:
+    return Response(
+        await runtime_of(state).officers.list_embargoes(in_force=in_force), headers=_NO_STORE
+    )
+
+
+@delete(
+    "/v1/audit/embargoes/{embargo_id:str}",
+    summary="Lift an embargo before its date (auditors)",
+    description="Query: `operator` (the officer), `reason`. Audited (`audit:embargo:lifted`).",
+    tags=_TAGS,
+    guards=_AUDITOR,
+    status_code=200,
+)
+async def lift_embargo(
+    state: State, embargo_id: str, operator: Text = None, reason: Text = None
+) -> Response[dict[str, Any]]:
+    lifted = await runtime_of(state).officers.lift_embargo(
+        embargo_id, operator=operator, reason=reason, now=time.time()
+    )
+    return Response(lifted, headers=_NO_STORE)
+
+
+@get(
+    "/v1/audit/alerts",
+    summary="Anomalies in a time window (auditors)",
+    description=(
+        "`from`, `until` (RFC 3339; default: the last 24 hours; at most 31 days). Kinds: "
+        "`subject-rate` (far more distinct subjects in an hour than the department's usual "
+        "rate), `grant-quota` (beyond a grant's `max_subjects_per_day`), "
+        "`outside-grant-hours`, `outside-working-hours`, `closed-case`, `token-failures`. "
+        "Each alert: `kind`, `department`, `window`, `numbers`, `why`."
+    ),
+    tags=_TAGS,
+    guards=_AUDITOR,
+)
+async def alerts(
+    state: State,
+    since: From = None,
+    until: Text = None,
+) -> Response[dict[str, Any]]:
+    found = await runtime_of(state).officers.alerts(since=since, until=until, now=time.time())
+    return Response(found, headers=_NO_STORE)
+
+
+#: Every route of this module, for the app factory.
+ROUTES = [
+    search_entries,
+    export_entries,
+    access_history,
+    add_embargo,
+    list_embargoes,
+    lift_embargo,
+    alerts,
+]
