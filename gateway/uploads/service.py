@@ -83,7 +83,8 @@ EVENT_REPORT_REFUSED = "upload:rejections:refused"
 #: Rejections quoted in the signed receipt itself; the rest are in the downloadable report.
 RECEIPT_SAMPLE = 20
 #: Media type of the report in each format.
-REPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+#: Litestar adds ``; charset=utf-8`` to text types itself (naming it here doubled it).
+REPORT_MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
 _REPORT_COLUMNS = ("line", "key", "field", "code", "reason")
 
 

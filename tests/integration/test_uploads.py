@@ -370,8 +370,21 @@ def test_a_rejection_report_is_for_the_provider_only(gw: GatewayProcess, tmp_pat
     assert response.status_code == 403
     assert response.json()["reason"] == "not-provider"
     assert gw.audit_entry(response.json()["audit_index"])["event"] == "upload:rejections:refused"
-    with gw.client("hrss") as c, pytest.raises(NotFound):
-        c.upload_rejections(resource="roster-refusals", version=99, operator="o")
+    with gw.client("hrss") as c:
+        mine = c.sign(
+            {
+                **c._request_claims(60, None),
+                "resource": "roster-refusals",
+                "version": version,
+                "operator": "hr-1",
+            },
+            typ="yiwang-upload-report+jwt",
+        )
+        report = httpx.get(gw.url + receipt["rejections"]["url"], headers={TOKEN_HEADER: mine})
+        assert report.status_code == 200
+        assert report.headers["content-type"] == "text/csv; charset=utf-8"
+        with pytest.raises(NotFound):
+            c.upload_rejections(resource="roster-refusals", version=99, operator="o")
 
 
 # --- refusals -------------------------------------------------------------------------------
