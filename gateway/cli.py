@@ -15,6 +15,7 @@ from gateway.errors import Error
 from gateway.licence_cli import licence, seal
 from gateway.policy_cli import policy
 from gateway.upload_cli import upload
+from gateway.users_cli import users
 
 __all__ = ["main"]
 
@@ -181,6 +182,7 @@ main.add_command(upload)
 main.add_command(licence)
 main.add_command(seal)
 main.add_command(audit)
+main.add_command(users)
 
 if __name__ == "__main__":
     main()

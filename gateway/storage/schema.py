@@ -297,3 +297,41 @@ audit_embargoes = sa.Table(
 )
 
 __all__ += ["audit_embargoes"]
+
+# --- the web console's accounts and sessions (gateway.accounts; migration 0007) -------------
+# People at a desk log in with a password (scrypt, self-describing hash). Sessions are kept
+# on the server; only the SHA-256 of a session id is stored, so a copy of the table logs
+# nobody in. Times in UTC.
+
+console_accounts = sa.Table(
+    "console_accounts",
+    metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("display_name", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),  # clerk | auditor | admin
+    sa.Column("department", sa.String(64), nullable=True),  # clerks only
+    sa.Column("disabled", sa.Boolean(), nullable=False),
+    sa.Column("failed_attempts", sa.Integer(), nullable=False),  # since the last success/lock
+    sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("password_hash", sa.String(256), nullable=False),  # scrypt$n$r$p$salt$key
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),  # hex SHA-256 of the session id
+    sa.Column(
+        "username",
+        sa.String(64),
+        sa.ForeignKey("console_accounts.username"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+__all__ += ["console_accounts", "console_sessions"]
