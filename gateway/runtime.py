@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from adapters import create_adapter
 from gateway import keystore
+from gateway.accounts import AccountService
 from gateway.admin import KeyAdministration
 from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome, SubjectHasher
 from gateway.audit.officers import OfficerService
@@ -30,6 +31,7 @@ from gateway.audit.transparency import TransparencyLog
 from gateway.cache import RequestGuard
 from gateway.cache.memory import InProcessGuard
 from gateway.cache.redis import RedisGuard
+from gateway.console.settings import console_session_policy
 from gateway.core.keyring import GatewaySigner, KeyRing
 from gateway.core.policy import PolicySet, load_policy_set
 from gateway.core.sources import AdapterContext, SourceAdapter
@@ -166,6 +168,7 @@ class GatewayRuntime:
     policy_store: PolicyStore
     operator_tokens: OperatorTokens
     officers: OfficerService  # security officers' tools, citizens' access history
+    accounts: AccountService  # web console accounts and sessions
     watcher: PolicyWatcher | None = None
     _checkpointer: asyncio.Task[None] | None = field(default=None, repr=False)
     _key_watcher: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -306,6 +309,9 @@ class GatewayRuntime:
                 policy=policy,
                 adapters=adapters,
                 settings=settings,
+            ),
+            accounts=AccountService(
+                engine=engine, audit=audit, sessions=console_session_policy(settings)
             ),
             _redis=redis_client,
         )

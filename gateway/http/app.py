@@ -16,6 +16,7 @@ from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
 from gateway import __version__
+from gateway.console import routes as console_routes
 from gateway.http import admin, audit_log, audit_officers, licences, routes, uploads
 from gateway.http.problems import exception_handlers
 from gateway.runtime import GatewayRuntime
@@ -70,6 +71,7 @@ class GatewayPlugin(InitPluginProtocol):
                 routes.jwks,
                 routes.healthz,
                 routes.readyz,
+                *console_routes.ROUTES,
                 create_static_files_router(
                     path=DOCS_ASSETS,
                     directories=[Path(str(swagger_ui_path))],

@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -508,6 +509,20 @@ class LicensingService:
         )
         when = dt.datetime.fromtimestamp(now, dt.UTC)
         verification = await asyncio.to_thread(self._verification, request, when)
+        claims, audit = self._receipt_parts(request, verification, when)
+        return await self._answer(
+            received,
+            event=EVENTS["verified"],
+            claims=claims,
+            typ=VERIFY_RESULT_TYP,
+            now=now,
+            **audit,
+        )
+
+    def _receipt_parts(
+        self, request: VerificationRequest, verification: Verification, when: dt.datetime
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The receipt's claims and the audit entry's fields of one verification."""
         content = verification.content
         given = request.input
         audit: dict[str, Any] = {
@@ -520,27 +535,83 @@ class LicensingService:
                 str(content.holder_id_type), content.holder_id
             )
         record_ref = content.status if content is not None else None
-        return await self._answer(
-            received,
-            event=EVENTS["verified"],
-            claims={
-                "verdict": str(verification.verdict),
-                "checks": [msgspec.to_builtins(c) for c in verification.checks],
-                "licence_id": verification.licence_id,
-                "input": {
-                    "kind": given.kind,
-                    "sha256": hashlib.sha256(given.value.encode()).hexdigest(),
-                },
-                "licence": None if content is None else _summary(content),
-                "status": None if record_ref is None else msgspec.to_builtins(record_ref),
-                "checked_at": when.isoformat(),
-                "purpose": msgspec.to_builtins(request.purpose),
-                "operator": request.operator,
+        claims = {
+            "verdict": str(verification.verdict),
+            "checks": [msgspec.to_builtins(c) for c in verification.checks],
+            "licence_id": verification.licence_id,
+            "input": {
+                "kind": given.kind,
+                "sha256": hashlib.sha256(given.value.encode()).hexdigest(),
+            },
+            "licence": None if content is None else _summary(content),
+            "status": None if record_ref is None else msgspec.to_builtins(record_ref),
+            "checked_at": when.isoformat(),
+            "purpose": msgspec.to_builtins(request.purpose),
+            "operator": request.operator,
+        }
+        return claims, audit
+
+    async def verify_for_console(
+        self,
+        *,
+        department: str,
+        operator: str,
+        purpose_item: str,
+        purpose_case: str,
+        reason: str,
+        kind: str,
+        value: str,
+        now: float,
+    ) -> tuple[Verification, str, int]:
+        """Verify for a clerk logged in to the web console (the session stands in for the
+        department's signed token): the same checks and audit entry as :meth:`verify`.
+        The verification, the receipt signed for ``department``, and its audit index.
+        InvalidInput (not audited: nothing was verified) names an unusable value."""
+        if kind not in {"licence_id", "qr", "licence"}:
+            raise InvalidInput("kind", "one of licence_id, qr, licence")
+        request = parse_verification_claims(
+            department,
+            {
+                "operator": operator,
+                "purpose": {"item": purpose_item, "case": purpose_case, "reason": reason},
+                kind: value,
+            },
+        )
+        started = time.perf_counter()
+        when = dt.datetime.fromtimestamp(now, dt.UTC)
+        verification = await asyncio.to_thread(self._verification, request, when)
+        claims, audit = self._receipt_parts(request, verification, when)
+        rq = self._requests
+        index = await rq.audit.append(
+            AuditEntry(
+                at=when,
+                event=EVENTS["verified"],
+                decision=Outcome.ALLOWED,
+                department=department,
+                operator=request.operator,
+                service_item=request.purpose.item,
+                case_number=request.purpose.case,
+                reason=request.purpose.reason,
+                policy_version=self._policy.current.version,
+                request_hash=hashlib.sha256(value.strip().encode()).hexdigest(),
+                latency_ms=elapsed_ms(started),
+                **audit,
+            )
+        )
+        iat = int(now)
+        receipt = rq.signer.sign(
+            {
+                "iss": rq.gateway_id,
+                "aud": department,
+                "iat": iat,
+                "exp": iat + rq.answer_lifetime,
+                "jti": uuid.uuid4().hex,
+                **claims,
+                "audit": {"index": index},
             },
             typ=VERIFY_RESULT_TYP,
-            now=now,
-            **audit,
         )
+        return verification, receipt, index
 
     def _verification(self, request: VerificationRequest, now: dt.datetime) -> Verification:
         """Read what the input names (with the registry's revision, in one round trip) and

@@ -1,0 +1,136 @@
+"""Browser tests: Debian's Chromium (headless, with a CJK font) driven through Playwright's
+sync API against a real gateway process, with a clerk account made by `gateway users add`.
+
+Chromium and fonts-wqy-zenhei are installed with apt-get when missing and running as root;
+otherwise the tests skip with a message — except under ``CI=true``, where they fail.
+Screenshots of every step go to ``test-artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.support import ROOT, GatewayProcess, running_gateway, unavailable
+
+CHROMIUM = Path("/usr/bin/chromium")
+CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+
+CLERK = "clerk-wang"
+CLERK_PASSWORD = "Yiwang-Desk-2026!"
+AUDITOR = "officer-li"
+AUDITOR_PASSWORD = "Audit-Desk-2026!"
+
+
+def _install_browser() -> str | None:
+    """Install Chromium and the CJK font if missing; why not, if it cannot be done."""
+    if CHROMIUM.exists() and CJK_FONT.exists():
+        return None
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return "not root or no apt-get: install the Debian packages chromium, fonts-wqy-zenhei"
+    for command in (
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "fonts-wqy-zenhei"],
+    ):
+        done = subprocess.run(
+            command,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        if done.returncode != 0:
+            return f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}"
+    if not (CHROMIUM.exists() and CJK_FONT.exists()):
+        return "apt-get finished but chromium or fonts-wqy-zenhei is still missing"
+    return None
+
+
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for all the browser tests. Package scope, not session: while
+    Playwright's sync API is open, an event loop runs in this thread, and the other tests'
+    ``asyncio.run`` would refuse to start."""
+    why = _install_browser()
+    if why:
+        unavailable("Chromium", why)
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@dataclass(frozen=True)
+class Console:
+    """A gateway with a clerk and a security officer account."""
+
+    gateway: GatewayProcess
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url + "/console"
+
+
+def add_user(gateway: GatewayProcess, username: str, password: str, *role: str) -> None:
+    """An account made the way an administrator makes one: `gateway users add`."""
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "gateway.cli", "users", "add", username, *role),
+            *("--password-stdin", "--operator", "admin-test"),
+        ],
+        cwd=ROOT,
+        env=gateway.environment(),
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="package")
+def console(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[Console]:
+    """A real embedded gateway with its own data directory, and the console accounts."""
+    with running_gateway(tmp_path_factory.mktemp("console"), keys_dir, server=False) as gw:
+        add_user(gw, CLERK, CLERK_PASSWORD, "--role", "clerk", "--department", "service-centre")
+        add_user(gw, AUDITOR, AUDITOR_PASSWORD, "--role", "auditor")
+        yield Console(gw)
+
+
+@pytest.fixture
+def page(browser: Browser, console: Console) -> Iterator[Page]:
+    """A fresh browser context (no cookies) at tablet width, for one test."""
+    context = browser.new_context(
+        viewport={"width": 768, "height": 1024}, locale="zh-CN", accept_downloads=True
+    )
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    """Save a full-page screenshot of this step."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
