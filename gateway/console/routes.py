@@ -186,11 +186,20 @@ async def _csrf_refused(request: AnyRequest, session: Session | None, back: str)
 # --- logging in and out -------------------------------------------------------------------
 
 
+#: Where each role starts: the page of its work.
+HOME_OF_ROLE = {
+    Role.CLERK: "/console/verify",
+    Role.AUDITOR: "/console/audit",
+    Role.ADMIN: "/console/admin/departments",
+}
+
+
 @get("/console", include_in_schema=False)
 async def console_home(request: AnyRequest) -> Response[Any]:
-    """The clerk's page when logged in, else the login page."""
+    """The page of the signed-in role's work, else the login page."""
     session = await _current_session(request)
-    return Redirect(path="/console/verify" if session else "/console/login", status_code=303)
+    path = HOME_OF_ROLE[session.role] if session else "/console/login"
+    return Redirect(path=path, status_code=303)
 
 
 def _login_page(
@@ -213,8 +222,11 @@ def _login_page(
 @get("/console/login", include_in_schema=False)
 async def login_form(request: AnyRequest) -> Response[Any]:
     """The login form (or straight on, with a live session)."""
-    if await _current_session(request) is not None:
-        return Redirect(path="/console/verify", status_code=303, cookies=_lang_cookies(request))
+    session = await _current_session(request)
+    if session is not None:
+        return Redirect(
+            path=HOME_OF_ROLE[session.role], status_code=303, cookies=_lang_cookies(request)
+        )
     return _login_page(request)
 
 
@@ -238,7 +250,7 @@ async def login(request: AnyRequest) -> Response[Any]:
         message = TEXT[_lang(request)]["login_refused"]
         return _login_page(request, error=message, username=username[:64], status=401)
     return Redirect(
-        path="/console/verify",
+        path=HOME_OF_ROLE[session.role],
         status_code=303,
         cookies=[_session_cookie(request, session), _login_csrf_cookie(request, "", max_age=0)],
     )

@@ -25,6 +25,10 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "login_refused": "用户名或密码错误，或该账户暂时无法登录。",
         "logout_button": "退出登录",
         "signed_in_as": "当前用户",
+        "nav_verify": "核验证照",
+        "nav_manifest": "一次性告知",
+        "nav_audit": "审计日志",
+        "nav_admin": "管理",
         "verify_heading": "核验电子证照",
         "verify_intro": "请选择一种方式：输入证照编号、粘贴二维码内容，或上传盖章的证照文件。",
         "licence_id": "证照编号",
@@ -67,6 +71,10 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "login_refused": "Wrong username or password, or the account cannot log in now.",
         "logout_button": "Log out",
         "signed_in_as": "Signed in as",
+        "nav_verify": "Verify a licence",
+        "nav_manifest": "One-time notice",
+        "nav_audit": "Audit log",
+        "nav_admin": "Administration",
         "verify_heading": "Verify an e-licence",
         "verify_intro": (
             "Choose one way: type the licence identifier, paste the QR code's content, "

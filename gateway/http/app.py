@@ -16,6 +16,9 @@ from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
 from gateway import __version__
+from gateway.console import admin as console_admin
+from gateway.console import manifests as console_manifests
+from gateway.console import officers as console_officers
 from gateway.console import routes as console_routes
 from gateway.http import admin, audit_log, audit_officers, licences, routes, uploads
 from gateway.http.problems import exception_handlers
@@ -72,6 +75,9 @@ class GatewayPlugin(InitPluginProtocol):
                 routes.healthz,
                 routes.readyz,
                 *console_routes.ROUTES,
+                *console_officers.ROUTES,
+                *console_admin.ROUTES,
+                *console_manifests.ROUTES,
                 create_static_files_router(
                     path=DOCS_ASSETS,
                     directories=[Path(str(swagger_ui_path))],

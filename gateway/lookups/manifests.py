@@ -10,6 +10,8 @@ this consumer use it for this item — with the reason code).
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,8 +22,15 @@ from gateway.core.lookup import ManifestRequest, parse_manifest_claims
 from gateway.core.policy import Material, PolicySet, ServiceItem
 from gateway.core.sources import SourceAdapter
 from gateway.core.tokens import MANIFEST_REQUEST_TYP, MANIFEST_RESULT_TYP
-from gateway.errors import InvalidInput, PolicyDenied, SourceFailed
-from gateway.lookups.base import SignedRequests, elapsed_ms
+from gateway.errors import (
+    InvalidInput,
+    PolicyDenied,
+    RateLimited,
+    Replayed,
+    SourceFailed,
+    StoreUnavailable,
+)
+from gateway.lookups.base import AuditBase, SignedRequests, elapsed_ms
 from gateway.lookups.service import LookupAnswer, PolicyHolder, fetch_within
 
 __all__ = ["ManifestService"]
@@ -84,6 +93,69 @@ class ManifestService:
             started=started,
             case=request.purpose.case,
         )
+        claims = await self._listed(policy, request, item, base, started)
+        answer = rq.sign_answer(claims, token=token, typ=MANIFEST_RESULT_TYP, now=now)
+        return LookupAnswer(answer, claims["audit"]["index"])
+
+    async def manifest_for_console(
+        self,
+        *,
+        department: str,
+        operator: str,
+        purpose_item: str,
+        purpose_case: str,
+        reason: str,
+        applicant_type: str,
+        applicant_id: str,
+        now: float,
+    ) -> dict[str, Any]:
+        """The manifest for a clerk logged in to the web console (the session stands in for
+        the department's signed token): the same decisions and ``manifest:…`` audit entries
+        as :meth:`manifest`, with the console user as operator. The answer's claims
+        (unsigned: the page shows them); InvalidInput (not audited) names an unusable value,
+        other refusals are audited and raised as :meth:`manifest` raises them."""
+        rq = self._requests
+        policy = self._policy.current
+        claims_in = {
+            "operator": operator,
+            "purpose": {"item": purpose_item, "case": purpose_case, "reason": reason},
+            "applicant": {"type": applicant_type, "id": applicant_id},
+        }
+        request = parse_manifest_claims(department, claims_in)
+        started = time.perf_counter()
+        base = rq.start(msgspec.json.encode(claims_in), now=now, policy_version=policy.version)
+        base.update(
+            department=department,
+            operator=request.operator,
+            service_item=request.purpose.item,
+            case_number=request.purpose.case,
+            reason=request.purpose.reason,
+            subject_hmac=rq.hash_subject(request.applicant.type, request.applicant.value),
+        )
+        try:
+            item = policy.service_item(request.purpose.item)
+            await rq.guard.admit(
+                department=department,
+                jti=uuid.uuid4().hex,  # no token to replay: a fresh id per page request
+                replay_ttl=1,
+                now=now,
+                case=request.purpose.case,
+            )
+        except (InvalidInput, PolicyDenied, RateLimited, Replayed, StoreUnavailable) as exc:
+            await rq.refuse(exc, base, EVENT_REFUSED, started)
+            raise
+        return await self._listed(policy, request, item, base, started)
+
+    async def _listed(
+        self,
+        policy: PolicySet,
+        request: ManifestRequest,
+        item: ServiceItem,
+        base: AuditBase,
+        started: float,
+    ) -> dict[str, Any]:
+        """Decide every material, audit the listing; the answer's claims."""
+        rq = self._requests
         try:
             materials = [
                 await self._material(policy, request, item, m, base["at"]) for m in item.materials
@@ -104,21 +176,15 @@ class ManifestService:
                 latency_ms=elapsed_ms(started),
             )
         )
-        answer = rq.sign_answer(
-            {
-                "purpose": msgspec.structs.asdict(request.purpose),
-                "item": {"code": item.code, "name": item.name},
-                "applicant": {"type": str(request.applicant.type), "id": request.applicant.value},
-                "materials": materials,
-                "summary": counts,
-                "policy_version": policy.version,
-                "audit": {"index": index},
-            },
-            token=token,
-            typ=MANIFEST_RESULT_TYP,
-            now=now,
-        )
-        return LookupAnswer(answer, index)
+        return {
+            "purpose": msgspec.structs.asdict(request.purpose),
+            "item": {"code": item.code, "name": item.name},
+            "applicant": {"type": str(request.applicant.type), "id": request.applicant.value},
+            "materials": materials,
+            "summary": counts,
+            "policy_version": policy.version,
+            "audit": {"index": index},
+        }
 
     async def _material(
         self,

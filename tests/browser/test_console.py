@@ -170,6 +170,8 @@ def test_english_and_other_roles(page: Page, console: Console) -> None:
     page.get_by_label("Username").fill(AUDITOR)
     page.get_by_label("Password").fill(AUDITOR_PASSWORD)
     page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/console/audit")  # an auditor starts on the audit log, in English
+    page.goto(console.url + "/verify")  # and may not use the clerks' page
     expect(page.get_by_role("alert")).to_have_text("Only service-hall clerks may use this page.")
     shot(page, "10-auditor-refused-en")
 

@@ -1,0 +1,585 @@
+"""The security officers' console pages under ``/console/audit`` (role ``auditor`` only).
+
+- ``GET /console/audit``: search the log (the officers' search service, cursor paging), the
+  integrity status (latest signed checkpoint, last "verify now" run), the alerts of the last
+  24 hours, and two charts drawn on the server as inline SVG (no script);
+- ``GET /console/audit/entries/{index}``: one entry, its leaf bytes, and its inclusion proof
+  in the latest signed checkpoint, verified here with :func:`gateway.core.merkle.verify_inclusion`;
+- ``POST /console/audit/verify``: run :func:`gateway.audit.verify.verify_log` in a thread; the
+  last result is kept **in this process's memory** (lost on restart, per worker process);
+- ``POST /console/audit/export``: stream CSV or JSON Lines with the officers' export (which
+  audits the export first), same filters as the search.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import jwt
+import sqlalchemy as sa
+from litestar import Response, get, post
+from litestar.response import Redirect, Stream
+
+from gateway.accounts import Role, Session
+from gateway.audit.alerts import READ_EVENTS
+from gateway.audit.search import entry_json
+from gateway.audit.tree import leaf_bytes
+from gateway.audit.verify import verify_log
+from gateway.console.routes import (
+    _HEADERS,
+    AnyRequest,
+    _csrf_refused,
+    _current_session,
+    _lang,
+    _now,
+    _page,
+    _runtime,
+    _text,
+)
+from gateway.console.text import TEXT
+from gateway.core import merkle
+from gateway.core.policy import DISTRICT_TZ
+from gateway.errors import Error, InvalidInput
+from gateway.storage.schema import audit_entries
+
+__all__ = ["OFFICER_TEXT", "ROUTES"]
+
+PAGE_SIZE = 50
+FILTERS = ("from", "until", "department", "operator", "resource", "item", "case", "decision",
+           "subject")  # fmt: skip
+
+OFFICER_TEXT: Mapping[str, Mapping[str, str]] = {
+    "zh": {
+        "audit_heading": "审计日志",
+        "role_refused": "只有安全审计员（auditor）可以使用此页面。",
+        "search_heading": "检索审计记录",
+        "from": "开始时间（北京时间）",
+        "until": "结束时间（北京时间）",
+        "department": "部门",
+        "operator": "经办人",
+        "resource": "数据资源",
+        "item": "事项编码",
+        "case": "办件编号",
+        "decision": "决定",
+        "any": "不限",
+        "allowed": "允许",
+        "refused": "拒绝",
+        "subject": "数据主体（类型:号码，如 uscc:91…）",
+        "search_button": "检索",
+        "results": "检索结果",
+        "no_results": "没有符合条件的记录。",
+        "index": "序号",
+        "at": "时间（UTC）",
+        "event": "事件",
+        "open": "查看",
+        "next_page": "下一页",
+        "first_page": "回到第一页",
+        "bad_filter": "检索条件有误",
+        "export_heading": "导出",
+        "export_csv": "导出 CSV",
+        "export_jsonl": "导出 JSON Lines",
+        "export_note": "按当前检索条件导出全部记录；导出本身会记入审计日志。",
+        "integrity_heading": "完整性状态",
+        "checkpoint": "最新签名检查点",
+        "size": "条目数",
+        "root": "根哈希",
+        "checkpoint_at": "签署时间",
+        "no_checkpoint": "尚无签名检查点。",
+        "verify_now": "立即校验",
+        "last_verify": "上次校验",
+        "never_verified": "本进程启动以来尚未校验。",
+        "verify_note": "校验结果保存在本网关进程的内存中，重启后清空。",
+        "verify_ok": "通过：每条记录与写入时的叶子一致，每个检查点都相符。",
+        "verify_bad": "发现问题",
+        "first_bad": "第一条不一致的记录",
+        "entries": "记录数",
+        "checkpoints": "检查点数",
+        "alerts_heading": "告警（最近 24 小时）",
+        "no_alerts": "最近 24 小时没有告警。",
+        "kind": "类型",
+        "window": "时段",
+        "why": "原因",
+        "alerts_failed": "告警暂时无法计算",
+        "charts_heading": "图表（最近 24 小时）",
+        "chart_lookups": "各部门每小时查询次数",
+        "chart_refusals": "每小时拒绝次数",
+        "chart_hour_note": "横轴为北京时间的小时。",
+        "no_data": "无数据",
+        "entry_heading": "审计记录",
+        "field": "字段",
+        "value": "值",
+        "leaf": "叶子字节（按 RFC 9162 哈希）",
+        "leaf_hash": "叶子哈希",
+        "proof_heading": "包含性证明",
+        "proof_verified": "已验证",
+        "proof_verified_text": "该记录包含在最新签名检查点中（由网关签名核验）。",
+        "proof_failed": "验证未通过",
+        "proof_pending": "该记录尚未进入最新签名检查点，请稍后刷新。",
+        "proof_hashes": "证明路径",
+        "no_entry": "没有这条审计记录。",
+        "back_to_search": "返回检索",
+        "signature_bad": "检查点的签名无法用网关公钥核验。",
+        "root_mismatch": "证明算出的根哈希与签名检查点的根哈希不一致。",
+    },
+    "en": {
+        "audit_heading": "Audit log",
+        "role_refused": "Only security officers (auditors) may use this page.",
+        "search_heading": "Search the audit log",
+        "from": "From (Beijing time)",
+        "until": "Until (Beijing time)",
+        "department": "Department",
+        "operator": "Operator",
+        "resource": "Resource",
+        "item": "Service item",
+        "case": "Case number",
+        "decision": "Decision",
+        "any": "Any",
+        "allowed": "Allowed",
+        "refused": "Refused",
+        "subject": "Subject (type:id, e.g. uscc:91…)",
+        "search_button": "Search",
+        "results": "Results",
+        "no_results": "No entry matches.",
+        "index": "No.",
+        "at": "Time (UTC)",
+        "event": "Event",
+        "open": "Open",
+        "next_page": "Next page",
+        "first_page": "Back to the first page",
+        "bad_filter": "Please correct the search",
+        "export_heading": "Export",
+        "export_csv": "Export CSV",
+        "export_jsonl": "Export JSON Lines",
+        "export_note": "Exports every entry matching the search; the export itself is audited.",
+        "integrity_heading": "Integrity",
+        "checkpoint": "Latest signed checkpoint",
+        "size": "Entries",
+        "root": "Root hash",
+        "checkpoint_at": "Signed at",
+        "no_checkpoint": "No signed checkpoint yet.",
+        "verify_now": "Verify now",
+        "last_verify": "Last verification",
+        "never_verified": "Not verified since this process started.",
+        "verify_note": "The result is kept in this gateway process's memory until it restarts.",
+        "verify_ok": "OK: every entry is the leaf written with it; every checkpoint matches.",
+        "verify_bad": "Problems found",
+        "first_bad": "First entry that differs",
+        "entries": "Entries",
+        "checkpoints": "Checkpoints",
+        "alerts_heading": "Alerts (last 24 hours)",
+        "no_alerts": "No alerts in the last 24 hours.",
+        "kind": "Kind",
+        "window": "Window",
+        "why": "Why",
+        "alerts_failed": "The alerts cannot be computed now",
+        "charts_heading": "Charts (last 24 hours)",
+        "chart_lookups": "Lookups per department per hour",
+        "chart_refusals": "Refusals per hour",
+        "chart_hour_note": "Hours are Beijing time.",
+        "no_data": "No data",
+        "entry_heading": "Audit entry",
+        "field": "Field",
+        "value": "Value",
+        "leaf": "Leaf bytes (hashed per RFC 9162)",
+        "leaf_hash": "Leaf hash",
+        "proof_heading": "Inclusion proof",
+        "proof_verified": "Verified",
+        "proof_verified_text": (
+            "This entry is in the latest checkpoint (its signature checked with the gateway's key)."
+        ),
+        "proof_failed": "Not verified",
+        "proof_pending": "This entry is not in the latest signed checkpoint yet; reload soon.",
+        "proof_hashes": "Proof path",
+        "no_entry": "There is no such audit entry.",
+        "back_to_search": "Back to the search",
+        "signature_bad": "The checkpoint's signature does not check with the gateway's key.",
+        "root_mismatch": "The root computed from the proof differs from the checkpoint's root.",
+    },
+}
+
+#: The last "verify now" result, in this process's memory.
+_LAST_VERIFY: dict[str, Any] = {}
+
+
+def _o(request: AnyRequest) -> Mapping[str, str]:
+    return OFFICER_TEXT[_lang(request)]
+
+
+async def _auditor(request: AnyRequest) -> Session | Response[Any]:
+    session = await _current_session(request)
+    if session is None:
+        return Redirect(path="/console/login", status_code=303)
+    if session.role is not Role.AUDITOR:
+        return _page(
+            request, "error.html", status=403, session=session,
+            message=_o(request)["role_refused"], back="/console/login",
+        )  # fmt: skip
+    return session
+
+
+# --- filters ------------------------------------------------------------------------------------
+
+
+def _time_param(value: str) -> str:
+    """A ``datetime-local`` value (no offset) is Beijing time; RFC 3339 passes through."""
+    if not value:
+        return ""
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return value  # the search service says what is wrong
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=DISTRICT_TZ)
+    return parsed.isoformat()
+
+
+def _filters(source: Mapping[str, Any]) -> dict[str, str]:
+    values = {name: _text(source, name) for name in FILTERS}
+    if values["decision"] not in ("", "allowed", "refused"):
+        values["decision"] = ""
+    return values
+
+
+def _service_params(values: Mapping[str, str]) -> dict[str, str | None]:
+    params: dict[str, str | None] = {k: (v or None) for k, v in values.items()}
+    for name in ("from", "until"):
+        params[name] = _time_param(values[name]) or None
+    return params
+
+
+def _error_words(exc: InvalidInput, o: Mapping[str, str]) -> str:
+    return f"{o['bad_filter']}: {o.get(exc.field, exc.field)} — {exc.reason}"
+
+
+# --- charts -------------------------------------------------------------------------------------
+
+
+def _hour_bucket(dialect: str) -> sa.ColumnElement[str]:
+    e = audit_entries.c
+    if dialect == "postgresql":
+        return sa.func.to_char(sa.func.timezone("UTC", e.at), 'YYYY-MM-DD"T"HH24')
+    return sa.func.strftime("%Y-%m-%dT%H", e.at)
+
+
+def _chart_counts(
+    engine: sa.Engine, since: dt.datetime
+) -> tuple[list[tuple[str, str, int]], list[tuple[str, int]]]:
+    """(department, UTC hour, lookups) and (UTC hour, refusals) since ``since``."""
+    e = audit_entries.c
+    bucket = _hour_bucket(engine.dialect.name).label("hour")
+    lookups = (
+        sa.select(e.department, bucket, sa.func.count())
+        .where(
+            e.at >= since.astimezone(dt.UTC),
+            e.event.in_(sorted(READ_EVENTS)),
+            e.decision == "allowed",
+            e.department.is_not(None),
+        )
+        .group_by(e.department, bucket)
+    )
+    refusals = (
+        sa.select(bucket, sa.func.count())
+        .where(e.at >= since.astimezone(dt.UTC), e.decision == "refused")
+        .group_by(bucket)
+    )
+    with engine.connect() as conn:
+        a = [(str(r[0]), str(r[1]), int(r[2])) for r in conn.execute(lookups)]
+        b = [(str(r[0]), int(r[1])) for r in conn.execute(refusals)]
+    return a, b
+
+
+_COLOURS = ("#0b4f8a", "#c0392b", "#1e8449", "#b9770e", "#6c3483", "#117a65", "#5d6d7e")
+
+
+@dataclass(frozen=True)
+class Chart:
+    """An inline SVG chart, drawn from numbers only (everything else is escaped text)."""
+
+    title: str
+    width: int
+    height: int
+    bars: Sequence[dict[str, Any]]
+    points: str
+    dots: Sequence[dict[str, Any]]
+    labels: Sequence[dict[str, Any]]
+    legend: Sequence[dict[str, Any]]
+    maximum: int
+
+
+def _hours(now: dt.datetime) -> list[dt.datetime]:
+    top = now.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    return [top - dt.timedelta(hours=23 - i) for i in range(24)]
+
+
+_W, _H, _LEFT, _BOTTOM, _TOP = 720, 240, 40, 30, 10
+
+
+def _x(i: int) -> float:
+    return _LEFT + i * (_W - _LEFT - 10) / 24
+
+
+def _axis_labels(hours: Sequence[dt.datetime]) -> list[dict[str, Any]]:
+    return [
+        {"x": round(_x(i) + 2, 1), "y": _H - 10, "text": f"{h.astimezone(DISTRICT_TZ):%H}"}
+        for i, h in enumerate(hours)
+        if i % 3 == 0
+    ]
+
+
+def lookups_chart(counts: Sequence[tuple[str, str, int]], now: dt.datetime, title: str) -> Chart:
+    """Stacked bars: lookups per department per hour."""
+    hours = _hours(now)
+    keys = {f"{h:%Y-%m-%dT%H}": i for i, h in enumerate(hours)}
+    departments = sorted({d for d, _, _ in counts})
+    colour = {d: _COLOURS[i % len(_COLOURS)] for i, d in enumerate(departments)}
+    per_hour = [0] * 24
+    cells: list[tuple[int, str, int]] = []
+    for department, hour, n in sorted(counts):
+        if hour in keys:
+            cells.append((keys[hour], department, n))
+            per_hour[keys[hour]] += n
+    maximum = max(per_hour, default=0) or 1
+    scale = (_H - _BOTTOM - _TOP) / maximum
+    stacked = [0] * 24
+    bars = []
+    width = (_W - _LEFT - 10) / 24 - 4
+    for i, department, n in cells:
+        height = n * scale
+        y = _H - _BOTTOM - stacked[i] * scale - height
+        stacked[i] += n
+        local = hours[i].astimezone(DISTRICT_TZ)
+        bars.append(
+            {
+                "x": round(_x(i) + 2, 1), "y": round(y, 1), "w": round(width, 1),
+                "h": round(height, 1), "fill": colour[department],
+                "title": f"{department} {local:%m-%d %H}:00 — {n}",
+            }
+        )  # fmt: skip
+    legend = [
+        {"x": _LEFT + 130 * i, "fill": colour[d], "text": d} for i, d in enumerate(departments)
+    ]
+    return Chart(title, _W, _H + 20, bars, "", [], _axis_labels(hours), legend, maximum)
+
+
+def refusals_chart(counts: Sequence[tuple[str, int]], now: dt.datetime, title: str) -> Chart:
+    """A line: refusals per hour."""
+    hours = _hours(now)
+    keys = {f"{h:%Y-%m-%dT%H}": i for i, h in enumerate(hours)}
+    per_hour = [0] * 24
+    for hour, n in counts:
+        if hour in keys:
+            per_hour[keys[hour]] += n
+    maximum = max(per_hour) or 1
+    scale = (_H - _BOTTOM - _TOP) / maximum
+    step = (_W - _LEFT - 10) / 24
+    dots = [
+        {
+            "x": round(_x(i) + step / 2, 1),
+            "y": round(_H - _BOTTOM - n * scale, 1),
+            "title": f"{hours[i].astimezone(DISTRICT_TZ):%m-%d %H}:00 — {n}",
+        }
+        for i, n in enumerate(per_hour)
+    ]
+    points = " ".join(f"{d['x']},{d['y']}" for d in dots)
+    return Chart(title, _W, _H, [], points, dots, _axis_labels(hours), [], maximum)
+
+
+# --- pages --------------------------------------------------------------------------------------
+
+
+def _checkpoint_claims(request: AnyRequest) -> tuple[dict[str, Any] | None, str | None]:
+    """The latest checkpoint's claims, its signature checked with the gateway's key."""
+    runtime = _runtime(request)
+    latest = runtime.transparency.latest()
+    if latest is None:
+        return None, None
+    try:
+        key = jwt.PyJWK(runtime.signer.public_jwk, algorithm="ES256").key
+        claims: dict[str, Any] = jwt.decode(latest.token, key, algorithms=["ES256"])
+    except jwt.PyJWTError:
+        return None, "signature_bad"
+    claims["at"] = latest.at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return claims, None
+
+
+@get("/console/audit", include_in_schema=False)
+async def audit_page(request: AnyRequest) -> Response[Any]:
+    """Search, integrity, alerts and charts."""
+    auditor = await _auditor(request)
+    if isinstance(auditor, Response):
+        return auditor
+    runtime = _runtime(request)
+    o = _o(request)
+    values = _filters(request.query_params)
+    cursor = _text(request.query_params, "cursor")
+    error = None
+    results: dict[str, Any] = {"entries": [], "next": None, "tree_size": 0}
+    try:
+        results = await runtime.officers.search(
+            {**_service_params(values), "cursor": cursor or None}, limit=PAGE_SIZE, order="desc"
+        )
+    except InvalidInput as exc:
+        error = _error_words(exc, o)
+    query = {k: v for k, v in values.items() if v}
+    next_url = (
+        "/console/audit?" + urlencode({**query, "cursor": results["next"]})
+        if results["next"]
+        else None
+    )
+    first_url = "/console/audit?" + urlencode(query) if cursor else None
+
+    checkpoint, checkpoint_error = await asyncio.to_thread(_checkpoint_claims, request)
+    now = dt.datetime.fromtimestamp(_now(), dt.UTC)
+    alerts: list[dict[str, Any]] = []
+    alerts_error = None
+    try:
+        alerts = (await runtime.officers.alerts(since=None, until=None, now=_now()))["alerts"]
+    except Error as exc:
+        alerts_error = f"{o['alerts_failed']}: {exc}"
+    lookups, refusals = await asyncio.to_thread(
+        _chart_counts, runtime.engine, now - dt.timedelta(hours=24)
+    )
+    return _page(
+        request,
+        "officers_audit.html",
+        session=auditor,
+        o=o,
+        form=values,
+        error=error,
+        results=results,
+        next_url=next_url,
+        first_url=first_url,
+        checkpoint=checkpoint,
+        checkpoint_error=None if checkpoint_error is None else o[checkpoint_error],
+        last_verify=_LAST_VERIFY.get("result"),
+        alerts=alerts,
+        alerts_error=alerts_error,
+        charts=[
+            lookups_chart(lookups, now, o["chart_lookups"]),
+            refusals_chart(refusals, now, o["chart_refusals"]),
+        ],
+    )
+
+
+def _entry_and_proof(request: AnyRequest, index: int) -> dict[str, Any] | None:
+    """The entry, its leaf and its inclusion proof in the latest signed checkpoint."""
+    runtime = _runtime(request)
+    with runtime.engine.connect() as conn:
+        row = conn.execute(sa.select(audit_entries).where(audit_entries.c.idx == index)).first()
+    if row is None:
+        return None
+    leaf = leaf_bytes(row._mapping)
+    leaf_hash = merkle.leaf_hash(leaf)
+    claims, problem = _checkpoint_claims(request)
+    proof: dict[str, Any] = {"status": "pending", "problem": problem, "checkpoint": claims}
+    if claims is not None and index <= int(claims["size"]):
+        size = int(claims["size"])
+        answer = runtime.transparency.inclusion(index, size)
+        hashes = [bytes.fromhex(h) for h in answer["proof"]]
+        ok = merkle.verify_inclusion(
+            leaf_hash, index - 1, size, hashes, bytes.fromhex(str(claims["root"]))
+        )
+        proof.update(
+            status="verified" if ok else "failed",
+            problem=None if ok else "root_mismatch",
+            hashes=answer["proof"],
+        )
+    elif problem is not None:
+        proof["status"] = "failed"
+    return {
+        "entry": entry_json(row, int(claims["size"]) if claims else 0),
+        "leaf": leaf.decode("utf-8", errors="replace"),
+        "leaf_hash": leaf_hash.hex(),
+        "proof": proof,
+    }
+
+
+@get("/console/audit/entries/{index:int}", include_in_schema=False)
+async def audit_entry(request: AnyRequest, index: int) -> Response[Any]:
+    """One entry with its inclusion proof checked on the server."""
+    auditor = await _auditor(request)
+    if isinstance(auditor, Response):
+        return auditor
+    o = _o(request)
+    found = await asyncio.to_thread(_entry_and_proof, request, index)
+    if found is None:
+        return _page(
+            request, "error.html", status=404, session=auditor, message=o["no_entry"],
+            back="/console/audit",
+        )  # fmt: skip
+    proof = found["proof"]
+    return _page(
+        request,
+        "officers_entry.html",
+        session=auditor,
+        o=o,
+        index=index,
+        found=found,
+        problem=o[proof["problem"]] if proof.get("problem") else None,
+    )
+
+
+@post("/console/audit/verify", include_in_schema=False, status_code=200)
+async def audit_verify(request: AnyRequest) -> Response[Any]:
+    """Recompute the tree now (in a thread) and keep the result in memory."""
+    auditor = await _auditor(request)
+    if isinstance(auditor, Response):
+        return auditor
+    runtime = _runtime(request)
+    form = await request.form()
+    if not runtime.accounts.csrf_ok(auditor, _text(form, "csrf_token")):
+        return await _csrf_refused(request, auditor, "/console/audit")
+    report = await asyncio.to_thread(
+        verify_log,
+        runtime.engine,
+        gateway_jwk=runtime.signer.public_jwk,
+        issuer=runtime.settings.gateway_id,
+    )
+    _LAST_VERIFY["result"] = {
+        "ok": report.ok,
+        "at": dt.datetime.fromtimestamp(_now(), dt.UTC).isoformat().replace("+00:00", "Z"),
+        "entries": report.entries,
+        "tree_size": report.tree_size,
+        "checkpoints": report.checkpoints,
+        "first_bad_entry": report.first_bad_entry,
+        "problems": list(report.problems),
+        "by": auditor.username,
+    }
+    return Redirect(path="/console/audit#integrity", status_code=303)
+
+
+@post("/console/audit/export", include_in_schema=False, status_code=200)
+async def audit_export(request: AnyRequest) -> Response[Any]:
+    """The officers' export (audited before its first byte) under the console session."""
+    auditor = await _auditor(request)
+    if isinstance(auditor, Response):
+        return auditor
+    runtime = _runtime(request)
+    form = await request.form()
+    if not runtime.accounts.csrf_ok(auditor, _text(form, "csrf_token")):
+        return await _csrf_refused(request, auditor, "/console/audit")
+    fmt = _text(form, "format")
+    try:
+        export = await runtime.officers.export(_service_params(_filters(form)), fmt=fmt, now=_now())
+    except InvalidInput as exc:
+        return _page(
+            request, "error.html", status=400, session=auditor,
+            message=_error_words(exc, _o(request)), back="/console/audit",
+        )  # fmt: skip
+    headers = {
+        **_HEADERS,
+        "Content-Disposition": f'attachment; filename="{export.filename}"',
+        "X-Audit-Index": str(export.audit_index),
+    }
+    return Stream(export.chunks, media_type=export.media_type, headers=headers)
+
+
+ROUTES = [audit_page, audit_entry, audit_verify, audit_export]
+
+# The base layout's texts stay the shared ones; this module only adds its own.
+assert set(OFFICER_TEXT) == set(TEXT)

@@ -1,0 +1,121 @@
+"""The clerk's manifest page in a real browser: a clerk opens the one-time notice of
+企业变更登记 for a demo company — 营业执照 is supplied by the gateway, 变更决议 still to bring —
+prints it (print media: navigation and form hidden, the notice with date, item, case and the
+masked applicant shown), and the ``manifest:materials:listed`` audit entry names the clerk.
+A forged CSRF token lists nothing; a closed-case or malformed input is said in words."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from playwright.sync_api import Page, expect
+
+from gateway.demo.population import companies
+from tests.browser.conftest import AUDITOR, AUDITOR_PASSWORD, CLERK, CLERK_PASSWORD, Console, shot
+
+COMPANY = next(c for c in companies() if c.status == "存续")
+LISTED = "manifest:materials:listed"
+ITEM = "000201002000"
+
+
+def _events(console: Console, event: str) -> list[dict[str, Any]]:
+    engine = sa.create_engine(console.gateway.database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT * FROM audit_entries WHERE event = :e ORDER BY idx"), {"e": event}
+            ).mappings()
+            return [dict(row) for row in rows]
+    finally:
+        engine.dispose()
+
+
+def _log_in(page: Page, console: Console, username: str, password: str) -> None:
+    page.goto(console.url + "/login")
+    page.get_by_label("用户名").fill(username)
+    page.get_by_label("密码").fill(password)
+    page.get_by_role("button", name="登录").click()
+
+
+def _fill(page: Page, applicant: str, case: str) -> None:
+    page.get_by_label("办理事项").select_option(ITEM)
+    page.get_by_label("申请人类型").select_option("uscc")
+    page.get_by_label("申请人证件号码").fill(applicant)
+    page.get_by_label("办件编号").fill(case)
+    page.get_by_label("告知事由说明").fill("一次性告知")
+    page.get_by_role("button", name="生成告知单").click()
+
+
+def test_clerk_prints_the_one_time_notice(page: Page, console: Console) -> None:
+    _log_in(page, console, CLERK, CLERK_PASSWORD)
+    page.goto(console.url + "/manifest")
+    expect(page.get_by_role("heading", name="一次性告知", exact=True)).to_be_visible()
+    shot(page, "20-manifest-form")
+
+    before = len(_events(console, LISTED))
+    _fill(page, COMPANY.uscc, "YW-2026-WEB-MF-1")
+    supplied, missing = page.locator("#supplied"), page.locator("#missing")
+    expect(supplied).to_contain_text("营业执照")
+    expect(supplied).not_to_contain_text("变更决议")
+    expect(missing).to_contain_text("变更决议")
+    expect(missing).not_to_contain_text("营业执照")
+    expect(missing).to_contain_text("没有可共享的数据来源")
+    expect(page.locator("#notice-item")).to_contain_text("企业变更登记")
+    expect(page.locator("#notice-case")).to_have_text("YW-2026-WEB-MF-1")
+    applicant = page.locator("#notice-applicant")
+    expect(applicant).to_contain_text(COMPANY.uscc[:6] + "*")
+    expect(applicant).not_to_contain_text(COMPANY.uscc)
+    expect(page.locator("#notice")).not_to_contain_text(COMPANY.name)  # availability only
+    expect(page.locator("#print-hint")).to_be_visible()
+    shot(page, "21-manifest-notice")
+
+    page.emulate_media(media="print")
+    expect(page.locator("header")).to_be_hidden()
+    expect(page.locator("form[action='/console/manifest']")).to_be_hidden()
+    expect(page.locator("#print-hint")).to_be_hidden()
+    expect(page.locator("#notice")).to_be_visible()
+    expect(page.locator("#notice-date")).to_have_text(re.compile(r"^\d{4}-\d{2}-\d{2}$"))
+    shot(page, "22-manifest-print")
+    page.emulate_media(media="screen")
+
+    entries = _events(console, LISTED)
+    assert len(entries) == before + 1
+    entry = entries[-1]
+    assert (entry["department"], entry["operator"]) == ("service-centre", CLERK)
+    assert (entry["service_item"], entry["case_number"]) == (ITEM, "YW-2026-WEB-MF-1")
+    assert entry["reason"] == "一次性告知"
+    assert entry["decision"] == "allowed"
+    assert str(entry["idx"]) == page.locator("#audit-index").inner_text()
+
+
+def test_manifest_errors_in_words_and_csrf(page: Page, console: Console) -> None:
+    _log_in(page, console, CLERK, CLERK_PASSWORD)
+    page.goto(console.url + "/manifest")
+    listed = len(_events(console, LISTED))
+    _fill(page, "not-a-credit-code", "YW-2026-WEB-MF-2")
+    expect(page.get_by_role("alert")).to_contain_text("申请人证件号码")
+    shot(page, "23-manifest-bad-input")
+    assert len(_events(console, LISTED)) == listed
+
+    refused = len(_events(console, "console:csrf:refused"))
+    page.locator("form[action='/console/manifest'] input[name=csrf_token]").evaluate(
+        "e => { e.value = 'forged-token' }"
+    )
+    _fill(page, COMPANY.uscc, "YW-2026-WEB-MF-CSRF")
+    expect(page.get_by_role("heading", name="无法完成操作")).to_be_visible()
+    assert len(_events(console, LISTED)) == listed
+    assert len(_events(console, "console:csrf:refused")) == refused + 1
+
+    page.goto(console.url + "/manifest?lang=en")
+    expect(page.get_by_role("heading", name="One-time notice")).to_be_visible()
+    expect(page.get_by_label("Service item")).to_contain_text("企业变更登记")
+
+
+def test_manifest_page_is_for_clerks_only(page: Page, console: Console) -> None:
+    page.goto(console.url + "/manifest")
+    expect(page).to_have_url(console.url + "/login")
+    _log_in(page, console, AUDITOR, AUDITOR_PASSWORD)
+    page.goto(console.url + "/manifest")
+    expect(page.get_by_role("alert")).to_contain_text("clerk")
