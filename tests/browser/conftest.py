@@ -15,8 +15,10 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.support import ROOT, GatewayProcess, running_gateway, unavailable
@@ -134,3 +136,25 @@ def shot(page: Page, name: str) -> None:
     """Save a full-page screenshot of this step."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page: Page, console_url: str, username: str, password: str) -> None:
+    """Log in through the console's form (Chinese labels, the default language)."""
+    page.goto(console_url + "/login")
+    page.get_by_label("用户名").fill(username)
+    page.get_by_label("密码").fill(password)
+    page.get_by_role("button", name="登录").click()
+    page.wait_for_load_state()
+
+
+def audit_events(gateway: GatewayProcess, event: str) -> list[dict[str, Any]]:
+    """The gateway's audit entries of one event, oldest first, read from its database."""
+    engine = sa.create_engine(gateway.database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT * FROM audit_entries WHERE event = :e ORDER BY idx"), {"e": event}
+            ).mappings()
+            return [dict(row) for row in rows]
+    finally:
+        engine.dispose()

@@ -25,6 +25,8 @@ from tests.browser.conftest import (
     CLERK,
     CLERK_PASSWORD,
     Console,
+    audit_events,
+    log_in,
     shot,
 )
 from tests.support import ROOT
@@ -32,25 +34,6 @@ from tests.support import ROOT
 CASES = demo_cases(load_policy_set(ROOT / "policies").departments)
 LOGIN_REFUSED_ZH = "用户名或密码错误，或该账户暂时无法登录。"
 VERIFIED = "licence:verification:performed"
-
-
-def _events(console: Console, event: str) -> list[dict[str, Any]]:
-    engine = sa.create_engine(console.gateway.database_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.text("SELECT * FROM audit_entries WHERE event = :e ORDER BY idx"), {"e": event}
-            ).mappings()
-            return [dict(row) for row in rows]
-    finally:
-        engine.dispose()
-
-
-def _log_in(page: Page, console: Console, username: str, password: str) -> None:
-    page.goto(console.url + "/login")
-    page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(password)
-    page.get_by_role("button", name="登录").click()
 
 
 def _verify_by_identifier(page: Page, licence_id: str, case: str) -> None:
@@ -72,7 +55,7 @@ def _receipt_claims(console: Console, token: str) -> dict[str, Any]:
 def test_clerk_verifies_a_valid_and_a_revoked_licence(
     page: Page, console: Console, tmp_path: Path
 ) -> None:
-    _log_in(page, console, CLERK, CLERK_PASSWORD)
+    log_in(page, console.url, CLERK, CLERK_PASSWORD)
     expect(page.get_by_role("heading", name="核验电子证照")).to_be_visible()
     expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
     shot(page, "01-clerk-logged-in")
@@ -80,7 +63,7 @@ def test_clerk_verifies_a_valid_and_a_revoked_licence(
     for step, (case, words) in enumerate(
         [("business-licence", "有效"), ("revoked", "已吊销")], start=2
     ):
-        before = len(_events(console, VERIFIED))
+        before = len(audit_events(console.gateway, VERIFIED))
         licence_id = CASES[case].licence_id
         _verify_by_identifier(page, licence_id, f"YW-2026-WEB-{step}")
         expect(page.locator("#verdict")).to_have_text(words)
@@ -99,7 +82,7 @@ def test_clerk_verifies_a_valid_and_a_revoked_licence(
         assert claims["operator"] == CLERK
         assert claims["purpose"]["case"] == f"YW-2026-WEB-{step}"
 
-        entries = _events(console, VERIFIED)
+        entries = audit_events(console.gateway, VERIFIED)
         assert len(entries) == before + 1
         entry = entries[-1]
         assert entry["idx"] == claims["audit"]["index"]
@@ -115,20 +98,20 @@ def test_clerk_verifies_a_valid_and_a_revoked_licence(
 
 
 def test_wrong_password_shows_the_generic_message(page: Page, console: Console) -> None:
-    failed = len(_events(console, "console:login:failed"))
-    _log_in(page, console, CLERK, "not-the-password")
+    failed = len(audit_events(console.gateway, "console:login:failed"))
+    log_in(page, console.url, CLERK, "not-the-password")
     expect(page.get_by_role("alert")).to_have_text(LOGIN_REFUSED_ZH)
     shot(page, "05-wrong-password")
-    _log_in(page, console, "nobody-here", "whatever-it-is")
+    log_in(page, console.url, "nobody-here", "whatever-it-is")
     expect(page.get_by_role("alert")).to_have_text(LOGIN_REFUSED_ZH)
-    assert len(_events(console, "console:login:failed")) == failed + 2
+    assert len(audit_events(console.gateway, "console:login:failed")) == failed + 2
 
 
 def test_forged_csrf_token_is_refused_and_verifies_nothing(page: Page, console: Console) -> None:
-    _log_in(page, console, CLERK, CLERK_PASSWORD)
+    log_in(page, console.url, CLERK, CLERK_PASSWORD)
     expect(page.get_by_role("heading", name="核验电子证照")).to_be_visible()
-    verified = len(_events(console, VERIFIED))
-    refused = len(_events(console, "console:csrf:refused"))
+    verified = len(audit_events(console.gateway, VERIFIED))
+    refused = len(audit_events(console.gateway, "console:csrf:refused"))
     page.locator("form[action='/console/verify'] input[name=csrf_token]").evaluate(
         "e => { e.value = 'forged-token' }"
     )
@@ -136,8 +119,8 @@ def test_forged_csrf_token_is_refused_and_verifies_nothing(page: Page, console: 
     expect(page.get_by_role("heading", name="无法完成操作")).to_be_visible()
     expect(page.get_by_role("alert")).to_contain_text("操作未执行")
     shot(page, "06-csrf-refused")
-    assert len(_events(console, VERIFIED)) == verified
-    entries = _events(console, "console:csrf:refused")
+    assert len(audit_events(console.gateway, VERIFIED)) == verified
+    entries = audit_events(console.gateway, "console:csrf:refused")
     assert len(entries) == refused + 1
     assert entries[-1]["operator"] == CLERK
 
@@ -145,7 +128,7 @@ def test_forged_csrf_token_is_refused_and_verifies_nothing(page: Page, console: 
 def test_keyboard_reaches_the_identifier_and_the_submit_button(
     page: Page, console: Console
 ) -> None:
-    _log_in(page, console, CLERK, CLERK_PASSWORD)
+    log_in(page, console.url, CLERK, CLERK_PASSWORD)
     expect(page.get_by_role("heading", name="核验电子证照")).to_be_visible()
     page.keyboard.press("Tab")
     expect(page.locator("a.skip")).to_be_focused()
@@ -190,7 +173,7 @@ def test_clerk_verifies_a_qr_payload_and_an_uploaded_sealed_file(
     page: Page, console: Console, tmp_path: Path
 ) -> None:
     record = _record(console, CASES["food-permit"].licence_id)
-    _log_in(page, console, CLERK, CLERK_PASSWORD)
+    log_in(page, console.url, CLERK, CLERK_PASSWORD)
     page.get_by_label("二维码内容").fill(qr_payload(record.content))
     page.get_by_label("事项编码").fill("000201002000")
     page.get_by_label("办件编号").fill("YW-2026-WEB-QR")
@@ -214,9 +197,9 @@ def test_clerk_verifies_a_qr_payload_and_an_uploaded_sealed_file(
     assert claims["purpose"]["case"] == "YW-2026-WEB-FILE"
 
     # two ways at once: said in words, nothing verified
-    before = len(_events(console, VERIFIED))
+    before = len(audit_events(console.gateway, VERIFIED))
     page.get_by_label("证照编号").fill(CASES["revoked"].licence_id)
     page.get_by_label("二维码内容").fill(qr_payload(record.content))
     page.get_by_role("button", name="核验").click()
     expect(page.get_by_role("alert")).to_contain_text("三者选一")
-    assert len(_events(console, VERIFIED)) == before
+    assert len(audit_events(console.gateway, VERIFIED)) == before

@@ -14,6 +14,7 @@ from tests.browser.conftest import (
     CLERK_PASSWORD,
     Console,
     add_user,
+    log_in,
     shot,
 )
 
@@ -31,14 +32,6 @@ PAGES = {
 def admin_account(console: Console) -> str:
     add_user(console.gateway, ADMIN, ADMIN_PASSWORD, "--role", "admin")
     return ADMIN
-
-
-def _log_in(page: Page, console: Console, username: str, password: str) -> None:
-    page.goto(console.url + "/login")
-    page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(password)
-    page.get_by_role("button", name="登录").click()
-    page.wait_for_load_state()
 
 
 def _reaches_main_by_keyboard(page: Page) -> bool:
@@ -65,7 +58,7 @@ def test_every_page_fits_a_tablet_and_is_reachable_by_keyboard(
         "auditor": (AUDITOR, AUDITOR_PASSWORD),
         "admin": (admin_account, ADMIN_PASSWORD),
     }[role]
-    _log_in(page, console, username, password)
+    log_in(page, console.url, username, password)
     for path in PAGES[role]:
         response = page.goto(console.url + path)
         assert response is not None

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import add_user, shot
+from tests.browser.conftest import add_user, audit_events, shot
 from tests.support import GatewayProcess, running_gateway
 
 ADMIN = "admin-zhao"
@@ -54,10 +54,6 @@ def _rows(gw: GatewayProcess, query: str, **params: Any) -> list[dict[str, Any]]
             return [dict(r) for r in conn.execute(sa.text(query), params).mappings()]
     finally:
         engine.dispose()
-
-
-def _events(gw: GatewayProcess, event: str) -> list[dict[str, Any]]:
-    return _rows(gw, "SELECT * FROM audit_entries WHERE event = :e ORDER BY idx", e=event)
 
 
 def _key_status(gw: GatewayProcess, kid: str) -> str:
@@ -128,7 +124,7 @@ def test_admin_suspends_and_reinstates_a_seal(
     seal_id = section.locator("input[name=seal_id]").get_attribute("value")
     assert seal_id
     section = admin_page.locator(f"section[id='seal-{seal_id}']")
-    before = len(_events(admin_gateway, "seal:status:changed"))
+    before = len(audit_events(admin_gateway, "seal:status:changed"))
 
     section.get_by_label("暂停").check()
     section.get_by_label("原因", exact=True).fill("印章保管人员变动，暂停使用")
@@ -148,7 +144,7 @@ def test_admin_suspends_and_reinstates_a_seal(
     expect(section.locator(".seal-history tbody tr")).to_have_count(2)
     shot(admin_page, "admin-05-seal-reinstated")
 
-    entries = _events(admin_gateway, "seal:status:changed")
+    entries = audit_events(admin_gateway, "seal:status:changed")
     assert len(entries) == before + 2
     assert [e["operator"] for e in entries[-2:]] == [ADMIN, ADMIN]
     assert entries[-2]["reason"] == "印章保管人员变动，暂停使用"
@@ -167,7 +163,7 @@ def test_admin_revokes_a_department_key(admin_page: Page, admin_gateway: Gateway
     expect(row.locator("form")).to_have_count(0)
     shot(admin_page, "admin-06-key-revoked")
     assert _key_status(admin_gateway, kid) == "revoked"
-    entry = _events(admin_gateway, "key:department:revoked")[-1]
+    entry = audit_events(admin_gateway, "key:department:revoked")[-1]
     assert (entry["department"], entry["operator"]) == ("hrss", ADMIN)
     assert entry["reason"] == "私钥疑似泄露"
     assert kid in entry["detail"]
@@ -177,7 +173,7 @@ def test_forged_csrf_token_revokes_nothing(admin_page: Page, admin_gateway: Gate
     _log_in(admin_page, admin_gateway, ADMIN, ADMIN_PASSWORD)
     admin_page.goto(admin_gateway.url + DEPARTMENTS)
     kid = _first_active_key(admin_page, "tax")
-    refused = len(_events(admin_gateway, "console:csrf:refused"))
+    refused = len(audit_events(admin_gateway, "console:csrf:refused"))
     row = admin_page.locator(f"#key-{kid}")
     row.locator("input[name=csrf_token]").evaluate("e => { e.value = 'forged-token' }")
     row.get_by_label("原因").fill("伪造的请求")
@@ -186,7 +182,7 @@ def test_forged_csrf_token_revokes_nothing(admin_page: Page, admin_gateway: Gate
     expect(admin_page.get_by_role("alert")).to_contain_text("操作未执行")
     shot(admin_page, "admin-07-csrf-refused")
     assert _key_status(admin_gateway, kid) == "active"
-    entries = _events(admin_gateway, "console:csrf:refused")
+    entries = audit_events(admin_gateway, "console:csrf:refused")
     assert len(entries) == refused + 1
     assert entries[-1]["operator"] == ADMIN
 

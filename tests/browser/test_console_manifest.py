@@ -7,36 +7,24 @@ A forged CSRF token lists nothing; a closed-case or malformed input is said in w
 from __future__ import annotations
 
 import re
-from typing import Any
 
-import sqlalchemy as sa
 from playwright.sync_api import Page, expect
 
 from gateway.demo.population import companies
-from tests.browser.conftest import AUDITOR, AUDITOR_PASSWORD, CLERK, CLERK_PASSWORD, Console, shot
+from tests.browser.conftest import (
+    AUDITOR,
+    AUDITOR_PASSWORD,
+    CLERK,
+    CLERK_PASSWORD,
+    Console,
+    audit_events,
+    log_in,
+    shot,
+)
 
 COMPANY = next(c for c in companies() if c.status == "存续")
 LISTED = "manifest:materials:listed"
 ITEM = "000201002000"
-
-
-def _events(console: Console, event: str) -> list[dict[str, Any]]:
-    engine = sa.create_engine(console.gateway.database_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.text("SELECT * FROM audit_entries WHERE event = :e ORDER BY idx"), {"e": event}
-            ).mappings()
-            return [dict(row) for row in rows]
-    finally:
-        engine.dispose()
-
-
-def _log_in(page: Page, console: Console, username: str, password: str) -> None:
-    page.goto(console.url + "/login")
-    page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(password)
-    page.get_by_role("button", name="登录").click()
 
 
 def _fill(page: Page, applicant: str, case: str) -> None:
@@ -49,12 +37,12 @@ def _fill(page: Page, applicant: str, case: str) -> None:
 
 
 def test_clerk_prints_the_one_time_notice(page: Page, console: Console) -> None:
-    _log_in(page, console, CLERK, CLERK_PASSWORD)
+    log_in(page, console.url, CLERK, CLERK_PASSWORD)
     page.goto(console.url + "/manifest")
     expect(page.get_by_role("heading", name="一次性告知", exact=True)).to_be_visible()
     shot(page, "20-manifest-form")
 
-    before = len(_events(console, LISTED))
+    before = len(audit_events(console.gateway, LISTED))
     _fill(page, COMPANY.uscc, "YW-2026-WEB-MF-1")
     supplied, missing = page.locator("#supplied"), page.locator("#missing")
     expect(supplied).to_contain_text("营业执照")
@@ -80,7 +68,7 @@ def test_clerk_prints_the_one_time_notice(page: Page, console: Console) -> None:
     shot(page, "22-manifest-print")
     page.emulate_media(media="screen")
 
-    entries = _events(console, LISTED)
+    entries = audit_events(console.gateway, LISTED)
     assert len(entries) == before + 1
     entry = entries[-1]
     assert (entry["department"], entry["operator"]) == ("service-centre", CLERK)
@@ -91,22 +79,22 @@ def test_clerk_prints_the_one_time_notice(page: Page, console: Console) -> None:
 
 
 def test_manifest_errors_in_words_and_csrf(page: Page, console: Console) -> None:
-    _log_in(page, console, CLERK, CLERK_PASSWORD)
+    log_in(page, console.url, CLERK, CLERK_PASSWORD)
     page.goto(console.url + "/manifest")
-    listed = len(_events(console, LISTED))
+    listed = len(audit_events(console.gateway, LISTED))
     _fill(page, "not-a-credit-code", "YW-2026-WEB-MF-2")
     expect(page.get_by_role("alert")).to_contain_text("申请人证件号码")
     shot(page, "23-manifest-bad-input")
-    assert len(_events(console, LISTED)) == listed
+    assert len(audit_events(console.gateway, LISTED)) == listed
 
-    refused = len(_events(console, "console:csrf:refused"))
+    refused = len(audit_events(console.gateway, "console:csrf:refused"))
     page.locator("form[action='/console/manifest'] input[name=csrf_token]").evaluate(
         "e => { e.value = 'forged-token' }"
     )
     _fill(page, COMPANY.uscc, "YW-2026-WEB-MF-CSRF")
     expect(page.get_by_role("heading", name="无法完成操作")).to_be_visible()
-    assert len(_events(console, LISTED)) == listed
-    assert len(_events(console, "console:csrf:refused")) == refused + 1
+    assert len(audit_events(console.gateway, LISTED)) == listed
+    assert len(audit_events(console.gateway, "console:csrf:refused")) == refused + 1
 
     page.goto(console.url + "/manifest?lang=en")
     expect(page.get_by_role("heading", name="One-time notice")).to_be_visible()
@@ -116,6 +104,6 @@ def test_manifest_errors_in_words_and_csrf(page: Page, console: Console) -> None
 def test_manifest_page_is_for_clerks_only(page: Page, console: Console) -> None:
     page.goto(console.url + "/manifest")
     expect(page).to_have_url(console.url + "/login")
-    _log_in(page, console, AUDITOR, AUDITOR_PASSWORD)
+    log_in(page, console.url, AUDITOR, AUDITOR_PASSWORD)
     page.goto(console.url + "/manifest")
     expect(page.get_by_role("alert")).to_contain_text("clerk")

@@ -12,7 +12,15 @@ from typing import Any
 from playwright.sync_api import Page, expect
 
 from gateway.demo.population import companies
-from tests.browser.conftest import AUDITOR, AUDITOR_PASSWORD, CLERK, CLERK_PASSWORD, Console, shot
+from tests.browser.conftest import (
+    AUDITOR,
+    AUDITOR_PASSWORD,
+    CLERK,
+    CLERK_PASSWORD,
+    Console,
+    log_in,
+    shot,
+)
 
 QUERY: dict[str, Any] = {
     "resource": "enterprise-registration",
@@ -22,14 +30,6 @@ QUERY: dict[str, Any] = {
     "reason": "审计页面测试",
     "operator": "clerk-aud",
 }
-
-
-def _log_in(page: Page, console: Console, username: str, password: str) -> None:
-    page.goto(console.url + "/login")
-    page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(password)
-    page.get_by_role("button", name="登录").click()
-    page.wait_for_load_state()
 
 
 def _lookups(console: Console, count: int) -> list[int]:
@@ -45,7 +45,7 @@ def test_officer_searches_opens_an_entry_and_sees_charts(
 ) -> None:
     indexes = _lookups(console, 3)
     time.sleep(1.5)  # a checkpoint is signed each second while entries arrive
-    _log_in(page, console, AUDITOR, AUDITOR_PASSWORD)
+    log_in(page, console.url, AUDITOR, AUDITOR_PASSWORD)
     # an auditor starts on the audit log, and the header links to it
     assert page.url.endswith("/console/audit")
     assert page.get_by_role("link", name="审计日志").count() == 1
@@ -96,13 +96,13 @@ def test_officer_searches_opens_an_entry_and_sees_charts(
 
 
 def test_officer_pages_in_english_and_refused_to_a_clerk(page: Page, console: Console) -> None:
-    _log_in(page, console, CLERK, CLERK_PASSWORD)
+    log_in(page, console.url, CLERK, CLERK_PASSWORD)
     page.goto(console.url + "/audit")
     expect(page.get_by_role("alert")).to_contain_text("安全审计员")
     shot(page, "24-clerk-refused-audit")
     page.get_by_role("button", name="退出登录").click()
 
-    _log_in(page, console, AUDITOR, AUDITOR_PASSWORD)
+    log_in(page, console.url, AUDITOR, AUDITOR_PASSWORD)
     page.goto(console.url + "/audit?lang=en&subject=uscc:not-valid")
     expect(page.get_by_role("heading", name="Audit log", exact=True)).to_be_visible()
     expect(page.get_by_role("alert")).to_contain_text("Please correct the search")
