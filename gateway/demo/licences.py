@@ -209,6 +209,21 @@ def _company_form(name: str) -> str:
 # --- content builders (also used by ``gateway demo`` to issue a licence live) -------------
 
 
+def _licence(
+    kind: LicenceType, issuer: Department, serial: str, *, version: str = "001", **fields: Any
+) -> LicenceContent:
+    """The parts every demo licence shares: identifier, type, issuer and jurisdiction."""
+    return LicenceContent(
+        licence_id=licence_identifier(kind.code, issuer.uscc, serial, version),
+        type_code=kind.code,
+        type_name=kind.name,
+        issuer_uscc=issuer.uscc,
+        issuer_name=issuer_name(issuer),
+        jurisdiction=JURISDICTION,
+        **fields,
+    )
+
+
 def business_licence(
     company: Company,
     *,
@@ -223,19 +238,17 @@ def business_licence(
     """营业执照 of ``company``; ``valid_until`` None is a business term without end (长期)."""
     valid_from = company.established_on
     term = "长期" if valid_until is None else f"{_cn(valid_from)}至{_cn(valid_until)}"
-    return LicenceContent(
-        licence_id=licence_identifier(BUSINESS_LICENCE.code, issuer.uscc, serial, version),
-        type_code=BUSINESS_LICENCE.code,
-        type_name=BUSINESS_LICENCE.name,
+    return _licence(
+        BUSINESS_LICENCE,
+        issuer,
+        serial,
+        version=version,
         holder_name=company.name,
         holder_id=company.uscc,
         holder_id_type=HolderIdType.USCC,
-        issuer_uscc=issuer.uscc,
-        issuer_name=issuer_name(issuer),
         issue_date=issue_date,
         valid_from=valid_from,
         valid_until=valid_until,
-        jurisdiction=JURISDICTION,
         service_item=service_item,
         type_fields={
             "类型": _company_form(company.name),
@@ -258,19 +271,16 @@ def food_permit(
     """食品经营许可证 of a catering or food company, valid five years from ``issue_date``."""
     catering = "餐饮" in company.name
     kind = "2" if catering else "1"
-    return LicenceContent(
-        licence_id=licence_identifier(FOOD_PERMIT.code, issuer.uscc, serial),
-        type_code=FOOD_PERMIT.code,
-        type_name=FOOD_PERMIT.name,
+    return _licence(
+        FOOD_PERMIT,
+        issuer,
+        serial,
         holder_name=company.name,
         holder_id=company.uscc,
         holder_id_type=HolderIdType.USCC,
-        issuer_uscc=issuer.uscc,
-        issuer_name=issuer_name(issuer),
         issue_date=issue_date,
         valid_from=issue_date,
         valid_until=_add_years(issue_date, 5) - dt.timedelta(days=1),
-        jurisdiction=JURISDICTION,
         service_item=_ITEM_FOOD,
         type_fields={
             "许可证编号": f"JY{kind}{JURISDICTION}{number:07d}",
@@ -304,19 +314,16 @@ def real_estate_certificate(
     parcel = (
         f"{JURISDICTION}{rng.randint(1, 9):03d}{rng.randint(1, 9):03d}GB{rng.randint(1, 99999):05d}"
     )
-    return LicenceContent(
-        licence_id=licence_identifier(REAL_ESTATE_CERTIFICATE.code, issuer.uscc, serial),
-        type_code=REAL_ESTATE_CERTIFICATE.code,
-        type_name=REAL_ESTATE_CERTIFICATE.name,
+    return _licence(
+        REAL_ESTATE_CERTIFICATE,
+        issuer,
+        serial,
         holder_name=person.name,
         holder_id=person.id_number,
         holder_id_type=HolderIdType.RESIDENT_ID,
-        issuer_uscc=issuer.uscc,
-        issuer_name=issuer_name(issuer),
         issue_date=issue_date,
         valid_from=issue_date,
         valid_until=None,
-        jurisdiction=JURISDICTION,
         service_item=_ITEM_TRANSFER,
         type_fields={
             "不动产权证书号": f"湘（{issue_date.year}）岳阳市不动产权第{number:07d}号",

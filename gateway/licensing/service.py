@@ -202,8 +202,7 @@ class LicensingService:
 
     async def registry(self) -> SealRegistry:
         """The seal registry, reloaded only when a seal changed (one small read to know)."""
-        revision = await asyncio.to_thread(self._store.registry_revision)
-        return await asyncio.to_thread(self._registry_at, revision)
+        return await asyncio.to_thread(lambda: self._registry_at(self._store.registry_revision()))
 
     def _registry_at(self, revision: int) -> SealRegistry:
         """The registry as of ``revision`` or later (keys parsed once per change)."""
