@@ -6,10 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from gateway.bootstrap import initialise
 from gateway.settings import load_settings
 from tests.support import GatewayProcess, copy_policies, running_gateway
+
+# ``pytest --hypothesis-profile=fuzz`` runs the property tests 50 times longer (outside the
+# suite: the closing notes report what such runs tried and found).
+settings.register_profile("fuzz", max_examples=5_000, deadline=None)
 
 
 @pytest.fixture

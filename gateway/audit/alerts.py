@@ -16,7 +16,8 @@ and returns an :class:`Alert` for each of:
 - ``closed-case`` — lookups for a case the department had declared closed;
 - ``token-failures`` — at least ``token_failures`` refused tokens (``token:*``) of one
   department within ``token_window`` (a department of ``None``: tokens no key could be
-  attributed to, e.g. an unknown key id).
+  attributed to, e.g. an unknown key id); requests that ended in an unexpected exception
+  (``internal-error``) count as failures too, so a probe that crashes is not invisible.
 
 "Reads" are the entries of :data:`READ_EVENTS` that were allowed: released records, lookups
 that found no record (the subject was still looked for), licence verifications.
@@ -51,7 +52,10 @@ READ_EVENTS = frozenset(
     {"lookup:record:released", "lookup:record:not-found", "licence:verification:performed"}
 )
 #: Refusal reason codes some rule looks at (``token:*`` besides).
-WATCHED_REASONS = ("outside-hours", "case-closed", "quota-exhausted")
+WATCHED_REASONS = ("outside-hours", "case-closed", "quota-exhausted", "internal-error")
+#: A request that ended in an unexpected exception: counted with the token failures, since a
+#: probe that crashes the gateway is a probe all the same.
+INTERNAL_ERROR = "internal-error"
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HOUR = dt.timedelta(hours=1)
@@ -258,7 +262,7 @@ def evaluate(
             if quota is not None:
                 _span(quota_reads, (e.department, quota.resource, _day_of(e.at)), e)
         elif e.decision == "refused":
-            if code.startswith("token:"):
+            if code.startswith("token:") or code == INTERNAL_ERROR:
                 token_times[e.department].append(e)
             elif code == "outside-hours":
                 _span(grant_hours, (e.department, _day_of(e.at)), e)

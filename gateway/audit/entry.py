@@ -8,10 +8,17 @@ import enum
 import hashlib
 import hmac
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.core.wire import storable
+from gateway.storage.schema import audit_entries
+
 __all__ = ["AuditEntry", "Outcome", "SubjectHasher"]
+
+
+_DETAIL_LIMIT = 2000
 
 
 class Outcome(enum.StrEnum):
@@ -44,6 +51,22 @@ class AuditEntry:
     latency_ms: float | None = None
     detail: str | None = None
 
+    def __post_init__(self) -> None:
+        # Storable by construction: whatever a sender managed to put into a field (a claim
+        # value, a header member's name inside a message) cannot fail the entry's write —
+        # and with it the group commit of other departments' entries. Text that is already
+        # safe passes unchanged (one C-level regex search per field).
+        for name, limit in _TEXT_LIMITS:
+            value = getattr(self, name)
+            if value is not None:
+                safe = storable(str(value), limit)
+                if safe is not value:
+                    object.__setattr__(self, name, safe)
+        if self.fields is not None:
+            object.__setattr__(self, "fields", tuple(storable(f, 64) for f in self.fields))
+        if self.latency_ms is not None and not math.isfinite(self.latency_ms):
+            object.__setattr__(self, "latency_ms", None)
+
     def as_row(self) -> dict[str, Any]:
         """The entry as a database row."""
         row = {name: getattr(self, name) for name in _ENTRY_FIELDS}
@@ -55,6 +78,14 @@ class AuditEntry:
 
 
 _ENTRY_FIELDS = tuple(f.name for f in dataclasses.fields(AuditEntry))
+#: Text fields and the most characters their column holds (``detail`` is unbounded text in
+#: the schema; an entry keeps its first 2,000 characters).
+_TEXT_LIMITS = tuple(
+    (column.name, getattr(column.type, "length", None) or _DETAIL_LIMIT)
+    for column in audit_entries.columns
+    if column.name in _ENTRY_FIELDS
+    and column.name not in ("at", "decision", "fields", "latency_ms")
+)
 
 
 class SubjectHasher:

@@ -33,9 +33,10 @@ import msgspec
 
 from gateway.audit.entry import AuditEntry, Outcome
 from gateway.audit.search import decode_cursor, encode_cursor, parse_subject_text
-from gateway.core.lookup import Purpose, invalid_input_from
+from gateway.core.lookup import Purpose
 from gateway.core.policy import PolicySet, ReasonCode, Resource
 from gateway.core.sources import SourceAdapter
+from gateway.core.wire import Name, convert
 from gateway.errors import InvalidInput, PolicyDenied, SourceFailed, SourceTimeout
 from gateway.lookups.base import SignedRequests, elapsed_ms
 from gateway.lookups.service import LookupAnswer, PolicyHolder
@@ -89,12 +90,12 @@ class AccessHistorySource(Protocol):
     async def close(self) -> None: ...
 
 
-_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+_Name = Name
 
 
 class _Subject(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     type: _Name
-    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
 
 
 class _HistoryClaims(msgspec.Struct, frozen=True):
@@ -104,10 +105,7 @@ class _HistoryClaims(msgspec.Struct, frozen=True):
 
 
 def _parse(_department: str, claims: dict[str, Any]) -> _HistoryClaims:
-    try:
-        return msgspec.convert(claims, _HistoryClaims)
-    except msgspec.ValidationError as exc:
-        raise invalid_input_from(exc) from None
+    return convert(claims, _HistoryClaims)
 
 
 def history_resource(policy: PolicySet, subject_type: str) -> Resource:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.audit.entry import AuditEntry
+from gateway.audit.entry import AuditEntry, Outcome
 from gateway.audit.tree import Sequencer
 from gateway.errors import StoreUnavailable
 from gateway.storage.schema import audit_entries
@@ -44,6 +44,19 @@ _STOP = object()
 
 #: Advisory lock key of the audit sequencer ("yiwang" in ASCII, fits a bigint).
 _SEQUENCER_LOCK_ID = 0x796977616E67
+
+
+def _store_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store failed (rather than one entry's values)."""
+    return isinstance(
+        exc,
+        sa.exc.OperationalError
+        | sa.exc.InterfaceError
+        | sa.exc.DisconnectionError
+        | sa.exc.TimeoutError
+        | OSError
+        | RuntimeError,  # the stored tree disagrees with the entries: not one entry's fault
+    ) or (isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[int], Any]]) -> None:
@@ -128,23 +141,7 @@ class GroupCommitAuditLog:
             self._commit(batch)
 
     def _commit(self, batch: list[_Waiter]) -> None:
-        results: list[int | BaseException]
-        try:
-            with self._engine.begin() as conn:
-                first = self._sequence(conn)
-                rows = [entry.as_row() for entry, _, _ in batch]
-                for offset, row in enumerate(rows):
-                    row["idx"] = first + offset
-                conn.execute(sa.insert(audit_entries), rows)
-                # Same transaction, same lock: the tree's order is the log's, and no entry
-                # is durable without its leaf.
-                self._tree.integrate(conn, rows)
-            results = list(range(first, first + len(batch)))
-            self.batches_committed += 1
-        except Exception as exc:  # whatever failed, nothing of the batch is durable: 503s
-            self._tree.forget()
-            log.error("audit batch of %d could not be written: %s", len(batch), exc)
-            results = [StoreUnavailable("audit log") for _ in batch]
+        results = self._write([entry for entry, _, _ in batch])
         # One wake-up per event loop for the whole batch, not one per entry.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], Any]]] = {}
         for (_, fut, loop), result in zip(batch, results, strict=True):
@@ -153,6 +150,63 @@ class GroupCommitAuditLog:
             # RuntimeError: the loop closed while we wrote (shutdown); nobody is waiting.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle_all, settled)
+
+    def _write(self, entries: list[AuditEntry]) -> list[int | BaseException]:
+        """Commit ``entries`` in one transaction; their indexes, or an error for each.
+
+        When the store itself fails (unreachable, disk full, locked) every entry fails: a
+        503 for each request, nothing released. When the failure is an entry's own (a value
+        the store will not take — which :class:`AuditEntry` normalisation should make
+        impossible), the batch is split in halves and retried, so only the entry that cannot
+        be stored fails, and it is replaced by an entry saying so: one sender's input never
+        costs other requests their answer.
+        """
+        try:
+            first = self._insert(entries)
+        except Exception as exc:  # whatever failed, nothing of this transaction is durable
+            self._tree.forget()
+            if _store_failed(exc):
+                log.error("audit batch of %d could not be written: %s", len(entries), exc)
+                return [StoreUnavailable("audit log") for _ in entries]
+            if len(entries) > 1:
+                half = len(entries) // 2
+                return self._write(entries[:half]) + self._write(entries[half:])
+            return [self._unstorable(entries[0], exc)]
+        self.batches_committed += 1
+        return list(range(first, first + len(entries)))
+
+    def _insert(self, entries: list[AuditEntry]) -> int:
+        with self._engine.begin() as conn:
+            first = self._sequence(conn)
+            rows = [entry.as_row() for entry in entries]
+            for offset, row in enumerate(rows):
+                row["idx"] = first + offset
+            conn.execute(sa.insert(audit_entries), rows)
+            # Same transaction, same lock: the tree's order is the log's, and no entry
+            # is durable without its leaf.
+            self._tree.integrate(conn, rows)
+        return first
+
+    def _unstorable(self, entry: AuditEntry, exc: BaseException) -> BaseException:
+        """Record that ``entry`` could not be stored (its request fails with 503)."""
+        log.error("audit entry %s could not be stored: %s", entry.event, type(exc).__name__)
+        failed = StoreUnavailable("audit log")
+        replacement = AuditEntry(
+            at=entry.at,
+            event=entry.event,
+            decision=Outcome.REFUSED,
+            department=entry.department,
+            request_hash=entry.request_hash,
+            policy_version=entry.policy_version,
+            reason_code="entry-unstorable",
+            detail=f"the entry could not be stored ({type(exc).__name__}); nothing was released",
+        )
+        try:
+            failed.audit_index = self._insert([replacement])
+            self.batches_committed += 1
+        except Exception:  # the store is failing after all; the request still gets its 503
+            self._tree.forget()
+        return failed
 
     def _sequence(self, conn: sa.Connection) -> int:
         """The index of the batch's first entry, taken under the sequencer lock.

@@ -51,9 +51,9 @@ from gateway.audit.search import (
     parse_time,
     read_page,
 )
-from gateway.core.lookup import invalid_input_from
 from gateway.core.policy import DISTRICT_TZ, PolicySet
 from gateway.core.sources import SourceAdapter
+from gateway.core.wire import Name, Text, WireError, convert, decode_json
 from gateway.errors import ConfigurationError, InvalidInput, RecordNotFound, StoreUnavailable
 from gateway.lookups.base import SignedRequests
 from gateway.lookups.service import PolicyHolder
@@ -256,12 +256,12 @@ class Export:
     chunks: AsyncIterator[bytes]
 
 
-_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-_Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+_Name = Name
+_Reason = Text
 
 
 class _EmbargoRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    subject: Annotated[str, msgspec.Meta(min_length=3, max_length=100)]
+    subject: Annotated[str, msgspec.Meta(min_length=3, max_length=100, pattern=r"^[\x21-\x7e]+$")]
     until: dt.date
     reason: _Reason
     operator: _Name
@@ -356,11 +356,10 @@ class OfficerService:
     async def add_embargo(self, body: bytes, *, now: float) -> dict[str, Any]:
         """Embargo a subject's entries from the access history until a date; audited."""
         try:
-            request = msgspec.json.decode(body, type=_EmbargoRequest)
-        except msgspec.ValidationError as exc:
-            raise invalid_input_from(exc) from None
-        except msgspec.DecodeError:
+            raw = decode_json(body)
+        except WireError:
             raise InvalidInput("body", "must be a JSON object") from None
+        request = convert(raw, _EmbargoRequest)
         kind, ident = parse_subject_text(request.subject)
         today = _today()
         if request.until < today:

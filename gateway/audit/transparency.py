@@ -146,16 +146,22 @@ class TransparencyLog:
 
     def leaf(self, index: int) -> bytes | None:
         """The exact bytes hashed as the leaf of entry ``index`` (None if there is none)."""
+        found = self.leaf_with_owner(index)
+        return None if found is None else found[0]
 
-        def work(conn: sa.Connection) -> bytes | None:
+    def leaf_with_owner(self, index: int) -> tuple[bytes, str | None] | None:
+        """The leaf of entry ``index`` and the department the entry is about (None if there
+        is no such entry): a department may read the leaves of its own entries only."""
+
+        def work(conn: sa.Connection) -> tuple[bytes, str | None] | None:
             row = (
                 conn.execute(sa.select(audit_entries).where(audit_entries.c.idx == index))
                 .mappings()
                 .first()
             )
-            return None if row is None else leaf_bytes(row)
+            return None if row is None else (leaf_bytes(row), row["department"])
 
-        result: bytes | None = self._read(work)
+        result: tuple[bytes, str | None] | None = self._read(work)
         return result
 
     def _sized(self, conn: sa.Connection, size: int, field: str) -> StoredTree:

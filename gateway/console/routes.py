@@ -30,6 +30,7 @@ from gateway.accounts.sessions import cookie_name
 from gateway.audit import AuditEntry, Outcome
 from gateway.console.text import CHECKS, OUTCOMES, TEXT, VERDICTS, language
 from gateway.core.masks import parse_mask
+from gateway.core.wire import text_problem
 from gateway.errors import InvalidInput
 from gateway.runtime import GatewayRuntime
 
@@ -156,8 +157,15 @@ def _now_dt() -> dt.datetime:
 
 
 def _text(form: Mapping[str, Any], name: str) -> str:
+    """A form field as text: trimmed, at most ``_FIELD_MAX`` characters; a field with control
+    characters, lone surrogates or bidirectional overrides is refused (400, naming it) before
+    it reaches a query, a log entry or a page."""
     value = form.get(name)
-    return value.strip()[:_FIELD_MAX] if isinstance(value, str) else ""
+    if not isinstance(value, str):
+        return ""
+    if problem := text_problem(value):
+        raise InvalidInput(name, problem)
+    return value.strip()[:_FIELD_MAX]
 
 
 async def _csrf_refused(request: AnyRequest, session: Session | None, back: str) -> Response[str]:

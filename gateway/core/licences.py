@@ -34,18 +34,20 @@ import enum
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated
 
-import jwt
 import msgspec
 import rfc8785
 from jwt.api_jws import PyJWS
 
 from gateway.core.identifiers import LicenceId, ResidentId, Uscc
+from gateway.core.jose import CompactJWS, JoseError, parse_compact
+from gateway.core.jose import verify as verify_signature
 from gateway.core.keyring import ALLOWED_ALGORITHMS, PrivateKey
 from gateway.core.policy import DISTRICT_TZ
 from gateway.core.seals import Seal, SealRegistry
 from gateway.core.status_lists import StatusList, StatusRef
+from gateway.core.wire import SAFE_TEXT_PATTERN, Text, WireError, decode_json, invalid_input_from
 from gateway.errors import InvalidIdentifier, InvalidInput
 
 __all__ = [
@@ -96,6 +98,26 @@ QR_PREFIX = "YWL1"
 QR_DIGEST_BYTES = 16
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_HEADER_MEMBERS = frozenset({"alg", "kid", "typ"})
+
+# Bounds of the content's free text: every string is valid text without control characters
+# (the licence is stored, shown to clerks and printed); identifiers are checked by their own
+# rules after decoding.
+_Code = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[0-9A-Za-z.-]+$")]
+_FieldName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+#: A type-specific value: text up to 2,000 characters (经营范围 can be long) without control
+#: characters, or a whole number, or a truth value.
+_FieldValue = (
+    Annotated[
+        str,
+        msgspec.Meta(
+            max_length=2000,
+            pattern=SAFE_TEXT_PATTERN,
+        ),
+    ]
+    | Annotated[int, msgspec.Meta(ge=-(2**53), le=2**53)]
+    | bool
+)
 
 
 # --- content ------------------------------------------------------------------------------
@@ -116,20 +138,22 @@ class LicenceContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, om
     licence itself tells an offline verifier which entry to read.
     """
 
-    licence_id: str  # GB/T 36904 identifier with check character
-    type_code: str  # defining authority's USCC + 3 digits (also inside licence_id)
-    type_name: str
-    holder_name: str
-    holder_id: str
+    licence_id: _Code  # GB/T 36904 identifier with check character
+    type_code: _Code  # defining authority's USCC + 3 digits (also inside licence_id)
+    type_name: Text
+    holder_name: Text
+    holder_id: _Code
     holder_id_type: HolderIdType
-    issuer_uscc: str
-    issuer_name: str
+    issuer_uscc: _Code
+    issuer_name: Text
     issue_date: dt.date
     valid_from: dt.date
     valid_until: dt.date | None
-    jurisdiction: str  # administrative division code (行政区划代码)
-    service_item: str  # code of the government service item that produced the licence
-    type_fields: dict[str, Any] = msgspec.field(default_factory=dict)
+    jurisdiction: _Code  # administrative division code (行政区划代码)
+    service_item: _Code  # code of the government service item that produced the licence
+    type_fields: Annotated[
+        dict[Annotated[str, _FieldName], _FieldValue], msgspec.Meta(max_length=64)
+    ] = msgspec.field(default_factory=dict)
     document_sha256: str | None = None  # lowercase hex SHA-256 of the OFD or PDF file
     status: StatusRef | None = None
 
@@ -173,71 +197,39 @@ class IssuerMismatch(InvalidInput):
     """The issuer named in the identifier, the content and the sender are not the same."""
 
 
-class _Compact(msgspec.Struct, frozen=True):
-    """A compact JWS split once: header, payload and what the signature covers."""
+def _split(jws: str) -> CompactJWS:
+    """Parse a compact JWS once (nothing verified yet), or :class:`SignatureInvalid`.
 
-    header: dict[str, Any]
-    payload: bytes
-    signing_input: bytes
-    signature: bytes
-
-
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
-
-
-def _b64decode(segment: str) -> bytes:
-    # One C-level check of the alphabet: PyJWT checks each character in Python, which costs
-    # more than the signature check for a licence-sized payload.
-    if not _B64URL.fullmatch(segment):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def _split(jws: str) -> _Compact:
-    """Parse a compact JWS once (nothing verified yet), or :class:`SignatureInvalid`."""
-    parts = jws.split(".")
+    The document itself may carry no key, URL or critical extension: only ``alg``, ``kid``
+    and ``typ`` are read, and any other header member refuses it.
+    """
     try:
-        if len(parts) != 3:
-            raise ValueError("not three segments")
-        header = msgspec.json.decode(_b64decode(parts[0]))
-        if not isinstance(header, dict):
-            raise ValueError("header is not an object")
-        compact = _Compact(
-            header,
-            _b64decode(parts[1]),
-            f"{parts[0]}.{parts[1]}".encode("ascii"),
-            _b64decode(parts[2]),
-        )
-    except (ValueError, binascii.Error, msgspec.DecodeError, UnicodeError):
+        return parse_compact(jws, allowed_members=_HEADER_MEMBERS)
+    except JoseError as exc:
+        if exc.reason.startswith("header-not-allowed"):
+            raise SignatureInvalid("licence", "header members other than alg, kid, typ") from None
         raise SignatureInvalid("licence", "is not a compact JWS") from None
-    return compact
 
 
-def _header(jws: str) -> tuple[_Compact, str]:
+def _header(jws: str) -> tuple[CompactJWS, str]:
     """The parsed licence JWS and its ``kid``, or :class:`SignatureInvalid`."""
     compact = _split(jws)
     header = compact.header
-    kid, alg = header.get("kid"), header.get("alg")
-    if header.get("typ") != LICENCE_TYP:
+    if header.typ != LICENCE_TYP:
         raise SignatureInvalid("licence", f"typ must be {LICENCE_TYP}")
-    if alg not in ALLOWED_ALGORITHMS:
-        raise SignatureInvalid("licence", f"alg {alg!r} is not allowed")
-    if not isinstance(kid, str):
+    if header.alg not in ALLOWED_ALGORITHMS:
+        raise SignatureInvalid("licence", "alg is not allowed")
+    if header.kid is None:
         raise SignatureInvalid("licence", "kid is missing")
-    if set(header) - {"alg", "kid", "typ"}:
-        # Never honour a key, URL or critical extension carried by the document itself.
-        raise SignatureInvalid("licence", "header members other than alg, kid, typ")
-    return compact, kid
+    return compact, header.kid
 
 
-def _signed_payload(compact: _Compact, seal: Seal, registry: SealRegistry) -> bytes:
+def _signed_payload(compact: CompactJWS, seal: Seal, registry: SealRegistry) -> bytes:
     key = registry.public_key(SealRegistry.kid_of(seal))
     if key is None:
         raise SignatureInvalid("licence", f"seal {seal.seal_id} has no registered key")
     # The seal, not the header, says which algorithm its key uses.
-    if compact.header.get("alg") != seal.alg or not jwt.get_algorithm_by_name(seal.alg).verify(
-        compact.signing_input, key, compact.signature
-    ):
+    if not verify_signature(compact, alg=seal.alg, key=key):
         raise SignatureInvalid("licence", f"signature does not verify with seal {seal.seal_id}")
     return compact.payload
 
@@ -246,11 +238,16 @@ def _content(payload: bytes) -> LicenceContent:
     try:
         content = msgspec.json.decode(payload, type=LicenceContent)
     except msgspec.ValidationError as exc:
-        raise ContentMalformed("content", str(exc)) from None
-    except msgspec.DecodeError:
-        raise ContentMalformed("content", "is not JSON") from None
+        problem = invalid_input_from(exc, "content")
+        raise ContentMalformed(problem.field, problem.reason) from None
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
+        raise ContentMalformed("content", "is not strict JSON") from None
     # Only the canonical form is accepted so that the digest of the content is unique.
-    if canonical_bytes(content) != payload:
+    try:
+        canonical = canonical_bytes(content)
+    except (rfc8785.CanonicalizationError, ValueError):  # a value JSON cannot carry exactly
+        raise ContentMalformed("content", "is not canonical JSON (RFC 8785)") from None
+    if canonical != payload:
         raise ContentMalformed("content", "is not canonical JSON (RFC 8785, unset fields left out)")
     return content
 
@@ -712,8 +709,8 @@ def peek_licence_id(jws: str) -> str | None:
     Only to find the stored record before :func:`verify_presented` checks everything.
     """
     try:
-        value = msgspec.json.decode(_split(jws).payload).get("licence_id")
-    except (SignatureInvalid, msgspec.DecodeError, AttributeError):
+        value = decode_json(_split(jws).payload).get("licence_id")
+    except (SignatureInvalid, WireError, AttributeError):
         return None
     return value if isinstance(value, str) else None
 

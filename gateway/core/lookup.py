@@ -9,13 +9,13 @@ problem is an :class:`~gateway.errors.InvalidInput` naming the claim path
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from gateway.core.identifiers import SubjectId, parse_subject
+from gateway.core.wire import Name, Text, convert, invalid_input_from
 from gateway.errors import InvalidInput
 
 __all__ = [
@@ -34,10 +34,13 @@ __all__ = [
     "parse_manifest_claims",
 ]
 
+# Re-exported: the field-level problem of a msgspec validation failure.
+__all__ += ["invalid_input_from"]
+
 MAX_FIELDS = 64
 
-_Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+_Text = Text
+_Name = Name
 
 
 class Purpose(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -50,7 +53,7 @@ class Purpose(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class _Subject(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     type: _Name
-    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
 
 
 class _Query(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -69,7 +72,8 @@ class _LookupClaims(msgspec.Struct, frozen=True):
 class _BatchClaims(msgspec.Struct, frozen=True):
     purpose: Purpose
     operator: _Name
-    queries: Annotated[list[Any], msgspec.Meta(min_length=1)]
+    # Each query is converted on its own, so one malformed query does not refuse the batch.
+    queries: Annotated[list[Any], msgspec.Meta(min_length=1, max_length=10_000)]
 
 
 class _ManifestClaims(msgspec.Struct, frozen=True):
@@ -150,28 +154,11 @@ class CaseClosure:
     reason: str
 
 
-_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _T = TypeVar("_T")
 
 
-def invalid_input_from(exc: msgspec.ValidationError, prefix: str = "") -> InvalidInput:
-    """Turn msgspec's message ``Expected `str` - at `$.a.b``` into a field and a reason."""
-    m = _PATH.match(str(exc))
-    msg, path = (m.group("msg"), m.group("path") or "") if m else (str(exc), "")
-    path = path.lstrip(".")
-    missing = re.match(r"Object missing required field `([^`]+)`", msg)
-    if missing:
-        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
-        msg = "is required"
-    field = ".".join(p for p in (prefix, path) if p) or "body"
-    return InvalidInput(field, msg)
-
-
 def _convert(raw: Any, kind: type[_T], prefix: str = "") -> _T:
-    try:
-        return msgspec.convert(raw, kind)
-    except msgspec.ValidationError as exc:
-        raise invalid_input_from(exc, prefix) from None
+    return convert(raw, kind, prefix)
 
 
 def _subject(subject: _Subject, prefix: str) -> SubjectId:

@@ -26,7 +26,7 @@ import secrets
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
 import msgspec
@@ -73,8 +73,10 @@ class StatusListRejected(Error):
 class StatusRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Where a licence's status is published: the list's id and the entry's index."""
 
-    list_id: str
-    index: int
+    # Bounded where senders reach them (a sealed licence carries its reference): a URL of
+    # printable ASCII, an index any list can have.
+    list_id: Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")]
+    index: Annotated[int, msgspec.Meta(ge=0, lt=2**31)]
 
 
 class StatusList:

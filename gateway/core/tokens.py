@@ -8,16 +8,16 @@ are computed from the same instant the checks used.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-import jwt
 import msgspec
 
+from gateway.core.jose import CompactJWS, JoseError, parse_compact
+from gateway.core.jose import verify as verify_signature
 from gateway.core.keyring import ALLOWED_ALGORITHMS, DepartmentKey, KeyId, KeyRing, KeyStatus
+from gateway.core.wire import Name, NumericDate, WireError, decode_json
 from gateway.errors import TokenRejected
 
 __all__ = [
@@ -57,6 +57,25 @@ CASE_CLOSE_RESULT_TYP = "yiwang-case-closed+jwt"
 # follow a key or URL that the token carries, and we cannot honour extensions we do not know.
 _ALLOWED_HEADER_MEMBERS = frozenset({"alg", "kid", "typ"})
 _MAX_JTI_LENGTH = 128
+_REGISTERED = ("iss", "aud", "iat", "exp", "jti", "nbf")
+
+
+class _RegisteredClaims(msgspec.Struct, frozen=True):
+    """The registered claims every request token carries, each of its type and range.
+
+    Times are whole seconds inside :data:`~gateway.core.wire.NumericDate`'s window: a float,
+    a huge integer or anything non-finite is refused here, before any comparison is made.
+    """
+
+    iss: Name
+    aud: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    iat: NumericDate
+    exp: NumericDate
+    # Kept in the replay cache and the durable store: printable ASCII, bounded.
+    jti: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=_MAX_JTI_LENGTH, pattern=r"^[\x21-\x7e]+$")
+    ]
+    nbf: NumericDate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,29 +86,21 @@ class VerifiedToken:
     kid: KeyId
     claims: dict[str, Any]
     jti: str
-    expires_at: float
+    expires_at: int
     sha256: str
 
 
-def _peek_header(text: str) -> dict[str, Any]:
-    """Read the protected header without verifying it, only to choose the key.
-
-    PyJWT then parses and verifies the whole token; reading the header here first spares a
-    second full parse (PyJWT's ``get_unverified_header`` decodes every segment).
-    """
-    segment = text.split(".", 1)[0]
-    header = msgspec.json.decode(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    if not isinstance(header, dict) or text.count(".") != 2:
-        raise ValueError("not a compact JWS")
-    return header
-
-
-def _number(claims: dict[str, Any], name: str) -> float:
-    value = claims.get(name)
-    # bool is an int in Python; a JSON true is not a time.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TokenRejected(f"claim-{name}-not-numeric")
-    return float(value)
+def _registered(claims: dict[str, Any]) -> _RegisteredClaims:
+    try:
+        return msgspec.convert(claims, _RegisteredClaims)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        for name in _REGISTERED:
+            if f"`{name}`" in message and message.startswith("Object missing required field"):
+                raise TokenRejected(f"missing-{name}") from None
+            if message.endswith(f"`$.{name}`"):
+                raise TokenRejected(f"claim-{name}-invalid") from None
+        raise TokenRejected("invalid") from None
 
 
 class RequestTokenVerifier:
@@ -137,10 +148,10 @@ class RequestTokenVerifier:
         """Verify ``token`` (compact JWS bytes) as a request of type ``typ`` at time ``now``."""
         if len(token) > (self._max_bytes if max_bytes is None else max_bytes):
             raise TokenRejected("token-too-large")
-        text, key, header = self._select_key(token, typ)
-        claims = self._decode(text, key, header)
+        jws, key = self._select_key(token, typ)
         try:
-            exp, jti = self._check_times(claims, now)
+            claims, registered = self._decode(jws, key)
+            self._check_times(registered, now)
         except TokenRejected as exc:
             exc.claimed_issuer = key.department
             raise
@@ -148,96 +159,63 @@ class RequestTokenVerifier:
             department=key.department,
             kid=key.kid,
             claims=claims,
-            jti=jti,
-            expires_at=exp,
+            jti=registered.jti,
+            expires_at=registered.exp,
             sha256=hashlib.sha256(token.strip()).hexdigest(),
         )
 
-    def _select_key(self, token: bytes, typ: str) -> tuple[str, DepartmentKey, dict[str, Any]]:
+    def _select_key(self, token: bytes, typ: str) -> tuple[CompactJWS, DepartmentKey]:
         """Header checks; the registered key that ``kid`` names (an untrusted hint)."""
         try:
-            text = token.decode("ascii").strip()
-            header = _peek_header(text)
-        except (UnicodeDecodeError, ValueError, binascii.Error, msgspec.DecodeError):
-            raise TokenRejected("malformed") from None
-
-        extra = set(header) - _ALLOWED_HEADER_MEMBERS
-        if extra:
-            raise TokenRejected(f"header-not-allowed:{','.join(sorted(extra))}")
-        alg = header.get("alg")
-        if alg not in ALLOWED_ALGORITHMS:  # also refuses "none" in every spelling and HS*
+            jws = parse_compact(token, allowed_members=_ALLOWED_HEADER_MEMBERS)
+        except JoseError as exc:
+            raise TokenRejected(exc.reason) from None
+        header = jws.header
+        if header.alg not in ALLOWED_ALGORITHMS:  # also refuses "none" in every spelling and HS*
             raise TokenRejected("alg-not-allowed")
-        if header.get("typ") != typ:
+        if header.typ != typ:
             raise TokenRejected("wrong-typ")
-        kid = header.get("kid")
-        key = self._keyring.get(kid) if isinstance(kid, str) else None
+        key = self._keyring.get(header.kid) if header.kid is not None else None
         if key is None:
             raise TokenRejected("unknown-kid")
         if key.status is not KeyStatus.ACTIVE:
             raise TokenRejected(f"key-{key.status}", claimed_issuer=key.department)
-        if alg != key.alg:
+        if header.alg != key.alg:
             raise TokenRejected("alg-not-allowed-for-key", claimed_issuer=key.department)
-        return text, key, header
+        return jws, key
 
-    def _decode(self, text: str, key: DepartmentKey, peeked: dict[str, Any]) -> dict[str, Any]:
-        """Signature, audience, issuer and presence of the registered claims."""
+    def _decode(
+        self, jws: CompactJWS, key: DepartmentKey
+    ) -> tuple[dict[str, Any], _RegisteredClaims]:
+        """Signature (with the algorithm registered for the key), then the payload decoded
+        strictly, then audience and issuer."""
+        if not verify_signature(jws, alg=key.alg, key=key.public_key):
+            raise TokenRejected("bad-signature")
         try:
-            verified = jwt.decode_complete(
-                text,
-                key=key.public_key,
-                # Only the algorithm registered with this key: never trust the header's choice.
-                algorithms=[key.alg],
-                # The token must be meant for this gateway...
-                audience=self._audience,
-                # ...and issued by the department that owns the key that signed it.
-                issuer=key.department,
-                options={
-                    "verify_signature": True,
-                    "verify_aud": True,
-                    "verify_iss": True,
-                    # Time claims are checked below against the caller's ``now``.
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                    "verify_sub": False,
-                    "verify_jti": False,
-                    "require": ["iss", "aud", "iat", "exp", "jti"],
-                },
-            )
-        except jwt.InvalidSignatureError:
-            raise TokenRejected("bad-signature", claimed_issuer=key.department) from None
-        except jwt.InvalidAudienceError:
-            raise TokenRejected("wrong-aud", claimed_issuer=key.department) from None
-        except jwt.InvalidIssuerError:
-            raise TokenRejected("iss-not-key-owner", claimed_issuer=key.department) from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise TokenRejected(f"missing-{exc.claim}", claimed_issuer=key.department) from None
-        except jwt.InvalidTokenError:  # includes a ``crit`` header PyJWT itself refuses
-            raise TokenRejected("invalid", claimed_issuer=key.department) from None
-        # The key was chosen from our own quick read of the header; the header PyJWT verified
-        # must be exactly that one, or the two parsers disagreed about an unsigned hint.
-        if verified["header"] != peeked:
-            raise TokenRejected("header-mismatch", claimed_issuer=key.department)
-        claims: dict[str, Any] = verified["payload"]
+            claims = decode_json(jws.payload, what="payload")
+        except WireError:
+            raise TokenRejected("payload-malformed") from None
         if not isinstance(claims, dict):
-            raise TokenRejected("invalid", claimed_issuer=key.department)
-        return claims
+            raise TokenRejected("payload-malformed")
+        registered = _registered(claims)
+        # The token must be meant for this gateway...
+        if registered.aud != self._audience:
+            raise TokenRejected("wrong-aud")
+        # ...and issued by the department that owns the key that signed it.
+        if registered.iss != key.department:
+            raise TokenRejected("iss-not-key-owner")
+        return claims, registered
 
-    def _check_times(self, claims: dict[str, Any], now: float) -> tuple[float, str]:
-        """Lifetime rules against the caller's ``now``; returns ``exp`` and ``jti``."""
-        exp = _number(claims, "exp")
-        iat = _number(claims, "iat")
+    def _check_times(self, claims: _RegisteredClaims, now: float) -> None:
+        """Lifetime rules against the caller's ``now`` (whole seconds, all finite)."""
+        exp, iat = claims.exp, claims.iat
         if now > exp + self._leeway:
             raise TokenRejected("expired")
         if iat > now + self._leeway:
             raise TokenRejected("issued-in-future")
-        if "nbf" in claims and _number(claims, "nbf") > now + self._leeway:
+        if claims.nbf is not None and claims.nbf > now + self._leeway:
             raise TokenRejected("not-yet-valid")
         if exp <= iat:
             raise TokenRejected("exp-before-iat")
         if exp - iat > self._max_lifetime:
             raise TokenRejected("lifetime-too-long")
-        jti = claims["jti"]
-        if not isinstance(jti, str) or not 0 < len(jti) <= _MAX_JTI_LENGTH:
-            raise TokenRejected("bad-jti")
-        return exp, jti

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import post
 from litestar.datastructures import State
 
+from gateway.core.wire import Text
 from gateway.http.auth import require_role
 from gateway.http.routes import runtime_of
 
@@ -18,7 +19,7 @@ __all__ = ["ROUTES", "KeyRevocation", "revoke_department_key"]
 class KeyRevocation(msgspec.Struct, forbid_unknown_fields=True):
     """Why a department key is revoked (kept in the audit log)."""
 
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    reason: Text
 
 
 @post(

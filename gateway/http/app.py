@@ -21,7 +21,8 @@ from gateway.console import manifests as console_manifests
 from gateway.console import officers as console_officers
 from gateway.console import routes as console_routes
 from gateway.http import admin, audit_log, audit_officers, licences, routes, uploads
-from gateway.http.problems import exception_handlers
+from gateway.http.boundary import check_parameters
+from gateway.http.problems import exception_handlers, record_unexpected
 from gateway.runtime import GatewayRuntime
 from gateway.settings import Settings, load_settings
 
@@ -86,6 +87,9 @@ class GatewayPlugin(InitPluginProtocol):
             ]
         )
         app_config.exception_handlers.update(exception_handlers)  # type: ignore[arg-type]
+        # Durable entry for any request that ends in an unexpected exception, before its 500.
+        app_config.after_exception.append(record_unexpected)
+        app_config.before_request = check_parameters
         app_config.lifespan.append(lifespan)
         app_config.openapi_config = OpenAPIConfig(
             title="Yiwang Gateway",

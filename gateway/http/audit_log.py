@@ -17,8 +17,8 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 
 from gateway.audit import AuditEntry, Outcome
-from gateway.core.lookup import invalid_input_from
-from gateway.errors import InvalidInput, RecordNotFound
+from gateway.core.wire import MAX_INDEX, Name, convert
+from gateway.errors import InvalidInput, PolicyDenied, RecordNotFound
 from gateway.http.problems import problem_response
 from gateway.http.routes import JWT_MEDIA_TYPE, runtime_of
 from gateway.lookups.base import elapsed_ms
@@ -43,15 +43,12 @@ _PUBLIC = "public, max-age=1"
 
 
 class _LeafClaims(msgspec.Struct, frozen=True):
-    operator: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    index: Annotated[int, msgspec.Meta(ge=1)]
+    operator: Name
+    index: Annotated[int, msgspec.Meta(ge=1, le=MAX_INDEX)]
 
 
 def _parse_leaf_claims(department: str, claims: dict[str, Any]) -> _LeafClaims:
-    try:
-        return msgspec.convert(claims, _LeafClaims)
-    except msgspec.ValidationError as exc:
-        raise invalid_input_from(exc) from None
+    return convert(claims, _LeafClaims)
 
 
 @get(
@@ -78,7 +75,7 @@ async def checkpoint(state: State) -> Response[bytes]:
 )
 async def checkpoints(
     state: State,
-    before: Annotated[int | None, Parameter(ge=1)] = None,
+    before: Annotated[int | None, Parameter(ge=1, le=MAX_INDEX)] = None,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     found = await asyncio.to_thread(
@@ -95,8 +92,8 @@ async def checkpoints(
 )
 async def inclusion_proof(
     state: State,
-    index: Annotated[int, Parameter(ge=1)],
-    size: Annotated[int, Parameter(ge=1)],
+    index: Annotated[int, Parameter(ge=1, le=MAX_INDEX)],
+    size: Annotated[int, Parameter(ge=1, le=MAX_INDEX)],
 ) -> dict[str, Any]:
     return await asyncio.to_thread(runtime_of(state).transparency.inclusion, index, size)
 
@@ -108,8 +105,8 @@ async def inclusion_proof(
 )
 async def consistency_proof(
     state: State,
-    old_size: Annotated[int, Parameter(query="from", ge=1)],
-    new_size: Annotated[int, Parameter(query="to", ge=1)],
+    old_size: Annotated[int, Parameter(query="from", ge=1, le=MAX_INDEX)],
+    new_size: Annotated[int, Parameter(query="to", ge=1, le=MAX_INDEX)],
 ) -> dict[str, Any]:
     return await asyncio.to_thread(runtime_of(state).transparency.consistency, old_size, new_size)
 
@@ -118,9 +115,10 @@ async def consistency_proof(
     "/v1/audit/entries/{index:int}/leaf",
     summary="The exact bytes hashed as an entry's leaf (RFC 8785 JSON)",
     description=(
-        "For the auditor role (bearer token) or a registered department (header "
-        "`Request-Token`: a JWS of typ `yiwang-audit-leaf+jwt` with claims `operator` and "
-        "`index`). Subjects in leaves are keyed hashes, never in clear."
+        "For the auditor role (bearer token), which reads every leaf, or a registered "
+        "department (header `Request-Token`: a JWS of typ `yiwang-audit-leaf+jwt` with claims "
+        "`operator` and `index`), which reads the leaves of its own entries only (403 "
+        "`not-own-entry` otherwise). Subjects in leaves are keyed hashes, never in clear."
     ),
     tags=["audit log"],
     media_type="application/json",
@@ -160,7 +158,20 @@ async def _leaf_for_department(
     await rq.admit(
         received.token, now=now, base=base, event="audit:leaf:refused", started=received.started
     )
-    leaf: bytes | None = await asyncio.to_thread(runtime.transparency.leaf, index)
+    found: tuple[bytes, str | None] | None = await asyncio.to_thread(
+        runtime.transparency.leaf_with_owner, index
+    )
+    if found is None:
+        missing = RecordNotFound(f"no audit entry {index}")
+        await rq.refuse(missing, base, "audit:leaf:refused", received.started)
+        raise missing
+    leaf, owner = found
+    if owner != received.token.department:
+        # A department reads its own entries' leaves only: another's would show whom it
+        # looked up (the keyed subject links its lookups to everyone else's of that person).
+        refused = PolicyDenied("not-own-entry", "the entry is not about this department")
+        await rq.refuse(refused, base, "audit:leaf:refused", received.started)
+        raise refused
     await rq.audit.append(
         AuditEntry(
             **base,

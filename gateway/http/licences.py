@@ -18,6 +18,7 @@ from litestar.datastructures import State
 
 from gateway.core.seals import SEAL_REGISTRY_TYP
 from gateway.core.status_lists import STATUS_LIST_TYP
+from gateway.core.wire import Name, Text
 from gateway.http.auth import require_role
 from gateway.http.problems import problem_response
 from gateway.http.routes import JWT_MEDIA_TYPE, runtime_of, signed
@@ -121,8 +122,8 @@ class SealStatusChange(msgspec.Struct, forbid_unknown_fields=True):
     """An administrator's change of a seal's status."""
 
     action: Annotated[str, msgspec.Meta(pattern="^(suspend|reinstate|revoke)$")]
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    revocation_reason: str | None = None
+    reason: Text
+    revocation_reason: Name | None = None
 
 
 @post(

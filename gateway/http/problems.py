@@ -6,21 +6,43 @@ failures share one opaque title and detail: the precise reason is in the audit l
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import re
+import time
 from typing import Any
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import Scope
 
 from gateway import errors
+from gateway.audit import AuditEntry, Outcome
+from gateway.core.wire import storable
 
-__all__ = ["PROBLEM_JSON", "exception_handlers", "problem_response"]
+__all__ = [
+    "AUDIT_CONTEXT",
+    "INTERNAL_ERROR_EVENT",
+    "PROBLEM_JSON",
+    "exception_handlers",
+    "problem_response",
+    "record_unexpected",
+]
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 _TYPE_BASE = "urn:yiwang:problem:"
+
+#: Event of the entry that records a request which ended in an unexpected exception.
+INTERNAL_ERROR_EVENT = "request:internal-error"
+#: Key in the request's scope state where a route leaves what the entry of an unexpected
+#: failure should name (``request_hash``, ``department`` once known).
+AUDIT_CONTEXT = "audit_context"
+_RECORDED = "internal_error_audit_index"
+_UNRECORDED = "internal_error_unrecorded"
+_MISSING_PARAMETER = re.compile(r"Missing required (\w+) parameter '([^']+)'")
 
 _TABLE: list[tuple[type[errors.Error], int, str, str]] = [
     (errors.InvalidInput, 400, "invalid-input", "The request is malformed"),
@@ -85,6 +107,42 @@ def _for_gateway_error(request: Request[Any, Any, Any], exc: errors.Error) -> Re
     return problem_response(status, slug, title, detail, headers, **extra)
 
 
+def _for_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    """A parameter or body that failed the framework's typed decoding: 400 naming it."""
+    field, reason = "body", "is malformed"
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    first = next((e for e in extra if isinstance(e, dict)), None)
+    if first is not None:
+        field = _public_name(request, str(first.get("key") or "body"))
+        reason = str(first.get("message") or reason)
+    elif missing := _MISSING_PARAMETER.search(str(exc.detail)):
+        field, reason = missing.group(2), "is required"
+    field, reason = storable(field, 128), storable(reason, 200)
+    return problem_response(
+        400,
+        "invalid-input",
+        "The request is malformed",
+        f"{field}: {reason}",
+        None,
+        field=field,
+        reason=reason,
+    )
+
+
+def _public_name(request: Request[Any, Any, Any], key: str) -> str:
+    """The name a parameter has on the wire (its query alias), not the handler's."""
+    handler = request.scope.get("route_handler")
+    try:
+        definition = handler.parsed_fn_signature.parameters[key].kwarg_definition
+    except (AttributeError, KeyError):
+        return key
+    for attribute in ("query", "header", "cookie"):
+        alias = getattr(definition, attribute, None)
+        if isinstance(alias, str) and alias:
+            return alias
+    return key
+
+
 def _for_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     slug = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
@@ -94,14 +152,56 @@ def _for_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Respon
     return problem_response(status, slug, detail or "HTTP error", None, exc.headers)
 
 
-def _for_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    # Never a stack trace to the caller; the log has it.
+def _for_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # Never a stack trace or the exception's text to the caller; the log has it, and the
+    # audit log has an entry (written by :func:`record_unexpected` before this runs).
     log.exception("unhandled error", exc_info=exc)
-    return problem_response(500, "internal", "Internal error")
+    state = request.scope.get("state", {})
+    if state.get(_UNRECORDED):
+        # The failure could not be recorded: answer like any request whose entry cannot be
+        # made durable.
+        return problem_response(
+            503,
+            "store-unavailable",
+            "A required store is unavailable",
+            headers={"Retry-After": "1"},
+        )
+    return problem_response(500, "internal", "Internal error", audit_index=state.get(_RECORDED))
+
+
+async def record_unexpected(exc: Exception, scope: Scope) -> None:
+    """``after_exception`` hook: an audit entry for a request that ended in an unexpected
+    exception, durable before the 500 is sent — so no probe that crashes a handler goes
+    unrecorded. Never raises; if the entry cannot be written the answer becomes a 503."""
+    if isinstance(exc, errors.Error | HTTPException):
+        return  # answered by its own problem (and audited by its service where it should be)
+    state = scope.setdefault("state", {})
+    try:
+        runtime = scope["app"].state.runtime
+        context = state.get(AUDIT_CONTEXT) or {}
+        template = scope.get("path_template") or "?"
+        state[_RECORDED] = await runtime.audit.append(
+            AuditEntry(
+                at=dt.datetime.fromtimestamp(time.time(), dt.UTC),
+                event=INTERNAL_ERROR_EVENT,
+                decision=Outcome.REFUSED,
+                department=context.get("department"),
+                request_hash=context.get("request_hash"),
+                policy_version=runtime.policy.current.version,
+                reason_code="internal-error",
+                # The exception's type and the route's template — never the exception's text
+                # or the raw path, which may carry a subject's identifier.
+                detail=f"{type(exc).__name__} in {scope.get('method', '?')} {template}",
+            )
+        )
+    except Exception:  # the audit store is failing too; say so with a 503
+        log.exception("the internal error could not be recorded")
+        state[_UNRECORDED] = True
 
 
 exception_handlers: dict[type[Exception], Any] = {
     errors.Error: _for_gateway_error,
+    ValidationException: _for_validation,
     HTTPException: _for_http_exception,
     Exception: _for_unexpected,
 }

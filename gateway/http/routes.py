@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,7 +15,7 @@ from litestar.datastructures import State
 from gateway.core.policy_check import explain_decision
 from gateway.errors import PayloadTooLarge, UnsupportedMediaType
 from gateway.http.auth import require_role
-from gateway.http.problems import problem_response
+from gateway.http.problems import AUDIT_CONTEXT, problem_response
 from gateway.lookups import LookupAnswer
 from gateway.runtime import GatewayRuntime
 
@@ -76,6 +77,8 @@ async def signed(
     if token_cap is not None:
         limit = max(limit, token_cap + 1024)
     body = await _read_capped(request, limit)
+    # What the entry of an unexpected failure names (gateway.http.problems.record_unexpected).
+    request.state[AUDIT_CONTEXT] = {"request_hash": hashlib.sha256(body.strip()).hexdigest()}
     return jwt_response(await handle(runtime)(body, now=received_at))
 
 

@@ -49,7 +49,8 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 
 from gateway.core.licences import StatusAction
-from gateway.core.lookup import Purpose, invalid_input_from
+from gateway.core.lookup import Purpose
+from gateway.core.wire import Name, ShortText, Text, convert
 from gateway.errors import InvalidInput
 
 __all__ = [
@@ -97,11 +98,20 @@ MAX_SEALED_LICENCE_BYTES = 48 * 1024
 #: the licence base64url-encoded once more, plus the other claims.
 LICENCE_TOKEN_MAX_BYTES = 72 * 1024
 
-_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-_Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-_LicenceIdText = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-_Sealed = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SEALED_LICENCE_BYTES)]
-_Qr = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+#: Printable ASCII: identifiers, QR payloads and compact JWS.
+_PRINTABLE = r"^[\x21-\x7e]+$"
+_Name = Name
+_Text = Text
+_LicenceIdText = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_PRINTABLE)]
+_Sealed = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MAX_SEALED_LICENCE_BYTES, pattern=_PRINTABLE)
+]
+_Qr = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=_PRINTABLE)]
+#: A public JWK: a few short text members (``kty``, ``crv``, ``x``, ``y``, ``alg`` …).
+_Jwk = Annotated[
+    dict[Annotated[str, msgspec.Meta(max_length=16, pattern=_PRINTABLE)], ShortText | Text],
+    msgspec.Meta(max_length=16),
+]
 
 
 class _ReserveClaims(msgspec.Struct, frozen=True):
@@ -133,7 +143,7 @@ class _SealClaims(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seal_id: _Name
     name: _Text
     type: _Name
-    jwk: dict[str, Any]
+    jwk: _Jwk
     valid_from: dt.date
     valid_until: dt.date
 
@@ -141,17 +151,14 @@ class _SealClaims(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class _SealRegistrationClaims(msgspec.Struct, frozen=True):
     operator: _Name
     seal: _SealClaims
-    proof: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    proof: Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=_PRINTABLE)]
 
 
 _T = TypeVar("_T")
 
 
 def _convert(raw: Any, kind: type[_T]) -> _T:
-    try:
-        return msgspec.convert(raw, kind)
-    except msgspec.ValidationError as exc:
-        raise invalid_input_from(exc) from None
+    return convert(raw, kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +217,7 @@ class SealRegistration:
     seal_id: str
     name: str
     type: str
-    jwk: dict[str, Any]
+    jwk: _Jwk
     valid_from: dt.date
     valid_until: dt.date
     proof: str

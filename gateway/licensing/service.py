@@ -16,12 +16,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import jwt
 import msgspec
-from jwt.api_jws import PyJWS
 
 from gateway.audit import AuditEntry, Outcome
 from gateway.core.identifiers import LicenceId
+from gateway.core.jose import JoseError, parse_compact
+from gateway.core.jose import verify as verify_signature
 from gateway.core.keyring import DepartmentKey, KeyStatus
 from gateway.core.licences import (
     STATUS_MESSAGES,
@@ -47,6 +47,7 @@ from gateway.core.seals import (
     registry_snapshot_claims,
 )
 from gateway.core.status_lists import STATUS_LIST_TYP, status_list_claims
+from gateway.core.wire import WireError, decode_json
 from gateway.errors import InvalidIdentifier, InvalidInput, PolicyDenied
 from gateway.licensing.claims import (
     ISSUE_REQUEST_TYP,
@@ -90,7 +91,6 @@ EVENTS = {
 }
 
 _NAME_MASK = parse_mask("name")
-_JWS = PyJWS()
 
 
 def _summary(content: LicenceContent) -> dict[str, Any]:
@@ -397,14 +397,14 @@ class LicensingService:
         except Exception as exc:  # any unusable key: say why, in the field's name
             raise InvalidInput("seal.jwk", str(exc) or "is not a usable public key") from None
         try:
-            payload = msgspec.json.decode(
-                _JWS.decode(request.proof, key.public_key, algorithms=[alg])
-            )
-            header = _JWS.get_unverified_header(request.proof)
-        except (jwt.PyJWTError, msgspec.DecodeError):
+            proof = parse_compact(request.proof, allowed_members=("alg", "kid", "typ"))
+            if not verify_signature(proof, alg=alg, key=key.public_key):
+                raise JoseError("bad-signature")
+            payload = decode_json(proof.payload)
+        except (JoseError, WireError):
             raise InvalidInput("proof", "does not verify with the seal's key") from None
         if (
-            header.get("typ") != SEAL_PROOF_TYP
+            proof.header.typ != SEAL_PROOF_TYP
             or not isinstance(payload, dict)
             or payload.get("seal_id") != request.seal_id
             or payload.get("jti") != request.jti

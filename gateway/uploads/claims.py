@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from gateway.core.lookup import invalid_input_from
+from gateway.core.wire import Name, convert
 
 __all__ = [
     "MEDIA_TYPES",
@@ -58,7 +58,7 @@ class UploadFormat(enum.StrEnum):
 #: Content-Type of each format (``; charset=utf-8`` may follow; no other charset is taken).
 MEDIA_TYPES = {UploadFormat.CSV: "text/csv", UploadFormat.JSONL: "application/x-ndjson"}
 
-_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+_Name = Name
 _Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -67,12 +67,12 @@ class _UploadClaims(msgspec.Struct, frozen=True):
     sha256: _Sha256
     format: UploadFormat
     operator: _Name
-    rows: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    rows: Annotated[int, msgspec.Meta(ge=0, le=2**40)] | None = None
 
 
 class _ReportClaims(msgspec.Struct, frozen=True):
     resource: _Name
-    version: Annotated[int, msgspec.Meta(ge=1)]
+    version: Annotated[int, msgspec.Meta(ge=1, le=2**53)]
     operator: _Name
 
 
@@ -100,10 +100,7 @@ class ReportRequest:
 
 def parse_upload_claims(provider: str, claims: dict[str, Any]) -> UploadRequest:
     """Validate the claims of a verified upload token; raise :class:`InvalidInput`."""
-    try:
-        body = msgspec.convert(claims, _UploadClaims)
-    except msgspec.ValidationError as exc:
-        raise invalid_input_from(exc) from None
+    body = convert(claims, _UploadClaims)
     return UploadRequest(
         provider, body.operator, body.resource, body.sha256, body.format, body.rows
     )
@@ -111,8 +108,5 @@ def parse_upload_claims(provider: str, claims: dict[str, Any]) -> UploadRequest:
 
 def parse_report_claims(provider: str, claims: dict[str, Any]) -> ReportRequest:
     """Validate the claims of a verified rejection-report token."""
-    try:
-        body = msgspec.convert(claims, _ReportClaims)
-    except msgspec.ValidationError as exc:
-        raise invalid_input_from(exc) from None
+    body = convert(claims, _ReportClaims)
     return ReportRequest(provider, body.operator, body.resource, body.version)

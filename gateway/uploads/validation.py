@@ -39,6 +39,7 @@ import msgspec
 
 from gateway.core.identifiers import ResidentId, Uscc
 from gateway.core.policy import FieldType
+from gateway.core.wire import storable, text_problem
 from gateway.errors import InvalidIdentifier, InvalidInput
 from gateway.uploads.claims import UploadFormat
 from gateway.uploads.options import FieldSpec, UploadOptions
@@ -128,6 +129,10 @@ def _date(text: str) -> str:
 def _string(value: str) -> str:
     if len(value) > MAX_VALUE_CHARS:
         raise _Bad(ProblemCode.TOO_LONG, f"is longer than {MAX_VALUE_CHARS} characters")
+    if problem := text_problem(value):
+        # NUL, other control characters, non-characters, bidirectional overrides: no store
+        # or page should get them from a provider's file.
+        raise _Bad(ProblemCode.TYPE, problem)
     return value
 
 
@@ -172,7 +177,10 @@ def _from_json(kind: FieldType, value: Any) -> Any:
     if kind is FieldType.NUMBER:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _Bad(ProblemCode.TYPE, "must be a number")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond a float's range
+            raise _Bad(ProblemCode.TYPE, "must be a finite number") from None
         if not math.isfinite(number):
             raise _Bad(ProblemCode.TYPE, "must be a finite number")
         return number
@@ -238,7 +246,7 @@ class _RowChecker:
             # The key is kept in the report (cut to its column's width): the provider needs
             # to find the row, and the report goes to the provider only.
             problems[self._key] = Problem(
-                line, key[:64], self._key, ProblemCode.IDENTIFIER, exc.reason
+                line, storable(key, 64), self._key, ProblemCode.IDENTIFIER, exc.reason
             )
             return None
         return key
@@ -293,7 +301,7 @@ class _Lines:
 
 
 def _csv_header(cells: list[str], options: UploadOptions) -> list[str]:
-    header = [c.strip() for c in cells]
+    header = [storable(c.strip(), 128) for c in cells]
     known = {options.key, *(f.column for f in options.fields)}
     repeated = sorted({c for c in header if header.count(c) > 1})
     if repeated:
@@ -370,7 +378,8 @@ def _read_jsonl(stream: IO[bytes], options: UploadOptions) -> Iterator[Accepted 
             continue
         try:
             record = decoder.decode(text)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError, RecursionError):
+            # Not JSON, a number beyond a float's range, nesting beyond the decoder's limit.
             record = None
         if not isinstance(record, dict):
             yield Rejected(
@@ -392,7 +401,9 @@ def _read_jsonl(stream: IO[bytes], options: UploadOptions) -> Iterator[Accepted 
                 ProblemCode.UNKNOWN_FIELD,
                 "is not a column of this resource",
             )
-            for name in dict.fromkeys(n[:_FIELD_NAME_CHARS] for n in record if n not in known)
+            for name in dict.fromkeys(
+                storable(n, _FIELD_NAME_CHARS) for n in record if n not in known
+            )
         ]
         if unknown:
             earlier = outcome.problems if isinstance(outcome, Rejected) else ()

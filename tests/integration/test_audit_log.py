@@ -111,27 +111,44 @@ def test_every_answer_is_provably_in_the_signed_tree(gateway: GatewayProcess) ->
     assert [c["size"] for c in older] == sorted((c["size"] for c in older), reverse=True)
 
 
-def test_leaves_need_credentials_and_proofs_name_bad_sizes(gateway: GatewayProcess) -> None:
-    [index] = lookups(gateway, 1)
-    url = f"{gateway.url}/v1/audit/entries/{index}/leaf"
-    assert httpx.get(url).status_code == 401  # no auditor token, no department token
-    with gateway.client("tax") as tax:
+def _leaf_token(gateway: GatewayProcess, department: str, index: int) -> str:
+    with gateway.client(department) as client:
         iat = int(time.time())
-        token = tax.sign(
+        return client.sign(
             {
-                "iss": "tax",
-                "aud": tax.audience,
+                "iss": department,
+                "aud": client.audience,
                 "iat": iat,
                 "exp": iat + 60,
-                "jti": f"leaf-{index}-{iat}",
-                "operator": "tax-auditor",
+                "jti": f"leaf-{index}-{iat}-{department}",
+                "operator": "auditor-1",
                 "index": index,
             },
             typ="yiwang-audit-leaf+jwt",
         )
-    by_department = httpx.get(url, headers={"Request-Token": token})
-    assert by_department.status_code == 200
-    assert json.loads(by_department.content)["index"] == index
+
+
+def test_leaves_need_credentials_and_proofs_name_bad_sizes(gateway: GatewayProcess) -> None:
+    [index] = lookups(gateway, 1)
+    url = f"{gateway.url}/v1/audit/entries/{index}/leaf"
+    assert httpx.get(url).status_code == 401  # no auditor token, no department token
+    by_owner = httpx.get(
+        url, headers={"Request-Token": _leaf_token(gateway, "service-centre", index)}
+    )
+    assert by_owner.status_code == 200
+    assert json.loads(by_owner.content)["index"] == index
+    # Another department may not read it: the keyed subject would tell it whom the service
+    # centre looked up. The refusal is on the record.
+    by_other = httpx.get(url, headers={"Request-Token": _leaf_token(gateway, "tax", index)})
+    assert by_other.status_code == 403
+    assert by_other.json()["reason"] == "not-own-entry"
+    refused = httpx.get(
+        gateway.url + "/v1/audit/entries",
+        params={"event": "audit:leaf:refused", "department": "tax"},
+        headers=auditor(gateway),
+    ).json()["entries"]
+    assert [e["reason_code"] for e in refused] == ["not-own-entry"]
+    assert by_other.json()["audit_index"] == refused[0]["index"]
     too_big = httpx.get(
         gateway.url + "/v1/audit/proofs/inclusion", params={"index": 1, "size": 10**9}
     )

@@ -1,0 +1,67 @@
+"""The HTTP boundary's own strictness: what the framework hands over before any handler runs.
+
+Route handlers decode their bodies and tokens strictly (:mod:`gateway.core.wire`); this hook
+covers what they receive as plain strings — path and query parameters — so that no NUL, lone
+surrogate or control character reaches a database query, a log line or a page, and no integer
+beyond what a database column holds reaches a query (``before=10**29`` overflowed SQLite's
+64-bit integers). Every refusal is a 400 problem naming the parameter.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from litestar import Request
+from litestar.handlers import HTTPRouteHandler
+
+from gateway.core.wire import MAX_INDEX, text_problem
+from gateway.errors import InvalidInput
+
+__all__ = ["MAX_PARAMETER_LENGTH", "check_parameters"]
+
+#: The longest query parameter value any endpoint takes (filters are far shorter).
+MAX_PARAMETER_LENGTH = 2048
+#: The most query parameters one request may carry.
+_MAX_PARAMETERS = 64
+#: How an integer parameter is written: decimal digits only (no exponent, no fraction, no
+#: ``NaN``) — the framework alone would read ``1e3`` as 1000.
+_INTEGER = re.compile(r"^[+-]?[0-9]{1,30}$")
+
+
+def check_parameters(request: Request[Any, Any, Any]) -> None:
+    """``before_request`` hook: refuse unsafe path and query parameters (400, by name)."""
+    for name, value in request.path_params.items():
+        if isinstance(value, str):
+            if problem := text_problem(value):
+                raise InvalidInput(name, problem)
+        elif isinstance(value, int) and not 0 <= value <= MAX_INDEX:
+            raise InvalidInput(name, f"must be between 0 and {MAX_INDEX}")
+    items = list(request.query_params.multi_items())
+    if len(items) > _MAX_PARAMETERS:
+        raise InvalidInput("query", f"at most {_MAX_PARAMETERS} parameters")
+    integers = _integer_parameters(request.route_handler)
+    for name, value in items:
+        if name in integers and not _INTEGER.match(value):
+            raise InvalidInput(name, "must be a whole number written in decimal digits")
+        if text_problem(name) or len(name) > 64:
+            raise InvalidInput("query", "a parameter name is not valid text")
+        if problem := text_problem(value):
+            raise InvalidInput(name, problem)
+        if len(value) > MAX_PARAMETER_LENGTH:
+            raise InvalidInput(name, f"at most {MAX_PARAMETER_LENGTH} characters")
+
+
+@functools.cache
+def _integer_parameters(handler: HTTPRouteHandler) -> frozenset[str]:
+    """The query names (aliases included) of ``handler``'s integer parameters."""
+    names = set()
+    for name, field in handler.parsed_fn_signature.parameters.items():
+        kinds = (
+            [t.annotation for t in field.inner_types] if field.is_optional else [field.annotation]
+        )
+        if int in kinds and bool not in kinds:
+            alias = getattr(field.kwarg_definition, "query", None)
+            names.add(alias if isinstance(alias, str) and alias else name)
+    return frozenset(names)

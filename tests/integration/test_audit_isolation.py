@@ -1,0 +1,121 @@
+"""One entry that cannot be stored fails only its own request, on SQLite and PostgreSQL.
+
+:class:`~gateway.audit.AuditEntry` normalises every text field, so a sender can no longer
+produce such an entry; these tests forge one past the normalisation (as a future bug might)
+to hold the group-commit writer to its second promise: the other entries of the batch commit,
+each with its own gap-free index, and the unstorable one is replaced by an entry that says
+what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome
+from gateway.audit.verify import verify_log
+from gateway.core.keyring import GatewaySigner
+from gateway.errors import StoreUnavailable
+from gateway.storage import migrations
+from gateway.storage.database import create_database_engine
+from tests.support import postgres_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    if request.param == "sqlite":
+        e = create_database_engine(f"sqlite:///{tmp_path / 'g.sqlite3'}", busy_timeout_ms=2000)
+        migrations.upgrade(e)
+        yield e
+        e.dispose()
+        return
+    with postgres_database() as url:
+        e = create_database_engine(url, busy_timeout_ms=2000)
+        migrations.upgrade(e)
+        yield e
+        e.dispose()
+
+
+def honest(i: int) -> AuditEntry:
+    return AuditEntry(
+        at=dt.datetime.now(dt.UTC),
+        event="lookup:record:released",
+        decision=Outcome.ALLOWED,
+        department=f"dept-{i % 5}",
+        reason="核验",
+        detail=str(i),
+    )
+
+
+def poisoned(value: str) -> AuditEntry:
+    entry = AuditEntry(
+        at=dt.datetime.now(dt.UTC),
+        event="lookup:record:released",
+        decision=Outcome.ALLOWED,
+        department="poisoner",
+        request_hash="ab" * 32,
+    )
+    object.__setattr__(entry, "reason", value)  # past the normalisation, on purpose
+    return entry
+
+
+def test_the_entry_normalises_what_a_sender_put_in_it() -> None:
+    entry = AuditEntry(
+        at=dt.datetime.now(dt.UTC),
+        event="x",
+        decision=Outcome.REFUSED,
+        reason="a\ud800b\x00c" + "长" * 300,
+        detail="header-not-allowed:\x00",
+        fields=("name\x00",),
+        latency_ms=float("nan"),
+    )
+    assert entry.reason is not None
+    assert entry.reason.startswith("a\ufffdb\ufffdc")
+    assert len(entry.reason) == 256  # the column's width
+    assert entry.detail == "header-not-allowed:\ufffd"
+    assert entry.fields == ("name\ufffd",)
+    assert entry.latency_ms is None
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "a\x00b"])
+def test_an_unstorable_entry_fails_alone(engine: sa.Engine, bad: str) -> None:
+    if bad == "a\x00b" and engine.dialect.name == "sqlite":
+        pytest.skip("SQLite stores NUL; only PostgreSQL refuses it")
+    log = GroupCommitAuditLog(engine=engine, max_batch=128)
+    log.start()
+
+    async def run() -> list[int | BaseException]:
+        entries = [honest(i) for i in range(25)] + [poisoned(bad)] + [honest(i) for i in range(25)]
+        # All queued at once: they share the writer's batches with the poisoned one.
+        return await asyncio.gather(*(log.append(e) for e in entries), return_exceptions=True)
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        log.stop()
+    others = results[:25] + results[26:]
+    assert all(isinstance(r, int) for r in others), others
+    failed = results[25]
+    assert isinstance(failed, StoreUnavailable)
+    assert failed.audit_index is not None
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT idx, department, reason_code, decision FROM audit_entries ORDER BY idx")
+        ).all()
+    # Gap-free, and the replacement says what happened (never "released").
+    assert [r.idx for r in rows] == list(range(1, 52))
+    replacement = next(r for r in rows if r.idx == failed.audit_index)
+    assert (replacement.department, replacement.reason_code, replacement.decision) == (
+        "poisoner",
+        "entry-unstorable",
+        "refused",
+    )
+    signer = GatewaySigner(private_key=ec.generate_private_key(ec.SECP256R1()), issuer="g")
+    report = verify_log(engine, gateway_jwk=signer.public_jwk, issuer="g")
+    assert report.ok, report
