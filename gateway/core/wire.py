@@ -35,6 +35,7 @@ __all__ = [
     "EARLIEST_TIME",
     "LATEST_TIME",
     "MAX_INDEX",
+    "NAME_PATTERN",
     "SAFE_TEXT_PATTERN",
     "UNSAFE_TEXT",
     "Name",
@@ -59,7 +60,7 @@ __all__ = [
 _UNSAFE_CLASS = r"\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff\u202a-\u202e\u2066-\u2069"
 UNSAFE_TEXT: Final = re.compile(f"[{_UNSAFE_CLASS}]")
 SAFE_TEXT_PATTERN = f"^[^{_UNSAFE_CLASS}]*$"
-_NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 
 #: Free text (a reason in words, a name): 1–256 characters, no unsafe characters.
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=SAFE_TEXT_PATTERN)]
@@ -67,7 +68,7 @@ Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=SAFE_TE
 ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=SAFE_TEXT_PATTERN)]
 #: An identifier chosen by a system (operator, case number, resource id): 1–64 ASCII
 #: letters, digits or ``_ . : -``.
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_NAME_PATTERN)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 
 #: The window of instants the gateway accepts in a time claim (2000-01-01 … 2100-01-01 UTC):
 #: far wider than any clock skew, far narrower than anything that overflows a float or a
@@ -84,7 +85,7 @@ NumericDate = Annotated[int, msgspec.Meta(ge=EARLIEST_TIME, le=LATEST_TIME)]
 _PATTERN_REASONS = {
     SAFE_TEXT_PATTERN: "must not contain control characters, lone surrogates, "
     "non-characters or bidirectional overrides",
-    _NAME_PATTERN: "must be 1-64 letters, digits or _ . : - characters",
+    NAME_PATTERN: "must be 1-64 letters, digits or _ . : - characters",
 }
 _PATTERN_REASONS_BY_REPR = {repr(p): reason for p, reason in _PATTERN_REASONS.items()}
 _PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)

@@ -11,6 +11,7 @@ from litestar.datastructures import State
 
 from gateway.core.wire import Text
 from gateway.http.auth import require_role
+from gateway.http.openapi import OPERATOR_SECURITY, problems
 from gateway.http.routes import runtime_of
 
 __all__ = ["ROUTES", "KeyRevocation", "revoke_department_key"]
@@ -28,6 +29,8 @@ class KeyRevocation(msgspec.Struct, forbid_unknown_fields=True):
     tags=["registry"],
     status_code=200,
     guards=[require_role("admin")],
+    security=OPERATOR_SECURITY,
+    responses=problems(400, 401, 403, 404, 503),
 )
 async def revoke_department_key(
     state: State, department: str, kid: str, data: KeyRevocation

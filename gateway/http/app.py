@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from litestar import Litestar
+from litestar import Litestar, Response, route
 from litestar.config.app import AppConfig
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins import InitPluginProtocol
@@ -22,6 +23,7 @@ from gateway.console import officers as console_officers
 from gateway.console import routes as console_routes
 from gateway.http import admin, audit_log, audit_officers, licences, routes, uploads
 from gateway.http.boundary import check_parameters
+from gateway.http.openapi import COMPONENTS
 from gateway.http.problems import exception_handlers, record_unexpected
 from gateway.runtime import GatewayRuntime
 from gateway.settings import Settings, load_settings
@@ -51,7 +53,7 @@ class GatewayPlugin(InitPluginProtocol):
                 await runtime.close()
 
         app_config.route_handlers.extend(
-            [
+            _by_path(
                 routes.lookup,
                 routes.lookup_batch,
                 routes.manifest,
@@ -79,12 +81,12 @@ class GatewayPlugin(InitPluginProtocol):
                 *console_officers.ROUTES,
                 *console_admin.ROUTES,
                 *console_manifests.ROUTES,
-                create_static_files_router(
-                    path=DOCS_ASSETS,
-                    directories=[Path(str(swagger_ui_path))],
-                    name="docs-assets",
-                ),
-            ]
+            )
+        )
+        app_config.route_handlers.append(
+            create_static_files_router(
+                path=DOCS_ASSETS, directories=[Path(str(swagger_ui_path))], name="docs-assets"
+            )
         )
         app_config.exception_handlers.update(exception_handlers)  # type: ignore[arg-type]
         # Durable entry for any request that ends in an unexpected exception, before its 500.
@@ -96,6 +98,7 @@ class GatewayPlugin(InitPluginProtocol):
             version=__version__,
             description="Signed, policy-bound, audited lookups between departments.",
             path="/docs",
+            components=COMPONENTS,
             # The browsable docs load their script and styles from this server, not a CDN:
             # the gateway's networks are closed.
             render_plugins=[
@@ -109,6 +112,40 @@ class GatewayPlugin(InitPluginProtocol):
             ],
         )
         return app_config
+
+
+def _by_path(*handlers: HTTPRouteHandler) -> list[HTTPRouteHandler]:
+    """The handlers, with an explicit ``OPTIONS`` answer first for each path that several
+    handlers share.
+
+    Litestar builds a path's automatic ``OPTIONS`` answer when the path is first registered;
+    a handler added later for the same path (GET and POST ``/v1/seals``) is then missing from
+    its ``Allow`` header. A path whose ``OPTIONS`` handler comes first gets no automatic one.
+    """
+    methods: dict[str, set[str]] = {}
+    for handler in handlers:
+        for path in handler.paths:
+            methods.setdefault(path, set()).update(handler.http_methods)
+    out: list[HTTPRouteHandler] = []
+    for handler in handlers:
+        for path in sorted(handler.paths):
+            allowed = methods.pop(path, None)
+            if allowed is not None and len(allowed) > 1:
+                out.append(_options(path, allowed | {"OPTIONS"}))
+        out.append(handler)
+    return out
+
+
+def _options(path: str, allowed: set[str]) -> HTTPRouteHandler:
+    allow = ", ".join(sorted(allowed))
+
+    async def options() -> Response[None]:
+        return Response(content=None, status_code=204, headers={"Allow": allow})
+
+    handler: HTTPRouteHandler = route(
+        path, http_method=["OPTIONS"], include_in_schema=False, name=f"options:{path}"
+    )(options)
+    return handler
 
 
 def create_app(settings: Settings) -> Litestar:

@@ -14,11 +14,13 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, get
 from litestar.datastructures import State
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import Parameter
 
 from gateway.audit import AuditEntry, Outcome
 from gateway.core.wire import MAX_INDEX, Name, convert
 from gateway.errors import InvalidInput, PolicyDenied, RecordNotFound
+from gateway.http.openapi import OPERATOR_SECURITY, operation_class, problems
 from gateway.http.problems import problem_response
 from gateway.http.routes import JWT_MEDIA_TYPE, runtime_of
 from gateway.lookups.base import elapsed_ms
@@ -40,6 +42,14 @@ LEAF_REQUEST_TYP = "yiwang-audit-leaf+jwt"
 REQUEST_TOKEN_HEADER = "Request-Token"  # noqa: S105 - a header name, not a secret
 
 _PUBLIC = "public, max-age=1"
+RequestToken = Annotated[
+    str | None,
+    Parameter(
+        header=REQUEST_TOKEN_HEADER,
+        required=False,
+        description="For a department: a compact JWS of typ `yiwang-audit-leaf+jwt`.",
+    ),
+]
 
 
 class _LeafClaims(msgspec.Struct, frozen=True):
@@ -58,6 +68,7 @@ def _parse_leaf_claims(department: str, claims: dict[str, Any]) -> _LeafClaims:
     "`iss`, `iat`, `size`, `root` (hex SHA-256, RFC 9162). Public.",
     tags=["audit log"],
     media_type=JWT_MEDIA_TYPE,
+    responses=problems(404, 503),
 )
 async def checkpoint(state: State) -> Response[bytes]:
     latest = await asyncio.to_thread(runtime_of(state).transparency.latest)
@@ -72,6 +83,7 @@ async def checkpoint(state: State) -> Response[bytes]:
     "/v1/audit/checkpoints",
     summary="Older checkpoints, newest first (all are kept)",
     tags=["audit log"],
+    responses=problems(400, 503),
 )
 async def checkpoints(
     state: State,
@@ -89,6 +101,7 @@ async def checkpoints(
     summary="Inclusion proof of an entry in the tree of `size` entries (RFC 9162 order)",
     description="`index`: the entry's index as answers name it (1-based; leaf index − 1).",
     tags=["audit log"],
+    responses=problems(400, 503),
 )
 async def inclusion_proof(
     state: State,
@@ -102,6 +115,7 @@ async def inclusion_proof(
     "/v1/audit/proofs/consistency",
     summary="Consistency proof between the trees of `from` and `to` entries (RFC 9162)",
     tags=["audit log"],
+    responses=problems(400, 503),
 )
 async def consistency_proof(
     state: State,
@@ -122,28 +136,31 @@ async def consistency_proof(
     ),
     tags=["audit log"],
     media_type="application/json",
+    operation_class=operation_class(answers={"application/json": Schema(type=OpenAPIType.OBJECT)}),
+    security=[*OPERATOR_SECURITY, {}],
+    responses=problems(400, 401, 403, 404, 409, 429, 503),
 )
-async def entry_leaf(request: Request[Any, Any, Any], state: State, index: int) -> Response[bytes]:
+async def entry_leaf(
+    request: Request[Any, Any, Any], state: State, index: int, request_token: RequestToken = None
+) -> Response[bytes]:
     runtime = runtime_of(state)
     header = request.headers.get("authorization", "")
     scheme, _, bearer = header.partition(" ")
     if scheme.lower() == "bearer" and "auditor" in runtime.operator_tokens.roles_of(bearer.strip()):
         leaf = await asyncio.to_thread(runtime.transparency.leaf, index)
     else:
-        leaf = await _leaf_for_department(request, runtime, index)
+        leaf = await _leaf_for_department((request_token or "").encode(), runtime, index)
     if leaf is None:
         raise RecordNotFound(f"no audit entry {index}")
     return Response(leaf, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-async def _leaf_for_department(
-    request: Request[Any, Any, Any], runtime: Any, index: int
-) -> bytes | None:
+async def _leaf_for_department(token: bytes, runtime: Any, index: int) -> bytes | None:
     now = time.time()
     rq = runtime.requests
     event = "audit:leaf:read"
     received = await rq.receive(
-        request.headers.get(REQUEST_TOKEN_HEADER, "").encode("utf-8", "replace"),
+        token,
         typ=LEAF_REQUEST_TYP,
         now=now,
         policy_version=runtime.policy.current.version,

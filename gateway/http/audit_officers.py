@@ -9,14 +9,23 @@ token (typ ``yiwang-access-history+jwt``) in the ``Request-Token`` header, and a
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.params import Parameter
 from litestar.response import Stream
 
+from gateway.core.wire import NAME_PATTERN
 from gateway.http.auth import require_role
+from gateway.http.openapi import (
+    JWT_MEDIA_TYPE,
+    OPERATOR_SECURITY,
+    TableOperation,
+    operation_class,
+    problems,
+)
 from gateway.http.routes import jwt_response, runtime_of
 
 __all__ = [
@@ -32,6 +41,33 @@ __all__ = [
 
 #: The header carrying the portal's signed token on a GET.
 REQUEST_TOKEN_HEADER = "Request-Token"  # noqa: S105 - a header name, not a secret
+RequestToken = Annotated[
+    str | None,
+    Parameter(
+        header=REQUEST_TOKEN_HEADER,
+        required=False,
+        description="A compact JWS of typ `yiwang-access-history+jwt` signed by the portal "
+        "department.",
+    ),
+]
+#: The embargo request body (JSON).
+EmbargoOperation = operation_class(
+    body={
+        "application/json": Schema(
+            type=OpenAPIType.OBJECT,
+            required=["subject", "until", "reason", "operator"],
+            properties={
+                "subject": Schema(type=OpenAPIType.STRING, description="`type:id`"),
+                "until": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE),
+                "reason": Schema(type=OpenAPIType.STRING, min_length=1, max_length=256),
+                "operator": Schema(type=OpenAPIType.STRING, pattern=NAME_PATTERN),
+                "department": Schema(type=OpenAPIType.STRING, pattern=NAME_PATTERN),
+            },
+            additional_properties=False,
+        )
+    },
+    body_description="Whose entries to hide, until when, and why.",
+)
 _AUDITOR = [require_role("auditor")]
 _NO_STORE = {"Cache-Control": "no-store"}
 _TAGS = ["security officers"]
@@ -86,6 +122,8 @@ def _filters(  # noqa: PLR0917 - one argument per filter, passed on as they came
     ),
     tags=_TAGS,
     guards=_AUDITOR,
+    security=OPERATOR_SECURITY,
+    responses=problems(400, 401, 403, 503),
 )
 async def search_entries(  # noqa: PLR0917 - the query parameters
     state: State,
@@ -124,10 +162,13 @@ async def search_entries(  # noqa: PLR0917 - the query parameters
     tags=_TAGS,
     guards=_AUDITOR,
     cache_control=None,
+    security=OPERATOR_SECURITY,
+    operation_class=TableOperation,
+    responses=problems(400, 401, 403, 503),
 )
 async def export_entries(  # noqa: PLR0917 - the query parameters
     state: State,
-    fmt: Annotated[str, Parameter(query="format")] = "csv",
+    fmt: Annotated[Literal["csv", "jsonl"], Parameter(query="format")] = "csv",
     since: From = None,
     until: Text = None,
     department: Text = None,
@@ -171,15 +212,18 @@ async def export_entries(  # noqa: PLR0917 - the query parameters
     ),
     tags=_TAGS,
     cache_control=None,
+    media_type=JWT_MEDIA_TYPE,
+    responses=problems(400, 401, 403, 409, 429, 503),
 )
 async def access_history(
-    request: Request[Any, Any, Any],
     state: State,
     subject: str,
-    limit: int = 100,
+    *,
+    request_token: RequestToken = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
     cursor: Text = None,
 ) -> Response[bytes]:
-    token = request.headers.get(REQUEST_TOKEN_HEADER, "").encode("utf-8", "replace")
+    token = (request_token or "").encode("utf-8", "replace")
     answer = await runtime_of(state).officers.history.accesses(
         subject, token=token, now=time.time(), limit=limit, cursor=cursor
     )
@@ -197,6 +241,9 @@ async def access_history(
     tags=_TAGS,
     guards=_AUDITOR,
     status_code=201,
+    security=OPERATOR_SECURITY,
+    operation_class=EmbargoOperation,
+    responses=problems(400, 401, 403, 503),
 )
 async def add_embargo(request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
     body = await request.body()
@@ -213,6 +260,8 @@ async def add_embargo(request: Request[Any, Any, Any], state: State) -> Response
     description="`in_force`: `true` only those in force today, `false` only the others.",
     tags=_TAGS,
     guards=_AUDITOR,
+    security=OPERATOR_SECURITY,
+    responses=problems(400, 401, 403, 503),
 )
 async def list_embargoes(state: State, in_force: bool | None = None) -> Response[dict[str, Any]]:
     return Response(
@@ -227,6 +276,8 @@ async def list_embargoes(state: State, in_force: bool | None = None) -> Response
     tags=_TAGS,
     guards=_AUDITOR,
     status_code=200,
+    security=OPERATOR_SECURITY,
+    responses=problems(400, 401, 403, 404, 503),
 )
 async def lift_embargo(
     state: State, embargo_id: str, operator: Text = None, reason: Text = None
@@ -249,6 +300,8 @@ async def lift_embargo(
     ),
     tags=_TAGS,
     guards=_AUDITOR,
+    security=OPERATOR_SECURITY,
+    responses=problems(400, 401, 403, 503),
 )
 async def alerts(
     state: State,

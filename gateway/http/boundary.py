@@ -16,7 +16,7 @@ from typing import Any
 from litestar import Request
 from litestar.handlers import HTTPRouteHandler
 
-from gateway.core.wire import MAX_INDEX, text_problem
+from gateway.core.wire import MAX_INDEX, storable, text_problem
 from gateway.errors import InvalidInput
 
 __all__ = ["MAX_PARAMETER_LENGTH", "check_parameters"]
@@ -41,8 +41,12 @@ def check_parameters(request: Request[Any, Any, Any]) -> None:
     items = list(request.query_params.multi_items())
     if len(items) > _MAX_PARAMETERS:
         raise InvalidInput("query", f"at most {_MAX_PARAMETERS} parameters")
-    integers = _integer_parameters(request.route_handler)
+    integers, known = _query_parameters(request.route_handler)
     for name, value in items:
+        if known is not None and name not in known:
+            # An API endpoint takes exactly the parameters it documents: a misspelt filter
+            # silently ignored would answer a question nobody asked.
+            raise InvalidInput(storable(name, 64) or "query", "is not a parameter of this endpoint")
         if name in integers and not _INTEGER.match(value):
             raise InvalidInput(name, "must be a whole number written in decimal digits")
         if text_problem(name) or len(name) > 64:
@@ -53,15 +57,33 @@ def check_parameters(request: Request[Any, Any, Any]) -> None:
             raise InvalidInput(name, f"at most {MAX_PARAMETER_LENGTH} characters")
 
 
+#: Handler arguments that are not query parameters.
+_NOT_QUERY = frozenset({"request", "state", "scope", "data", "headers", "cookies", "socket"})
+
+
 @functools.cache
-def _integer_parameters(handler: HTTPRouteHandler) -> frozenset[str]:
-    """The query names (aliases included) of ``handler``'s integer parameters."""
-    names = set()
+def _query_parameters(handler: HTTPRouteHandler) -> tuple[frozenset[str], frozenset[str] | None]:
+    """``handler``'s integer query parameters, and all its query parameters (``None`` for a
+    page of the console, which is not part of the API and takes e.g. ``lang``)."""
+    path_names = {
+        part.strip("{}").split(":")[0]
+        for path in handler.paths
+        for part in path.split("/")
+        if part.startswith("{")
+    }
+    integers, known = set(), set()
     for name, field in handler.parsed_fn_signature.parameters.items():
+        definition = field.kwarg_definition
+        if name in _NOT_QUERY or name in path_names:
+            continue
+        if getattr(definition, "header", None) or getattr(definition, "cookie", None):
+            continue
+        alias = getattr(definition, "query", None)
+        wire = alias if isinstance(alias, str) and alias else name
+        known.add(wire)
         kinds = (
             [t.annotation for t in field.inner_types] if field.is_optional else [field.annotation]
         )
         if int in kinds and bool not in kinds:
-            alias = getattr(field.kwarg_definition, "query", None)
-            names.add(alias if isinstance(alias, str) and alias else name)
-    return frozenset(names)
+            integers.add(wire)
+    return frozenset(integers), (frozenset(known) if handler.include_in_schema else None)

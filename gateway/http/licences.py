@@ -20,6 +20,7 @@ from gateway.core.seals import SEAL_REGISTRY_TYP
 from gateway.core.status_lists import STATUS_LIST_TYP
 from gateway.core.wire import Name, Text
 from gateway.http.auth import require_role
+from gateway.http.openapi import OPERATOR_SECURITY, SIGNED, SignedOperation, problems
 from gateway.http.problems import problem_response
 from gateway.http.routes import JWT_MEDIA_TYPE, runtime_of, signed
 from gateway.licensing.claims import LICENCE_TOKEN_MAX_BYTES
@@ -46,6 +47,8 @@ _PUBLIC_CACHE = "public, max-age=60"
     tags=["licences"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
+    operation_class=SignedOperation,
+    responses=problems(*SIGNED, 500),
 )
 async def reserve_status_entry(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     return await signed(request, state, lambda rt: rt.licensing.reserve)
@@ -58,6 +61,8 @@ async def reserve_status_entry(request: Request[Any, Any, Any], state: State) ->
     tags=["licences"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
+    operation_class=SignedOperation,
+    responses=problems(*SIGNED, 404, 500),
 )
 async def issue_licence(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     return await signed(
@@ -75,6 +80,8 @@ async def issue_licence(request: Request[Any, Any, Any], state: State) -> Respon
     tags=["licences"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
+    operation_class=SignedOperation,
+    responses=problems(*SIGNED, 404, 500),
 )
 async def change_licence_status(
     request: Request[Any, Any, Any], state: State, licence_id: str
@@ -96,6 +103,8 @@ async def change_licence_status(
     tags=["licences"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
+    operation_class=SignedOperation,
+    responses=problems(*SIGNED, 500),
 )
 async def verify_licence(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     return await signed(
@@ -113,6 +122,8 @@ async def verify_licence(request: Request[Any, Any, Any], state: State) -> Respo
     tags=["seals"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
+    operation_class=SignedOperation,
+    responses=problems(*SIGNED, 500),
 )
 async def register_seal(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     return await signed(request, state, lambda rt: rt.licensing.register_seal)
@@ -132,6 +143,8 @@ class SealStatusChange(msgspec.Struct, forbid_unknown_fields=True):
     tags=["seals"],
     status_code=200,
     guards=[require_role("admin")],
+    security=OPERATOR_SECURITY,
+    responses=problems(400, 401, 403, 404, 409, 503),
 )
 async def change_seal_status(state: State, seal_id: str, data: SealStatusChange) -> dict[str, Any]:
     seal = await runtime_of(state).licensing.change_seal(
@@ -146,7 +159,12 @@ async def change_seal_status(state: State, seal_id: str, data: SealStatusChange)
     return builtins
 
 
-@get("/v1/seals", summary="Every registered seal with its history", tags=["seals"])
+@get(
+    "/v1/seals",
+    summary="Every registered seal with its history",
+    tags=["seals"],
+    responses=problems(503),
+)
 async def list_seals(state: State) -> list[dict[str, Any]]:
     return [msgspec.to_builtins(seal) for seal in await runtime_of(state).licensing.seals()]
 
@@ -157,6 +175,7 @@ async def list_seals(state: State) -> list[dict[str, Any]]:
     description=f"A JWT signed by the gateway, typ `{SEAL_REGISTRY_TYP}`.",
     tags=["seals"],
     media_type=JWT_MEDIA_TYPE,
+    responses=problems(503),
 )
 async def seal_registry(state: State) -> Response[bytes]:
     token = await runtime_of(state).licensing.signed_registry(now=time.time())
@@ -174,6 +193,7 @@ async def seal_registry(state: State) -> Response[bytes]:
     ),
     tags=["licences"],
     media_type=JWT_MEDIA_TYPE,
+    responses=problems(400, 404, 503),
 )
 async def status_list(state: State, list_id: str) -> Response[bytes]:
     token = await runtime_of(state).licensing.signed_status_list(list_id, now=time.time())

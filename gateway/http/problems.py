@@ -20,6 +20,7 @@ from litestar.types import Scope
 from gateway import errors
 from gateway.audit import AuditEntry, Outcome
 from gateway.core.wire import storable
+from gateway.http.openapi import PROBLEM_JSON
 
 __all__ = [
     "AUDIT_CONTEXT",
@@ -32,7 +33,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PROBLEM_JSON = "application/problem+json"
 _TYPE_BASE = "urn:yiwang:problem:"
 
 #: Event of the entry that records a request which ended in an unexpected exception.

@@ -7,14 +7,17 @@ import functools
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import Parameter
 
 from gateway.core.policy_check import explain_decision
+from gateway.core.wire import NAME_PATTERN
 from gateway.errors import PayloadTooLarge, UnsupportedMediaType
 from gateway.http.auth import require_role
+from gateway.http.openapi import OPERATOR_SECURITY, SIGNED, SignedOperation, problems
 from gateway.http.problems import AUDIT_CONTEXT, problem_response
 from gateway.lookups import LookupAnswer
 from gateway.runtime import GatewayRuntime
@@ -102,6 +105,8 @@ def jwt_response(answer: LookupAnswer) -> Response[bytes]:
     tags=["lookups"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
+    operation_class=SignedOperation,
+    responses=problems(*SIGNED, 404, 500, 502, 504),
 )
 async def lookup(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     return await signed(request, state, lambda rt: rt.lookups.lookup)
@@ -114,6 +119,8 @@ async def lookup(request: Request[Any, Any, Any], state: State) -> Response[byte
     tags=["lookups"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
+    operation_class=SignedOperation,
+    responses=problems(*SIGNED, 500),
 )
 async def lookup_batch(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     return await signed(
@@ -131,6 +138,8 @@ async def lookup_batch(request: Request[Any, Any, Any], state: State) -> Respons
     tags=["manifests"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
+    operation_class=SignedOperation,
+    responses=problems(*SIGNED, 500),
 )
 async def manifest(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     return await signed(request, state, lambda rt: rt.manifests.manifest)
@@ -143,6 +152,8 @@ async def manifest(request: Request[Any, Any, Any], state: State) -> Response[by
     tags=["cases"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
+    operation_class=SignedOperation,
+    responses=problems(*SIGNED, 500),
 )
 async def close_case(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     return await signed(request, state, lambda rt: rt.cases.close)
@@ -155,6 +166,8 @@ async def close_case(request: Request[Any, Any, Any], state: State) -> Response[
     tags=["resources"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
+    operation_class=SignedOperation,
+    responses=problems(*SIGNED, 500),
 )
 async def invalidate_resource(
     request: Request[Any, Any, Any], state: State, resource_id: str
@@ -181,7 +194,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", summary="Readiness: database, cache and keys", tags=["health"])
+@get(
+    "/readyz",
+    summary="Readiness: database, cache and keys",
+    tags=["health"],
+    responses=problems(503),
+)
 async def readyz(state: State) -> Response[Any]:
     runtime = runtime_of(state)
     checks = {
@@ -215,14 +233,16 @@ async def readyz(state: State) -> Response[Any]:
     summary="Explain the policy decision for a consumer, resource, item and fields",
     tags=["policy"],
     guards=[require_role("admin")],
+    security=OPERATOR_SECURITY,
+    responses=problems(400, 401, 403),
 )
 async def explain_policy(
     state: State,
     *,
-    consumer: str,
-    resource: str,
-    item: str,
-    fields: str | None = None,
+    consumer: Annotated[str, Parameter(min_length=1, max_length=64, pattern=NAME_PATTERN)],
+    resource: Annotated[str, Parameter(min_length=1, max_length=64, pattern=NAME_PATTERN)],
+    item: Annotated[str, Parameter(min_length=1, max_length=64, pattern=NAME_PATTERN)],
+    fields: Annotated[str | None, Parameter(max_length=2048)] = None,
     at: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """The decision the policy set in force makes, grant by grant (administrators only)."""

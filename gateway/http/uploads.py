@@ -11,22 +11,34 @@ report of a version, streamed; the provider's signed token in the ``Upload-Token
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Stream
 
+from gateway.http.openapi import SIGNED, TableOperation, UploadOperation, problems
 from gateway.http.routes import JWT_MEDIA_TYPE, jwt_response, runtime_of
 from gateway.uploads.claims import TOKEN_HEADER
 
 __all__ = ["upload", "upload_rejections"]
 
 
-def _token(request: Request[Any, Any, Any]) -> bytes:
+def _token(header: str | None) -> bytes:
     # A missing header is an empty token: refused (401) and audited like any bad token.
-    return request.headers.get(TOKEN_HEADER, "").encode("utf-8", "replace")
+    return (header or "").encode("utf-8", "replace")
+
+
+#: The provider's signed token, in a header (the body is the file).
+UploadToken = Annotated[
+    str | None,
+    Parameter(
+        header=TOKEN_HEADER,
+        required=False,
+        description="A compact JWS signed by the resource's provider.",
+    ),
+]
 
 
 @post(
@@ -43,17 +55,21 @@ def _token(request: Request[Any, Any, Any]) -> bytes:
     tags=["uploads"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
+    operation_class=UploadOperation,
+    responses=problems(*SIGNED, 404, 500),
     # The body is streamed to a spool file under the resource's own cap (source.max_bytes),
     # enforced by the service; the framework's in-memory body cap does not apply here.
     request_max_body_size=None,
 )
-async def upload(request: Request[Any, Any, Any], state: State, resource: str) -> Response[bytes]:
+async def upload(
+    request: Request[Any, Any, Any], state: State, resource: str, upload_token: UploadToken = None
+) -> Response[bytes]:
     """Stream the body into the upload service; answer its signed receipt."""
     received_at = time.time()
     declared = request.headers.get("content-length")
     answer = await runtime_of(state).uploads.upload(
         resource,
-        token=_token(request),
+        token=_token(upload_token),
         content_type=request.headers.get("content-type", ""),
         content_length=int(declared) if declared is not None and declared.isdigit() else None,
         body=request.stream(),
@@ -72,17 +88,19 @@ async def upload(request: Request[Any, Any, Any], state: State, resource: str) -
     ),
     tags=["uploads"],
     cache_control=None,
+    operation_class=TableOperation,
+    responses=problems(400, 401, 403, 404, 409, 429, 503),
 )
 async def upload_rejections(
-    request: Request[Any, Any, Any],
     state: State,
     resource: str,
     version: int,
-    fmt: str = Parameter(query="format", default="csv"),
+    upload_token: UploadToken = None,
+    fmt: Annotated[Literal["csv", "jsonl"], Parameter(query="format")] = "csv",
 ) -> Stream:
     """Stream a version's rejection report (CSV or JSON Lines) to its provider."""
     report = await runtime_of(state).uploads.rejections(
-        resource, version, token=_token(request), fmt=fmt, now=time.time()
+        resource, version, token=_token(upload_token), fmt=fmt, now=time.time()
     )
     return Stream(
         report.chunks,
