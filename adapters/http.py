@@ -75,10 +75,10 @@ from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import httpx
-import msgspec
 
 from gateway.core.policy import Field, FieldType, Resource
 from gateway.core.sources import AdapterContext, SourceRecord
+from gateway.core.wire import WireError, decode_json
 from gateway.errors import ConfigurationError, SourceFailed, SourceTimeout
 
 __all__ = ["REQUEST_TYP", "CircuitBreaker", "HttpSourceAdapter", "create"]
@@ -373,8 +373,8 @@ class HttpSourceAdapter:
 
     def _record(self, body: bytes) -> SourceRecord:
         try:
-            document = msgspec.json.decode(body)
-        except msgspec.DecodeError:
+            document = decode_json(body, what="reply")
+        except WireError:  # not JSON, NaN, 1e400, lone surrogates, nesting beyond the limit
             raise self._fail("reply is not JSON") from None
         record: Any = document
         for depth, key in enumerate(self._settings.fields_path):

@@ -37,6 +37,7 @@ __all__ = [
     "MAX_INDEX",
     "NAME_PATTERN",
     "SAFE_TEXT_PATTERN",
+    "UNSAFE_MULTILINE_TEXT",
     "UNSAFE_TEXT",
     "Name",
     "NumericDate",
@@ -59,6 +60,11 @@ __all__ = [
 # lone surrogate.
 _UNSAFE_CLASS = r"\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff\u202a-\u202e\u2066-\u2069"
 UNSAFE_TEXT: Final = re.compile(f"[{_UNSAFE_CLASS}]")
+#: The same, but tab, line feed and carriage return allowed: for fields that document them
+#: (multi-line values of an uploaded file).
+UNSAFE_MULTILINE_TEXT: Final = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff\u202a-\u202e\u2066-\u2069]"
+)
 SAFE_TEXT_PATTERN = f"^[^{_UNSAFE_CLASS}]*$"
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 
@@ -147,9 +153,15 @@ def invalid_input_from(exc: msgspec.ValidationError, prefix: str = "") -> Invali
     return InvalidInput(storable(field, 128), storable(msg, 200))
 
 
-def text_problem(value: str) -> str | None:
-    """Why ``value`` is not acceptable free text, or ``None`` when it is."""
-    if UNSAFE_TEXT.search(value):
+def text_problem(value: str, *, multiline: bool = False) -> str | None:
+    """Why ``value`` is not acceptable free text, or ``None`` when it is (``multiline``: tab,
+    line feed and carriage return allowed)."""
+    if (UNSAFE_MULTILINE_TEXT if multiline else UNSAFE_TEXT).search(value):
+        if multiline:
+            return (
+                "must not contain control characters other than tab and line breaks, lone "
+                "surrogates, non-characters or bidirectional overrides"
+            )
         return _PATTERN_REASONS[SAFE_TEXT_PATTERN]
     return None
 

@@ -20,7 +20,8 @@ key is trimmed and upper-cased first, so ``x`` may end an ID number); each value
 field's type; required fields are present. Duplicate keys are found by the loader, which
 sees all rows (see :mod:`gateway.uploads.store`).
 
-Values as they are stored and answered: ``string`` text, ``integer`` an int (CSV
+Values as they are stored and answered: ``string`` text (tab and line breaks allowed, no other
+control character, lone surrogate, non-character or bidirectional override), ``integer`` an int (CSV
 ``-?[0-9]{1,18}``), ``number`` a float (CSV decimal or exponent notation, finite),
 ``boolean`` (CSV ``true``/``false``/``1``/``0``, any case), ``date`` ``YYYY-MM-DD``.
 """
@@ -129,9 +130,9 @@ def _date(text: str) -> str:
 def _string(value: str) -> str:
     if len(value) > MAX_VALUE_CHARS:
         raise _Bad(ProblemCode.TOO_LONG, f"is longer than {MAX_VALUE_CHARS} characters")
-    if problem := text_problem(value):
+    if problem := text_problem(value, multiline=True):
         # NUL, other control characters, non-characters, bidirectional overrides: no store
-        # or page should get them from a provider's file.
+        # or page should get them from a provider's file (a quoted cell may span lines).
         raise _Bad(ProblemCode.TYPE, problem)
     return value
 

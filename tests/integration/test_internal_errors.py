@@ -6,12 +6,14 @@ extra route that fails the way a bug would; the entry is read back from the data
 
 from __future__ import annotations
 
-import sqlite3
+import contextlib
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from litestar import Litestar, Request, post
 from litestar.testing import TestClient
 
@@ -19,6 +21,7 @@ from gateway.bootstrap import initialise
 from gateway.http.app import GatewayPlugin
 from gateway.http.problems import AUDIT_CONTEXT
 from gateway.settings import Settings, load_settings
+from tests.support import REDIS_URL, postgres_database, redis_reachable, unavailable
 
 
 class _Boom(RuntimeError):
@@ -32,11 +35,23 @@ async def boom(request: Request[Any, Any, Any]) -> None:
     raise _Boom("secret text that must not reach the caller")
 
 
-@pytest.fixture
-def settings(tmp_path: Path, keys_dir: Path) -> Settings:
-    s = load_settings({}, overrides={"data_dir": str(tmp_path / "data"), "keys_dir": str(keys_dir)})
-    initialise(s, demo=False)
-    return s
+@pytest.fixture(params=["embedded", "server"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path, keys_dir: Path) -> Iterator[Settings]:
+    """The embedded setup, or the server setup on a fresh PostgreSQL database and Redis."""
+    overrides = {"data_dir": str(tmp_path / "data"), "keys_dir": str(keys_dir)}
+    with contextlib.ExitStack() as stack:
+        if request.param == "server":
+            why = redis_reachable()
+            if why:
+                unavailable("Redis", why)
+            overrides |= {
+                "database_url": stack.enter_context(postgres_database()),
+                "redis_url": REDIS_URL,
+                "redis_key_prefix": f"t{secrets.token_hex(4)}",
+            }
+        s = load_settings({}, overrides=overrides)
+        initialise(s, demo=False)
+        yield s
 
 
 @pytest.fixture
@@ -46,15 +61,18 @@ def client(settings: Settings) -> Iterator[TestClient[Litestar]]:
         yield c
 
 
-def _entry(settings: Settings, index: int) -> sqlite3.Row:
-    conn = sqlite3.connect(Path(settings.data_dir) / "gateway.sqlite3")
-    conn.row_factory = sqlite3.Row
+def _entry(settings: Settings, index: int) -> dict[str, Any]:
+    engine = sa.create_engine(settings.effective_database_url)
     try:
-        row = conn.execute("SELECT * FROM audit_entries WHERE idx = ?", (index,)).fetchone()
-        assert row is not None
-        return row  # type: ignore[no-any-return]
+        with engine.connect() as conn:
+            row = (
+                conn.execute(sa.text("SELECT * FROM audit_entries WHERE idx = :i"), {"i": index})
+                .mappings()
+                .one()
+            )
+            return dict(row)
     finally:
-        conn.close()
+        engine.dispose()
 
 
 def test_an_unexpected_exception_is_recorded_before_the_opaque_500(
