@@ -88,6 +88,7 @@ class AccessHistorySource:
 
     def _read(self, subject_hmac: str, before: int | None, limit: int) -> AccessPage:
         e = audit_entries.c
+        corrections = audit_entries.alias("corrections")
         today = dt.datetime.now(DISTRICT_TZ).date()
         with self._engine.connect() as conn:
             hidden = embargoed_departments(conn, subject_hmac, today)
@@ -109,6 +110,9 @@ class AccessHistorySource:
                     e.subject_hmac == subject_hmac,
                     e.event.in_(self._events),
                     e.decision == "allowed",
+                    # A read whose answer was never handed over (a correction names it) is
+                    # no access: nobody received the data.
+                    ~sa.exists().where(corrections.c.withholds == e.idx),
                 )
                 .order_by(e.idx.desc())
                 .limit(limit + 1)

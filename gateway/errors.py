@@ -129,8 +129,13 @@ class SourceTimeout(SourceFailed):
 
 
 class StoreUnavailable(Error):
-    """A store the request needs (audit log, replay cache, source) cannot be reached."""
+    """A store the request needs (audit log, replay cache, source) cannot be reached.
 
-    def __init__(self, store: str) -> None:
+    ``in_doubt``: the request gave up while its entry's commit was under way, so whether it
+    landed is not known (if it did, a correction entry will say its answer was withheld).
+    """
+
+    def __init__(self, store: str, *, in_doubt: bool = False) -> None:
         super().__init__(f"{store} unavailable")
         self.store = store
+        self.in_doubt = in_doubt

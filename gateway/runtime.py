@@ -27,10 +27,13 @@ from gateway.accounts import AccountService
 from gateway.admin import KeyAdministration
 from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome, SubjectHasher
 from gateway.audit.officers import OfficerService
+from gateway.audit.promises import durable_state
 from gateway.audit.transparency import TransparencyLog
 from gateway.cache import RequestGuard
 from gateway.cache.memory import InProcessGuard
+from gateway.cache.protocol import DurableState, district_day
 from gateway.cache.redis import RedisGuard
+from gateway.cache.redis import connect as connect_redis
 from gateway.console.settings import console_session_policy
 from gateway.core.keyring import GatewaySigner, KeyRing
 from gateway.core.policy import PolicySet, load_policy_set
@@ -49,8 +52,8 @@ from gateway.lookups import (
 from gateway.operators import OperatorTokens
 from gateway.reload import InProcessPolicyStore, PolicyStore, PolicyWatcher, RedisPolicyStore
 from gateway.settings import Settings
-from gateway.storage.cases import list_closed_cases
 from gateway.storage.database import create_database_engine
+from gateway.storage.readiness import ReadinessProbe
 from gateway.storage.registry import load_keyring
 from gateway.uploads.service import UploadService
 
@@ -168,6 +171,7 @@ class GatewayRuntime:
     policy_store: PolicyStore
     operator_tokens: OperatorTokens
     officers: OfficerService  # security officers' tools, citizens' access history
+    readiness: ReadinessProbe  # /readyz: does the durable store take a write now
     accounts: AccountService  # web console accounts and sessions
     watcher: PolicyWatcher | None = None
     _checkpointer: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -180,7 +184,9 @@ class GatewayRuntime:
         keys_dir = Path(settings.keys_dir)
         policy = PolicyHolder(load_policy_set(Path(settings.policies_dir)))
         engine = create_database_engine(
-            settings.effective_database_url, busy_timeout_ms=settings.db_busy_timeout_ms
+            settings.effective_database_url,
+            busy_timeout_ms=settings.db_busy_timeout_ms,
+            idle_in_transaction_ms=settings.db_idle_in_transaction_ms,
         )
         keyring = load_keyring(engine)
         signer = GatewaySigner(
@@ -194,29 +200,45 @@ class GatewayRuntime:
         guard: RequestGuard
         store: PolicyStore
         redis_client = None
-        if settings.redis_url:
-            redis_client = aioredis.Redis.from_url(
-                settings.redis_url,
-                socket_timeout=1.0,
-                socket_connect_timeout=1.0,
-                health_check_interval=30,
+
+        async def warm(department: str, now: float) -> DurableState:
+            # The guard's copy of what the durable store knows of a department, loaded when
+            # the guard finds it missing (a new process, a Redis restarted empty).
+            grants = [
+                g.id
+                for g in policy.current.grants.values()
+                if g.consumer == department and g.max_subjects_per_day is not None
+            ]
+            return await asyncio.to_thread(
+                durable_state,
+                engine,
+                department=department,
+                grant_ids=grants,
+                day=district_day(now),
             )
+
+        if settings.redis_url:
+            redis_client = connect_redis(settings.redis_url)
             guard = RedisGuard(
                 client=redis_client,
                 rate_limit=settings.rate_limit,
                 window_seconds=settings.rate_window_seconds,
                 prefix=settings.redis_key_prefix,
+                warm=warm,
             )
             store = RedisPolicyStore(client=redis_client, prefix=settings.redis_key_prefix)
         else:
             guard = InProcessGuard(
-                rate_limit=settings.rate_limit, window_seconds=settings.rate_window_seconds
+                rate_limit=settings.rate_limit,
+                window_seconds=settings.rate_window_seconds,
+                warm=warm,
             )
             store = InProcessPolicyStore()
         audit = GroupCommitAuditLog(
             engine=engine,
             max_batch=settings.audit_batch_max,
             timeout=settings.audit_timeout_seconds,
+            grace=settings.audit_commit_grace_seconds,
         )
         adapters = AdapterPool(
             context=AdapterContext(
@@ -313,6 +335,11 @@ class GatewayRuntime:
             accounts=AccountService(
                 engine=engine, audit=audit, sessions=console_session_policy(settings)
             ),
+            readiness=ReadinessProbe(
+                engine=engine,
+                timeout=settings.readiness_timeout_seconds,
+                min_free_mb=settings.readiness_min_free_mb,
+            ),
             _redis=redis_client,
         )
 
@@ -323,8 +350,6 @@ class GatewayRuntime:
         is back (fail closed), and the watcher keeps trying.
         """
         try:
-            for department, case in await asyncio.to_thread(list_closed_cases, self.engine):
-                await self.guard.close_case(department=department, case=case)
             self.watcher = PolicyWatcher(
                 directory=Path(self.settings.policies_dir),
                 store=self.policy_store,

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
+
 from gateway.core.wire import storable
 from gateway.storage.schema import audit_entries
 
@@ -50,6 +52,8 @@ class AuditEntry:
     response_hash: str | None = None
     latency_ms: float | None = None
     detail: str | None = None
+    #: On a correction entry: the index of the entry whose answer was never handed over.
+    withholds: int | None = None
 
     def __post_init__(self) -> None:
         # Storable by construction: whatever a sender managed to put into a field (a claim
@@ -84,7 +88,8 @@ _TEXT_LIMITS = tuple(
     (column.name, getattr(column.type, "length", None) or _DETAIL_LIMIT)
     for column in audit_entries.columns
     if column.name in _ENTRY_FIELDS
-    and column.name not in ("at", "decision", "fields", "latency_ms")
+    and isinstance(column.type, sa.String)  # Text is a String too
+    and column.name not in ("decision", "fields")
 )
 
 

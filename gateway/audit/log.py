@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import enum
 import logging
 import queue
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.audit.entry import AuditEntry, Outcome
+from gateway.audit.promises import CURRENT_CLAIM, Pending, gate, purge
 from gateway.audit.tree import Sequencer
-from gateway.errors import StoreUnavailable
+from gateway.cache.protocol import QuotaClaim
+from gateway.core.policy import DISTRICT_TZ
+from gateway.errors import PolicyDenied, StoreUnavailable
 from gateway.storage.schema import audit_entries
 
-__all__ = ["AuditLog", "GroupCommitAuditLog"]
+__all__ = ["WITHHELD_EVENT", "AuditLog", "GroupCommitAuditLog"]
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +32,14 @@ log = logging.getLogger(__name__)
 class AuditLog(Protocol):
     """Where the request path writes its entries."""
 
-    async def append(self, entry: AuditEntry) -> int:
+    async def append(self, entry: AuditEntry, *, quota: QuotaClaim | None = None) -> int:
         """Make ``entry`` durable and return its index in the log.
+
+        ``quota``: the subject this entry counts against its grant's daily quota. The
+        promises of the request being served (:data:`~gateway.audit.promises.CURRENT_CLAIM`)
+        are checked in the same transaction; an entry that breaks one is written as its
+        refusal and the matching error is raised (:class:`~gateway.errors.Replayed`,
+        :class:`~gateway.errors.PolicyDenied`), naming that entry.
 
         Raises :class:`~gateway.errors.StoreUnavailable` if it could not be made durable; the
         caller must then release nothing.
@@ -38,12 +51,30 @@ class AuditLog(Protocol):
         ...
 
 
-_Waiter = tuple[AuditEntry, "asyncio.Future[int]", asyncio.AbstractEventLoop]
-_STOP = object()
+class _State(enum.Enum):
+    PENDING = "pending"  # queued; the request may still withdraw it
+    TAKEN = "taken"  # in the writer's transaction: its outcome will be known
+    DONE = "done"  # the outcome is on its way to the request
+    WITHDRAWN = "withdrawn"  # the request gave up before the writer took it: never written
+    GAVE_UP = "gave-up"  # the request gave up while the commit was under way
 
+
+@dataclass(slots=True)
+class _Waiter:
+    pending: Pending
+    fut: asyncio.Future[int]
+    loop: asyncio.AbstractEventLoop
+    state: _State = _State.PENDING
+
+
+_STOP = object()
 
 #: Advisory lock key of the audit sequencer ("yiwang" in ASCII, fits a bigint).
 _SEQUENCER_LOCK_ID = 0x796977616E67
+#: Event of the entry that corrects an earlier one whose answer was never handed over.
+WITHHELD_EVENT = "audit:answer:withheld"
+#: How often the writer forgets used tokens that expired and quota days that are over.
+_PURGE_SECONDS = 60.0
 
 
 def _store_failed(exc: BaseException) -> bool:
@@ -61,7 +92,7 @@ def _store_failed(exc: BaseException) -> bool:
 
 def _settle_all(settled: list[tuple[asyncio.Future[int], Any]]) -> None:
     for fut, result in settled:
-        if fut.done():  # the request gave up waiting (timeout) — nothing to tell it
+        if fut.done():
             continue
         if isinstance(result, BaseException):
             fut.set_exception(result)
@@ -73,18 +104,39 @@ class GroupCommitAuditLog:
     """Appends entries through one writer thread that commits them in batches.
 
     A request puts its entry on a queue and awaits a future. The writer takes whatever has
-    queued up (at most ``max_batch``), inserts it in one transaction, and only after the
-    commit returns does it resolve each future with the entry's index. While one batch
-    commits, the next one fills, so the cost of a commit is shared by the requests waiting.
+    queued up (at most ``max_batch``), checks the requests' promises and inserts the entries
+    in one transaction, and only after the commit returns does it resolve each future. While
+    one batch commits, the next one fills, so the cost of a commit is shared.
+
+    **Truthful under faults.** A request waits ``timeout`` seconds. If its entry is still
+    queued then, it is withdrawn — never written — and the request answers 503. If the writer
+    has it in a transaction, the request waits for that outcome up to ``grace`` seconds more
+    (the database's own statement and lock timeouts end a stuck commit sooner); if it still
+    has to give up, or a commit fails in a way that leaves its outcome unknown, the writer
+    checks afterwards and, for every entry that was committed as allowed although its answer
+    was never handed over, writes a correction entry (``audit:answer:withheld``, naming it).
     """
 
-    def __init__(self, *, engine: sa.Engine, max_batch: int = 512, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        engine: sa.Engine,
+        max_batch: int = 512,
+        timeout: float = 5.0,
+        grace: float | None = None,
+    ) -> None:
         self._engine = engine
         self._max_batch = max_batch
         self._timeout = timeout
+        self._grace = timeout if grace is None else grace
         self._queue: queue.SimpleQueue[_Waiter | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards every waiter's state
         self._tree = Sequencer()  # used by the writer thread only
+        # Entries of a failed commit that may have been durable after all: (index, entry).
+        self._in_doubt: list[tuple[int, AuditEntry]] = []
+        self._withheld: list[tuple[int, AuditEntry]] = []  # committed, answer not delivered
+        self._next_purge = 0.0
         self.batches_committed = 0
 
     def start(self) -> None:
@@ -100,16 +152,43 @@ class GroupCommitAuditLog:
             self._thread.join(timeout=self._timeout * 2)
             self._thread = None
 
-    async def append(self, entry: AuditEntry) -> int:
+    async def append(self, entry: AuditEntry, *, quota: QuotaClaim | None = None) -> int:
         if self._thread is None:
             raise StoreUnavailable("audit log")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[int] = loop.create_future()
-        self._queue.put((entry, fut, loop))
+        claim = CURRENT_CLAIM.get()
         try:
-            return await asyncio.wait_for(fut, self._timeout)
+            index = await self._append(Pending(entry, claim, quota))
+        except PolicyDenied:
+            # Refused by the durable check of a closed case or a quota: written as the
+            # refusal, in the transaction that also claimed the token.
+            if claim is not None:
+                claim.durable = True
+            raise
+        if claim is not None:
+            claim.durable = True
+        return index
+
+    async def _append(self, pending: Pending) -> int:
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(pending, loop.create_future(), loop)
+        self._queue.put(waiter)
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter.fut), self._timeout)
         except TimeoutError:
-            raise StoreUnavailable("audit log") from None
+            pass
+        with self._lock:
+            if waiter.state is _State.PENDING:
+                waiter.state = _State.WITHDRAWN  # the writer will skip it: never committed
+                raise StoreUnavailable("audit log") from None
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter.fut), self._grace)
+        except TimeoutError:
+            pass
+        with self._lock:
+            if waiter.state is not _State.DONE:
+                waiter.state = _State.GAVE_UP  # the writer corrects the entry if it lands
+                raise StoreUnavailable("audit log", in_doubt=True) from None
+        return await waiter.fut  # settled this very moment: the outcome is on its way
 
     async def ping(self) -> bool:
         def _ping() -> bool:
@@ -125,7 +204,11 @@ class GroupCommitAuditLog:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=_PURGE_SECONDS)
+            except queue.Empty:
+                self._housekeeping()
+                continue
             if first is _STOP:
                 return
             batch: list[_Waiter] = [first]  # type: ignore[list-item]
@@ -139,20 +222,33 @@ class GroupCommitAuditLog:
                     break
                 batch.append(nxt)  # type: ignore[arg-type]
             self._commit(batch)
+            self._housekeeping()
 
     def _commit(self, batch: list[_Waiter]) -> None:
-        results = self._write([entry for entry, _, _ in batch])
+        with self._lock:
+            taken = [w for w in batch if w.state is _State.PENDING]
+            for w in taken:
+                w.state = _State.TAKEN
+        if not taken:
+            return
+        results = self._write([w.pending for w in taken])
         # One wake-up per event loop for the whole batch, not one per entry.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], Any]]] = {}
-        for (_, fut, loop), result in zip(batch, results, strict=True):
-            by_loop.setdefault(loop, []).append((fut, result))
+        with self._lock:
+            for w, result in zip(taken, results, strict=True):
+                if w.state is _State.GAVE_UP:
+                    if isinstance(result, int) and w.pending.entry.decision is Outcome.ALLOWED:
+                        self._withheld.append((result, w.pending.entry))
+                    continue
+                w.state = _State.DONE
+                by_loop.setdefault(w.loop, []).append((w.fut, result))
         for loop, settled in by_loop.items():
             # RuntimeError: the loop closed while we wrote (shutdown); nobody is waiting.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle_all, settled)
 
-    def _write(self, entries: list[AuditEntry]) -> list[int | BaseException]:
-        """Commit ``entries`` in one transaction; their indexes, or an error for each.
+    def _write(self, batch: list[Pending]) -> list[int | BaseException]:
+        """Commit ``batch`` in one transaction; each entry's index, or its error.
 
         When the store itself fails (unreachable, disk full, locked) every entry fails: a
         503 for each request, nothing released. When the failure is an entry's own (a value
@@ -161,30 +257,47 @@ class GroupCommitAuditLog:
         be stored fails, and it is replaced by an entry saying so: one sender's input never
         costs other requests their answer.
         """
+        attempt: list[tuple[int, AuditEntry]] = []
         try:
-            first = self._insert(entries)
-        except Exception as exc:  # whatever failed, nothing of this transaction is durable
+            first = self._insert(batch, attempt)
+        except Exception as exc:  # whatever failed, nothing of this transaction is known
             self._tree.forget()
             if _store_failed(exc):
-                log.error("audit batch of %d could not be written: %s", len(entries), exc)
-                return [StoreUnavailable("audit log") for _ in entries]
-            if len(entries) > 1:
-                half = len(entries) // 2
-                return self._write(entries[:half]) + self._write(entries[half:])
-            return [self._unstorable(entries[0], exc)]
+                log.error("audit batch of %d could not be written: %s", len(batch), exc)
+                # If the commit itself failed, it may have landed: check when the store is back.
+                self._in_doubt.extend(attempt)
+                return [StoreUnavailable("audit log") for _ in batch]
+            if len(batch) > 1:
+                half = len(batch) // 2
+                return self._write(batch[:half]) + self._write(batch[half:])
+            return [self._unstorable(batch[0].entry, exc)]
         self.batches_committed += 1
-        return list(range(first, first + len(entries)))
+        out: list[int | BaseException] = []
+        for offset, p in enumerate(batch):
+            if p.refusal is not None:
+                p.refusal.audit_index = first + offset
+                out.append(p.refusal)
+            else:
+                out.append(first + offset)
+        return out
 
-    def _insert(self, entries: list[AuditEntry]) -> int:
+    def _insert(self, batch: list[Pending], attempt: list[tuple[int, AuditEntry]]) -> int:
+        """One transaction: the sequencer lock, the promises, the entries and their leaves.
+
+        Everything that does not need the lock is prepared before it; ``attempt`` is filled
+        just before the commit, so that a commit that fails can be checked for later.
+        """
         with self._engine.begin() as conn:
             first = self._sequence(conn)
-            rows = [entry.as_row() for entry in entries]
+            gate(conn, batch)
+            rows = [p.entry.as_row() for p in batch]
             for offset, row in enumerate(rows):
                 row["idx"] = first + offset
             conn.execute(sa.insert(audit_entries), rows)
             # Same transaction, same lock: the tree's order is the log's, and no entry
             # is durable without its leaf.
             self._tree.integrate(conn, rows)
+            attempt.extend((first + i, p.entry) for i, p in enumerate(batch))
         return first
 
     def _unstorable(self, entry: AuditEntry, exc: BaseException) -> BaseException:
@@ -202,11 +315,78 @@ class GroupCommitAuditLog:
             detail=f"the entry could not be stored ({type(exc).__name__}); nothing was released",
         )
         try:
-            failed.audit_index = self._insert([replacement])
+            failed.audit_index = self._insert([Pending(replacement)], [])
             self.batches_committed += 1
         except Exception:  # the store is failing after all; the request still gets its 503
             self._tree.forget()
         return failed
+
+    def _housekeeping(self) -> None:
+        """Corrections for answers never handed over; forget expired promises."""
+        if self._in_doubt:
+            self._resolve_in_doubt()
+        if self._withheld:
+            self._correct()
+        now = time.time()
+        if now >= self._next_purge:
+            self._next_purge = now + _PURGE_SECONDS
+            oldest = dt.datetime.fromtimestamp(now, DISTRICT_TZ).date() - dt.timedelta(days=2)
+            try:
+                with self._engine.begin() as conn:
+                    purge(conn, now=now, oldest_day=oldest.isoformat())
+            except SQLAlchemyError as exc:
+                log.warning("could not purge expired promises: %s", exc)
+
+    def _resolve_in_doubt(self) -> None:
+        """Which entries of failed commits landed after all (their requests got 503s)."""
+        doubtful = dict(self._in_doubt)
+        try:
+            with self._engine.connect() as conn:
+                e = audit_entries.c
+                rows = conn.execute(
+                    sa.select(e.idx, e.request_hash, e.event).where(e.idx.in_(list(doubtful)))
+                ).all()
+        except SQLAlchemyError:
+            return  # still down: ask again after the next batch
+        self._in_doubt = []
+        for idx, request_hash, event in rows:
+            entry = doubtful[int(idx)]
+            # The same index may hold a later batch's entry (the failed one rolled back).
+            if (entry.request_hash, entry.event) == (
+                request_hash,
+                event,
+            ) and entry.decision is Outcome.ALLOWED:
+                self._withheld.append((int(idx), entry))
+
+    def _correct(self) -> None:
+        corrections = [
+            Pending(
+                AuditEntry(
+                    at=dt.datetime.now(dt.UTC),
+                    event=WITHHELD_EVENT,
+                    decision=Outcome.REFUSED,
+                    department=entry.department,
+                    operator=entry.operator,
+                    resource=entry.resource,
+                    subject_hmac=entry.subject_hmac,
+                    request_hash=entry.request_hash,
+                    policy_version=entry.policy_version,
+                    reason_code="answer-withheld",
+                    withholds=idx,
+                    detail=f"the answer recorded by entry {idx} was never handed over: its "
+                    "request gave up waiting for the audit write; nothing was released",
+                )
+            )
+            for idx, entry in self._withheld
+        ]
+        try:
+            self._insert(corrections, [])
+        except Exception as exc:  # try again after the next batch
+            self._tree.forget()
+            log.error("corrections could not be written yet: %s", exc)
+            return
+        self.batches_committed += 1
+        self._withheld = []
 
     def _sequence(self, conn: sa.Connection) -> int:
         """The index of the batch's first entry, taken under the sequencer lock.
@@ -215,7 +395,9 @@ class GroupCommitAuditLog:
         total and gap-free: a failed batch rolls back and its indexes are used by the next.
         On PostgreSQL a transaction-scoped advisory lock makes this process the only
         sequencer until it commits, whichever process or host it runs on; SQLite's single
-        writer (and the embedded setup's single process) gives the same guarantee.
+        writer (and the embedded setup's single process) gives the same guarantee. A process
+        that stalls while holding it loses its session (``idle_in_transaction_session_timeout``)
+        and with it the lock, so the other gateways go on.
         """
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SEQUENCER_LOCK_ID)))

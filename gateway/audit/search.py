@@ -82,6 +82,7 @@ EXPORT_COLUMNS = (
     "response_hash",
     "latency_ms",
     "detail",
+    "withholds",
 )
 
 Order = Literal["asc", "desc"]
@@ -322,6 +323,7 @@ def _values(row: Any) -> dict[str, Any]:
         "response_hash": row.response_hash,
         "latency_ms": row.latency_ms,
         "detail": row.detail,
+        "withholds": None if row.withholds is None else int(row.withholds),
     }
 
 

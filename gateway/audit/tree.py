@@ -32,7 +32,9 @@ __all__ = ["LEAF_VERSION", "Sequencer", "StoredTree", "frontier_keys", "leaf_byt
 LEAF_VERSION = 1
 
 #: The recorded fields of an entry, in the leaf under the same names (``idx`` as ``index``).
-_FIELDS = tuple(c.name for c in audit_entries.columns if c.name not in ("idx", "at", "fields"))
+_FIELDS = tuple(
+    c.name for c in audit_entries.columns if c.name not in ("idx", "at", "fields", "withholds")
+)
 
 
 def _utc(value: dt.datetime) -> str:
@@ -58,6 +60,11 @@ def leaf_bytes(row: Mapping[Any, Any]) -> bytes:
         latency_us=None if latency is None else round(float(latency) * 1000),
     )
     del doc["latency_ms"]
+    # Added with migration 0008; in the leaf only where set, so every earlier leaf keeps its
+    # bytes.
+    withholds = row.get("withholds")
+    if withholds is not None:
+        doc["withholds"] = int(withholds)
     # Sorted keys, no whitespace, minimal escaping: for these values (text, integers, null,
     # lists of text) exactly the RFC 8785 bytes — a test holds it to rfc8785 — at a
     # fiftieth of the pure-Python encoder's cost, on the audit writer's path.

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import math
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from gateway.cache.protocol import Admission, CachedRecord, CacheProbe, QuotaClaim
+from gateway.cache.protocol import (
+    Admission,
+    CachedRecord,
+    CacheProbe,
+    QuotaClaim,
+    Warmer,
+    district_day,
+    nothing_to_warm,
+)
 from gateway.core.policy import ReasonCode
-from gateway.errors import PolicyDenied, RateLimited, Replayed
+from gateway.errors import PolicyDenied, RateLimited, Replayed, StoreUnavailable
 
 __all__ = ["InProcessGuard"]
 
@@ -17,15 +26,24 @@ class InProcessGuard:
     """Replay cache, fixed-window rate limit, daily quotas and closed cases in this process.
 
     Correct only with one worker process; the settings refuse more (see ``gateway.settings``).
-    Everything runs on the event loop thread without awaiting, so each admit is atomic.
+    After the one await that loads a department's durable state (its first request of the
+    district day), everything runs on the event loop thread without awaiting, so each admit
+    is atomic.
     """
 
     def __init__(
-        self, *, rate_limit: int, window_seconds: int, cache_entries: int = 100_000
+        self,
+        *,
+        rate_limit: int,
+        window_seconds: int,
+        cache_entries: int = 100_000,
+        warm: Warmer | None = None,
     ) -> None:
         self._limit = rate_limit
         self._window = window_seconds
-        self._seen: dict[tuple[str, str], float] = {}
+        self._warm = warm or nothing_to_warm
+        self._warmed: set[tuple[str, str]] = set()  # (department, district day) loaded
+        self._seen: dict[tuple[str, str], tuple[float, str]] = {}
         self._counters: dict[str, tuple[int, int]] = {}
         self._closed: set[tuple[str, str]] = set()
         self._quotas: dict[tuple[str, str], set[str]] = {}
@@ -46,7 +64,11 @@ class InProcessGuard:
         case: str | None = None,
         quotas: Sequence[QuotaClaim] = (),
         probes: Sequence[CacheProbe] = (),
+        nonce: str | None = None,
     ) -> Admission:
+        day = district_day(now)
+        if (department, day) not in self._warmed:
+            await self._load(department, now, day)
         if case is not None and (department, case) in self._closed:
             raise PolicyDenied(ReasonCode.CASE_CLOSED, "the case was declared closed")
         window = int(now // self._window)
@@ -58,10 +80,10 @@ class InProcessGuard:
         if now >= self._next_purge:
             self._purge(now)
         key = (department, jti)
-        expiry = self._seen.get(key)
-        if expiry is not None and expiry > now:
+        claimed = self._seen.get(key)
+        if claimed is not None and claimed[0] > now and claimed[1] != nonce:
             raise Replayed
-        self._seen[key] = now + replay_ttl
+        self._seen[key] = (now + replay_ttl, nonce or uuid.uuid4().hex)
         admission = Admission()
         for claim in quotas:
             counted = self._quotas.setdefault((claim.grant_id, claim.day), set())
@@ -104,9 +126,25 @@ class InProcessGuard:
         for key in [k for k in self._cache if k[0] == resource]:
             del self._cache[key]
 
+    async def _load(self, department: str, now: float, day: str) -> None:
+        try:
+            state = await self._warm(department, now)
+        except Exception as exc:  # the durable store is down: admit nothing unchecked
+            raise StoreUnavailable("database") from exc
+        self._closed.update((department, case) for case in state.closed_cases)
+        for key, subjects in state.quota_subjects.items():
+            self._quotas.setdefault(key, set()).update(subjects)
+        self._warmed.add((department, day))
+
+    async def release(self, *, department: str, jti: str, nonce: str) -> bool:
+        claimed = self._seen.get((department, jti))
+        if claimed is not None and claimed[1] == nonce:
+            del self._seen[(department, jti)]
+        return True
+
     def _purge(self, now: float) -> None:
         # Amortised: at most once a second, drop every expired jti and past days' quotas.
-        self._seen = {k: v for k, v in self._seen.items() if v > now}
+        self._seen = {k: v for k, v in self._seen.items() if v[0] > now}
         if len(self._quotas) > 1024:
             latest = max(day for _, day in self._quotas)
             self._quotas = {k: v for k, v in self._quotas.items() if k[1] >= latest}

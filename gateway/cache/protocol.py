@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Admission", "CacheProbe", "CachedRecord", "QuotaClaim", "RequestGuard"]
+__all__ = [
+    "Admission",
+    "CacheProbe",
+    "CachedRecord",
+    "DurableState",
+    "QuotaClaim",
+    "RequestGuard",
+    "Warmer",
+    "district_day",
+    "nothing_to_warm",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +57,29 @@ class Admission:
     generations: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class DurableState:
+    """What the durable store knows of one department that the guard keeps a copy of: its
+    closed cases, and the subjects counted today under its quota'd grants."""
+
+    closed_cases: frozenset[str] = frozenset()
+    quota_subjects: Mapping[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+
+
+#: Reads a department's :class:`DurableState` at ``now`` (epoch seconds).
+Warmer = Callable[[str, float], Awaitable[DurableState]]
+
+
+def district_day(now: float) -> str:
+    """The district's calendar date (UTC+8) at ``now`` (epoch seconds), ISO format."""
+    return (dt.datetime.fromtimestamp(now, dt.UTC) + dt.timedelta(hours=8)).date().isoformat()
+
+
+async def nothing_to_warm(department: str, now: float) -> DurableState:
+    """A warmer for guards without a durable store behind them (tests of the guard alone)."""
+    return DurableState()
+
+
 class RequestGuard(Protocol):
     """Refuses replayed tokens, closed cases, spent budgets and exhausted quotas, and reads
     the lookup cache — all in one step (one round trip to Redis)."""
@@ -61,8 +95,14 @@ class RequestGuard(Protocol):
         case: str | None = None,
         quotas: Sequence[QuotaClaim] = (),
         probes: Sequence[CacheProbe] = (),
+        nonce: str | None = None,
     ) -> Admission:
         """Admit one request (``cost`` lookups of it) or raise; one store round trip.
+
+        ``nonce`` identifies this request: a retry of it finds its own claim of the ``jti``.
+        The guard is a copy of the durable state: when it finds its copy of the department
+        missing (Redis restarted empty, a new process) it loads it first (a second round
+        trip, once).
 
         In order: :class:`~gateway.errors.PolicyDenied` (``case-closed``) when ``case`` was
         declared closed by ``department``; :class:`~gateway.errors.RateLimited` when the
@@ -86,6 +126,11 @@ class RequestGuard(Protocol):
         now: float,
     ) -> None:
         """Cache a fetched record for ``ttl`` seconds under the generation admit reported."""
+        ...
+
+    async def release(self, *, department: str, jti: str, nonce: str) -> bool:
+        """Forget the ``jti`` this request (``nonce``) claimed: nothing was answered, so a
+        resend must not be refused as a replay. ``False`` if the guard could not be told."""
         ...
 
     async def invalidate(self, *, resource: str, departments: Sequence[str]) -> None:

@@ -3,42 +3,62 @@
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from gateway.cache.protocol import Admission, CachedRecord, CacheProbe, QuotaClaim
+from gateway.cache.protocol import (
+    Admission,
+    CachedRecord,
+    CacheProbe,
+    QuotaClaim,
+    Warmer,
+    district_day,
+    nothing_to_warm,
+)
 from gateway.core.policy import ReasonCode
 from gateway.errors import PolicyDenied, RateLimited, Replayed, StoreUnavailable
 
-__all__ = ["RedisGuard"]
+__all__ = ["RedisGuard", "connect"]
 
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-# One script, one round trip, in this order: a closed case refuses; the department's window
+# One script, one round trip, in this order: a department whose copy of the durable state
+# (closed cases, today's quota subjects) is not loaded answers "cold" and is loaded first —
+# Redis restarted empty, or was flushed; a closed case refuses; the department's window
 # counts the request (over budget refuses, the jti unconsumed); SET NX claims the jti (the
 # replay check); each quota claim is counted in its grant's per-day set; each cache probe reads
 # the resource's current generation and the cached record under it. Every key carries the hash
 # tag {department}, so the script also runs on Redis Cluster (cache keys are built in the
 # script from ARGV[5], the tag prefix, and stay in the same slot).
-#   KEYS: jti, rate, case, quota_1..q
+# The jti is claimed with the request's nonce as its value, so a retry of this very request
+# (its reply was lost on a broken connection) finds its own claim and is not a replay.
+#   KEYS: jti, rate, case, warm, quota_1..q
 #   ARGV: replay_ms, window_ms, limit, cost, tag, q, (subject, limit) * q, p,
-#         (resource, subject) * p
+#         (resource, subject) * p, nonce
 # Reply: {0, fits_1..q, (generation, record | false, cached_at | false) * p} or {code}.
 _ADMIT = """
+if redis.call('EXISTS', KEYS[4]) == 0 then return {5} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {4} end
 local n = redis.call('INCRBY', KEYS[2], ARGV[4])
 if n == tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 if n > tonumber(ARGV[3]) then return {2} end
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return {1} end
+local nonce = ARGV[#ARGV]
+if not redis.call('SET', KEYS[1], nonce, 'NX', 'PX', ARGV[1]) then
+  if redis.call('GET', KEYS[1]) ~= nonce then return {1} end
+end
 local out = {0}
 local q = tonumber(ARGV[6])
 for i = 1, q do
-  local key = KEYS[3 + i]
+  local key = KEYS[4 + i]
   local subject = ARGV[5 + 2 * i]
   local limit = tonumber(ARGV[6 + 2 * i])
   if redis.call('SISMEMBER', key, subject) == 1 then
@@ -66,6 +86,30 @@ end
 return out
 """
 
+# Forget a jti claimed by this request (nothing was answered: a resend must not be a replay).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+#: How long a loaded copy of a department's durable state is trusted before it is reloaded
+#: (quota sets are per district day, so a day's copy must not outlive it).
+_WARM_SECONDS = 3600
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client with short timeouts, so a dead Redis fails fast (503), and one immediate
+    retry on a broken connection — a pooled connection that sat idle through a Redis restart
+    is replaced at once instead of failing the request. Timeouts are not retried: the command
+    may have run, and a frozen Redis must answer 503 within the second."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        health_check_interval=5,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    )
+
 
 class RedisGuard:
     """Replay cache (``SET NX``), rate limit, daily quotas and closed cases in Redis."""
@@ -77,21 +121,22 @@ class RedisGuard:
         rate_limit: int,
         window_seconds: int,
         prefix: str = "yiwang",
+        warm: Warmer | None = None,
     ) -> None:
         self._client = client
         self._limit = rate_limit
         self._window = window_seconds
         self._prefix = prefix
+        self._warm = warm or nothing_to_warm
         self._script = client.register_script(_ADMIT)
+        self._release = client.register_script(_RELEASE)
 
     @classmethod
     def from_url(
         cls, url: str, *, rate_limit: int, window_seconds: int, prefix: str = "yiwang"
     ) -> RedisGuard:
-        """Connect lazily to ``url`` with short timeouts, so a dead Redis fails fast (503)."""
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=30
-        )
+        """Connect lazily to ``url`` (see :func:`connect`)."""
+        client = connect(url)
         return cls(
             client=client, rate_limit=rate_limit, window_seconds=window_seconds, prefix=prefix
         )
@@ -110,6 +155,7 @@ class RedisGuard:
         case: str | None = None,
         quotas: Sequence[QuotaClaim] = (),
         probes: Sequence[CacheProbe] = (),
+        nonce: str | None = None,
     ) -> Admission:
         window = int(now // self._window)
         tag = self._tag(department)
@@ -118,6 +164,7 @@ class RedisGuard:
             f"{tag}:rate:{window}",
             # Case numbers are never empty, so the key of "no case" is never set.
             f"{tag}:case:{case or ''}",
+            f"{tag}:warm:{district_day(now)}",
             *(f"{tag}:quota:{q.grant_id}:{q.day}" for q in quotas),
         ]
         args: list[str | int] = [
@@ -133,11 +180,17 @@ class RedisGuard:
         args.append(len(probes))
         for probe in probes:
             args += [probe.resource, probe.subject]
+        args.append(nonce or uuid.uuid4().hex)
         try:
             verdict = await self._script(keys=keys, args=args)
+            if int(verdict[0]) == 5:  # cold: load the department's durable state, then admit
+                await self._load(department, now)
+                verdict = await self._script(keys=keys, args=args)
         except RedisError:
             raise StoreUnavailable("replay cache") from None
         code = int(verdict[0])
+        if code == 5:
+            raise StoreUnavailable("replay cache")  # the copy would not stay loaded
         if code == 4:
             raise PolicyDenied(ReasonCode.CASE_CLOSED, "the case was declared closed")
         if code == 2:
@@ -184,6 +237,29 @@ class RedisGuard:
                 await pipe.execute()
         except RedisError:
             raise StoreUnavailable("lookup cache") from None
+
+    async def _load(self, department: str, now: float) -> None:
+        """Copy ``department``'s closed cases and today's quota subjects from the durable
+        store into Redis, then mark the copy loaded (all in one transaction)."""
+        state = await self._warm(department, now)
+        tag = self._tag(department)
+        async with self._client.pipeline(transaction=True) as pipe:
+            for case in state.closed_cases:
+                pipe.set(f"{tag}:case:{case}", "1")
+            for (grant_id, day), subjects in state.quota_subjects.items():
+                if subjects:
+                    key = f"{tag}:quota:{grant_id}:{day}"
+                    pipe.sadd(key, *sorted(subjects))
+                    pipe.expire(key, 172800)
+            pipe.set(f"{tag}:warm:{district_day(now)}", "1", ex=_WARM_SECONDS)
+            await pipe.execute()
+
+    async def release(self, *, department: str, jti: str, nonce: str) -> bool:
+        try:
+            await self._release(keys=[f"{self._tag(department)}:jti:{jti}"], args=[nonce])
+        except RedisError:
+            return False
+        return True
 
     async def close_case(self, *, department: str, case: str) -> None:
         try:

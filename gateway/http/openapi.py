@@ -76,6 +76,9 @@ class Problem(msgspec.Struct, kw_only=True):
     audit_index: int | None = None
     #: 429: seconds until the department's budget is renewed (also in ``Retry-After``).
     retry_after: int | None = None
+    #: 503 after admission: whether the token is used (then send a new one; no
+    #: ``Retry-After``) or was released (resend it).
+    token_consumed: bool | None = None
 
 
 _MEANING = {

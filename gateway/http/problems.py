@@ -41,6 +41,7 @@ INTERNAL_ERROR_EVENT = "request:internal-error"
 #: failure should name (``request_hash``, ``department`` once known).
 AUDIT_CONTEXT = "audit_context"
 _RECORDED = "internal_error_audit_index"
+_TOKEN_RELEASED = "token_released"  # noqa: S105 - a state key, not a secret
 _UNRECORDED = "internal_error_unrecorded"
 _MISSING_PARAMETER = re.compile(r"Missing required (\w+) parameter '([^']+)'")
 
@@ -101,7 +102,16 @@ def _for_gateway_error(request: Request[Any, Any, Any], exc: errors.Error) -> Re
         headers = {"Retry-After": str(exc.retry_after)}
         extra["retry_after"] = exc.retry_after
     elif isinstance(exc, errors.StoreUnavailable):
-        headers = {"Retry-After": "1"}
+        # Honest about a resend: the same token works again unless an entry of it is
+        # durable (or the guard could not be told to forget it) — then a new token is needed.
+        released = request.scope.get("state", {}).get(_TOKEN_RELEASED)
+        if released is False:
+            extra["token_consumed"] = True
+            detail = f"{exc}; the token is or may be used: send the request with a new token"
+        else:
+            headers = {"Retry-After": "1"}
+            if released is True:
+                extra["token_consumed"] = False
     elif isinstance(exc, errors.ConfigurationError):
         detail = None
     return problem_response(status, slug, title, detail, headers, **extra)
@@ -173,9 +183,18 @@ async def record_unexpected(exc: Exception, scope: Scope) -> None:
     """``after_exception`` hook: an audit entry for a request that ended in an unexpected
     exception, durable before the 500 is sent — so no probe that crashes a handler goes
     unrecorded. Never raises; if the entry cannot be written the answer becomes a 503."""
+    state = scope.setdefault("state", {})
+    if isinstance(exc, errors.StoreUnavailable):
+        # Nothing was answered: the guard forgets the request's jti, so a resend works.
+        try:
+            requests = scope["app"].state.runtime.requests
+            state[_TOKEN_RELEASED] = await requests.release_unanswered(exc)
+        except Exception:  # the guard is down too; the token stays claimed there
+            log.exception("the request's token could not be released")
+            state[_TOKEN_RELEASED] = False
+        return
     if isinstance(exc, errors.Error | HTTPException):
         return  # answered by its own problem (and audited by its service where it should be)
-    state = scope.setdefault("state", {})
     try:
         runtime = scope["app"].state.runtime
         context = state.get(AUDIT_CONTEXT) or {}

@@ -202,10 +202,13 @@ async def healthz() -> dict[str, str]:
 )
 async def readyz(state: State) -> Response[Any]:
     runtime = runtime_of(state)
+    # The store must take a write (a full disk or a frozen database is not ready), within a
+    # bound; the cache must answer; the key ring in force must hold keys.
+    store_problem = await runtime.readiness.check()
     checks = {
-        "database": await runtime.audit.ping(),
+        "database": store_problem is None,
         "cache": await runtime.guard.ping(),
-        "keys": len(runtime.keyring) > 0,
+        "keys": len(runtime.requests.verifier.keyring) > 0,
     }
     watcher = runtime.watcher
     policy = {
@@ -225,7 +228,8 @@ async def readyz(state: State) -> Response[Any]:
             }
         )
     failing = ", ".join(name for name, ok in checks.items() if not ok)
-    return problem_response(503, "not-ready", "Not ready", f"failing: {failing}", checks=checks)
+    detail = f"failing: {failing}" + (f" ({store_problem})" if store_problem else "")
+    return problem_response(503, "not-ready", "Not ready", detail, checks=checks)
 
 
 @get(

@@ -11,6 +11,7 @@ from hashlib import sha256
 from typing import Any, Generic, TypeVar
 
 from gateway.audit import AuditEntry, AuditLog, Outcome, SubjectHasher
+from gateway.audit.promises import CURRENT_CLAIM, TokenClaim
 from gateway.cache import Admission, CacheProbe, QuotaClaim, RequestGuard
 from gateway.core.keyring import GatewaySigner
 from gateway.core.tokens import RequestTokenVerifier, VerifiedToken
@@ -97,7 +98,8 @@ class SignedRequests:
         self.answer_lifetime = answer_lifetime
 
     def start(self, body: bytes, *, now: float, policy_version: str) -> AuditBase:
-        """The audit fields known before anything is checked."""
+        """The audit fields known before anything is checked (and no promise made yet)."""
+        CURRENT_CLAIM.set(None)
         return {
             "at": dt.datetime.fromtimestamp(now, dt.UTC),
             "request_hash": sha256(body.strip()).hexdigest(),
@@ -163,9 +165,15 @@ class SignedRequests:
         probes: Sequence[CacheProbe] = (),
     ) -> Admission:
         """Closed case, rate limit, replay, quotas and cache reads in one guard call;
-        refusals audited."""
+        refusals audited.
+
+        Once admitted, the request's promises (its token used once, its case open) follow it:
+        every entry it appends from here on is checked against the durable store in the
+        audit writer's transaction (:mod:`gateway.audit.promises`), whatever the guard knew.
+        """
+        nonce = uuid.uuid4().hex
         try:
-            return await self.guard.admit(
+            admission = await self.guard.admit(
                 department=token.department,
                 jti=token.jti,
                 replay_ttl=token.expires_at - now + 2 * self.verifier.leeway,
@@ -174,10 +182,36 @@ class SignedRequests:
                 case=case,
                 quotas=quotas,
                 probes=probes,
+                nonce=nonce,
             )
         except (Replayed, RateLimited, PolicyDenied, StoreUnavailable) as exc:
             await self.refuse(exc, base, event, started)
             raise
+        CURRENT_CLAIM.set(
+            TokenClaim(
+                department=token.department,
+                jti=token.jti,
+                nonce=nonce,
+                expires_at=token.expires_at + 2 * self.verifier.leeway,
+                case=case,
+                refused_event=event,
+            )
+        )
+        return admission
+
+    async def release_unanswered(self, failure: StoreUnavailable) -> bool | None:
+        """After ``failure`` answered nothing: forget the request's ``jti`` in the guard, so
+        that resending the same token works. ``None`` if it was never admitted, ``True`` if a
+        resend will be admitted, ``False`` if the token is (or may be) used: an entry of it is
+        durable, its last commit's outcome is unknown, or the guard could not be told."""
+        claim = CURRENT_CLAIM.get()
+        if claim is None:
+            return None
+        if claim.durable or failure.in_doubt:
+            return False
+        return await self.guard.release(
+            department=claim.department, jti=claim.jti, nonce=claim.nonce
+        )
 
     async def refuse(
         self, exc: Error, fields: Mapping[str, Any], event: str, started: float

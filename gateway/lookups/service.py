@@ -355,28 +355,37 @@ class LookupService:
                     ttl=plan.ttl,
                     now=now,
                 )
-        if record is None:
-            missing = RecordNotFound("no record for this subject")
-            missing.audit_index = await rq.audit.append(
+        # The quota counts the subject in the entry's transaction (the guard's count is a
+        # copy); a subject beyond it is refused there, written as the refusal it is.
+        try:
+            if record is None:
+                missing = RecordNotFound("no record for this subject")
+                missing.audit_index = await rq.audit.append(
+                    AuditEntry(
+                        **entry,
+                        event=EVENT_NOT_FOUND,
+                        decision=Outcome.ALLOWED,
+                        reason_code="not-found",
+                        latency_ms=elapsed_ms(started),
+                    ),
+                    quota=plan.quota,
+                )
+                return missing
+            data = decision.release(record.values)
+            index = await rq.audit.append(
                 AuditEntry(
                     **entry,
-                    event=EVENT_NOT_FOUND,
+                    event=EVENT_RELEASED,
                     decision=Outcome.ALLOWED,
-                    reason_code="not-found",
+                    response_hash=hashlib.sha256(
+                        msgspec.json.encode(data, order="sorted")
+                    ).hexdigest(),
                     latency_ms=elapsed_ms(started),
-                )
+                ),
+                quota=plan.quota,
             )
-            return missing
-        data = decision.release(record.values)
-        index = await rq.audit.append(
-            AuditEntry(
-                **entry,
-                event=EVENT_RELEASED,
-                decision=Outcome.ALLOWED,
-                response_hash=hashlib.sha256(msgspec.json.encode(data, order="sorted")).hexdigest(),
-                latency_ms=elapsed_ms(started),
-            )
-        )
+        except PolicyDenied as refused:  # closed case or quota, by the durable check
+            return refused
         resource = policy.resources[query.resource]
         return {
             "query": {

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from gateway.errors import StoreUnavailable
 from gateway.storage.schema import closed_cases
 
-__all__ = ["list_closed_cases", "record_closed_case"]
+__all__ = ["record_closed_case"]
 
 
 def record_closed_case(
@@ -39,10 +39,3 @@ def record_closed_case(
     except SQLAlchemyError:
         raise StoreUnavailable("database") from None
     return True
-
-
-def list_closed_cases(engine: sa.Engine) -> list[tuple[str, str]]:
-    """Every (department, case) closed so far."""
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(closed_cases.c.department, closed_cases.c.case_number))
-        return [(d, c) for d, c in rows]

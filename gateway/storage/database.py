@@ -16,9 +16,14 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_database_engine(url: str, *, busy_timeout_ms: int = 5000) -> sa.Engine:
+def create_database_engine(
+    url: str, *, busy_timeout_ms: int = 5000, idle_in_transaction_ms: int = 2000
+) -> sa.Engine:
     """An engine for ``url``. SQLite gets WAL, full fsync on commit and a busy timeout;
-    PostgreSQL gets a bounded pool and a lock timeout so a stuck table fails fast (503)."""
+    PostgreSQL gets a bounded pool, lock and statement timeouts so a stuck table fails fast
+    (503), and — so that no stalled process holds the district hostage — sessions that die
+    when their process stops talking inside a transaction (``idle_in_transaction_ms``: the
+    sequencer's lock is released with them) and TCP keepalives that notice a vanished host."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -47,6 +52,13 @@ def create_database_engine(url: str, *, busy_timeout_ms: int = 5000) -> sa.Engin
         connect_args={
             "connect_timeout": max(1, busy_timeout_ms // 1000),
             "options": f"-c lock_timeout={int(busy_timeout_ms)} "
-            f"-c statement_timeout={int(busy_timeout_ms) * 2}",
+            f"-c statement_timeout={int(busy_timeout_ms) * 2} "
+            f"-c idle_in_transaction_session_timeout={int(idle_in_transaction_ms)}",
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            # Unacknowledged data for this long means the peer is gone: fail, do not hang.
+            "tcp_user_timeout": max(1000, int(busy_timeout_ms) * 2),
         },
     )

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["audit_entries", "closed_cases", "department_keys", "departments", "metadata"]
+__all__ = [
+    "audit_entries",
+    "closed_cases",
+    "department_keys",
+    "departments",
+    "metadata",
+    "quota_subjects",
+    "readiness_probes",
+    "used_tokens",
+]
 
 metadata = sa.MetaData()
 
@@ -62,7 +71,36 @@ audit_entries = sa.Table(
     sa.Column("response_hash", sa.String(64), nullable=True),
     sa.Column("latency_ms", sa.Float(), nullable=True),
     sa.Column("detail", sa.Text(), nullable=True),
+    # Set on a correction entry: the index of the entry whose answer was never handed over.
+    sa.Column("withholds", sa.BigInteger(), nullable=True, index=True),
     sqlite_autoincrement=True,  # never reuse an index, even after the newest row is removed
+)
+
+# --- promises kept by the durable store (migration 0008) -----------------------------------
+
+used_tokens = sa.Table(
+    "used_tokens",
+    metadata,
+    sa.Column("department", sa.String(64), primary_key=True),
+    sa.Column("jti", sa.String(128), primary_key=True),
+    # The request that claimed it: the same request's later entries find their own claim.
+    sa.Column("claimed_by", sa.String(32), nullable=False),
+    sa.Column("expires_at", sa.BigInteger(), nullable=False, index=True),  # epoch seconds
+)
+
+quota_subjects = sa.Table(
+    "quota_subjects",
+    metadata,
+    sa.Column("grant_id", sa.String(64), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),  # district date
+    sa.Column("subject_hmac", sa.String(64), primary_key=True),
+)
+
+readiness_probes = sa.Table(
+    "readiness_probes",
+    metadata,
+    sa.Column("process", sa.String(64), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
 closed_cases = sa.Table(

@@ -241,7 +241,8 @@ def test_invalid_utf8_in_the_payload_is_refused() -> None:
         lambda t: t + b"=",
         lambda t: t.replace(b".", b"..", 1),
         lambda t: b" " + t.replace(b".", b". ", 1),
-        lambda t: t.replace(b"-", b"+").replace(b"_", b"/"),  # not the url alphabet
+        lambda t: t[:10] + b"+" + t[11:],  # not the url alphabet
+        lambda t: t[:10] + b"/" + t[11:],
         lambda t: t + b".extra",
         lambda t: t[: t.rindex(b".")],
         lambda t: t.replace(b".", b"\x00.", 1),

@@ -1,0 +1,66 @@
+"""Readiness of the durable store, tested by writing to it — within a bound.
+
+Reading says little: SQLite answers a ``SELECT`` with its disk full, and a frozen PostgreSQL
+never answers at all. So ``/readyz`` writes one row (its process's probe) in its own
+transaction, with its own timeout, and on SQLite also checks the free space of the database's
+file system. One probe at a time: while one waits on a stuck store, the next check says
+not-ready at once instead of piling up threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from gateway.storage.schema import readiness_probes
+
+__all__ = ["ReadinessProbe"]
+
+
+class ReadinessProbe:
+    """Whether the durable store takes a write now."""
+
+    def __init__(
+        self, *, engine: sa.Engine, timeout: float, min_free_mb: int, process: str | None = None
+    ) -> None:
+        self._engine = engine
+        self._timeout = timeout
+        self._min_free = min_free_mb * 1024 * 1024
+        self._process = process or f"{os.uname().nodename}:{os.getpid()}"[:64]
+        self._in_flight: asyncio.Future[None] | None = None
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        self._sqlite_dir = Path(database).resolve().parent if database else None
+
+    async def check(self) -> str | None:
+        """``None`` when ready; otherwise why not, in words."""
+        if self._sqlite_dir is not None:
+            free = shutil.disk_usage(self._sqlite_dir).free
+            if free < self._min_free:
+                return f"only {free // (1024 * 1024)} MB free for the database"
+        if self._in_flight is not None and not self._in_flight.done():
+            return "the previous write probe is still waiting for the database"
+        self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._write))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._in_flight), self._timeout)
+        except TimeoutError:
+            return f"a write took longer than {self._timeout:g} s"
+        except Exception as exc:  # any failure of the store: not ready, and why
+            return f"a write failed ({type(exc).__name__})"
+        return None
+
+    def _write(self) -> None:
+        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+        at = dt.datetime.now(dt.UTC)
+        statement = (
+            dialect.insert(readiness_probes)
+            .values(process=self._process, at=at)
+            .on_conflict_do_update(index_elements=["process"], set_={"at": at})
+        )
+        with self._engine.begin() as conn:
+            conn.execute(statement)
