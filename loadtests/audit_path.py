@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import platform
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -108,11 +110,33 @@ def measure(url: str, count: int, concurrency: int) -> dict[str, tuple[float, fl
     return out
 
 
+@contextlib.contextmanager
+def _scratch(url: str) -> Iterator[str]:
+    """``url`` itself for SQLite; a fresh database on a PostgreSQL server, dropped after."""
+    if not url.startswith("postgresql"):
+        yield url
+        return
+    name = f"yiwang_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=5000, help="entries per kind (5000)")
     parser.add_argument("--concurrency", type=int, default=64, help="appends at once (64)")
-    parser.add_argument("--postgres", help="also measure on this PostgreSQL URL (a scratch db)")
+    parser.add_argument(
+        "--postgres",
+        help="also measure on this PostgreSQL server (an admin URL: a scratch database is "
+        "created there and dropped afterwards)",
+    )
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
@@ -122,7 +146,8 @@ def main() -> None:
         if args.postgres:
             targets.append(("postgresql", args.postgres))
         for name, url in targets:
-            figures = measure(url, args.count, args.concurrency)
+            with _scratch(url) as scratch:
+                figures = measure(scratch, args.count, args.concurrency)
             base_wall, base_cpu = figures["plain"]
             print(f"\n{name}: {args.count} entries per kind, {args.concurrency} at once")
             print(f"{'entries':<34}{'wall µs/entry':>14}{'CPU µs/entry':>14}{'ratio':>8}")

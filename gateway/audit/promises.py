@@ -93,9 +93,36 @@ def _refuse(p: Pending, code: str, error: Error, detail: str) -> None:
     p.refusal = error
 
 
-def _insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table, rows: list[Any]) -> None:
+def _insert_ignoring_duplicates(
+    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], returning: Sequence[str]
+) -> list[Any]:
+    """Insert ``rows``, skipping those whose key exists; the ``returning`` columns of those
+    inserted. One statement whatever the batch size (statements here are fixed, so SQLAlchemy
+    compiles each once: the writer builds no expressions per entry)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
+    statement = (
+        dialect.insert(table)
+        .on_conflict_do_nothing()
+        .returning(*(table.c[name] for name in returning))
+    )
+    return list(conn.execute(statement, rows))
+
+
+_OWNERS = sa.select(used_tokens.c.department, used_tokens.c.jti, used_tokens.c.claimed_by).where(
+    used_tokens.c.jti.in_(sa.bindparam("jtis", expanding=True))
+)
+_CLOSED = sa.select(closed_cases.c.department, closed_cases.c.case_number).where(
+    closed_cases.c.case_number.in_(sa.bindparam("cases", expanding=True))
+)
+_COUNTED = sa.select(quota_subjects.c.subject_hmac).where(
+    quota_subjects.c.grant_id == sa.bindparam("grant_id"),
+    quota_subjects.c.day == sa.bindparam("day"),
+    quota_subjects.c.subject_hmac.in_(sa.bindparam("subjects", expanding=True)),
+)
+_COUNT = sa.select(sa.func.count()).where(
+    quota_subjects.c.grant_id == sa.bindparam("grant_id"),
+    quota_subjects.c.day == sa.bindparam("day"),
+)
 
 
 def _single_use(conn: sa.Connection, batch: Sequence[Pending]) -> None:
@@ -105,7 +132,7 @@ def _single_use(conn: sa.Connection, batch: Sequence[Pending]) -> None:
             firsts.setdefault((p.claim.department, p.claim.jti), p.claim)
     if not firsts:
         return
-    _insert_ignoring_duplicates(
+    inserted = _insert_ignoring_duplicates(
         conn,
         used_tokens,
         [
@@ -117,17 +144,14 @@ def _single_use(conn: sa.Connection, batch: Sequence[Pending]) -> None:
             }
             for c in firsts.values()
         ],
+        returning=("department", "jti"),
     )
-    t = used_tokens.c
-    owners = {
-        (d, j): n
-        for d, j, n in conn.execute(
-            sa.select(t.department, t.jti, t.claimed_by).where(
-                # OR of equalities: answered from the primary key on SQLite too.
-                sa.or_(*(sa.and_(t.department == d, t.jti == j) for d, j in firsts))
-            )
-        )
-    }
+    owners = {(d, j): firsts[(d, j)].nonce for d, j in inserted}
+    taken = [key for key in firsts if key not in owners]
+    if taken:  # claimed before: by this very request (an earlier entry of it) or a replay
+        for d, j, n in conn.execute(_OWNERS, {"jtis": sorted({j for _, j in taken})}):
+            if (d, j) in firsts:
+                owners[(d, j)] = n
     for p in batch:
         c = p.claim
         if c is not None and owners.get((c.department, c.jti)) != c.nonce:
@@ -145,14 +169,13 @@ def _closed_cases(conn: sa.Connection, batch: Sequence[Pending]) -> None:
     }
     if not asked:
         return
-    c = closed_cases.c
-    closed = set(
-        conn.execute(
-            sa.select(c.department, c.case_number).where(
-                sa.or_(*(sa.and_(c.department == d, c.case_number == k) for d, k in asked))
-            )
-        ).tuples()
-    )
+    closed = {
+        (d, k)
+        for d, k in conn.execute(_CLOSED, {"cases": sorted({k for _, k in asked})})
+        if (d, k) in asked
+    }
+    if not closed:
+        return
     for p in batch:
         claim = p.claim
         if (
@@ -177,22 +200,27 @@ def _quotas(conn: sa.Connection, batch: Sequence[Pending]) -> None:
     ]
     if not counted:
         return
-    q = quota_subjects.c
+    # Per (grant, day): which of the batch's subjects are counted already, and how many are.
+    pairs: dict[tuple[str, str], set[str]] = {}
+    for p in counted:
+        assert p.quota is not None
+        pairs.setdefault((p.quota.grant_id, p.quota.day), set()).add(p.quota.subject)
     seen: dict[tuple[str, str], set[str]] = {}
-    for key in {(p.quota.grant_id, p.quota.day) for p in counted if p.quota is not None}:
-        seen[key] = set(
-            conn.execute(
-                sa.select(q.subject_hmac).where(q.grant_id == key[0], q.day == key[1])
-            ).scalars()
+    sizes: dict[tuple[str, str], int] = {}
+    for (grant_id, day), subjects in pairs.items():
+        keys = {"grant_id": grant_id, "day": day}
+        seen[(grant_id, day)] = set(
+            conn.execute(_COUNTED, {**keys, "subjects": sorted(subjects)}).scalars()
         )
+        sizes[(grant_id, day)] = int(conn.execute(_COUNT, keys).scalar_one())
     new: list[dict[str, str]] = []
     for p in counted:
         claim = p.quota
         assert claim is not None
-        subjects = seen[(claim.grant_id, claim.day)]
-        if claim.subject in subjects:
+        key = (claim.grant_id, claim.day)
+        if claim.subject in seen[key]:
             continue
-        if len(subjects) >= claim.limit:
+        if sizes[key] >= claim.limit:
             _refuse(
                 p,
                 ReasonCode.QUOTA_EXHAUSTED,
@@ -202,7 +230,8 @@ def _quotas(conn: sa.Connection, batch: Sequence[Pending]) -> None:
                 "the grant's daily subject quota is used up (durable check)",
             )
             continue
-        subjects.add(claim.subject)
+        seen[key].add(claim.subject)
+        sizes[key] += 1
         new.append({"grant_id": claim.grant_id, "day": claim.day, "subject_hmac": claim.subject})
     if new:
         conn.execute(sa.insert(quota_subjects), new)

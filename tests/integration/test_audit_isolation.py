@@ -13,17 +13,21 @@ import asyncio
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome
+from gateway.audit.promises import CURRENT_CLAIM, TokenClaim
 from gateway.audit.verify import verify_log
+from gateway.cache.protocol import QuotaClaim
 from gateway.core.keyring import GatewaySigner
-from gateway.errors import StoreUnavailable
+from gateway.errors import Error, PolicyDenied, Replayed, StoreUnavailable
 from gateway.storage import migrations
 from gateway.storage.database import create_database_engine
+from gateway.storage.schema import closed_cases
 from tests.support import postgres_database
 
 
@@ -119,3 +123,80 @@ def test_an_unstorable_entry_fails_alone(engine: sa.Engine, bad: str) -> None:
     signer = GatewaySigner(private_key=ec.generate_private_key(ec.SECP256R1()), issuer="g")
     report = verify_log(engine, gateway_jwk=signer.public_jwk, issuer="g")
     assert report.ok, report
+
+
+# --- the durable promises, checked by the writer ---------------------------------------------
+
+
+def _claimed(claim: TokenClaim, entry: AuditEntry, log: GroupCommitAuditLog, **kw: Any) -> Any:
+    async def run() -> Any:
+        CURRENT_CLAIM.set(claim)
+        try:
+            return await log.append(entry, **kw)
+        except Error as exc:
+            return exc
+
+    return run()
+
+
+def test_the_writer_keeps_single_use_closed_cases_and_quotas(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            closed_cases.insert().values(
+                department="dept-1",
+                case_number="CLOSED",
+                closed_at=dt.datetime.now(dt.UTC),
+                operator="o",
+                reason="办结",
+            )
+        )
+    log = GroupCommitAuditLog(engine=engine, max_batch=128)
+    log.start()
+
+    def claim(jti: str, nonce: str, case: str | None = None) -> TokenClaim:
+        return TokenClaim("dept-1", jti, nonce, 4_000_000_000, case, "lookup:record:refused")
+
+    def quota(subject: str) -> QuotaClaim:
+        return QuotaClaim(grant_id="g", day="2026-12-01", subject=subject, limit=2)
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(
+            # One request's two entries share its claim; a replay in the same batch loses.
+            _claimed(claim("j-1", "n-1"), honest(1), log),
+            _claimed(claim("j-1", "n-1"), honest(2), log),
+            _claimed(claim("j-1", "n-other"), honest(3), log),
+            # A release under a closed case; a refusal under it is no release.
+            _claimed(claim("j-2", "n-2", "CLOSED"), honest(4), log),
+            # Quota of 2 subjects: a, b fit; a again fits; c does not.
+            _claimed(claim("j-3", "n-3"), honest(5), log, quota=quota("a")),
+            _claimed(claim("j-4", "n-4"), honest(6), log, quota=quota("b")),
+            _claimed(claim("j-5", "n-5"), honest(7), log, quota=quota("a")),
+            _claimed(claim("j-6", "n-6"), honest(8), log, quota=quota("c")),
+        )
+
+    try:
+        results = asyncio.run(run())
+        # A replay of an earlier batch's token loses too (another batch, another transaction).
+        late = asyncio.run(_claimed(claim("j-4", "n-late"), honest(9), log))
+    finally:
+        log.stop()
+    assert isinstance(results[0], int)
+    assert isinstance(results[1], int)
+    assert isinstance(results[2], Replayed)
+    assert isinstance(results[3], PolicyDenied)
+    assert results[3].reason_code == "case-closed"
+    assert [isinstance(r, int) for r in results[4:7]] == [True, True, True]
+    assert isinstance(results[7], PolicyDenied)
+    assert results[7].reason_code == "quota-exhausted"
+    assert isinstance(late, Replayed)
+    with engine.connect() as conn:
+        rows = {
+            r.idx: r
+            for r in conn.execute(
+                sa.text("SELECT idx, event, decision, reason_code FROM audit_entries")
+            )
+        }
+    for refused in (results[2], results[3], results[7], late):
+        row = rows[refused.audit_index]
+        assert (row.event, row.decision) == ("lookup:record:refused", "refused")
+    assert rows[results[2].audit_index].reason_code == "replay"
