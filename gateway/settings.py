@@ -57,7 +57,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     audit_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
     db_busy_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=60000)] = 3000
     db_idle_in_transaction_ms: Annotated[int, msgspec.Meta(ge=500, le=60000)] = 2000
-    audit_commit_grace_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
+    audit_commit_grace_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 2.0
     readiness_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
     readiness_min_free_mb: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 64
     audit_hmac_key: str = ""  # hex; empty: keys_dir/audit-hmac.key, made by `gateway init`

@@ -161,18 +161,14 @@ class PostgresCluster:
                 p.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
-        """SIGKILL the server (it recovers from its WAL at the next start)."""
+        """SIGKILL the server and its backends (it recovers from its WAL at the next start)."""
         with contextlib.suppress(FileNotFoundError, psutil.NoSuchProcess):
-            for p in self._processes():
-                p.send_signal(signal.SIGCONT)
-            self._processes()[0].kill()
-        time.sleep(0.5)
-        for p in psutil.process_iter(["cmdline"]):
-            with contextlib.suppress(psutil.Error):
-                if str(self.root / "data") in " ".join(p.info["cmdline"] or []):
+            processes = self._processes()
+            for p in processes:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.send_signal(signal.SIGCONT)
                     p.kill()
-        with contextlib.suppress(FileNotFoundError):
-            (self.root / "data" / "postmaster.pid").unlink()
+            psutil.wait_procs(processes, timeout=5)
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):

@@ -340,7 +340,7 @@ def _answered_before(gw: GatewayProcess) -> set[str]:
 # --- 3, 4: PostgreSQL frozen, a second process frozen holding the lock ------------------------
 
 
-def test_a_frozen_postgresql_answers_503_and_the_log_stays_truthful(
+def test_a_frozen_or_killed_postgresql_answers_503_and_the_log_stays_truthful(
     tmp_path: Path, keys_dir: Path, policies: Path
 ) -> None:
     env = {
@@ -379,7 +379,17 @@ def test_a_frozen_postgresql_answers_503_and_the_log_stays_truthful(
         time.sleep(3)  # the stuck commit ends; a release that landed gets its correction
         after = [sender.token(n=30 + n) for n in range(4)]
         assert statuses(sender, after) == [200] * 4
-        assert_truthful(gw, {token_hash(t) for t in before + after})
+        # Killed: 503 at once; restarted (WAL recovery): 200 again, nothing lost.
+        cluster.kill()
+        killed = [sender.token(n=50 + n) for n in range(3)]
+        assert statuses(sender, killed) == [503] * 3
+        cluster.start()
+        deadline, back = time.monotonic() + 20, sender.token(n=60)
+        while sender.send(back).status_code != 200:
+            assert time.monotonic() < deadline, "no 200 within 20 s of the restart"
+            back = sender.token(n=60)
+            time.sleep(0.1)
+        assert_truthful(gw, {token_hash(t) for t in [*before, *after, back]})
 
 
 _HOLD_THE_LOCK = """
