@@ -20,10 +20,7 @@ from gateway.errors import (
     InvalidInput,
     PolicyDenied,
     RateLimited,
-    RecordNotFound,
     Replayed,
-    SourceFailed,
-    SourceTimeout,
     StoreUnavailable,
     TokenRejected,
 )
@@ -35,26 +32,8 @@ AuditBase = dict[str, Any]
 
 
 def reason_code(exc: Error) -> str:
-    """The stable code an audit entry records for a refusal."""
-    if isinstance(exc, TokenRejected):
-        return f"token:{exc.reason}"
-    if isinstance(exc, PolicyDenied):
-        return exc.reason_code
-    if isinstance(exc, InvalidInput):
-        return "invalid-input"
-    if isinstance(exc, Replayed):
-        return "replay"
-    if isinstance(exc, RateLimited):
-        return "rate-limited"
-    if isinstance(exc, StoreUnavailable):
-        return "store-unavailable"
-    if isinstance(exc, SourceTimeout):
-        return "source-timeout"
-    if isinstance(exc, SourceFailed):
-        return "source-failed"
-    if isinstance(exc, RecordNotFound):
-        return "not-found"
-    return type(exc).__name__
+    """The stable code an audit entry records for a refusal (on the error's class)."""
+    return exc.audit_code
 
 
 _T = TypeVar("_T")

