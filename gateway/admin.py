@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.audit import AuditEntry, AuditLog, Outcome
 from gateway.core.tokens import RequestTokenVerifier
 from gateway.errors import InvalidInput, StoreUnavailable
-from gateway.lookups.base import elapsed_ms
+from gateway.exchange.draft import elapsed_ms
 from gateway.storage.registry import keyring_revision, load_keyring, revoke_key
 
 __all__ = ["EVENT_KEY_REFUSED", "EVENT_KEY_REVOKED", "KeyAdministration"]

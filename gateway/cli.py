@@ -96,6 +96,9 @@ def serve(host: str | None, port: int | None, workers: int | None, run_init: boo
         workers=settings.workers,
         log_level=settings.log_level,
         access_log=False,
+        # A worker that does not answer the supervisor's ping this long is killed and
+        # replaced; uvicorn's 5 s default killed workers that were only busy.
+        timeout_worker_healthcheck=settings.worker_healthcheck_seconds,
         loop="uvloop",
         http="httptools",
     )

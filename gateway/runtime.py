@@ -20,12 +20,14 @@ from pathlib import Path
 import msgspec
 import redis.asyncio as aioredis
 import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters import create_adapter
 from gateway import keystore
 from gateway.accounts import AccountService
 from gateway.admin import KeyAdministration
 from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome, SubjectHasher
+from gateway.audit.leaves import LeafReader
 from gateway.audit.officers import OfficerService
 from gateway.audit.promises import durable_state
 from gateway.audit.transparency import TransparencyLog
@@ -39,17 +41,12 @@ from gateway.core.keyring import GatewaySigner, KeyRing
 from gateway.core.policy import PolicySet, load_policy_set
 from gateway.core.sources import AdapterContext, SourceAdapter
 from gateway.core.tokens import RequestTokenVerifier
+from gateway.exchange import SignedExchanges
 from gateway.licensing.service import LicensingService
 from gateway.licensing.store import LicenceStore
-from gateway.lookups import (
-    CaseService,
-    LookupService,
-    ManifestService,
-    PolicyHolder,
-    ResourceService,
-    SignedRequests,
-)
+from gateway.lookups import CaseService, LookupService, ManifestService, ResourceService
 from gateway.operators import OperatorTokens
+from gateway.policy import PolicyHolder
 from gateway.reload import InProcessPolicyStore, PolicyStore, PolicyWatcher, RedisPolicyStore
 from gateway.settings import Settings
 from gateway.storage.database import create_database_engine
@@ -155,11 +152,10 @@ class GatewayRuntime:
     engine: sa.Engine
     audit: GroupCommitAuditLog
     guard: RequestGuard
-    keyring: KeyRing
     signer: GatewaySigner
     policy: PolicyHolder
     adapters: AdapterPool
-    requests: SignedRequests
+    exchanges: SignedExchanges
     lookups: LookupService
     manifests: ManifestService
     cases: CaseService
@@ -167,6 +163,7 @@ class GatewayRuntime:
     uploads: UploadService
     licensing: LicensingService
     transparency: TransparencyLog
+    leaves: LeafReader
     keys: KeyAdministration
     policy_store: PolicyStore
     operator_tokens: OperatorTokens
@@ -188,7 +185,14 @@ class GatewayRuntime:
             busy_timeout_ms=settings.db_busy_timeout_ms,
             idle_in_transaction_ms=settings.db_idle_in_transaction_ms,
         )
-        keyring = load_keyring(engine)
+        try:
+            keyring = load_keyring(engine)
+        except SQLAlchemyError as exc:
+            # A store that is down at start does not stop the gateway (a restarted worker
+            # must come up while the database is down): with no keys every token is refused,
+            # /readyz says not ready, and the key watcher loads the ring once it is back.
+            log.error("the key registry is not readable at start: %s", exc)
+            keyring = KeyRing([])
         signer = GatewaySigner(
             private_key=keystore.ensure_gateway_key(keys_dir), issuer=settings.gateway_id
         )
@@ -250,8 +254,9 @@ class GatewayRuntime:
             )
         )
         adapters(policy.current)  # build them now: a bad source option fails the start
-        requests = SignedRequests(
+        exchanges = SignedExchanges(
             gateway_id=settings.gateway_id,
+            policy=policy,
             verifier=RequestTokenVerifier(
                 keyring=keyring,
                 audience=settings.gateway_id,
@@ -265,6 +270,7 @@ class GatewayRuntime:
             subject_hasher=SubjectHasher(hmac_key),
             answer_lifetime=settings.answer_lifetime,
         )
+        transparency = TransparencyLog(engine=engine, signer=signer, gateway_id=settings.gateway_id)
         audit.start()
         log.info(
             "gateway ready: %d keys, policy %s, %s",
@@ -277,47 +283,37 @@ class GatewayRuntime:
             engine=engine,
             audit=audit,
             guard=guard,
-            keyring=keyring,
             signer=signer,
             policy=policy,
             adapters=adapters,
-            requests=requests,
+            exchanges=exchanges,
             lookups=LookupService(
-                requests=requests,
-                policy=policy,
+                exchanges=exchanges,
                 adapters=adapters,
                 batch_limit=settings.batch_max_queries,
                 batch_token_max_bytes=settings.batch_token_max_bytes,
                 source_deadline=settings.source_deadline_seconds,
             ),
             manifests=ManifestService(
-                requests=requests,
-                policy=policy,
+                exchanges=exchanges,
                 adapters=adapters,
                 source_deadline=settings.source_deadline_seconds,
             ),
-            cases=CaseService(requests=requests, policy=policy, engine=engine),
-            resources=ResourceService(
-                requests=requests,
-                policy=policy,
-                invalidate=_invalidator(guard, policy),
-            ),
+            cases=CaseService(exchanges=exchanges, engine=engine),
+            resources=ResourceService(exchanges=exchanges, invalidate=_invalidator(guard, policy)),
             uploads=UploadService(
-                requests=requests,
-                policy=policy,
+                exchanges=exchanges,
                 engine=engine,
                 spool_dir=Path(settings.upload_spool_dir or Path(settings.data_dir) / "uploads"),
                 max_concurrent=settings.upload_max_concurrent,
                 # A new version makes every cached record of the resource stale.
                 on_new_version=_invalidator(guard, policy),
             ),
-            keys=KeyAdministration(engine=engine, verifier=requests.verifier, audit=audit),
-            transparency=TransparencyLog(
-                engine=engine, signer=signer, gateway_id=settings.gateway_id
-            ),
+            keys=KeyAdministration(engine=engine, verifier=exchanges.verifier, audit=audit),
+            transparency=transparency,
+            leaves=LeafReader(exchanges=exchanges, transparency=transparency),
             licensing=LicensingService(
-                requests=requests,
-                policy=policy,
+                exchanges=exchanges,
                 store=LicenceStore(engine),
                 on_change=_licence_invalidator(guard, policy),
                 status_list_ttl=dt.timedelta(seconds=settings.status_list_ttl_seconds),
@@ -327,8 +323,7 @@ class GatewayRuntime:
             operator_tokens=OperatorTokens.from_directory(keys_dir / "operators"),
             officers=OfficerService(
                 engine=engine,
-                requests=requests,
-                policy=policy,
+                exchanges=exchanges,
                 adapters=adapters,
                 settings=settings,
             ),

@@ -60,6 +60,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     audit_commit_grace_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 2.0
     readiness_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
     readiness_min_free_mb: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 64
+    worker_healthcheck_seconds: Annotated[int, msgspec.Meta(ge=1, le=600)] = 30
     audit_hmac_key: str = ""  # hex; empty: keys_dir/audit-hmac.key, made by `gateway init`
     log_level: str = "info"
     # Security officers' alerts (gateway.audit.alerts): a department reading more distinct

@@ -31,31 +31,24 @@ from typing import Annotated, Any, Protocol, runtime_checkable
 
 import msgspec
 
-from gateway.audit.entry import AuditEntry, Outcome
 from gateway.audit.search import decode_cursor, encode_cursor, parse_subject_text
+from gateway.cache import Admission
 from gateway.core.lookup import Purpose
-from gateway.core.policy import PolicySet, ReasonCode, Resource
+from gateway.core.policy import Decision, PolicySet, ReasonCode, Resource
+from gateway.core.protocol import AuditEvent, TokenType
 from gateway.core.sources import SourceAdapter
 from gateway.core.wire import Name, convert
 from gateway.errors import InvalidInput, PolicyDenied, SourceFailed, SourceTimeout
-from gateway.lookups.base import SignedRequests, elapsed_ms
-from gateway.lookups.service import LookupAnswer, PolicyHolder
+from gateway.exchange import Admit, Done, Exchange, Received, SignedAnswer, SignedExchanges
 
 __all__ = [
-    "EVENT_READ",
-    "EVENT_REFUSED",
-    "HISTORY_REQUEST_TYP",
-    "HISTORY_RESULT_TYP",
+    "HISTORY",
     "Access",
     "AccessHistoryService",
     "AccessHistorySource",
     "AccessPage",
 ]
 
-HISTORY_REQUEST_TYP = "yiwang-access-history+jwt"
-HISTORY_RESULT_TYP = "yiwang-access-history-result+jwt"
-EVENT_READ = "audit:access-history:read"
-EVENT_REFUSED = "audit:access-history:refused"
 ADAPTER = "audit"
 
 
@@ -118,19 +111,35 @@ def history_resource(policy: PolicySet, subject_type: str) -> Resource:
     )
 
 
+HISTORY = Exchange(
+    request=TokenType.ACCESS_HISTORY,
+    answer=TokenType.ACCESS_HISTORY_RESULT,
+    parse=_parse,
+    refused=AuditEvent.HISTORY_REFUSED,
+    done=AuditEvent.HISTORY_READ,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    kind: str
+    ident: str
+    before: int | None
+    resource: Resource
+    decision: Decision
+
+
 class AccessHistoryService:
     """Answers the portal's signed access-history requests."""
 
     def __init__(
         self,
         *,
-        requests: SignedRequests,
-        policy: PolicyHolder,
+        exchanges: SignedExchanges,
         adapters: Callable[[PolicySet], Mapping[str, SourceAdapter]],
         source_deadline: float = 10.0,
     ) -> None:
-        self._requests = requests
-        self._policy = policy
+        self._exchanges = exchanges
         self._adapters = adapters
         self._deadline = source_deadline
 
@@ -142,33 +151,16 @@ class AccessHistoryService:
         now: float,
         limit: int = 100,
         cursor: str | None = None,
-    ) -> LookupAnswer:
+    ) -> SignedAnswer:
         """The subject's accesses, newest first, as a signed answer; refusals audited."""
-        rq = self._requests
-        policy = self._policy.current
-        received = await rq.receive(
-            token,
-            typ=HISTORY_REQUEST_TYP,
-            now=now,
-            policy_version=policy.version,
-            event=EVENT_REFUSED,
-            parse=_parse,
-        )
-        vtoken, claims, base, started = (
-            received.token,
-            received.request,
-            received.base,
-            received.started,
-        )
-        base.update(
-            operator=claims.operator,
-            service_item=claims.purpose.item,
-            case_number=claims.purpose.case,
-            reason=claims.purpose.reason,
-        )
-        try:
+
+        def check(received: Received[_HistoryClaims]) -> Admit:
+            claims, policy, draft = received.request, received.policy, received.audit
+            draft.service_item = claims.purpose.item
+            draft.case_number = claims.purpose.case
+            draft.reason = claims.purpose.reason
             kind, ident = parse_subject_text(subject)
-            base["subject_hmac"] = rq.hash_subject(kind, ident)
+            draft.subject_hmac = self._exchanges.hash_subject(kind, ident)
             if (claims.subject.type, claims.subject.id) != (kind, ident):
                 raise InvalidInput("subject", "does not match the subject in the path")
             before = None
@@ -180,72 +172,59 @@ class AccessHistoryService:
                 raise InvalidInput("limit", "must be 1..500")
             item = policy.service_item(claims.purpose.item)
             resource = history_resource(policy, kind)
-            base["resource"] = resource.id
+            draft.resource = resource.id
             decision = policy.decide(
-                consumer=vtoken.department,
+                consumer=received.token.department,
                 resource=resource,
                 fields=None,
                 item=item,
-                now=base["at"],
+                now=draft.at,
             )
-        except (InvalidInput, PolicyDenied) as exc:
-            await rq.refuse(exc, base, EVENT_REFUSED, started)
-            raise
-        base.update(grant_id=decision.grant_id, fields=decision.fields)
-        await rq.admit(
-            vtoken,
-            now=now,
-            base=base,
-            event=EVENT_REFUSED,
-            started=started,
-            case=claims.purpose.case,
-        )
-        try:
-            source = self._adapters(policy).get(resource.id)
+            draft.grant_id = decision.grant_id
+            draft.fields = decision.fields
+            return Admit(
+                case=claims.purpose.case, plan=_Plan(kind, ident, before, resource, decision)
+            )
+
+        async def work(received: Received[_HistoryClaims], admit: Admit, _a: Admission) -> Done:
+            plan: _Plan = admit.plan
+            policy = received.policy
+            source = self._adapters(policy).get(plan.resource.id)
             if not isinstance(source, AccessHistorySource):
-                raise SourceFailed(resource.id, "no access-history adapter")
-            page = await asyncio.wait_for(
-                source.accesses(base["subject_hmac"], before=before, limit=limit),
-                self._deadline,
+                raise SourceFailed(plan.resource.id, "no access-history adapter")
+            assert received.audit.subject_hmac is not None
+            try:
+                page = await asyncio.wait_for(
+                    source.accesses(received.audit.subject_hmac, before=plan.before, limit=limit),
+                    self._deadline,
+                )
+            except TimeoutError:
+                raise SourceTimeout(
+                    plan.resource.id, f"no answer within {self._deadline:g} s"
+                ) from None
+            accesses = [
+                self._shown(policy, a.index, a.event, plan.decision.release(a.values))
+                for a in page.accesses
+            ]
+            next_cursor = None if page.before is None else encode_cursor("desc", page.before)
+            return Done(
+                {
+                    "subject": {"type": plan.kind, "id": plan.ident},
+                    "accesses": accesses,
+                    "next": next_cursor,
+                    "purpose": msgspec.structs.asdict(received.request.purpose),
+                    "grant": plan.decision.grant_id,
+                    "policy_version": policy.version,
+                },
+                audit={
+                    "response_hash": hashlib.sha256(
+                        msgspec.json.encode(accesses, order="sorted")
+                    ).hexdigest(),
+                    "detail": f"{len(accesses)} accesses" + (" (more)" if next_cursor else ""),
+                },
             )
-        except TimeoutError:
-            late = SourceTimeout(resource.id, f"no answer within {self._deadline:g} s")
-            await rq.refuse(late, base, EVENT_REFUSED, started)
-            raise late from None
-        except SourceFailed as failed:
-            await rq.refuse(failed, base, EVENT_REFUSED, started)
-            raise
-        accesses = [
-            self._shown(policy, a.index, a.event, decision.release(a.values)) for a in page.accesses
-        ]
-        next_cursor = None if page.before is None else encode_cursor("desc", page.before)
-        index = await rq.audit.append(
-            AuditEntry(
-                **base,
-                event=EVENT_READ,
-                decision=Outcome.ALLOWED,
-                response_hash=hashlib.sha256(
-                    msgspec.json.encode(accesses, order="sorted")
-                ).hexdigest(),
-                detail=f"{len(accesses)} accesses" + (" (more)" if next_cursor else ""),
-                latency_ms=elapsed_ms(started),
-            )
-        )
-        answer = rq.sign_answer(
-            {
-                "subject": {"type": kind, "id": ident},
-                "accesses": accesses,
-                "next": next_cursor,
-                "purpose": msgspec.structs.asdict(claims.purpose),
-                "grant": decision.grant_id,
-                "policy_version": policy.version,
-                "audit": {"index": index},
-            },
-            token=vtoken,
-            typ=HISTORY_RESULT_TYP,
-            now=now,
-        )
-        return LookupAnswer(answer, index)
+
+        return await self._exchanges.run(HISTORY, token, now=now, check=check, work=work)
 
     @staticmethod
     def _shown(

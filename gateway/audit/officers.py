@@ -55,8 +55,7 @@ from gateway.core.policy import DISTRICT_TZ, PolicySet
 from gateway.core.sources import SourceAdapter
 from gateway.core.wire import Name, Text, WireError, convert, decode_json
 from gateway.errors import ConfigurationError, InvalidInput, RecordNotFound, StoreUnavailable
-from gateway.lookups.base import SignedRequests
-from gateway.lookups.service import PolicyHolder
+from gateway.exchange import SignedExchanges
 from gateway.settings import Settings
 from gateway.storage.schema import audit_entries
 
@@ -275,19 +274,17 @@ class OfficerService:
         self,
         *,
         engine: sa.Engine,
-        requests: SignedRequests,
-        policy: PolicyHolder,
+        exchanges: SignedExchanges,
         adapters: Callable[[PolicySet], Mapping[str, SourceAdapter]],
         settings: Settings,
     ) -> None:
         self._engine = engine
-        self._requests = requests
-        self._policy = policy
+        self._exchanges = exchanges
+        self._policy = exchanges.policy
         self._rules = alert_rules(settings)  # bad thresholds fail the start
         self._baseline_days = settings.alert_baseline_days
         self.history = AccessHistoryService(
-            requests=requests,
-            policy=policy,
+            exchanges=exchanges,
             adapters=adapters,
             source_deadline=settings.source_deadline_seconds,
         )
@@ -295,7 +292,7 @@ class OfficerService:
     # --- search and export ----------------------------------------------------------------
 
     def _filter(self, params: Mapping[str, str | None]) -> EntryFilter:
-        return parse_filter(params, key_subject=self._requests.hash_subject)
+        return parse_filter(params, key_subject=self._exchanges.hash_subject)
 
     async def search(
         self, params: Mapping[str, str | None], *, limit: int = 100, order: str = "asc"
@@ -333,7 +330,7 @@ class OfficerService:
         flt = self._filter(params)
         upto = await _in_thread(export_size, self._engine)
         at = dt.datetime.fromtimestamp(now, dt.UTC)
-        index = await self._requests.audit.append(
+        index = await self._exchanges.audit.append(
             AuditEntry(
                 at=at,
                 event=EVENT_EXPORTED,
@@ -369,11 +366,11 @@ class OfficerService:
             raise InvalidInput("department", "is not a registered department")
         at = dt.datetime.fromtimestamp(now, dt.UTC)
         embargo_id = embargoes.new_id()
-        subject_hmac = self._requests.hash_subject(kind, ident)
+        subject_hmac = self._exchanges.hash_subject(kind, ident)
         scope = (
             f"{request.department}'s reads" if request.department else "every department's reads"
         )
-        index = await self._requests.audit.append(
+        index = await self._exchanges.audit.append(
             AuditEntry(
                 at=at,
                 event=embargoes.EVENT_ADDED,
@@ -421,7 +418,7 @@ class OfficerService:
         if found.lifted_at is not None:
             return found.as_json(today)  # lifting twice changes nothing
         at = dt.datetime.fromtimestamp(now, dt.UTC)
-        index = await self._requests.audit.append(
+        index = await self._exchanges.audit.append(
             AuditEntry(
                 at=at,
                 event=embargoes.EVENT_LIFTED,

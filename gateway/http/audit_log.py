@@ -11,22 +11,17 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import Parameter
 
-from gateway.audit import AuditEntry, Outcome
-from gateway.core.wire import MAX_INDEX, Name, convert
-from gateway.errors import InvalidInput, PolicyDenied, RecordNotFound
+from gateway.core.wire import MAX_INDEX
 from gateway.http.openapi import OPERATOR_SECURITY, operation_class, problems
 from gateway.http.problems import problem_response
 from gateway.http.routes import JWT_MEDIA_TYPE, runtime_of
-from gateway.lookups.base import elapsed_ms
 
 __all__ = [
-    "LEAF_REQUEST_TYP",
     "REQUEST_TOKEN_HEADER",
     "ROUTES",
     "checkpoint",
@@ -36,8 +31,6 @@ __all__ = [
     "inclusion_proof",
 ]
 
-#: ``typ`` of a department's token asking for a leaf.
-LEAF_REQUEST_TYP = "yiwang-audit-leaf+jwt"
 #: The header carrying a department's signed token on GET requests.
 REQUEST_TOKEN_HEADER = "Request-Token"  # noqa: S105 - a header name, not a secret
 
@@ -50,15 +43,6 @@ RequestToken = Annotated[
         description="For a department: a compact JWS of typ `yiwang-audit-leaf+jwt`.",
     ),
 ]
-
-
-class _LeafClaims(msgspec.Struct, frozen=True):
-    operator: Name
-    index: Annotated[int, msgspec.Meta(ge=1, le=MAX_INDEX)]
-
-
-def _parse_leaf_claims(department: str, claims: dict[str, Any]) -> _LeafClaims:
-    return convert(claims, _LeafClaims)
 
 
 @get(
@@ -147,58 +131,12 @@ async def entry_leaf(
     header = request.headers.get("authorization", "")
     scheme, _, bearer = header.partition(" ")
     if scheme.lower() == "bearer" and "auditor" in runtime.operator_tokens.roles_of(bearer.strip()):
-        leaf = await asyncio.to_thread(runtime.transparency.leaf, index)
+        leaf = await runtime.leaves.for_auditor(index)
     else:
-        leaf = await _leaf_for_department((request_token or "").encode(), runtime, index)
-    if leaf is None:
-        raise RecordNotFound(f"no audit entry {index}")
-    return Response(leaf, media_type="application/json", headers={"Cache-Control": "no-store"})
-
-
-async def _leaf_for_department(token: bytes, runtime: Any, index: int) -> bytes | None:
-    now = time.time()
-    rq = runtime.requests
-    event = "audit:leaf:read"
-    received = await rq.receive(
-        token,
-        typ=LEAF_REQUEST_TYP,
-        now=now,
-        policy_version=runtime.policy.current.version,
-        event="audit:leaf:refused",
-        parse=_parse_leaf_claims,
-    )
-    base = {**received.base, "operator": received.request.operator}
-    if received.request.index != index:
-        exc = InvalidInput("index", "does not match the index in the path")
-        await rq.refuse(exc, base, "audit:leaf:refused", received.started)
-        raise exc
-    await rq.admit(
-        received.token, now=now, base=base, event="audit:leaf:refused", started=received.started
-    )
-    found: tuple[bytes, str | None] | None = await asyncio.to_thread(
-        runtime.transparency.leaf_with_owner, index
-    )
-    if found is None:
-        missing = RecordNotFound(f"no audit entry {index}")
-        await rq.refuse(missing, base, "audit:leaf:refused", received.started)
-        raise missing
-    leaf, owner = found
-    if owner != received.token.department:
-        # A department reads its own entries' leaves only: another's would show whom it
-        # looked up (the keyed subject links its lookups to everyone else's of that person).
-        refused = PolicyDenied("not-own-entry", "the entry is not about this department")
-        await rq.refuse(refused, base, "audit:leaf:refused", received.started)
-        raise refused
-    await rq.audit.append(
-        AuditEntry(
-            **base,
-            event=event,
-            decision=Outcome.ALLOWED,
-            detail=f"leaf of entry {index}",
-            latency_ms=elapsed_ms(received.started),
+        leaf = await runtime.leaves.for_department(
+            (request_token or "").encode(), index, now=time.time()
         )
-    )
-    return leaf
+    return Response(leaf, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 #: Every route of this module, for the app factory.

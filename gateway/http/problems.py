@@ -45,6 +45,7 @@ _TOKEN_RELEASED = "token_released"  # noqa: S105 - a state key, not a secret
 _UNRECORDED = "internal_error_unrecorded"
 _MISSING_PARAMETER = re.compile(r"Missing required (\w+) parameter '([^']+)'")
 
+
 def problem_response(
     status: int,
     slug: str,
@@ -167,7 +168,7 @@ async def record_unexpected(exc: Exception, scope: Scope) -> None:
     if isinstance(exc, errors.StoreUnavailable):
         # Nothing was answered: the guard forgets the request's jti, so a resend works.
         try:
-            requests = scope["app"].state.runtime.requests
+            requests = scope["app"].state.runtime.exchanges
             state[_TOKEN_RELEASED] = await requests.release_unanswered(exc)
         except Exception:  # the guard is down too; the token stays claimed there
             log.exception("the request's token could not be released")

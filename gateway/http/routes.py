@@ -16,10 +16,10 @@ from litestar.params import Parameter
 from gateway.core.policy_check import explain_decision
 from gateway.core.wire import NAME_PATTERN
 from gateway.errors import PayloadTooLarge, UnsupportedMediaType
+from gateway.exchange import SignedAnswer
 from gateway.http.auth import require_role
 from gateway.http.openapi import OPERATOR_SECURITY, SIGNED, SignedOperation, problems
 from gateway.http.problems import AUDIT_CONTEXT, problem_response
-from gateway.lookups import LookupAnswer
 from gateway.runtime import GatewayRuntime
 
 __all__ = [
@@ -61,7 +61,7 @@ async def _read_capped(request: Request[Any, Any, Any], limit: int) -> bytes:
 async def signed(
     request: Request[Any, Any, Any],
     state: State,
-    handle: Callable[[GatewayRuntime], Callable[..., Awaitable[LookupAnswer]]],
+    handle: Callable[[GatewayRuntime], Callable[..., Awaitable[SignedAnswer]]],
     *,
     token_cap: int | None = None,
 ) -> Response[bytes]:
@@ -85,7 +85,7 @@ async def signed(
     return jwt_response(await handle(runtime)(body, now=received_at))
 
 
-def jwt_response(answer: LookupAnswer) -> Response[bytes]:
+def jwt_response(answer: SignedAnswer) -> Response[bytes]:
     """A signed answer as the response body, with its audit index in a header."""
     return Response(
         content=answer.token.encode(),
@@ -208,7 +208,7 @@ async def readyz(state: State) -> Response[Any]:
     checks = {
         "database": store_problem is None,
         "cache": await runtime.guard.ping(),
-        "keys": len(runtime.requests.verifier.keyring) > 0,
+        "keys": len(runtime.exchanges.verifier.keyring) > 0,
     }
     watcher = runtime.watcher
     policy = {

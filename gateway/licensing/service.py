@@ -18,7 +18,8 @@ from typing import Any
 
 import msgspec
 
-from gateway.audit import AuditEntry, Outcome
+from gateway.audit import Outcome
+from gateway.cache import Admission
 from gateway.core.identifiers import LicenceId
 from gateway.core.jose import JoseError, parse_compact
 from gateway.core.jose import verify as verify_signature
@@ -38,31 +39,32 @@ from gateway.core.licences import (
 )
 from gateway.core.masks import parse_mask
 from gateway.core.policy import Role
+from gateway.core.protocol import AuditEvent, TokenType
 from gateway.core.seals import (
-    SEAL_REGISTRY_TYP,
     RevocationReason,
     Seal,
     SealRegistry,
     SealStatus,
     registry_snapshot_claims,
 )
-from gateway.core.status_lists import STATUS_LIST_TYP, status_list_claims
+from gateway.core.status_lists import StatusRef, status_list_claims
 from gateway.core.wire import WireError, decode_json
-from gateway.errors import InvalidIdentifier, InvalidInput, PolicyDenied
+from gateway.errors import InvalidIdentifier, InvalidInput
+from gateway.exchange import (
+    Admit,
+    AuditDraft,
+    Done,
+    Exchange,
+    Received,
+    SignedAnswer,
+    SignedExchanges,
+)
 from gateway.licensing.claims import (
-    ISSUE_REQUEST_TYP,
-    ISSUE_RESULT_TYP,
     LICENCE_TOKEN_MAX_BYTES,
-    RESERVE_REQUEST_TYP,
-    RESERVE_RESULT_TYP,
-    SEAL_PROOF_TYP,
-    SEAL_REGISTER_TYP,
-    SEAL_REGISTERED_TYP,
-    STATUS_REQUEST_TYP,
-    STATUS_RESULT_TYP,
-    VERIFY_REQUEST_TYP,
-    VERIFY_RESULT_TYP,
+    IssueRequest,
+    ReserveRequest,
     SealRegistration,
+    StatusRequest,
     VerificationRequest,
     parse_issue_claims,
     parse_reserve_claims,
@@ -71,24 +73,52 @@ from gateway.licensing.claims import (
     parse_verification_claims,
 )
 from gateway.licensing.store import LicenceStore
-from gateway.lookups.base import AuditBase, Received, SignedRequests, elapsed_ms
-from gateway.lookups.service import LookupAnswer, PolicyHolder
 
-__all__ = ["EVENTS", "LicensingService"]
+__all__ = ["ISSUE", "REGISTER_SEAL", "RESERVE", "STATUS", "VERIFY", "LicensingService"]
 
-#: Audit event names of this feature.
-EVENTS = {
-    "reserved": "licence:status-entry:reserved",
-    "issued": "licence:issuance:published",
-    "issue-refused": "licence:issuance:refused",
-    "status": "licence:status:changed",
-    "status-refused": "licence:status:refused",
-    "verified": "licence:verification:performed",
-    "verify-refused": "licence:verification:refused",
-    "seal-registered": "seal:registry:registered",
-    "seal-refused": "seal:registry:refused",
-    "seal-status": "seal:status:changed",
-}
+# The signed exchanges of this feature.
+RESERVE = Exchange(
+    request=TokenType.LICENCE_RESERVE,
+    answer=TokenType.LICENCE_RESERVED,
+    parse=parse_reserve_claims,
+    refused=AuditEvent.LICENCE_ISSUE_REFUSED,
+    done=AuditEvent.LICENCE_RESERVED,
+    role=Role.ISSUER,
+)
+ISSUE = Exchange(
+    request=TokenType.LICENCE_ISSUE,
+    answer=TokenType.LICENCE_ISSUED,
+    parse=parse_issue_claims,
+    refused=AuditEvent.LICENCE_ISSUE_REFUSED,
+    done=AuditEvent.LICENCE_ISSUED,
+    role=Role.ISSUER,
+    max_bytes=LICENCE_TOKEN_MAX_BYTES,
+)
+STATUS = Exchange(
+    request=TokenType.LICENCE_STATUS,
+    answer=TokenType.LICENCE_STATUS_CHANGED,
+    parse=parse_status_claims,
+    refused=AuditEvent.LICENCE_STATUS_REFUSED,
+    done=AuditEvent.LICENCE_STATUS_CHANGED,
+    role=Role.ISSUER,
+)
+REGISTER_SEAL = Exchange(
+    request=TokenType.SEAL_REGISTER,
+    answer=TokenType.SEAL_REGISTERED,
+    parse=parse_seal_registration_claims,
+    refused=AuditEvent.SEAL_REFUSED,
+    done=AuditEvent.SEAL_REGISTERED,
+    role=Role.ISSUER,
+)
+# Every registered department's clerks verify licences: no role.
+VERIFY = Exchange(
+    request=TokenType.VERIFICATION,
+    answer=TokenType.VERIFICATION_RECEIPT,
+    parse=parse_verification_claims,
+    refused=AuditEvent.VERIFICATION_REFUSED,
+    done=AuditEvent.VERIFICATION_PERFORMED,
+    max_bytes=LICENCE_TOKEN_MAX_BYTES,
+)
 
 _NAME_MASK = parse_mask("name")
 
@@ -115,87 +145,19 @@ class LicensingService:
     def __init__(
         self,
         *,
-        requests: SignedRequests,
-        policy: PolicyHolder,
+        exchanges: SignedExchanges,
         store: LicenceStore,
         on_change: Callable[[str], Awaitable[None]],
         status_list_ttl: dt.timedelta,
         registry_ttl: dt.timedelta,
     ) -> None:
-        self._requests = requests
-        self._policy = policy
+        self._exchanges = exchanges
+        self._policy = exchanges.policy
         self._store = store
         self._on_change = on_change  # called with a licence type code whose records changed
         self._status_list_ttl = status_list_ttl
         self._registry_ttl = registry_ttl
         self._registry: tuple[int, SealRegistry] | None = None
-
-    # --- shared steps ---------------------------------------------------------------------
-
-    async def _receive(
-        self,
-        body: bytes,
-        *,
-        typ: str,
-        now: float,
-        refused: str,
-        parse: Callable[[str, dict[str, Any]], Any],
-        role: Role | None,
-        max_bytes: int | None = None,
-    ) -> Received[Any]:
-        rq = self._requests
-        received: Received[Any] = await rq.receive(
-            body,
-            typ=typ,
-            now=now,
-            policy_version=self._policy.current.version,
-            event=refused,
-            parse=parse,
-            max_bytes=max_bytes,
-        )
-        received.base["operator"] = received.request.operator
-        if role is not None:
-            department = self._policy.current.departments.get(received.token.department)
-            if department is None or role not in department.roles:
-                exc = PolicyDenied("not-issuer", f"only a department with role {role} may do this")
-                await rq.refuse(exc, received.base, refused, received.started)
-                raise exc
-        await rq.admit(
-            received.token, now=now, base=received.base, event=refused, started=received.started
-        )
-        return received
-
-    async def _audited(self, work: Callable[[], Any], received: Received[Any], refused: str) -> Any:
-        """Run store work in a thread; audit a refusal it raises."""
-        try:
-            return await asyncio.to_thread(work)
-        except (InvalidInput, PolicyDenied) as exc:
-            await self._requests.refuse(exc, received.base, refused, received.started)
-            raise
-
-    async def _answer(
-        self,
-        received: Received[Any],
-        *,
-        event: str,
-        claims: dict[str, Any],
-        typ: str,
-        now: float,
-        **audit: Any,
-    ) -> LookupAnswer:
-        rq = self._requests
-        index = await rq.audit.append(
-            AuditEntry(
-                **{**received.base, **audit},
-                event=event,
-                decision=Outcome.ALLOWED,
-                latency_ms=elapsed_ms(received.started),
-            )
-        )
-        token = rq.sign_answer(
-            {**claims, "audit": {"index": index}}, token=received.token, typ=typ, now=now
-        )
-        return LookupAnswer(token, index)
 
     def _uscc_of(self, department: str) -> str:
         return self._policy.current.departments[department].uscc
@@ -214,178 +176,143 @@ class LicensingService:
 
     # --- issuers --------------------------------------------------------------------------
 
-    async def reserve(self, body: bytes, *, now: float) -> LookupAnswer:
+    async def reserve(self, body: bytes, *, now: float) -> SignedAnswer:
         """Reserve the status entry of a licence the issuer is about to seal."""
-        refused = EVENTS["issue-refused"]
-        received = await self._receive(
-            body,
-            typ=RESERVE_REQUEST_TYP,
-            now=now,
-            refused=refused,
-            parse=parse_reserve_claims,
-            role=Role.ISSUER,
-        )
-        request = received.request
-        at = received.base["at"]
 
-        def work() -> Any:
-            try:
-                lid = LicenceId.parse(request.licence_id)
-            except InvalidIdentifier as exc:
-                raise InvalidIdentifier("licence_id", exc.reason) from None
-            if lid.issuer.value != self._uscc_of(request.issuer):
-                raise InvalidInput("licence_id", "its issuer USCC is not yours")
-            return self._store.reserve(licence_id=lid, department=request.issuer, at=at)
+        async def work(received: Received[ReserveRequest], _a: Admit, _b: Admission) -> Done:
+            request = received.request
 
-        ref = await self._audited(work, received, refused)
-        return await self._answer(
-            received,
-            event=EVENTS["reserved"],
-            claims={
-                "licence_id": request.licence_id,
-                "status": {"list_id": ref.list_id, "index": ref.index},
-            },
-            typ=RESERVE_RESULT_TYP,
-            now=now,
-            detail=f"{request.licence_id} -> {ref.list_id}#{ref.index}",
-        )
-
-    async def issue(self, body: bytes, *, now: float) -> LookupAnswer:
-        """Check and publish a sealed licence; a newer version supersedes the current one."""
-        refused = EVENTS["issue-refused"]
-        received = await self._receive(
-            body,
-            typ=ISSUE_REQUEST_TYP,
-            now=now,
-            refused=refused,
-            parse=parse_issue_claims,
-            role=Role.ISSUER,
-            max_bytes=LICENCE_TOKEN_MAX_BYTES,
-        )
-        request = received.request
-        at: dt.datetime = received.base["at"]
-        registry = await self.registry()
-        when = dt.datetime.fromtimestamp(now, dt.UTC)
-
-        def work() -> Any:
-            content = check_issuance(
-                request.sealed,
-                sender_department=request.issuer,
-                sender_uscc=self._uscc_of(request.issuer),
-                registry=registry,
-                now=when,
-            )
-            if content.status is None:
-                raise InvalidInput(
-                    "content.status", "is required: reserve it first (POST /v1/licences:reserve)"
+            def reserve() -> StatusRef:
+                try:
+                    lid = LicenceId.parse(request.licence_id)
+                except InvalidIdentifier as exc:
+                    raise InvalidIdentifier("licence_id", exc.reason) from None
+                if lid.issuer.value != self._uscc_of(request.issuer):
+                    raise InvalidInput("licence_id", "its issuer USCC is not yours")
+                return self._store.reserve(
+                    licence_id=lid, department=request.issuer, at=received.audit.at
                 )
-            return self._store.publish(
-                content,
-                request.sealed,
-                department=request.issuer,
-                operator=request.operator,
-                at=at,
+
+            ref = await asyncio.to_thread(reserve)
+            return Done(
+                {
+                    "licence_id": request.licence_id,
+                    "status": {"list_id": ref.list_id, "index": ref.index},
+                },
+                audit={"detail": f"{request.licence_id} -> {ref.list_id}#{ref.index}"},
             )
 
-        published = await self._audited(work, received, refused)
-        content = published.record.content
-        await self._on_change(content.type_code)
-        return await self._answer(
-            received,
-            event=EVENTS["issued"],
-            claims={
-                "licence_id": content.licence_id,
-                "status": msgspec.to_builtins(published.record.status_ref),
-                "qr": qr_payload(content),
-                "content_sha256": content_digest(content).hex(),
-                "supersedes": published.superseded,
-            },
-            typ=ISSUE_RESULT_TYP,
-            now=now,
-            resource=f"licence:{content.type_code}",
-            subject_hmac=self._requests.hash_subject(
-                str(content.holder_id_type), content.holder_id
-            ),
-            detail=content.licence_id
-            + (f" supersedes {published.superseded}" if published.superseded else ""),
-        )
+        return await self._exchanges.run(RESERVE, body, now=now, work=work)
 
-    async def change_status(self, body: bytes, *, licence_id: str, now: float) -> LookupAnswer:
+    async def issue(self, body: bytes, *, now: float) -> SignedAnswer:
+        """Check and publish a sealed licence; a newer version supersedes the current one."""
+
+        async def work(received: Received[IssueRequest], _a: Admit, _b: Admission) -> Done:
+            request = received.request
+            registry = await self.registry()
+            when = dt.datetime.fromtimestamp(now, dt.UTC)
+
+            def publish() -> Any:
+                content = check_issuance(
+                    request.sealed,
+                    sender_department=request.issuer,
+                    sender_uscc=self._uscc_of(request.issuer),
+                    registry=registry,
+                    now=when,
+                )
+                if content.status is None:
+                    raise InvalidInput(
+                        "content.status",
+                        "is required: reserve it first (POST /v1/licences:reserve)",
+                    )
+                return self._store.publish(
+                    content,
+                    request.sealed,
+                    department=request.issuer,
+                    operator=request.operator,
+                    at=received.audit.at,
+                )
+
+            published = await asyncio.to_thread(publish)
+            content = published.record.content
+            await self._on_change(content.type_code)
+            return Done(
+                {
+                    "licence_id": content.licence_id,
+                    "status": msgspec.to_builtins(published.record.status_ref),
+                    "qr": qr_payload(content),
+                    "content_sha256": content_digest(content).hex(),
+                    "supersedes": published.superseded,
+                },
+                audit={
+                    "resource": f"licence:{content.type_code}",
+                    "subject_hmac": self._exchanges.hash_subject(
+                        str(content.holder_id_type), content.holder_id
+                    ),
+                    "detail": content.licence_id
+                    + (f" supersedes {published.superseded}" if published.superseded else ""),
+                },
+            )
+
+        return await self._exchanges.run(ISSUE, body, now=now, work=work)
+
+    async def change_status(self, body: bytes, *, licence_id: str, now: float) -> SignedAnswer:
         """Suspend, reinstate, revoke, withdraw or cancel one of the issuer's licences."""
-        refused = EVENTS["status-refused"]
-        received = await self._receive(
-            body,
-            typ=STATUS_REQUEST_TYP,
-            now=now,
-            refused=refused,
-            parse=parse_status_claims,
-            role=Role.ISSUER,
-        )
-        request = received.request
-        received.base["reason"] = request.reason
 
-        def work() -> Any:
-            if request.licence_id != licence_id:
-                raise InvalidInput("licence_id", "does not match the identifier in the path")
-            changed = self._store.change_status(
-                licence_id,
-                request.action,
-                department=request.issuer,
-                operator=request.operator,
-                reason=request.reason,
-                at=received.base["at"],
+        async def work(received: Received[StatusRequest], _a: Admit, _b: Admission) -> Done:
+            request = received.request
+            received.audit.reason = request.reason
+
+            def change() -> Any:
+                if request.licence_id != licence_id:
+                    raise InvalidInput("licence_id", "does not match the identifier in the path")
+                changed = self._store.change_status(
+                    licence_id,
+                    request.action,
+                    department=request.issuer,
+                    operator=request.operator,
+                    reason=request.reason,
+                    at=received.audit.at,
+                )
+                return changed, self._store.get(licence_id)
+
+            changed, record = await asyncio.to_thread(change)
+            await self._on_change(record.content.type_code)
+            return Done(
+                {
+                    "licence_id": licence_id,
+                    "action": str(request.action),
+                    "previous": str(changed.previous),
+                    "status": str(changed.status),
+                    "at": changed.at.isoformat(),
+                },
+                audit={
+                    "resource": f"licence:{record.content.type_code}",
+                    "detail": f"{licence_id}: {changed.previous} -> {changed.status}",
+                },
             )
-            return changed, self._store.get(licence_id)
 
-        changed, record = await self._audited(work, received, refused)
-        await self._on_change(record.content.type_code)
-        return await self._answer(
-            received,
-            event=EVENTS["status"],
-            claims={
-                "licence_id": licence_id,
-                "action": str(request.action),
-                "previous": str(changed.previous),
-                "status": str(changed.status),
-                "at": changed.at.isoformat(),
-            },
-            typ=STATUS_RESULT_TYP,
-            now=now,
-            resource=f"licence:{record.content.type_code}",
-            detail=f"{licence_id}: {changed.previous} -> {changed.status}",
-        )
+        return await self._exchanges.run(STATUS, body, now=now, work=work)
 
-    async def register_seal(self, body: bytes, *, now: float) -> LookupAnswer:
+    async def register_seal(self, body: bytes, *, now: float) -> SignedAnswer:
         """An issuer registers one of its seals, proving it holds the seal's private key."""
-        refused = EVENTS["seal-refused"]
-        received = await self._receive(
-            body,
-            typ=SEAL_REGISTER_TYP,
-            now=now,
-            refused=refused,
-            parse=parse_seal_registration_claims,
-            role=Role.ISSUER,
-        )
-        request: SealRegistration = received.request
 
-        def work() -> Seal:
-            seal = self._seal_of(request)
-            self._store.register_seal(seal, at=received.base["at"], by=request.owner)
-            return seal
+        async def work(received: Received[SealRegistration], _a: Admit, _b: Admission) -> Done:
+            request = received.request
 
-        seal = await self._audited(work, received, refused)
-        return await self._answer(
-            received,
-            event=EVENTS["seal-registered"],
-            claims={
-                "seal_id": seal.seal_id,
-                "kid": SealRegistry.kid_of(seal),
-                "status": str(seal.status),
-            },
-            typ=SEAL_REGISTERED_TYP,
-            now=now,
-            detail=f"{seal.seal_id} {SealRegistry.kid_of(seal)}",
-        )
+            def register() -> Seal:
+                seal = self._seal_of(request)
+                self._store.register_seal(seal, at=received.audit.at, by=request.owner)
+                return seal
+
+            seal = await asyncio.to_thread(register)
+            kid = SealRegistry.kid_of(seal)
+            return Done(
+                {"seal_id": seal.seal_id, "kid": kid, "status": str(seal.status)},
+                audit={"detail": f"{seal.seal_id} {kid}"},
+            )
+
+        return await self._exchanges.run(REGISTER_SEAL, body, now=now, work=work)
 
     def _seal_of(self, request: SealRegistration) -> Seal:
         jwk = {k: v for k, v in request.jwk.items() if k not in ("kid", "alg", "use", "key_ops")}
@@ -404,7 +331,7 @@ class LicensingService:
         except (JoseError, WireError):
             raise InvalidInput("proof", "does not verify with the seal's key") from None
         if (
-            proof.header.typ != SEAL_PROOF_TYP
+            proof.header.typ != TokenType.SEAL_PROOF
             or not isinstance(payload, dict)
             or payload.get("seal_id") != request.seal_id
             or payload.get("jti") != request.jti
@@ -440,14 +367,14 @@ class LicensingService:
             "reinstate": SealStatus.ACTIVE,
             "revoke": SealStatus.REVOKED,
         }
-        started = time.perf_counter()
         at = dt.datetime.fromtimestamp(now, dt.UTC)
-        base: AuditBase = {
-            "at": at,
-            "operator": by,
-            "reason": reason[:256],
-            "policy_version": self._policy.current.version,
-        }
+        draft = AuditDraft(
+            at=at,
+            started=time.perf_counter(),
+            operator=by,
+            reason=reason,
+            policy_version=self._policy.current.version,
+        )
         try:
             if action not in statuses:
                 raise InvalidInput("action", "must be suspend, reinstate or revoke")
@@ -467,15 +394,13 @@ class LicensingService:
                 revocation_reason=why,
             )
         except InvalidInput as exc:
-            await self._requests.refuse(exc, base, EVENTS["seal-refused"], started)
+            await self._exchanges.refuse(exc, draft, AuditEvent.SEAL_REFUSED)
             raise
-        await self._requests.audit.append(
-            AuditEntry(
-                **base,
+        await self._exchanges.audit.append(
+            draft.entry(
+                AuditEvent.SEAL_STATUS_CHANGED,
+                Outcome.ALLOWED,
                 department=seal.owner,
-                event=EVENTS["seal-status"],
-                decision=Outcome.ALLOWED,
-                latency_ms=elapsed_ms(started),
                 detail=f"{seal_id} -> {seal.status}"
                 + (f" ({revocation_reason})" if revocation_reason else ""),
             )
@@ -488,35 +413,20 @@ class LicensingService:
 
     # --- clerks ---------------------------------------------------------------------------
 
-    async def verify(self, body: bytes, *, now: float) -> LookupAnswer:
+    async def verify(self, body: bytes, *, now: float) -> SignedAnswer:
         """Verify a licence by identifier, QR payload or sealed document; a signed receipt."""
-        refused = EVENTS["verify-refused"]
-        received = await self._receive(
-            body,
-            typ=VERIFY_REQUEST_TYP,
-            now=now,
-            refused=refused,
-            parse=parse_verification_claims,
-            role=None,  # every registered department's clerks verify licences
-            max_bytes=LICENCE_TOKEN_MAX_BYTES,
-        )
-        request: VerificationRequest = received.request
-        received.base.update(
-            service_item=request.purpose.item,
-            case_number=request.purpose.case,
-            reason=request.purpose.reason,
-        )
-        when = dt.datetime.fromtimestamp(now, dt.UTC)
-        verification = await asyncio.to_thread(self._verification, request, when)
-        claims, audit = self._receipt_parts(request, verification, when)
-        return await self._answer(
-            received,
-            event=EVENTS["verified"],
-            claims=claims,
-            typ=VERIFY_RESULT_TYP,
-            now=now,
-            **audit,
-        )
+
+        async def work(received: Received[VerificationRequest], _a: Admit, _b: Admission) -> Done:
+            request = received.request
+            received.audit.service_item = request.purpose.item
+            received.audit.case_number = request.purpose.case
+            received.audit.reason = request.purpose.reason
+            when = dt.datetime.fromtimestamp(now, dt.UTC)
+            verification = await asyncio.to_thread(self._verification, request, when)
+            claims, audit = self._receipt_parts(request, verification, when)
+            return Done(claims, audit=audit)
+
+        return await self._exchanges.run(VERIFY, body, now=now, work=work)
 
     def _receipt_parts(
         self, request: VerificationRequest, verification: Verification, when: dt.datetime
@@ -530,7 +440,7 @@ class LicensingService:
         }
         if content is not None:
             audit["resource"] = f"licence:{content.type_code}"
-            audit["subject_hmac"] = self._requests.hash_subject(
+            audit["subject_hmac"] = self._exchanges.hash_subject(
                 str(content.holder_id_type), content.holder_id
             )
         record_ref = content.status if content is not None else None
@@ -576,39 +486,36 @@ class LicensingService:
                 kind: value,
             },
         )
-        started = time.perf_counter()
         when = dt.datetime.fromtimestamp(now, dt.UTC)
+        draft = AuditDraft(
+            at=when,
+            started=time.perf_counter(),
+            department=department,
+            operator=request.operator,
+            service_item=request.purpose.item,
+            case_number=request.purpose.case,
+            reason=request.purpose.reason,
+            policy_version=self._policy.current.version,
+            request_hash=hashlib.sha256(value.strip().encode()).hexdigest(),
+        )
         verification = await asyncio.to_thread(self._verification, request, when)
         claims, audit = self._receipt_parts(request, verification, when)
-        rq = self._requests
-        index = await rq.audit.append(
-            AuditEntry(
-                at=when,
-                event=EVENTS["verified"],
-                decision=Outcome.ALLOWED,
-                department=department,
-                operator=request.operator,
-                service_item=request.purpose.item,
-                case_number=request.purpose.case,
-                reason=request.purpose.reason,
-                policy_version=self._policy.current.version,
-                request_hash=hashlib.sha256(value.strip().encode()).hexdigest(),
-                latency_ms=elapsed_ms(started),
-                **audit,
-            )
+        ex = self._exchanges
+        index = await ex.audit.append(
+            draft.entry(AuditEvent.VERIFICATION_PERFORMED, Outcome.ALLOWED, **audit)
         )
         iat = int(now)
-        receipt = rq.signer.sign(
+        receipt = ex.signer.sign(
             {
-                "iss": rq.gateway_id,
+                "iss": ex.gateway_id,
                 "aud": department,
                 "iat": iat,
-                "exp": iat + rq.answer_lifetime,
+                "exp": iat + ex.answer_lifetime,
                 "jti": uuid.uuid4().hex,
                 **claims,
                 "audit": {"index": index},
             },
-            typ=VERIFY_RESULT_TYP,
+            typ=TokenType.VERIFICATION_RECEIPT,
         )
         return verification, receipt, index
 
@@ -642,19 +549,19 @@ class LicensingService:
             return None
         claims = status_list_claims(
             status_list,
-            issuer=self._requests.gateway_id,
+            issuer=self._exchanges.gateway_id,
             now=dt.datetime.fromtimestamp(now, dt.UTC),
             ttl=self._status_list_ttl,
             status_messages=STATUS_MESSAGES,
         )
-        return self._requests.signer.sign(claims, typ=STATUS_LIST_TYP)
+        return self._exchanges.signer.sign(claims, typ=TokenType.STATUS_LIST)
 
     async def signed_registry(self, *, now: float) -> str:
         """A signed snapshot of the seal registry, for offline verifiers."""
         claims = registry_snapshot_claims(
             await self.registry(),
-            issuer=self._requests.gateway_id,
+            issuer=self._exchanges.gateway_id,
             now=dt.datetime.fromtimestamp(now, dt.UTC),
             ttl=self._registry_ttl,
         )
-        return self._requests.signer.sign(claims, typ=SEAL_REGISTRY_TYP)
+        return self._exchanges.signer.sign(claims, typ=TokenType.SEAL_REGISTRY)

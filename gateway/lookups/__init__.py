@@ -1,17 +1,9 @@
-"""The signed requests: lookups (single and batch), manifests and case closures."""
+"""The signed requests: lookups (single and batch), manifests, case closures and cache
+invalidations."""
 
-from gateway.lookups.base import SignedRequests
 from gateway.lookups.cases import CaseService
 from gateway.lookups.manifests import ManifestService
 from gateway.lookups.resources import ResourceService
-from gateway.lookups.service import LookupAnswer, LookupService, PolicyHolder
+from gateway.lookups.service import LookupService
 
-__all__ = [
-    "CaseService",
-    "LookupAnswer",
-    "LookupService",
-    "ManifestService",
-    "PolicyHolder",
-    "ResourceService",
-    "SignedRequests",
-]
+__all__ = ["CaseService", "LookupService", "ManifestService", "ResourceService"]

@@ -1,4 +1,4 @@
-"""A consumer department declares a case closed; later lookups for it are refused."""
+"""A consumer declares one of its cases closed: later lookups for it are refused."""
 
 from __future__ import annotations
 
@@ -6,49 +6,41 @@ import asyncio
 
 import sqlalchemy as sa
 
-from gateway.audit import AuditEntry, Outcome
-from gateway.core.lookup import parse_case_closure_claims
-from gateway.core.tokens import CASE_CLOSE_REQUEST_TYP, CASE_CLOSE_RESULT_TYP
-from gateway.lookups.base import SignedRequests, elapsed_ms
-from gateway.lookups.service import LookupAnswer, PolicyHolder
+from gateway.cache import Admission
+from gateway.core.lookup import CaseClosure, parse_case_closure_claims
+from gateway.core.protocol import AuditEvent, TokenType
+from gateway.exchange import Admit, Done, Exchange, Received, SignedAnswer, SignedExchanges
 from gateway.storage.cases import record_closed_case
 
-__all__ = ["CaseService"]
+__all__ = ["CLOSE_CASE", "CaseService"]
 
-EVENT_CLOSED = "case:closure:recorded"
-EVENT_REFUSED = "case:closure:refused"
+CLOSE_CASE = Exchange(
+    request=TokenType.CASE_CLOSE,
+    answer=TokenType.CASE_CLOSED,
+    parse=parse_case_closure_claims,
+    refused=AuditEvent.CASE_REFUSED,
+    done=AuditEvent.CASE_CLOSED,
+)
 
 
 class CaseService:
-    """Records case closures durably, then in the guard that refuses lookups for them."""
+    """Signed case closures. The database keeps the record; the guard is how lookups see it
+    fast (the audit writer checks the record itself, whatever the guard knows)."""
 
-    def __init__(
-        self, *, requests: SignedRequests, policy: PolicyHolder, engine: sa.Engine
-    ) -> None:
-        self._requests = requests
-        self._policy = policy
+    def __init__(self, *, exchanges: SignedExchanges, engine: sa.Engine) -> None:
+        self._exchanges = exchanges
         self._engine = engine
 
-    async def close(self, body: bytes, *, now: float) -> LookupAnswer:
+    async def close(self, body: bytes, *, now: float) -> SignedAnswer:
         """Close the case named by the signed request ``body``; answer a signed receipt."""
-        rq = self._requests
-        received = await rq.receive(
-            body,
-            typ=CASE_CLOSE_REQUEST_TYP,
-            now=now,
-            policy_version=self._policy.current.version,
-            event=EVENT_REFUSED,
-            parse=parse_case_closure_claims,
-        )
-        token, closure, base, started = (
-            received.token,
-            received.request,
-            received.base,
-            received.started,
-        )
-        base.update(operator=closure.operator, case_number=closure.case, reason=closure.reason)
-        await rq.admit(token, now=now, base=base, event=EVENT_REFUSED, started=started)
-        # The database is the record; the guard (in process or Redis) is how lookups see it.
+        return await self._exchanges.run(CLOSE_CASE, body, now=now, work=self._close)
+
+    async def _close(
+        self, received: Received[CaseClosure], _admit: Admit, _admission: Admission
+    ) -> Done:
+        closure = received.request
+        received.audit.case_number = closure.case
+        received.audit.reason = closure.reason
         newly = await asyncio.to_thread(
             record_closed_case,
             self._engine,
@@ -56,27 +48,10 @@ class CaseService:
             case=closure.case,
             operator=closure.operator,
             reason=closure.reason,
-            at=base["at"],
+            at=received.audit.at,
         )
-        await rq.guard.close_case(department=closure.consumer, case=closure.case)
-        index = await rq.audit.append(
-            AuditEntry(
-                **base,
-                event=EVENT_CLOSED,
-                decision=Outcome.ALLOWED,
-                detail="closed" if newly else "already closed",
-                latency_ms=elapsed_ms(started),
-            )
+        await self._exchanges.guard.close_case(department=closure.consumer, case=closure.case)
+        return Done(
+            {"case": closure.case, "closed": True, "already_closed": not newly},
+            audit={"detail": "closed" if newly else "already closed"},
         )
-        answer = rq.sign_answer(
-            {
-                "case": closure.case,
-                "closed": True,
-                "already_closed": not newly,
-                "audit": {"index": index},
-            },
-            token=token,
-            typ=CASE_CLOSE_RESULT_TYP,
-            now=now,
-        )
-        return LookupAnswer(answer, index)

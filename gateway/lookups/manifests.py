@@ -10,6 +10,8 @@ this consumer use it for this item — with the reason code).
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -17,26 +19,34 @@ from typing import Any
 
 import msgspec
 
-from gateway.audit import AuditEntry, Outcome
+from gateway.audit import Outcome
+from gateway.cache import Admission
 from gateway.core.lookup import ManifestRequest, parse_manifest_claims
 from gateway.core.policy import Material, PolicySet, ServiceItem
+from gateway.core.protocol import AuditEvent, TokenType
 from gateway.core.sources import SourceAdapter
-from gateway.core.tokens import MANIFEST_REQUEST_TYP, MANIFEST_RESULT_TYP
-from gateway.errors import (
-    InvalidInput,
-    PolicyDenied,
-    RateLimited,
-    Replayed,
-    SourceFailed,
-    StoreUnavailable,
+from gateway.errors import Error, PolicyDenied, SourceFailed
+from gateway.exchange import (
+    Admit,
+    AuditDraft,
+    Done,
+    Exchange,
+    Received,
+    SignedAnswer,
+    SignedExchanges,
 )
-from gateway.lookups.base import AuditBase, SignedRequests, elapsed_ms
-from gateway.lookups.service import LookupAnswer, PolicyHolder, fetch_within
+from gateway.lookups.service import fetch_within
 
-__all__ = ["ManifestService"]
+__all__ = ["MANIFEST", "ManifestService"]
 
-EVENT_LISTED = "manifest:materials:listed"
-EVENT_REFUSED = "manifest:materials:refused"
+
+MANIFEST = Exchange(
+    request=TokenType.MANIFEST,
+    answer=TokenType.MANIFEST_RESULT,
+    parse=parse_manifest_claims,
+    refused=AuditEvent.MANIFEST_REFUSED,
+    done=AuditEvent.MANIFEST_LISTED,
+)
 
 
 class ManifestService:
@@ -45,57 +55,40 @@ class ManifestService:
     def __init__(
         self,
         *,
-        requests: SignedRequests,
-        policy: PolicyHolder,
+        exchanges: SignedExchanges,
         adapters: Callable[[PolicySet], Mapping[str, SourceAdapter]],
         source_deadline: float = 10.0,
     ) -> None:
-        self._requests = requests
-        self._policy = policy
+        self._exchanges = exchanges
         self._adapters = adapters
         self._source_deadline = source_deadline
 
-    async def manifest(self, body: bytes, *, now: float) -> LookupAnswer:
+    async def manifest(self, body: bytes, *, now: float) -> SignedAnswer:
         """Build the signed manifest for the request token ``body``."""
-        rq = self._requests
-        policy = self._policy.current
-        received = await rq.receive(
-            body,
-            typ=MANIFEST_REQUEST_TYP,
-            now=now,
-            policy_version=policy.version,
-            event=EVENT_REFUSED,
-            parse=parse_manifest_claims,
-        )
-        token, request, base, started = (
-            received.token,
-            received.request,
-            received.base,
-            received.started,
-        )
-        try:
-            base.update(
-                operator=request.operator,
-                service_item=request.purpose.item,
-                case_number=request.purpose.case,
-                reason=request.purpose.reason,
-                subject_hmac=rq.hash_subject(request.applicant.type, request.applicant.value),
+
+        def check(received: Received[ManifestRequest]) -> Admit:
+            self._describe(received.audit, received.request)
+            received.policy.service_item(received.request.purpose.item)
+            return Admit(case=received.request.purpose.case)
+
+        async def work(
+            received: Received[ManifestRequest], _admit: Admit, _admission: Admission
+        ) -> Done:
+            request, policy = received.request, received.policy
+            claims, counts = await self._listed(
+                policy, request, policy.service_item(request.purpose.item), received.audit.at
             )
-            item = policy.service_item(request.purpose.item)
-        except InvalidInput as exc:
-            await rq.refuse(exc, base, EVENT_REFUSED, started)
-            raise
-        await rq.admit(
-            token,
-            now=now,
-            base=base,
-            event=EVENT_REFUSED,
-            started=started,
-            case=request.purpose.case,
+            return Done(claims, audit={"detail": msgspec.json.encode(counts).decode()})
+
+        return await self._exchanges.run(MANIFEST, body, now=now, check=check, work=work)
+
+    def _describe(self, draft: AuditDraft, request: ManifestRequest) -> None:
+        draft.service_item = request.purpose.item
+        draft.case_number = request.purpose.case
+        draft.reason = request.purpose.reason
+        draft.subject_hmac = self._exchanges.hash_subject(
+            request.applicant.type, request.applicant.value
         )
-        claims = await self._listed(policy, request, item, base, started)
-        answer = rq.sign_answer(claims, token=token, typ=MANIFEST_RESULT_TYP, now=now)
-        return LookupAnswer(answer, claims["audit"]["index"])
 
     async def manifest_for_console(
         self,
@@ -114,68 +107,54 @@ class ManifestService:
         as :meth:`manifest`, with the console user as operator. The answer's claims
         (unsigned: the page shows them); InvalidInput (not audited) names an unusable value,
         other refusals are audited and raised as :meth:`manifest` raises them."""
-        rq = self._requests
-        policy = self._policy.current
+        ex = self._exchanges
+        policy = ex.policy.current
         claims_in = {
             "operator": operator,
             "purpose": {"item": purpose_item, "case": purpose_case, "reason": reason},
             "applicant": {"type": applicant_type, "id": applicant_id},
         }
         request = parse_manifest_claims(department, claims_in)
-        started = time.perf_counter()
-        base = rq.start(msgspec.json.encode(claims_in), now=now, policy_version=policy.version)
-        base.update(
+        draft = AuditDraft(
+            at=dt.datetime.fromtimestamp(now, dt.UTC),
+            started=time.perf_counter(),
+            request_hash=hashlib.sha256(msgspec.json.encode(claims_in)).hexdigest(),
+            policy_version=policy.version,
             department=department,
             operator=request.operator,
-            service_item=request.purpose.item,
-            case_number=request.purpose.case,
-            reason=request.purpose.reason,
-            subject_hmac=rq.hash_subject(request.applicant.type, request.applicant.value),
         )
+        self._describe(draft, request)
         try:
             item = policy.service_item(request.purpose.item)
-            await rq.guard.admit(
+            await ex.guard.admit(
                 department=department,
                 jti=uuid.uuid4().hex,  # no token to replay: a fresh id per page request
                 replay_ttl=1,
                 now=now,
                 case=request.purpose.case,
             )
-        except (InvalidInput, PolicyDenied, RateLimited, Replayed, StoreUnavailable) as exc:
-            await rq.refuse(exc, base, EVENT_REFUSED, started)
+            claims, counts = await self._listed(policy, request, item, draft.at)
+        except Error as exc:
+            await ex.refuse(exc, draft, AuditEvent.MANIFEST_REFUSED)
             raise
-        return await self._listed(policy, request, item, base, started)
+        index = await ex.audit.append(
+            draft.entry(
+                AuditEvent.MANIFEST_LISTED,
+                Outcome.ALLOWED,
+                detail=msgspec.json.encode(counts).decode(),
+            )
+        )
+        return {**claims, "audit": {"index": index}}
 
     async def _listed(
-        self,
-        policy: PolicySet,
-        request: ManifestRequest,
-        item: ServiceItem,
-        base: AuditBase,
-        started: float,
-    ) -> dict[str, Any]:
-        """Decide every material, audit the listing; the answer's claims."""
-        rq = self._requests
-        try:
-            materials = [
-                await self._material(policy, request, item, m, base["at"]) for m in item.materials
-            ]
-        except SourceFailed as exc:
-            await rq.refuse(exc, base, EVENT_REFUSED, started)
-            raise
+        self, policy: PolicySet, request: ManifestRequest, item: ServiceItem, at: dt.datetime
+    ) -> tuple[dict[str, Any], dict[str, int]]:
+        """Decide every material; the answer's claims and the counts of each status."""
+        materials = [await self._material(policy, request, item, m, at) for m in item.materials]
         counts = {
             s: sum(1 for m in materials if m["status"] == s)
             for s in ("available", "bring", "not-granted")
         }
-        index = await rq.audit.append(
-            AuditEntry(
-                **base,
-                event=EVENT_LISTED,
-                decision=Outcome.ALLOWED,
-                detail=msgspec.json.encode(counts).decode(),
-                latency_ms=elapsed_ms(started),
-            )
-        )
         return {
             "purpose": msgspec.structs.asdict(request.purpose),
             "item": {"code": item.code, "name": item.name},
@@ -183,8 +162,7 @@ class ManifestService:
             "materials": materials,
             "summary": counts,
             "policy_version": policy.version,
-            "audit": {"index": index},
-        }
+        }, counts
 
     async def _material(
         self,

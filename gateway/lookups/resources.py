@@ -4,75 +4,49 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from gateway.audit import AuditEntry, Outcome
-from gateway.core.lookup import parse_invalidation_claims
-from gateway.core.tokens import INVALIDATE_REQUEST_TYP, INVALIDATE_RESULT_TYP
+from gateway.cache import Admission
+from gateway.core.lookup import Invalidation, parse_invalidation_claims
+from gateway.core.protocol import AuditEvent, TokenType
 from gateway.errors import InvalidInput, PolicyDenied
-from gateway.lookups.base import SignedRequests, elapsed_ms
-from gateway.lookups.service import LookupAnswer, PolicyHolder
+from gateway.exchange import Admit, Done, Exchange, Received, SignedAnswer, SignedExchanges
 
-__all__ = ["ResourceService"]
+__all__ = ["INVALIDATE", "ResourceService"]
 
-EVENT_INVALIDATED = "resource:cache:invalidated"
-EVENT_REFUSED = "resource:cache:refused"
+INVALIDATE = Exchange(
+    request=TokenType.INVALIDATE,
+    answer=TokenType.INVALIDATED,
+    parse=parse_invalidation_claims,
+    refused=AuditEvent.CACHE_REFUSED,
+    done=AuditEvent.CACHE_INVALIDATED,
+)
 
 
 class ResourceService:
     """Signed cache invalidation by a resource's provider."""
 
     def __init__(
-        self,
-        *,
-        requests: SignedRequests,
-        policy: PolicyHolder,
-        invalidate: Callable[[str], Awaitable[None]],
+        self, *, exchanges: SignedExchanges, invalidate: Callable[[str], Awaitable[None]]
     ) -> None:
-        self._requests = requests
-        self._policy = policy
+        self._exchanges = exchanges
         self._invalidate = invalidate
 
-    async def invalidate(self, body: bytes, *, resource_id: str, now: float) -> LookupAnswer:
+    async def invalidate(self, body: bytes, *, resource_id: str, now: float) -> SignedAnswer:
         """Drop the cached records of ``resource_id`` for the provider's signed request."""
-        rq = self._requests
-        policy = self._policy.current
-        received = await rq.receive(
-            body,
-            typ=INVALIDATE_REQUEST_TYP,
-            now=now,
-            policy_version=policy.version,
-            event=EVENT_REFUSED,
-            parse=parse_invalidation_claims,
-        )
-        token, signal, base, started = (
-            received.token,
-            received.request,
-            received.base,
-            received.started,
-        )
-        base.update(operator=signal.operator, reason=signal.reason, resource=resource_id)
-        try:
+
+        def check(received: Received[Invalidation]) -> Admit:
+            signal = received.request
+            received.audit.reason = signal.reason
+            received.audit.resource = resource_id
             if signal.resource != resource_id:
                 raise InvalidInput("resource", "does not match the resource in the path")
-            resource = policy.resource(resource_id)
-            if resource.provider != signal.provider:
+            if received.policy.resource(resource_id).provider != signal.provider:
                 raise PolicyDenied("not-provider", "only the resource's provider may do this")
-        except (InvalidInput, PolicyDenied) as exc:
-            await rq.refuse(exc, base, EVENT_REFUSED, started)
-            raise
-        await rq.admit(token, now=now, base=base, event=EVENT_REFUSED, started=started)
-        await self._invalidate(resource_id)
-        index = await rq.audit.append(
-            AuditEntry(
-                **base,
-                event=EVENT_INVALIDATED,
-                decision=Outcome.ALLOWED,
-                latency_ms=elapsed_ms(started),
-            )
-        )
-        answer = rq.sign_answer(
-            {"resource": resource_id, "invalidated": True, "audit": {"index": index}},
-            token=token,
-            typ=INVALIDATE_RESULT_TYP,
-            now=now,
-        )
-        return LookupAnswer(answer, index)
+            return Admit()
+
+        async def work(
+            _received: Received[Invalidation], _admit: Admit, _admission: Admission
+        ) -> Done:
+            await self._invalidate(resource_id)
+            return Done({"resource": resource_id, "invalidated": True})
+
+        return await self._exchanges.run(INVALIDATE, body, now=now, check=check, work=work)

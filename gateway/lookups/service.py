@@ -25,22 +25,19 @@ from typing import Any
 
 import msgspec
 
-from gateway.audit import AuditEntry, Outcome
+from gateway.audit import Outcome
 from gateway.cache import Admission, CachedRecord, CacheProbe, QuotaClaim
 from gateway.core.lookup import (
+    BatchRequest,
+    LookupRequest,
     Purpose,
     Query,
     parse_batch_claims,
     parse_lookup_claims,
 )
 from gateway.core.policy import DISTRICT_TZ, Decision, PolicySet, ReasonCode, ServiceItem
+from gateway.core.protocol import AuditEvent, TokenType
 from gateway.core.sources import SourceAdapter, SourceRecord
-from gateway.core.tokens import (
-    BATCH_REQUEST_TYP,
-    BATCH_RESULT_TYP,
-    LOOKUP_REQUEST_TYP,
-    LOOKUP_RESULT_TYP,
-)
 from gateway.errors import (
     Error,
     InvalidInput,
@@ -49,29 +46,17 @@ from gateway.errors import (
     SourceFailed,
     SourceTimeout,
 )
-from gateway.lookups.base import AuditBase, SignedRequests, elapsed_ms, reason_code
+from gateway.exchange import (
+    Admit,
+    AuditDraft,
+    Done,
+    Exchange,
+    Received,
+    SignedAnswer,
+    SignedExchanges,
+)
 
-__all__ = ["LookupAnswer", "LookupService", "PolicyHolder"]
-
-EVENT_RELEASED = "lookup:record:released"
-EVENT_REFUSED = "lookup:record:refused"
-EVENT_NOT_FOUND = "lookup:record:not-found"
-
-
-class PolicyHolder:
-    """Holds the policy set in force. Swapping ``current`` is atomic for readers, and each
-    request reads it once, so no request is answered under a half-loaded set."""
-
-    def __init__(self, policy: PolicySet) -> None:
-        self.current = policy
-
-
-@dataclass(frozen=True, slots=True)
-class LookupAnswer:
-    """The signed answer and the index of its audit entry."""
-
-    token: str
-    audit_index: int
+__all__ = ["LOOKUP", "LookupService", "fetch_within"]
 
 
 @dataclass(slots=True)
@@ -108,163 +93,149 @@ def _apply_admission(plans: list[_Planned], admission: Admission) -> None:
             plan.cached, plan.generation = next(reads)
 
 
+#: The two signed exchanges of this module.
+LOOKUP = Exchange(
+    request=TokenType.LOOKUP,
+    answer=TokenType.LOOKUP_RESULT,
+    parse=parse_lookup_claims,
+    refused=AuditEvent.LOOKUP_REFUSED,
+    done=None,  # the work writes the release (or not-found) entry itself
+)
+
+
 class LookupService:
     """Runs signed lookups. Construct once per process; methods are safe to run concurrently."""
 
     def __init__(
         self,
         *,
-        requests: SignedRequests,
-        policy: PolicyHolder,
+        exchanges: SignedExchanges,
         adapters: Callable[[PolicySet], Mapping[str, SourceAdapter]],
         batch_limit: int = 100,
         batch_token_max_bytes: int = 256 * 1024,
         source_deadline: float = 10.0,
     ) -> None:
-        self._requests = requests
-        self._policy = policy
+        self._exchanges = exchanges
         self._adapters = adapters
-        self._batch_limit = batch_limit
-        self._batch_token_max_bytes = batch_token_max_bytes
         self._source_deadline = source_deadline
+        self._batch: Exchange[BatchRequest] = Exchange(
+            request=TokenType.BATCH,
+            answer=TokenType.BATCH_RESULT,
+            parse=lambda dept, claims: parse_batch_claims(dept, claims, limit=batch_limit),
+            refused=AuditEvent.LOOKUP_REFUSED,
+            done=None,  # an entry per query, written by the work
+            max_bytes=batch_token_max_bytes,
+        )
 
     # --- single lookups -------------------------------------------------------------------
 
-    async def lookup(self, body: bytes, *, now: float) -> LookupAnswer:
+    async def lookup(self, body: bytes, *, now: float) -> SignedAnswer:
         """Run one lookup for the request token ``body`` received at ``now`` (epoch seconds).
 
         Returns the signed answer, or raises a :class:`~gateway.errors.Error` subclass after
         auditing the refusal; the error carries ``audit_index``.
         """
-        rq = self._requests
-        policy = self._policy.current  # one set for the whole request, even across a reload
-        received = await rq.receive(
-            body,
-            typ=LOOKUP_REQUEST_TYP,
-            now=now,
-            policy_version=policy.version,
-            event=EVENT_REFUSED,
-            parse=parse_lookup_claims,
+        return await self._exchanges.run(
+            LOOKUP, body, now=now, check=self._decide, work=self._fetch
         )
-        token, request, base, started = (
-            received.token,
-            received.request,
-            received.base,
-            received.started,
-        )
-        base.update(_purpose_fields(request.operator, request.purpose))
-        entry = {**base, **self._query_fields(request.query)}
-        try:
-            item = policy.service_item(request.purpose.item)
-        except InvalidInput as exc:
-            await rq.refuse(exc, entry, EVENT_REFUSED, started)
-            raise
-        plan = self._plan(policy, request.consumer, item, request.query, base["at"])
-        admission = await rq.admit(
-            token,
-            now=now,
-            base=entry,
-            event=EVENT_REFUSED,
-            started=started,
+
+    def _decide(self, received: Received[LookupRequest]) -> Admit:
+        """Decide the query before anything reads the record: a refusal here cannot tell
+        whether the record exists. A policy refusal is kept on the plan and audited after
+        admission (the token is used); only a bad service item refuses before it."""
+        request = received.request
+        _purpose_into(received.audit, request.purpose)
+        self._query_into(received.audit, request.query)
+        item = received.policy.service_item(request.purpose.item)
+        plan = self._plan(received.policy, request.consumer, item, request.query, received.audit.at)
+        return Admit(
             case=request.purpose.case,
             quotas=[plan.quota] if plan.quota else [],
             probes=[plan.probe] if plan.probe else [],
+            plan=plan,
         )
+
+    async def _fetch(
+        self, received: Received[LookupRequest], admit: Admit, admission: Admission
+    ) -> Done:
+        plan: _Planned = admit.plan
         _apply_admission([plan], admission)
-        result = await self._fetch_and_audit(policy, plan, entry, started, now)
+        result = await self._fetch_and_audit(received, plan, received.audit)
         if isinstance(result, Error):
-            raise result
+            raise result  # audited already
         claims, index = result
-        answer = rq.sign_answer(
+        return Done(
             {
-                "purpose": msgspec.structs.asdict(request.purpose),
+                "purpose": msgspec.structs.asdict(received.request.purpose),
                 **claims,
-                "policy_version": policy.version,
+                "policy_version": received.policy.version,
             },
-            token=token,
-            typ=LOOKUP_RESULT_TYP,
-            now=now,
+            index=index,
         )
-        return LookupAnswer(answer, index)
 
     # --- batches --------------------------------------------------------------------------
 
-    async def lookup_batch(self, body: bytes, *, now: float) -> LookupAnswer:
+    async def lookup_batch(self, body: bytes, *, now: float) -> SignedAnswer:
         """Run a batch: one token, one signed answer with a result per query, each audited.
 
         A batch over the limit, or whose token or purpose is bad, is refused whole.
         """
-        rq = self._requests
-        policy = self._policy.current
-        received = await rq.receive(
-            body,
-            typ=BATCH_REQUEST_TYP,
-            now=now,
-            policy_version=policy.version,
-            event=EVENT_REFUSED,
-            max_bytes=self._batch_token_max_bytes,
-            parse=lambda dept, claims: parse_batch_claims(dept, claims, limit=self._batch_limit),
+        return await self._exchanges.run(
+            self._batch, body, now=now, check=self._decide_batch, work=self._fetch_batch
         )
-        token, batch, base, started = (
-            received.token,
-            received.request,
-            received.base,
-            received.started,
-        )
-        base.update(_purpose_fields(batch.operator, batch.purpose))
-        try:
-            item = policy.service_item(batch.purpose.item)
-        except InvalidInput as exc:
-            await rq.refuse(exc, base, EVENT_REFUSED, started)
-            raise
+
+    def _decide_batch(self, received: Received[BatchRequest]) -> Admit:
+        batch = received.request
+        _purpose_into(received.audit, batch.purpose)
+        item = received.policy.service_item(batch.purpose.item)
         plans = [
             _Planned(None, error=q)
             if isinstance(q, InvalidInput)
-            else self._plan(policy, batch.consumer, item, q, base["at"], f"queries[{i}]")
+            else self._plan(
+                received.policy, batch.consumer, item, q, received.audit.at, f"queries[{i}]"
+            )
             for i, q in enumerate(batch.queries)
         ]
-        admission = await rq.admit(
-            token,
-            now=now,
-            base=base,
-            event=EVENT_REFUSED,
-            started=started,
-            cost=len(plans),
+        return Admit(
             case=batch.purpose.case,
             quotas=[p.quota for p in plans if p.quota is not None],
             probes=[p.probe for p in plans if p.probe is not None],
+            cost=len(plans),
+            plan=plans,
         )
+
+    async def _fetch_batch(
+        self, received: Received[BatchRequest], admit: Admit, admission: Admission
+    ) -> Done:
+        plans: list[_Planned] = admit.plan
         _apply_admission(plans, admission)
         results: list[dict[str, Any]] = []
         for i, plan in enumerate(plans):
-            entry = {**base, **(self._query_fields(plan.query) if plan.query else {})}
-            outcome = await self._fetch_and_audit(policy, plan, entry, started, now)
+            draft = received.audit.but()
+            if plan.query is not None:
+                self._query_into(draft, plan.query)
+            outcome = await self._fetch_and_audit(received, plan, draft)
             if isinstance(outcome, Error):
                 results.append({"index": i, **_problem(outcome)})
             else:
                 item_claims, _index = outcome
                 results.append({"index": i, "status": 200, **item_claims})
-        answer = rq.sign_answer(
+        first = next(r["audit"]["index"] for r in results if "audit" in r)
+        return Done(
             {
-                "purpose": msgspec.structs.asdict(batch.purpose),
+                "purpose": msgspec.structs.asdict(received.request.purpose),
                 "results": results,
-                "policy_version": policy.version,
+                "policy_version": received.policy.version,
             },
-            token=token,
-            typ=BATCH_RESULT_TYP,
-            now=now,
+            index=first,
         )
-        first = next((r["audit"]["index"] for r in results if "audit" in r), 0)
-        return LookupAnswer(answer, first)
 
     # --- shared steps ---------------------------------------------------------------------
 
-    def _query_fields(self, query: Query) -> AuditBase:
-        return {
-            "resource": query.resource,
-            "subject_hmac": self._requests.hash_subject(query.subject.type, query.subject.value),
-            "fields": query.fields,
-        }
+    def _query_into(self, draft: AuditDraft, query: Query) -> None:
+        draft.resource = query.resource
+        draft.subject_hmac = self._exchanges.hash_subject(query.subject.type, query.subject.value)
+        draft.fields = query.fields
 
     def _plan(  # noqa: PLR0917 - private; every argument is needed, none has a default
         self,
@@ -297,7 +268,7 @@ class LookupService:
         except (InvalidInput, PolicyDenied) as exc:
             plan.error = exc
             return plan
-        subject = self._requests.hash_subject(query.subject.type, query.subject.value)
+        subject = self._exchanges.hash_subject(query.subject.type, query.subject.value)
         if plan.decision.max_subjects_per_day is not None:
             plan.quota = QuotaClaim(
                 grant_id=plan.decision.grant_id,
@@ -311,18 +282,19 @@ class LookupService:
         return plan
 
     async def _fetch_and_audit(
-        self, policy: PolicySet, plan: _Planned, entry: AuditBase, started: float, now: float
+        self, received: Received[Any], plan: _Planned, draft: AuditDraft
     ) -> tuple[dict[str, Any], int] | Error:
         """Fetch and release one planned query, or audit its refusal. Returns the answer's
         claims for it and the audit index, or the (audited) error."""
-        rq = self._requests
+        ex = self._exchanges
+        now = received.now
         if plan.error is not None:
-            await rq.refuse(plan.error, entry, EVENT_REFUSED, started)
+            await ex.refuse(plan.error, draft, AuditEvent.LOOKUP_REFUSED)
             return plan.error
         assert plan.query is not None
         assert plan.decision is not None
         query, decision = plan.query, plan.decision
-        entry = {**entry, "grant_id": decision.grant_id}
+        draft = draft.but(grant_id=decision.grant_id)
         cache: dict[str, Any] = {"hit": False}
         record: SourceRecord | None
         if plan.cached is not None:
@@ -330,7 +302,7 @@ class LookupService:
             record = SourceRecord(hit.values, hit.source, hit.as_of, hit.version)
             cache = {"hit": True, "age_seconds": round(max(0.0, now - plan.cached.cached_at), 3)}
         else:
-            adapter = self._adapters(policy).get(query.resource)
+            adapter = self._adapters(received.policy).get(query.resource)
             try:
                 if adapter is None:
                     raise SourceFailed(query.resource, "no adapter")
@@ -338,7 +310,7 @@ class LookupService:
                     adapter, query.resource, query.subject.value, self._source_deadline
                 )
             except SourceFailed as exc:
-                await rq.refuse(exc, entry, EVENT_REFUSED, started)
+                await ex.refuse(exc, draft, AuditEvent.LOOKUP_REFUSED)
                 return exc
             if record is not None and plan.probe is not None:
                 payload = msgspec.json.encode(
@@ -346,8 +318,8 @@ class LookupService:
                         dict(record.values), record.source, record.as_of, record.version
                     )
                 )
-                await rq.guard.cache_put(
-                    department=entry["department"],
+                await ex.guard.cache_put(
+                    department=received.token.department,
                     probe=plan.probe,
                     generation=plan.generation,
                     payload=payload,
@@ -359,33 +331,29 @@ class LookupService:
         try:
             if record is None:
                 missing = RecordNotFound("no record for this subject")
-                missing.audit_index = await rq.audit.append(
-                    AuditEntry(
-                        **entry,
-                        event=EVENT_NOT_FOUND,
-                        decision=Outcome.ALLOWED,
-                        reason_code="not-found",
-                        latency_ms=elapsed_ms(started),
+                missing.audit_index = await ex.audit.append(
+                    draft.entry(
+                        AuditEvent.LOOKUP_NOT_FOUND,
+                        Outcome.ALLOWED,
+                        reason_code=missing.audit_code,
                     ),
                     quota=plan.quota,
                 )
                 return missing
             data = decision.release(record.values)
-            index = await rq.audit.append(
-                AuditEntry(
-                    **entry,
-                    event=EVENT_RELEASED,
-                    decision=Outcome.ALLOWED,
+            index = await ex.audit.append(
+                draft.entry(
+                    AuditEvent.LOOKUP_RELEASED,
+                    Outcome.ALLOWED,
                     response_hash=hashlib.sha256(
                         msgspec.json.encode(data, order="sorted")
                     ).hexdigest(),
-                    latency_ms=elapsed_ms(started),
                 ),
                 quota=plan.quota,
             )
         except PolicyDenied as refused:  # closed case or quota, by the durable check
             return refused
-        resource = policy.resources[query.resource]
+        resource = received.policy.resources[query.resource]
         return {
             "query": {
                 "resource": query.resource,
@@ -417,18 +385,15 @@ async def fetch_within(
         raise SourceTimeout(resource, f"no answer within {deadline:g} s") from None
 
 
-def _purpose_fields(operator: str, purpose: Purpose) -> AuditBase:
-    return {
-        "operator": operator,
-        "service_item": purpose.item,
-        "case_number": purpose.case,
-        "reason": purpose.reason,
-    }
+def _purpose_into(draft: AuditDraft, purpose: Purpose) -> None:
+    draft.service_item = purpose.item
+    draft.case_number = purpose.case
+    draft.reason = purpose.reason
 
 
 def _problem(exc: Error) -> dict[str, Any]:
     """A batch item's refusal, shaped like the problem details of a single lookup."""
-    out: dict[str, Any] = {"status": exc.status, "reason": reason_code(exc)}
+    out: dict[str, Any] = {"status": exc.status, "reason": exc.audit_code}
     if isinstance(exc, InvalidInput):
         out["field"] = exc.field
         out["detail"] = exc.reason

@@ -34,9 +34,9 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.audit import AuditEntry, Outcome
+from gateway.cache import Admission
 from gateway.core.policy import Resource
-from gateway.core.tokens import VerifiedToken
+from gateway.core.protocol import AuditEvent, TokenType
 from gateway.errors import (
     Error,
     InvalidInput,
@@ -46,14 +46,11 @@ from gateway.errors import (
     StoreUnavailable,
     UnsupportedMediaType,
 )
-from gateway.lookups.base import AuditBase, SignedRequests, elapsed_ms
-from gateway.lookups.service import LookupAnswer, PolicyHolder
+from gateway.exchange import Admit, Done, Exchange, Received, SignedAnswer, SignedExchanges
 from gateway.uploads import store
 from gateway.uploads.claims import (
     MEDIA_TYPES,
-    REPORT_REQUEST_TYP,
-    UPLOAD_RECEIPT_TYP,
-    UPLOAD_REQUEST_TYP,
+    ReportRequest,
     UploadFormat,
     UploadRequest,
     parse_report_claims,
@@ -63,11 +60,9 @@ from gateway.uploads.options import UPLOAD_ADAPTER, UploadOptions
 from gateway.uploads.validation import Problem, read_rows
 
 __all__ = [
-    "EVENT_ACCEPTED",
-    "EVENT_REFUSED",
-    "EVENT_REPORT_READ",
-    "EVENT_REPORT_REFUSED",
+    "REPORT",
     "REPORT_MEDIA_TYPES",
+    "UPLOAD",
     "Report",
     "UploadService",
     "report_path",
@@ -75,10 +70,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EVENT_ACCEPTED = "upload:version:accepted"
-EVENT_REFUSED = "upload:version:refused"
-EVENT_REPORT_READ = "upload:rejections:read"
-EVENT_REPORT_REFUSED = "upload:rejections:refused"
+UPLOAD = Exchange(
+    request=TokenType.UPLOAD,
+    answer=TokenType.UPLOAD_RECEIPT,
+    parse=parse_upload_claims,
+    refused=AuditEvent.UPLOAD_REFUSED,
+    done=AuditEvent.UPLOAD_ACCEPTED,
+)
+REPORT = Exchange(
+    request=TokenType.UPLOAD_REPORT,
+    answer=None,  # a stream: the report itself
+    parse=parse_report_claims,
+    refused=AuditEvent.REJECTIONS_REFUSED,
+    done=AuditEvent.REJECTIONS_READ,
+)
 
 #: Rejections quoted in the signed receipt itself; the rest are in the downloadable report.
 RECEIPT_SAMPLE = 20
@@ -127,15 +132,14 @@ class UploadService:
     def __init__(
         self,
         *,
-        requests: SignedRequests,
-        policy: PolicyHolder,
+        exchanges: SignedExchanges,
         engine: sa.Engine,
         spool_dir: Path,
         max_concurrent: int = 2,
         on_new_version: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
-        self._requests = requests
-        self._policy = policy
+        self._exchanges = exchanges
+        self._policy = exchanges.policy
         self._engine = engine
         self._spool_dir = spool_dir
         # Loading is CPU and disk work in worker threads; a few at a time per process keeps
@@ -154,63 +158,38 @@ class UploadService:
         content_length: int | None,
         body: AsyncIterator[bytes],
         now: float,
-    ) -> LookupAnswer:
+    ) -> SignedAnswer:
         """Take the file streamed in ``body`` as a new version of ``resource_id``; answer the
         signed receipt, or raise an (audited) :class:`~gateway.errors.Error`."""
-        rq = self._requests
-        policy = self._policy.current
-        received = await rq.receive(
-            token,
-            typ=UPLOAD_REQUEST_TYP,
-            now=now,
-            policy_version=policy.version,
-            event=EVENT_REFUSED,
-            parse=parse_upload_claims,
-        )
-        token_info, upload, base, started = (
-            received.token,
-            received.request,
-            received.base,
-            received.started,
-        )
-        base.update(operator=upload.operator, resource=resource_id)
-        try:
+
+        def check(received: Received[UploadRequest]) -> Admit:
+            upload = received.request
+            received.audit.resource = resource_id
             resource = self._uploaded_resource(resource_id, upload.resource, upload.provider)
             options = UploadOptions.from_resource(resource)
             if _media_type(content_type) != MEDIA_TYPES[upload.format]:
                 raise UnsupportedMediaType(MEDIA_TYPES[upload.format] + "; charset=utf-8")
             if content_length is not None and content_length > options.max_bytes:
                 raise PayloadTooLarge(options.max_bytes)
-        except Error as exc:
-            await rq.refuse(exc, base, EVENT_REFUSED, started)
-            raise
-        await rq.admit(token_info, now=now, base=base, event=EVENT_REFUSED, started=started)
+            return Admit(plan=options)
 
-        self._spool_dir.mkdir(parents=True, exist_ok=True)
-        # Anonymous: the file has no name to leak or to leave behind if the process dies.
-        with tempfile.TemporaryFile(dir=self._spool_dir) as spool:
-            try:
-                digest, size = await _spool(body, spool, options.max_bytes)
+        async def work(received: Received[UploadRequest], admit: Admit, _a: Admission) -> Done:
+            upload, options = received.request, admit.plan
+            self._spool_dir.mkdir(parents=True, exist_ok=True)
+            # Anonymous: the file has no name to leak or to leave behind if the process dies.
+            with tempfile.TemporaryFile(dir=self._spool_dir) as spool:
+                try:
+                    digest, size = await _spool(body, spool, options.max_bytes)
+                except Error:
+                    raise
+                except Exception:  # the client went away mid-body (the framework says how)
+                    raise InvalidInput("body", "ended before the whole file arrived") from None
                 if digest != upload.sha256:
                     raise InvalidInput("sha256", "does not match the body; nothing was changed")
-            except Error as exc:
-                await rq.refuse(exc, base, EVENT_REFUSED, started)
-                raise
-            except Exception:  # the client went away mid-body (the framework says how)
-                cut = InvalidInput("body", "ended before the whole file arrived")
-                await rq.refuse(cut, base, EVENT_REFUSED, started)
-                raise cut from None
-            async with self._slots:
-                return await self._take(
-                    spool,
-                    upload,
-                    options,
-                    size=size,
-                    base=base,
-                    now=now,
-                    started=started,
-                    token=token_info,
-                )
+                async with self._slots:
+                    return await self._take(spool, upload, options, size=size, at=received.audit.at)
+
+        return await self._exchanges.run(UPLOAD, token, now=now, check=check, work=work)
 
     def _uploaded_resource(self, resource_id: str, claimed: str, department: str) -> Resource:
         if claimed != resource_id:
@@ -234,15 +213,11 @@ class UploadService:
         options: UploadOptions,
         *,
         size: int,
-        base: AuditBase,
-        now: float,
-        started: float,
-        token: VerifiedToken,
-    ) -> LookupAnswer:
-        """Steps 5 and 6: load the spooled file as a new version, make it current, answer."""
-        rq = self._requests
+        at: dt.datetime,
+    ) -> Done:
+        """Steps 5 and 6: load the spooled file as a new version, make it current; the
+        receipt's claims (each refusal raised, and audited by the exchange)."""
         rid = options.resource
-        at = base["at"]
         try:
             version = await asyncio.to_thread(
                 store.begin_version,
@@ -257,17 +232,14 @@ class UploadService:
             )
         except (SQLAlchemyError, RuntimeError):
             log.exception("upload of %s: could not start a version", rid)
-            exc = StoreUnavailable("database")
-            await rq.refuse(exc, base, EVENT_REFUSED, started)
-            raise exc from None
+            raise StoreUnavailable("database") from None
         try:
             loader = await asyncio.to_thread(self._load, spool, upload.format, options, version)
         except InvalidInput as exc:  # the file as a whole cannot be used
             await self._refuse_version(rid, version, str(exc), 0, keep_report=False)
-            await rq.refuse(exc, base, EVENT_REFUSED, started)
             raise
         except SQLAlchemyError:
-            await self._store_failed(rid, version, base, started)
+            await self._store_failed(rid, version)
         refusal: InvalidInput | None = None
         if upload.rows is not None and loader.rows_read != upload.rows:
             refusal = InvalidInput(
@@ -284,7 +256,6 @@ class UploadService:
             await self._refuse_version(
                 rid, version, str(refusal), loader.rejected, keep_report=refusal.field == "body"
             )
-            await rq.refuse(refusal, base, EVENT_REFUSED, started)
             raise refusal
         try:
             flip = await asyncio.to_thread(
@@ -297,7 +268,7 @@ class UploadService:
                 at=dt.datetime.now(dt.UTC),
             )
         except (SQLAlchemyError, RuntimeError, store.VersionPruned):
-            await self._store_failed(rid, version, base, started)
+            await self._store_failed(rid, version)
 
         await self._after_flip(rid, options.keep_versions, current=flip.current)
         try:
@@ -311,27 +282,19 @@ class UploadService:
         except SQLAlchemyError:  # the upload is done; the report link still works later
             log.exception("upload of %s: could not read the rejection sample", rid)
             sample = []
-        index = await rq.audit.append(
-            AuditEntry(
-                **base,
-                detail=(
-                    f"version {version} ({upload.format}, {size} bytes, sha256 "
-                    f"{upload.sha256}): {loader.accepted} rows accepted, "
-                    f"{loader.rejected} rejected; "
-                    + (
-                        "the first version"
-                        if flip.previous is None
-                        else f"replaced version {flip.previous}"
-                        if flip.current
-                        else f"not current: version {flip.previous} is newer"
-                    )
-                ),
-                event=EVENT_ACCEPTED,
-                decision=Outcome.ALLOWED,
-                latency_ms=elapsed_ms(started),
+        detail = (
+            f"version {version} ({upload.format}, {size} bytes, sha256 "
+            f"{upload.sha256}): {loader.accepted} rows accepted, "
+            f"{loader.rejected} rejected; "
+            + (
+                "the first version"
+                if flip.previous is None
+                else f"replaced version {flip.previous}"
+                if flip.current
+                else f"not current: version {flip.previous} is newer"
             )
         )
-        receipt = rq.sign_answer(
+        return Done(
             {
                 "resource": rid,
                 "version": version,
@@ -347,13 +310,9 @@ class UploadService:
                     "count": loader.rejected,
                     "sample": [_problem_json(p) for p in sample],
                 },
-                "audit": {"index": index},
             },
-            token=token,
-            typ=UPLOAD_RECEIPT_TYP,
-            now=now,
+            audit={"detail": detail},
         )
-        return LookupAnswer(receipt, index)
 
     def _load(
         self, spool: IO[bytes], fmt: UploadFormat, options: UploadOptions, version: int
@@ -367,14 +326,10 @@ class UploadService:
         loader.finish()
         return loader
 
-    async def _store_failed(
-        self, rid: str, version: int, base: AuditBase, started: float
-    ) -> NoReturn:
+    async def _store_failed(self, rid: str, version: int) -> NoReturn:
         log.exception("upload of %s version %d failed", rid, version)
         await self._refuse_version(rid, version, "the load failed", 0, keep_report=False)
-        exc = StoreUnavailable("database")
-        await self._requests.refuse(exc, base, EVENT_REFUSED, started)
-        raise exc from None
+        raise StoreUnavailable("database") from None
 
     async def _refuse_version(
         self, rid: str, version: int, detail: str, rejected: int, *, keep_report: bool = True
@@ -419,24 +374,10 @@ class UploadService:
         self, resource_id: str, version: int, *, token: bytes, fmt: str, now: float
     ) -> Report:
         """The rejection report of one version, for its resource's provider."""
-        rq = self._requests
-        policy = self._policy.current
-        received = await rq.receive(
-            token,
-            typ=REPORT_REQUEST_TYP,
-            now=now,
-            policy_version=policy.version,
-            event=EVENT_REPORT_REFUSED,
-            parse=parse_report_claims,
-        )
-        token_info, request, base, started = (
-            received.token,
-            received.request,
-            received.base,
-            received.started,
-        )
-        base.update(operator=request.operator, resource=resource_id)
-        try:
+
+        async def check(received: Received[ReportRequest]) -> Admit:
+            request = received.request
+            received.audit.resource = resource_id
             if fmt not in REPORT_MEDIA_TYPES:
                 raise InvalidInput("format", "must be csv or jsonl")
             if request.version != version:
@@ -449,18 +390,13 @@ class UploadService:
                 raise RecordNotFound(f"{resource_id} has no version {version}")
             if info.state in (store.VersionState.PRUNED, store.VersionState.LOADING):
                 raise RecordNotFound(f"version {version} of {resource_id} is {info.state}")
-        except Error as exc:
-            await rq.refuse(exc, base, EVENT_REPORT_REFUSED, started)
-            raise
-        await rq.admit(token_info, now=now, base=base, event=EVENT_REPORT_REFUSED, started=started)
-        index = await rq.audit.append(
-            AuditEntry(
-                **base,
-                event=EVENT_REPORT_READ,
-                decision=Outcome.ALLOWED,
-                detail=f"version {version}, {fmt}",
-                latency_ms=elapsed_ms(started),
-            )
+            return Admit()
+
+        async def work(_received: Received[ReportRequest], _a: Admit, _b: Admission) -> Done:
+            return Done({}, audit={"detail": f"version {version}, {fmt}"})
+
+        _done, index = await self._exchanges.run_unsigned(
+            REPORT, token, now=now, check=check, work=work
         )
         return Report(
             REPORT_MEDIA_TYPES[fmt], index, self._report_chunks(resource_id, version, fmt)

@@ -29,7 +29,6 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from gateway.audit.history import HISTORY_REQUEST_TYP, HISTORY_RESULT_TYP
 from gateway.audit.search import (
     EXPORT_COLUMNS,
     EntryFilter,
@@ -40,6 +39,7 @@ from gateway.audit.search import (
 )
 from gateway.client import Forbidden, GatewayClient
 from gateway.core.policy import DISTRICT_TZ
+from gateway.core.protocol import TokenType
 from gateway.demo.population import companies, people
 from gateway.errors import InvalidInput
 from gateway.storage import migrations
@@ -138,7 +138,7 @@ def history_token(
         "subject": {"type": subject[0], "id": subject[1]},
         **extra,
     }
-    return client.sign(claims, typ=HISTORY_REQUEST_TYP)
+    return client.sign(claims, typ=TokenType.ACCESS_HISTORY)
 
 
 def history(
@@ -160,7 +160,9 @@ def accesses(gw: GatewayProcess, subject: tuple[str, str], **params: Any) -> dic
     response, token = history(gw, "service-centre", subject, **params)
     assert response.status_code == 200, response.text
     with gw.client("service-centre") as c:
-        claims = c.verify_answer(response.text, request_token=token, typ=HISTORY_RESULT_TYP).claims
+        claims = c.verify_answer(
+            response.text, request_token=token, typ=TokenType.ACCESS_HISTORY_RESULT
+        ).claims
     assert claims["subject"] == {"type": subject[0], "id": subject[1]}
     assert claims["audit"]["index"] == int(response.headers["Audit-Index"])
     return claims

@@ -386,7 +386,7 @@ def test_malformed_replies_fail_and_are_not_retried(
     assert not isinstance(error, SourceTimeout)
     assert error.reason == reason
     assert api.count() == 1
-    assert time.monotonic() - started < 1.0  # an endless body is cut off, not read
+    assert time.monotonic() - started < 3.0  # an endless body is cut off, not read
 
 
 def test_the_body_cap_is_configurable(api: DepartmentApi, signer: GatewaySigner) -> None:

@@ -1,0 +1,251 @@
+"""The one pipeline of every signed endpoint (see :mod:`gateway.exchange`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from hashlib import sha256
+from typing import Any, TypeVar
+
+from gateway.audit import AuditLog, Outcome, SubjectHasher
+from gateway.audit.promises import CURRENT_CLAIM, TokenClaim
+from gateway.cache import Admission, RequestGuard
+from gateway.core.keyring import GatewaySigner
+from gateway.core.protocol import AuditEvent, TokenType
+from gateway.core.tokens import RequestTokenVerifier, VerifiedToken
+from gateway.errors import Error, InvalidInput, PolicyDenied, StoreUnavailable, TokenRejected
+from gateway.exchange.draft import AuditDraft
+from gateway.exchange.spec import Admit, Done, Exchange, Received, SignedAnswer
+from gateway.policy import PolicyHolder
+
+__all__ = ["Check", "SignedExchanges", "Work"]
+
+R = TypeVar("R")
+
+#: Before admission: decide what to admit (or refuse, by raising an Error).
+Check = Callable[[Received[R]], Admit | Awaitable[Admit]]
+#: After admission: the endpoint's own work; its Errors are audited by the pipeline.
+Work = Callable[[Received[R], Admit, Admission], Awaitable[Done]]
+
+
+class SignedExchanges:
+    """Runs every signed exchange of one gateway process. Construct once per process."""
+
+    def __init__(
+        self,
+        *,
+        gateway_id: str,
+        policy: PolicyHolder,
+        verifier: RequestTokenVerifier,
+        guard: RequestGuard,
+        audit: AuditLog,
+        signer: GatewaySigner,
+        subject_hasher: SubjectHasher,
+        answer_lifetime: int = 300,
+    ) -> None:
+        self.gateway_id = gateway_id
+        self.policy = policy
+        self.verifier = verifier
+        self.guard = guard
+        self.audit = audit
+        self.signer = signer
+        self.hash_subject = subject_hasher
+        self.answer_lifetime = answer_lifetime
+
+    # --- the pipeline ---------------------------------------------------------------------
+
+    async def run(
+        self,
+        spec: Exchange[R],
+        token: bytes,
+        *,
+        now: float,
+        work: Work[R],
+        check: Check[R] | None = None,
+    ) -> SignedAnswer:
+        """verify → parse → check → admit → work → audit → sign.
+
+        Every refusal is an audit entry, durable before the error is raised; the error names
+        its entry (``audit_index``).
+        """
+        received, done, index = await self._run(spec, token, now=now, work=work, check=check)
+        return SignedAnswer(self.answer(received, done.claims, index), index)
+
+    async def run_unsigned(
+        self,
+        spec: Exchange[R],
+        token: bytes,
+        *,
+        now: float,
+        work: Work[R],
+        check: Check[R] | None = None,
+    ) -> tuple[Done, int]:
+        """The same pipeline for an exchange answered with what the work made (a stream, a
+        leaf): the work's :class:`Done` and the index of its entry."""
+        _received, done, index = await self._run(spec, token, now=now, work=work, check=check)
+        return done, index
+
+    async def _run(
+        self,
+        spec: Exchange[R],
+        token: bytes,
+        *,
+        now: float,
+        work: Work[R],
+        check: Check[R] | None,
+    ) -> tuple[Received[R], Done, int]:
+        received = await self.receive(spec, token, now=now)
+        try:
+            self._check_role(received)
+            admit = Admit() if check is None else check(received)
+            if not isinstance(admit, Admit):
+                admit = await admit
+        except Error as exc:
+            await self._refused(exc, received)
+            raise
+        admission = await self.admit(received, admit)
+        try:
+            done = await work(received, admit, admission)
+        except Error as exc:
+            await self._refused(exc, received)
+            raise
+        index = done.index
+        if index is None:
+            assert spec.done is not None, "an exchange without a done event writes its entries"
+            index = await self.audit.append(
+                received.audit.entry(spec.done, Outcome.ALLOWED, **done.audit)
+            )
+        return received, done, index
+
+    async def receive(self, spec: Exchange[R], token: bytes, *, now: float) -> Received[R]:
+        """Verify the token, then parse its claims; audit either refusal. No promise is made
+        yet (nothing is admitted)."""
+        CURRENT_CLAIM.set(None)
+        policy = self.policy.current
+        audit = AuditDraft(
+            at=dt.datetime.fromtimestamp(now, dt.UTC),
+            started=time.perf_counter(),
+            request_hash=sha256(token.strip()).hexdigest(),
+            policy_version=policy.version,
+        )
+        try:
+            verified = self.verifier.verify(
+                token, typ=spec.request, now=now, max_bytes=spec.max_bytes
+            )
+        except TokenRejected as exc:
+            # Only the key's owner is recorded, never unverified claims.
+            audit.department = exc.claimed_issuer
+            await self.refuse(exc, audit, spec.refused)
+            raise
+        audit.department = verified.department
+        try:
+            request = spec.parse(verified.department, verified.claims)
+        except InvalidInput as exc:
+            await self.refuse(exc, audit, spec.refused)
+            raise
+        operator = getattr(request, "operator", None)
+        if isinstance(operator, str):
+            audit.operator = operator
+        return Received(spec, verified, request, audit, now, policy)
+
+    def _check_role(self, received: Received[Any]) -> None:
+        role = received.spec.role
+        if role is None:
+            return
+        department = received.policy.departments.get(received.token.department)
+        if department is None or role not in department.roles:
+            raise PolicyDenied(f"not-{role}", f"only a department with role {role} may do this")
+
+    async def admit(self, received: Received[Any], admit: Admit) -> Admission:
+        """Closed case, rate limit, replay, quotas and cache reads in one guard call;
+        refusals audited.
+
+        Once admitted, the request's promises (its token used once, its case open) follow it:
+        every entry it appends from here on is checked against the durable store in the
+        audit writer's transaction (:mod:`gateway.audit.promises`), whatever the guard knew.
+        """
+        token = received.token
+        nonce = uuid.uuid4().hex
+        try:
+            admission = await self.guard.admit(
+                department=token.department,
+                jti=token.jti,
+                replay_ttl=token.expires_at - received.now + 2 * self.verifier.leeway,
+                now=received.now,
+                cost=admit.cost,
+                case=admit.case,
+                quotas=admit.quotas,
+                probes=admit.probes,
+                nonce=nonce,
+            )
+        except Error as exc:
+            await self._refused(exc, received)
+            raise
+        CURRENT_CLAIM.set(
+            TokenClaim(
+                department=token.department,
+                jti=token.jti,
+                nonce=nonce,
+                expires_at=token.expires_at + 2 * self.verifier.leeway,
+                case=admit.case,
+                refused_event=received.spec.refused,
+            )
+        )
+        return admission
+
+    async def _refused(self, exc: Error, received: Received[Any]) -> None:
+        if exc.audit_index is None:  # not yet on the record (work may have audited it)
+            await self.refuse(exc, received.audit, received.spec.refused)
+
+    async def refuse(self, exc: Error, audit: AuditDraft, event: AuditEvent | str) -> int:
+        """Audit a refusal (durably) and attach the entry's index to ``exc``."""
+        detail = exc.reason if isinstance(exc, TokenRejected) else str(exc)
+        index = await self.audit.append(
+            audit.entry(event, Outcome.REFUSED, reason_code=exc.audit_code, detail=detail[:500])
+        )
+        exc.audit_index = index
+        return index
+
+    async def release_unanswered(self, failure: StoreUnavailable) -> bool | None:
+        """After ``failure`` answered nothing: forget the request's ``jti`` in the guard, so
+        that resending the same token works. ``None`` if it was never admitted, ``True`` if a
+        resend will be admitted, ``False`` if the token is (or may be) used: an entry of it is
+        durable, its last commit's outcome is unknown, or the guard could not be told."""
+        claim = CURRENT_CLAIM.get()
+        if claim is None:
+            return None
+        if claim.durable or failure.in_doubt:
+            return False
+        return await self.guard.release(
+            department=claim.department, jti=claim.jti, nonce=claim.nonce
+        )
+
+    # --- answers --------------------------------------------------------------------------
+
+    def answer(self, received: Received[Any], claims: Mapping[str, Any], index: int) -> str:
+        """The signed answer to ``received``, naming the entry ``index``."""
+        typ = received.spec.answer
+        assert typ is not None, "an unsigned exchange has no answer to sign"
+        return self.sign_answer(
+            {**claims, "audit": {"index": index}}, token=received.token, typ=typ, now=received.now
+        )
+
+    def sign_answer(
+        self, claims: Mapping[str, Any], *, token: VerifiedToken, typ: TokenType | str, now: float
+    ) -> str:
+        """Sign an answer to ``token``: for its department, bound to the request's hash."""
+        iat = int(now)
+        return self.signer.sign(
+            {
+                "iss": self.gateway_id,
+                "aud": token.department,
+                "iat": iat,
+                "exp": iat + self.answer_lifetime,
+                "jti": uuid.uuid4().hex,
+                "request": {"jti": token.jti, "sha256": token.sha256},
+                **claims,
+            },
+            typ=str(typ),
+        )
