@@ -264,9 +264,11 @@ class GroupCommitAuditLog:
             self._tree.forget()
             if _store_failed(exc):
                 log.error("audit batch of %d could not be written: %s", len(batch), exc)
-                # If the commit itself failed, it may have landed: check when the store is back.
+                # If the commit itself failed, it may have landed: check when the store is
+                # back, and tell each request its token may be used (never "send it again").
                 self._in_doubt.extend(attempt)
-                return [StoreUnavailable("audit log") for _ in batch]
+                doubt = bool(attempt)
+                return [StoreUnavailable("audit log", in_doubt=doubt) for _ in batch]
             if len(batch) > 1:
                 half = len(batch) // 2
                 return self._write(batch[:half]) + self._write(batch[half:])
