@@ -4,6 +4,10 @@ A resource's catalogue entry names its adapter (``source.adapter = "sql"``); the
 name here provides ``create(resource, *, context)`` returning a
 :class:`gateway.core.sources.SourceAdapter`. Adding a kind of source means adding a module
 here and nothing in ``gateway/``.
+
+Sources kept by the gateway itself live with their feature (:data:`INTERNAL`): licences in
+``gateway.licensing.adapter``, uploaded tables in ``gateway.uploads.adapter``, the access
+history in ``gateway.oversight.adapter``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ from gateway.core.policy import Resource
 from gateway.core.sources import AdapterContext, SourceAdapter
 from gateway.errors import ConfigurationError
 
-__all__ = ["create_adapter"]
+__all__ = ["INTERNAL", "create_adapter"]
+
+#: Kinds of source the gateway keeps itself, and the feature module that reads each.
+INTERNAL = {
+    "audit": "gateway.oversight.adapter",
+    "licence": "gateway.licensing.adapter",
+    "upload": "gateway.uploads.adapter",
+}
 
 _KIND = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -26,7 +37,7 @@ def create_adapter(resource: Resource, *, context: AdapterContext) -> SourceAdap
     if not _KIND.match(kind):
         raise ConfigurationError([f"resource {resource.id!r}: bad adapter name {kind!r}"])
     try:
-        module = importlib.import_module(f"adapters.{kind}")
+        module = importlib.import_module(INTERNAL.get(kind, f"adapters.{kind}"))
     except ModuleNotFoundError:
         raise ConfigurationError(
             [f"resource {resource.id!r}: no adapter module adapters.{kind}"]

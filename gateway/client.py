@@ -74,7 +74,6 @@ from gateway.core.tokens import (
     MANIFEST_RESULT_TYP,
 )
 from gateway.errors import Error
-from gateway.keystore import load_private_jwk
 from gateway.licensing.claims import (
     ISSUE_REQUEST_TYP,
     ISSUE_RESULT_TYP,
@@ -88,6 +87,7 @@ from gateway.licensing.claims import (
     VERIFY_REQUEST_TYP,
     VERIFY_RESULT_TYP,
 )
+from gateway.registry.keystore import load_private_jwk
 from gateway.uploads.claims import (
     MEDIA_TYPES,
     REPORT_REQUEST_TYP,

@@ -63,7 +63,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     worker_healthcheck_seconds: Annotated[int, msgspec.Meta(ge=1, le=600)] = 30
     audit_hmac_key: str = ""  # hex; empty: keys_dir/audit-hmac.key, made by `gateway init`
     log_level: str = "info"
-    # Security officers' alerts (gateway.audit.alerts): a department reading more distinct
+    # Security officers' alerts (gateway.oversight.alerts): a department reading more distinct
     # subjects in an hour than factor × its usual rate (median over its active hours in the
     # baseline days) and at least the floor; token failures of one department within a
     # window; reads outside the district's working hours (UTC+8).

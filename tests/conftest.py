@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from gateway.bootstrap import initialise
+from gateway.app.bootstrap import initialise
 from gateway.settings import load_settings
 from tests.support import GatewayProcess, copy_policies, running_gateway
 

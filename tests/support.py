@@ -166,7 +166,7 @@ class GatewayProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve"],
+            [sys.executable, "-m", "gateway.app", "serve"],
             cwd=ROOT,
             env=self.environment(),
             stdout=log,

@@ -30,6 +30,7 @@ from gateway.accounts.passwords import PasswordHasher, require_acceptable_passwo
 from gateway.accounts.sessions import Session, SessionPolicy, SessionStore, csrf_matches
 from gateway.accounts.store import AccountStore, LockoutPolicy
 from gateway.audit import AuditEntry, AuditLog, Outcome
+from gateway.core.protocol import AuditEvent
 from gateway.errors import Error, InvalidInput
 from gateway.storage.schema import departments
 
@@ -133,6 +134,22 @@ class AccountService:
     def csrf_ok(session: Session, submitted: str | None) -> bool:
         """Whether a form's CSRF token belongs to ``session`` (constant-time)."""
         return csrf_matches(session, submitted)
+
+    async def refuse_forged_form(
+        self, session: Session | None, *, method: str, path: str, now: dt.datetime
+    ) -> int:
+        """Record a console form whose CSRF token did not match (nothing else happens)."""
+        return await self._audit_log.append(
+            AuditEntry(
+                at=require_aware(now),
+                event=AuditEvent.CONSOLE_CSRF_REFUSED,
+                decision=Outcome.REFUSED,
+                department=None if session is None else session.department,
+                operator=None if session is None else session.username,
+                reason_code="csrf-mismatch",
+                detail=f"{method} {path}",
+            )
+        )
 
     async def logout(self, token: str | None, now: dt.datetime) -> bool:
         """End the session ``token`` names; audited if it was live. Whether it was."""

@@ -5,18 +5,17 @@ their status history (suspend, reinstate, revoke with a reason), and the policy 
 with a form explaining one decision grant by grant. Administrators only: any other role gets
 the 403 page. Every form that changes something carries the session's CSRF token; a wrong
 one answers the console's 403 page, changes nothing and is audited. The acts themselves go
-through :attr:`GatewayRuntime.keys` and :attr:`GatewayRuntime.licensing`, which audit them
+through the key administration and the licensing service, which audit them
 with the console username as the operator.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any
 
-import sqlalchemy as sa
 from litestar import Response, get, post
+from litestar.di import NamedDependency
 from litestar.response import Redirect
 
 from gateway.accounts import Role, Session
@@ -28,15 +27,14 @@ from gateway.console.routes import (
     _lang,
     _now,
     _page,
-    _runtime,
     _text,
 )
+from gateway.console.services import ConsoleServices
 from gateway.core.keyring import KeyStatus
 from gateway.core.policy import PolicySet
 from gateway.core.policy_check import explain_decision
 from gateway.core.seals import RevocationReason, Seal, SealStatus
 from gateway.errors import InvalidInput
-from gateway.storage.schema import department_keys, departments
 
 __all__ = ["ROUTES"]
 
@@ -52,14 +50,15 @@ _SEAL_ACTIONS = {
 }
 
 
-async def _admin(request: AnyRequest) -> Session | Response[Any]:
+async def _admin(request: AnyRequest, console: ConsoleServices) -> Session | Response[Any]:
     """The administrator's session, or the answer instead: the login page, or 403."""
-    session = await _current_session(request)
+    session = await _current_session(request, console)
     if session is None:
         return Redirect(path="/console/login", status_code=303)
     if session.role is not Role.ADMIN:
         return _page(
             request,
+            console,
             "error.html",
             status=403,
             session=session,
@@ -70,11 +69,18 @@ async def _admin(request: AnyRequest) -> Session | Response[Any]:
 
 
 def _admin_page(
-    request: AnyRequest, template: str, session: Session, *, status: int = 200, **context: Any
+    request: AnyRequest,
+    console: ConsoleServices,
+    template: str,
+    session: Session,
+    *,
+    status: int = 200,
+    **context: Any,
 ) -> Response[str]:
     lang = _lang(request)
     return _page(
         request,
+        console,
         template,
         status=status,
         session=session,
@@ -97,54 +103,38 @@ def _when(value: dt.datetime) -> str:
 # --- departments and keys -------------------------------------------------------------------
 
 
-def _registry(engine: sa.Engine) -> list[dict[str, Any]]:
-    """Every registered department with its keys (synchronous; call through a thread)."""
-    with engine.connect() as conn:
-        deps = conn.execute(sa.select(departments).order_by(departments.c.id)).mappings().all()
-        keys = (
-            conn.execute(
-                sa.select(department_keys).order_by(
-                    department_keys.c.department_id, department_keys.c.created_at
-                )
-            )
-            .mappings()
-            .all()
-        )
-    by_department: dict[str, list[dict[str, Any]]] = {}
-    for k in keys:
-        by_department.setdefault(k["department_id"], []).append(
-            {
-                "kid": k["kid"],
-                "alg": k["alg"],
-                "status": k["status"],
-                "active": k["status"] == KeyStatus.ACTIVE,
-                "created_at": _when(k["created_at"]),
-                "updated_at": _when(k["updated_at"]),
-            }
-        )
+def _registry_view(listed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The registry as the page shows it (times in the district's words)."""
     return [
         {
-            "id": d["id"],
-            "name": d["name"],
-            "uscc": d["uscc"],
-            "roles": [r for r in str(d["roles"]).split(",") if r],
-            "keys": by_department.get(d["id"], []),
+            **d,
+            "keys": [
+                {
+                    **k,
+                    "active": k["status"] == KeyStatus.ACTIVE,
+                    "created_at": _when(k["created_at"]),
+                    "updated_at": _when(k["updated_at"]),
+                }
+                for k in d["keys"]
+            ],
         }
-        for d in deps
+        for d in listed
     ]
 
 
 async def _departments_page(
     request: AnyRequest,
+    console: ConsoleServices,
     session: Session,
     *,
     status: int = 200,
     notice: str | None = None,
     error: str | None = None,
 ) -> Response[str]:
-    listed = await asyncio.to_thread(_registry, _runtime(request).engine)
+    listed = _registry_view(await console.keys.registry())
     return _admin_page(
         request,
+        console,
         "admin_departments.html",
         session,
         status=status,
@@ -155,36 +145,43 @@ async def _departments_page(
 
 
 @get(DEPARTMENTS, include_in_schema=False)
-async def departments_page(request: AnyRequest) -> Response[Any]:
+async def departments_page(
+    request: AnyRequest, console: NamedDependency[ConsoleServices]
+) -> Response[Any]:
     """Every department, its roles and its keys; a revoke form per active key."""
-    session = await _admin(request)
+    session = await _admin(request, console)
     if isinstance(session, Response):
         return session
-    return await _departments_page(request, session)
+    return await _departments_page(request, console, session)
 
 
 @post(DEPARTMENTS + "/revoke-key", include_in_schema=False, status_code=200)
-async def revoke_key(request: AnyRequest) -> Response[Any]:
+async def revoke_key(
+    request: AnyRequest, console: NamedDependency[ConsoleServices]
+) -> Response[Any]:
     """Revoke one department key (CSRF-checked; audited by :class:`KeyAdministration`)."""
-    session = await _admin(request)
+    session = await _admin(request, console)
     if isinstance(session, Response):
         return session
     form = await request.form()
-    runtime = _runtime(request)
-    if not runtime.accounts.csrf_ok(session, _text(form, "csrf_token")):
-        return await _csrf_refused(request, session, DEPARTMENTS)
+    if not console.accounts.csrf_ok(session, _text(form, "csrf_token")):
+        return await _csrf_refused(request, console, session, DEPARTMENTS)
     a = ADMIN_TEXT[_lang(request)]
     department, kid, reason = (_text(form, n) for n in ("department", "kid", "reason"))
     if not reason:
-        return await _departments_page(request, session, status=400, error=a["reason_required"])
+        return await _departments_page(
+            request, console, session, status=400, error=a["reason_required"]
+        )
     try:
-        await runtime.keys.revoke(
+        await console.keys.revoke(
             department=department, kid=kid, reason=reason, by=session.username, now=_now()
         )
     except InvalidInput:
-        return await _departments_page(request, session, status=400, error=a["no_such_key"])
+        return await _departments_page(
+            request, console, session, status=400, error=a["no_such_key"]
+        )
     return await _departments_page(
-        request, session, notice=f"{a['key_revoked']}: {department} · {kid}"
+        request, console, session, notice=f"{a['key_revoked']}: {department} · {kid}"
     )
 
 
@@ -220,6 +217,7 @@ def _seal_view(seal: Seal, lang: str) -> dict[str, Any]:
 
 async def _seals_page(
     request: AnyRequest,
+    console: ConsoleServices,
     session: Session,
     *,
     status: int = 200,
@@ -227,9 +225,10 @@ async def _seals_page(
     error: str | None = None,
 ) -> Response[str]:
     lang = _lang(request)
-    seals = await _runtime(request).licensing.seals()
+    seals = await console.licensing.seals()
     return _admin_page(
         request,
+        console,
         "admin_seals.html",
         session,
         status=status,
@@ -241,31 +240,34 @@ async def _seals_page(
 
 
 @get(SEALS, include_in_schema=False)
-async def seals_page(request: AnyRequest) -> Response[Any]:
+async def seals_page(
+    request: AnyRequest, console: NamedDependency[ConsoleServices]
+) -> Response[Any]:
     """Every seal with its history; a status change form per seal that can still change."""
-    session = await _admin(request)
+    session = await _admin(request, console)
     if isinstance(session, Response):
         return session
-    return await _seals_page(request, session)
+    return await _seals_page(request, console, session)
 
 
 @post(SEALS, include_in_schema=False, status_code=200)
-async def change_seal(request: AnyRequest) -> Response[Any]:
+async def change_seal(
+    request: AnyRequest, console: NamedDependency[ConsoleServices]
+) -> Response[Any]:
     """Suspend, reinstate or revoke a seal with a reason (CSRF-checked; audited)."""
-    session = await _admin(request)
+    session = await _admin(request, console)
     if isinstance(session, Response):
         return session
     form = await request.form()
-    runtime = _runtime(request)
-    if not runtime.accounts.csrf_ok(session, _text(form, "csrf_token")):
-        return await _csrf_refused(request, session, SEALS)
+    if not console.accounts.csrf_ok(session, _text(form, "csrf_token")):
+        return await _csrf_refused(request, console, session, SEALS)
     a = ADMIN_TEXT[_lang(request)]
     seal_id, action, reason = (_text(form, n) for n in ("seal_id", "action", "reason"))
     if not reason:
-        return await _seals_page(request, session, status=400, error=a["reason_required"])
+        return await _seals_page(request, console, session, status=400, error=a["reason_required"])
     why = _text(form, "revocation_reason") if action == "revoke" else ""
     try:
-        seal = await runtime.licensing.change_seal(
+        seal = await console.licensing.change_seal(
             seal_id,
             action=action,
             reason=reason,
@@ -275,10 +277,12 @@ async def change_seal(request: AnyRequest) -> Response[Any]:
         )
     except InvalidInput as exc:
         return await _seals_page(
-            request, session, status=400, error=f"{a['seal_refused']}: {exc.reason}"
+            request, console, session, status=400, error=f"{a['seal_refused']}: {exc.reason}"
         )
     words = SEAL_STATUSES[_lang(request)].get(str(seal.status), str(seal.status))
-    return await _seals_page(request, session, notice=f"{a['seal_changed']}: {seal_id} → {words}")
+    return await _seals_page(
+        request, console, session, notice=f"{a['seal_changed']}: {seal_id} → {words}"
+    )
 
 
 # --- the policy set and explain -------------------------------------------------------------
@@ -364,13 +368,15 @@ _EXPLAIN_FIELDS = ("consumer", "resource", "item", "fields")
 
 
 @get(POLICY, include_in_schema=False)
-async def policy_page(request: AnyRequest) -> Response[Any]:
+async def policy_page(
+    request: AnyRequest, console: NamedDependency[ConsoleServices]
+) -> Response[Any]:
     """The policy set in force; with ``?consumer=&resource=&item=`` its explained decision."""
-    session = await _admin(request)
+    session = await _admin(request, console)
     if isinstance(session, Response):
         return session
     lang = _lang(request)
-    policy = _runtime(request).policy.current
+    policy = console.policy.current
     query = request.query_params
     form = {n: str(query.get(n) or "").strip()[:512] for n in _EXPLAIN_FIELDS}
     explained = None
@@ -394,6 +400,7 @@ async def policy_page(request: AnyRequest) -> Response[Any]:
             explained = _explained(answer, lang)
     return _admin_page(
         request,
+        console,
         "admin_policy.html",
         session,
         status=status,

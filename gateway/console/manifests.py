@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from litestar import Response, get, post
+from litestar.di import NamedDependency
 
 from gateway.console.routes import (
     AnyRequest,
@@ -28,9 +29,9 @@ from gateway.console.routes import (
     _lang,
     _now,
     _page,
-    _runtime,
     _text,
 )
+from gateway.console.services import ConsoleServices
 from gateway.core.masks import parse_mask
 from gateway.core.policy import PolicySet
 from gateway.errors import (
@@ -178,6 +179,7 @@ def _items(policy: PolicySet) -> list[dict[str, str]]:
 
 def _render(
     request: AnyRequest,
+    console: ConsoleServices,
     session: Any,
     form: Mapping[str, str],
     *,
@@ -188,11 +190,12 @@ def _render(
     lang = _lang(request)
     return _page(
         request,
+        console,
         "manifest.html",
         status=status,
         session=session,
         m=MANIFEST_TEXT[lang],
-        items=_items(_runtime(request).policy.current),
+        items=_items(console.policy.current),
         applicant_types=APPLICANT_TYPES,
         form=form,
         notice=notice,
@@ -241,30 +244,31 @@ def _notice(policy: PolicySet, claims: Mapping[str, Any], m: Mapping[str, str]) 
 
 
 @get("/console/manifest", include_in_schema=False)
-async def manifest_form(request: AnyRequest) -> Response[Any]:
+async def manifest_form(
+    request: AnyRequest, console: NamedDependency[ConsoleServices]
+) -> Response[Any]:
     """The clerk's manifest form."""
-    clerk = await _clerk(request)
+    clerk = await _clerk(request, console)
     if isinstance(clerk, Response):
         return clerk
     session, _ = clerk
-    return _render(request, session, _EMPTY_FORM)
+    return _render(request, console, session, _EMPTY_FORM)
 
 
 @post("/console/manifest", include_in_schema=False, status_code=200)
-async def manifest(request: AnyRequest) -> Response[Any]:
+async def manifest(request: AnyRequest, console: NamedDependency[ConsoleServices]) -> Response[Any]:
     """Decide the materials (audited, the clerk as operator) and show the printable notice."""
-    clerk = await _clerk(request)
+    clerk = await _clerk(request, console)
     if isinstance(clerk, Response):
         return clerk
     session, department = clerk
     form = await request.form()
-    runtime = _runtime(request)
-    if not runtime.accounts.csrf_ok(session, _text(form, "csrf_token")):
-        return await _csrf_refused(request, session, "/console/manifest")
+    if not console.accounts.csrf_ok(session, _text(form, "csrf_token")):
+        return await _csrf_refused(request, console, session, "/console/manifest")
     m = MANIFEST_TEXT[_lang(request)]
     values = {name: _text(form, name) for name in _EMPTY_FORM}
     try:
-        claims = await runtime.manifests.manifest_for_console(
+        claims = await console.manifests.manifest_for_console(
             department=department,
             operator=session.username,
             purpose_item=values["service_item"],
@@ -277,18 +281,18 @@ async def manifest(request: AnyRequest) -> Response[Any]:
     except InvalidInput as exc:
         field = m.get(f"field_{exc.field}", exc.field)
         error = f"{m['error_input']} {field}（{exc.reason}）"
-        return _render(request, session, values, error=error, status=400)
+        return _render(request, console, session, values, error=error, status=400)
     except PolicyDenied as exc:
         error = m.get(f"error_{exc.reason_code}", m["error_denied"])
-        return _render(request, session, values, error=error, status=403)
+        return _render(request, console, session, values, error=error, status=403)
     except (RateLimited, Replayed):
-        return _render(request, session, values, error=m["error_rate"], status=429)
+        return _render(request, console, session, values, error=m["error_rate"], status=429)
     except StoreUnavailable:
-        return _render(request, session, values, error=m["error_store"], status=503)
+        return _render(request, console, session, values, error=m["error_store"], status=503)
     except SourceFailed:
-        return _render(request, session, values, error=m["error_source"], status=502)
-    notice = _notice(runtime.policy.current, claims, m)
-    return _render(request, session, values, notice=notice)
+        return _render(request, console, session, values, error=m["error_source"], status=502)
+    notice = _notice(console.policy.current, claims, m)
+    return _render(request, console, session, values, notice=notice)
 
 
 ROUTES = [manifest_form, manifest]

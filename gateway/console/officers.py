@@ -20,16 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import jwt
-import sqlalchemy as sa
 from litestar import Response, get, post
+from litestar.di import NamedDependency
 from litestar.response import Redirect, Stream
 
 from gateway.accounts import Role, Session
-from gateway.audit.alerts import READ_EVENTS
-from gateway.audit.search import entry_json
-from gateway.audit.tree import leaf_bytes
-from gateway.audit.verify import verify_log
 from gateway.console.routes import (
     _HEADERS,
     AnyRequest,
@@ -38,14 +33,12 @@ from gateway.console.routes import (
     _lang,
     _now,
     _page,
-    _runtime,
     _text,
 )
+from gateway.console.services import ConsoleServices
 from gateway.console.text import TEXT
-from gateway.core import merkle
 from gateway.core.policy import DISTRICT_TZ
 from gateway.errors import Error, InvalidInput
-from gateway.storage.schema import audit_entries
 
 __all__ = ["OFFICER_TEXT", "ROUTES"]
 
@@ -203,20 +196,18 @@ OFFICER_TEXT: Mapping[str, Mapping[str, str]] = {
 }
 
 #: The last "verify now" result, in this process's memory.
-_LAST_VERIFY: dict[str, Any] = {}
 
 
 def _o(request: AnyRequest) -> Mapping[str, str]:
     return OFFICER_TEXT[_lang(request)]
 
 
-async def _auditor(request: AnyRequest) -> Session | Response[Any]:
-    session = await _current_session(request)
+async def _auditor(request: AnyRequest, console: ConsoleServices) -> Session | Response[Any]:
+    session = await _current_session(request, console)
     if session is None:
         return Redirect(path="/console/login", status_code=303)
     if session.role is not Role.AUDITOR:
-        return _page(
-            request, "error.html", status=403, session=session,
+        return _page(request, console, "error.html", status=403, session=session,
             message=_o(request)["role_refused"], back="/console/login",
         )  # fmt: skip
     return session
@@ -257,40 +248,6 @@ def _error_words(exc: InvalidInput, o: Mapping[str, str]) -> str:
 
 
 # --- charts -------------------------------------------------------------------------------------
-
-
-def _hour_bucket(dialect: str) -> sa.ColumnElement[str]:
-    e = audit_entries.c
-    if dialect == "postgresql":
-        return sa.func.to_char(sa.func.timezone("UTC", e.at), 'YYYY-MM-DD"T"HH24')
-    return sa.func.strftime("%Y-%m-%dT%H", e.at)
-
-
-def _chart_counts(
-    engine: sa.Engine, since: dt.datetime
-) -> tuple[list[tuple[str, str, int]], list[tuple[str, int]]]:
-    """(department, UTC hour, lookups) and (UTC hour, refusals) since ``since``."""
-    e = audit_entries.c
-    bucket = _hour_bucket(engine.dialect.name).label("hour")
-    lookups = (
-        sa.select(e.department, bucket, sa.func.count())
-        .where(
-            e.at >= since.astimezone(dt.UTC),
-            e.event.in_(sorted(READ_EVENTS)),
-            e.decision == "allowed",
-            e.department.is_not(None),
-        )
-        .group_by(e.department, bucket)
-    )
-    refusals = (
-        sa.select(bucket, sa.func.count())
-        .where(e.at >= since.astimezone(dt.UTC), e.decision == "refused")
-        .group_by(bucket)
-    )
-    with engine.connect() as conn:
-        a = [(str(r[0]), str(r[1]), int(r[2])) for r in conn.execute(lookups)]
-        b = [(str(r[0]), int(r[1])) for r in conn.execute(refusals)]
-    return a, b
 
 
 _COLOURS = ("#0b4f8a", "#c0392b", "#1e8449", "#b9770e", "#6c3483", "#117a65", "#5d6d7e")
@@ -392,35 +349,21 @@ def refusals_chart(counts: Sequence[tuple[str, int]], now: dt.datetime, title: s
 # --- pages --------------------------------------------------------------------------------------
 
 
-def _checkpoint_claims(request: AnyRequest) -> tuple[dict[str, Any] | None, str | None]:
-    """The latest checkpoint's claims, its signature checked with the gateway's key."""
-    runtime = _runtime(request)
-    latest = runtime.transparency.latest()
-    if latest is None:
-        return None, None
-    try:
-        key = jwt.PyJWK(runtime.signer.public_jwk, algorithm="ES256").key
-        claims: dict[str, Any] = jwt.decode(latest.token, key, algorithms=["ES256"])
-    except jwt.PyJWTError:
-        return None, "signature_bad"
-    claims["at"] = latest.at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-    return claims, None
-
-
 @get("/console/audit", include_in_schema=False)
-async def audit_page(request: AnyRequest) -> Response[Any]:
+async def audit_page(
+    request: AnyRequest, console: NamedDependency[ConsoleServices]
+) -> Response[Any]:
     """Search, integrity, alerts and charts."""
-    auditor = await _auditor(request)
+    auditor = await _auditor(request, console)
     if isinstance(auditor, Response):
         return auditor
-    runtime = _runtime(request)
     o = _o(request)
     values = _filters(request.query_params)
     cursor = _text(request.query_params, "cursor")
     error = None
     results: dict[str, Any] = {"entries": [], "next": None, "tree_size": 0}
     try:
-        results = await runtime.officers.search(
+        results = await console.officers.search(
             {**_service_params(values), "cursor": cursor or None}, limit=PAGE_SIZE, order="desc"
         )
     except InvalidInput as exc:
@@ -433,19 +376,18 @@ async def audit_page(request: AnyRequest) -> Response[Any]:
     )
     first_url = "/console/audit?" + urlencode(query) if cursor else None
 
-    checkpoint, checkpoint_error = await asyncio.to_thread(_checkpoint_claims, request)
+    checkpoint, checkpoint_error = await asyncio.to_thread(console.integrity.checkpoint_claims)
     now = dt.datetime.fromtimestamp(_now(), dt.UTC)
     alerts: list[dict[str, Any]] = []
     alerts_error = None
     try:
-        alerts = (await runtime.officers.alerts(since=None, until=None, now=_now()))["alerts"]
+        alerts = (await console.officers.alerts(since=None, until=None, now=_now()))["alerts"]
     except Error as exc:
         alerts_error = f"{o['alerts_failed']}: {exc}"
-    lookups, refusals = await asyncio.to_thread(
-        _chart_counts, runtime.engine, now - dt.timedelta(hours=24)
-    )
+    lookups, refusals = await console.integrity.hourly_counts(now - dt.timedelta(hours=24))
     return _page(
         request,
+        console,
         "officers_audit.html",
         session=auditor,
         o=o,
@@ -456,7 +398,7 @@ async def audit_page(request: AnyRequest) -> Response[Any]:
         first_url=first_url,
         checkpoint=checkpoint,
         checkpoint_error=None if checkpoint_error is None else o[checkpoint_error],
-        last_verify=_LAST_VERIFY.get("result"),
+        last_verify=console.integrity.last_verification,
         alerts=alerts,
         alerts_error=alerts_error,
         charts=[
@@ -466,55 +408,25 @@ async def audit_page(request: AnyRequest) -> Response[Any]:
     )
 
 
-def _entry_and_proof(request: AnyRequest, index: int) -> dict[str, Any] | None:
-    """The entry, its leaf and its inclusion proof in the latest signed checkpoint."""
-    runtime = _runtime(request)
-    with runtime.engine.connect() as conn:
-        row = conn.execute(sa.select(audit_entries).where(audit_entries.c.idx == index)).first()
-    if row is None:
-        return None
-    leaf = leaf_bytes(row._mapping)
-    leaf_hash = merkle.leaf_hash(leaf)
-    claims, problem = _checkpoint_claims(request)
-    proof: dict[str, Any] = {"status": "pending", "problem": problem, "checkpoint": claims}
-    if claims is not None and index <= int(claims["size"]):
-        size = int(claims["size"])
-        answer = runtime.transparency.inclusion(index, size)
-        hashes = [bytes.fromhex(h) for h in answer["proof"]]
-        ok = merkle.verify_inclusion(
-            leaf_hash, index - 1, size, hashes, bytes.fromhex(str(claims["root"]))
-        )
-        proof.update(
-            status="verified" if ok else "failed",
-            problem=None if ok else "root_mismatch",
-            hashes=answer["proof"],
-        )
-    elif problem is not None:
-        proof["status"] = "failed"
-    return {
-        "entry": entry_json(row, int(claims["size"]) if claims else 0),
-        "leaf": leaf.decode("utf-8", errors="replace"),
-        "leaf_hash": leaf_hash.hex(),
-        "proof": proof,
-    }
-
-
 @get("/console/audit/entries/{index:int}", include_in_schema=False)
-async def audit_entry(request: AnyRequest, index: int) -> Response[Any]:
+async def audit_entry(
+    request: AnyRequest, console: NamedDependency[ConsoleServices], index: int
+) -> Response[Any]:
     """One entry with its inclusion proof checked on the server."""
-    auditor = await _auditor(request)
+    auditor = await _auditor(request, console)
     if isinstance(auditor, Response):
         return auditor
     o = _o(request)
-    found = await asyncio.to_thread(_entry_and_proof, request, index)
+    found = await console.integrity.entry_with_proof(index)
     if found is None:
         return _page(
-            request, "error.html", status=404, session=auditor, message=o["no_entry"],
-            back="/console/audit",
+            request, console, "error.html", status=404, session=auditor,
+            message=o["no_entry"], back="/console/audit",
         )  # fmt: skip
     proof = found["proof"]
     return _page(
         request,
+        console,
         "officers_entry.html",
         session=auditor,
         o=o,
@@ -525,50 +437,36 @@ async def audit_entry(request: AnyRequest, index: int) -> Response[Any]:
 
 
 @post("/console/audit/verify", include_in_schema=False, status_code=200)
-async def audit_verify(request: AnyRequest) -> Response[Any]:
+async def audit_verify(
+    request: AnyRequest, console: NamedDependency[ConsoleServices]
+) -> Response[Any]:
     """Recompute the tree now (in a thread) and keep the result in memory."""
-    auditor = await _auditor(request)
+    auditor = await _auditor(request, console)
     if isinstance(auditor, Response):
         return auditor
-    runtime = _runtime(request)
     form = await request.form()
-    if not runtime.accounts.csrf_ok(auditor, _text(form, "csrf_token")):
-        return await _csrf_refused(request, auditor, "/console/audit")
-    report = await asyncio.to_thread(
-        verify_log,
-        runtime.engine,
-        gateway_jwk=runtime.signer.public_jwk,
-        issuer=runtime.settings.gateway_id,
-    )
-    _LAST_VERIFY["result"] = {
-        "ok": report.ok,
-        "at": dt.datetime.fromtimestamp(_now(), dt.UTC).isoformat().replace("+00:00", "Z"),
-        "entries": report.entries,
-        "tree_size": report.tree_size,
-        "checkpoints": report.checkpoints,
-        "first_bad_entry": report.first_bad_entry,
-        "problems": list(report.problems),
-        "by": auditor.username,
-    }
+    if not console.accounts.csrf_ok(auditor, _text(form, "csrf_token")):
+        return await _csrf_refused(request, console, auditor, "/console/audit")
+    await console.integrity.verify(by=auditor.username, now=_now())
     return Redirect(path="/console/audit#integrity", status_code=303)
 
 
 @post("/console/audit/export", include_in_schema=False, status_code=200)
-async def audit_export(request: AnyRequest) -> Response[Any]:
+async def audit_export(
+    request: AnyRequest, console: NamedDependency[ConsoleServices]
+) -> Response[Any]:
     """The officers' export (audited before its first byte) under the console session."""
-    auditor = await _auditor(request)
+    auditor = await _auditor(request, console)
     if isinstance(auditor, Response):
         return auditor
-    runtime = _runtime(request)
     form = await request.form()
-    if not runtime.accounts.csrf_ok(auditor, _text(form, "csrf_token")):
-        return await _csrf_refused(request, auditor, "/console/audit")
+    if not console.accounts.csrf_ok(auditor, _text(form, "csrf_token")):
+        return await _csrf_refused(request, console, auditor, "/console/audit")
     fmt = _text(form, "format")
     try:
-        export = await runtime.officers.export(_service_params(_filters(form)), fmt=fmt, now=_now())
+        export = await console.officers.export(_service_params(_filters(form)), fmt=fmt, now=_now())
     except InvalidInput as exc:
-        return _page(
-            request, "error.html", status=400, session=auditor,
+        return _page(request, console, "error.html", status=400, session=auditor,
             message=_error_words(exc, _o(request)), back="/console/audit",
         )  # fmt: skip
     headers = {

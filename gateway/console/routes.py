@@ -22,21 +22,20 @@ from typing import Any, Literal, cast
 import jinja2
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie, UploadFile
+from litestar.di import NamedDependency
 from litestar.enums import MediaType
 from litestar.response import Redirect
 
 from gateway.accounts import LoginRefused, Role, Session, session_cookie
 from gateway.accounts.sessions import cookie_name
-from gateway.audit import AuditEntry, Outcome
+from gateway.console.services import ConsoleServices
 from gateway.console.text import CHECKS, OUTCOMES, TEXT, VERDICTS, language
 from gateway.core.masks import parse_mask
 from gateway.core.wire import text_problem
 from gateway.errors import InvalidInput
-from gateway.runtime import GatewayRuntime
 
-__all__ = ["CSRF_REFUSED_EVENT", "ROUTES"]
+__all__ = ["ROUTES"]
 
-CSRF_REFUSED_EVENT = "console:csrf:refused"
 LANG_COOKIE = "yiwang-lang"
 LOGIN_CSRF_COOKIE = "yiwang-login-csrf"
 LICENCE_FILE_MAX_BYTES = 64 * 1024
@@ -65,11 +64,6 @@ _HEADERS = {
 AnyRequest = Request[Any, Any, Any]
 
 
-def _runtime(request: AnyRequest) -> GatewayRuntime:
-    runtime: GatewayRuntime = request.app.state.runtime
-    return runtime
-
-
 def _now() -> float:
     return time.time()
 
@@ -78,7 +72,7 @@ def _lang(request: AnyRequest) -> str:
     return language(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE))
 
 
-def _lang_cookies(request: AnyRequest) -> list[Cookie]:
+def _lang_cookies(request: AnyRequest, console: ConsoleServices) -> list[Cookie]:
     """Remember a language chosen with ``?lang=`` for the next pages."""
     chosen = request.query_params.get("lang")
     if chosen in TEXT:
@@ -90,7 +84,7 @@ def _lang_cookies(request: AnyRequest) -> list[Cookie]:
                 max_age=365 * 86400,
                 httponly=True,
                 samesite="lax",
-                secure=_runtime(request).accounts.sessions.policy.secure_cookie,
+                secure=console.accounts.sessions.policy.secure_cookie,
             )
         ]
     return []
@@ -98,6 +92,7 @@ def _lang_cookies(request: AnyRequest) -> list[Cookie]:
 
 def _page(
     request: AnyRequest,
+    console: ConsoleServices,
     template: str,
     *,
     status: int = 200,
@@ -112,12 +107,14 @@ def _page(
         status_code=status,
         media_type=MediaType.HTML,
         headers=_HEADERS,
-        cookies=[*_lang_cookies(request), *(cookies or [])],
+        cookies=[*_lang_cookies(request, console), *(cookies or [])],
     )
 
 
-def _session_cookie(request: AnyRequest, session: Session | None) -> Cookie:
-    made = session_cookie(_runtime(request).accounts.sessions.policy, session)
+def _session_cookie(
+    request: AnyRequest, console: ConsoleServices, session: Session | None
+) -> Cookie:
+    made = session_cookie(console.accounts.sessions.policy, session)
     return Cookie(
         key=made.key,
         value=made.value,
@@ -129,27 +126,28 @@ def _session_cookie(request: AnyRequest, session: Session | None) -> Cookie:
     )
 
 
-def _login_csrf_cookie_name(request: AnyRequest) -> str:
-    secure = _runtime(request).accounts.sessions.policy.secure_cookie
+def _login_csrf_cookie_name(request: AnyRequest, console: ConsoleServices) -> str:
+    secure = console.accounts.sessions.policy.secure_cookie
     return ("__Host-" if secure else "") + LOGIN_CSRF_COOKIE
 
 
-def _login_csrf_cookie(request: AnyRequest, value: str, max_age: int = 3600) -> Cookie:
+def _login_csrf_cookie(
+    request: AnyRequest, console: ConsoleServices, value: str, max_age: int = 3600
+) -> Cookie:
     return Cookie(
-        key=_login_csrf_cookie_name(request),
+        key=_login_csrf_cookie_name(request, console),
         value=value,
         path="/",
         max_age=max_age,
         httponly=True,
         samesite="strict",
-        secure=_runtime(request).accounts.sessions.policy.secure_cookie,
+        secure=console.accounts.sessions.policy.secure_cookie,
     )
 
 
-async def _current_session(request: AnyRequest) -> Session | None:
-    runtime = _runtime(request)
-    token = request.cookies.get(cookie_name(runtime.accounts.sessions.policy))
-    return await runtime.accounts.session(token, _now_dt())
+async def _current_session(request: AnyRequest, console: ConsoleServices) -> Session | None:
+    token = request.cookies.get(cookie_name(console.accounts.sessions.policy))
+    return await console.accounts.session(token, _now_dt())
 
 
 def _now_dt() -> dt.datetime:
@@ -168,21 +166,16 @@ def _text(form: Mapping[str, Any], name: str) -> str:
     return value.strip()[:_FIELD_MAX]
 
 
-async def _csrf_refused(request: AnyRequest, session: Session | None, back: str) -> Response[str]:
+async def _csrf_refused(
+    request: AnyRequest, console: ConsoleServices, session: Session | None, back: str
+) -> Response[str]:
     """Audit the refused form, then the 403 page; nothing else happens."""
-    await _runtime(request).audit.append(
-        AuditEntry(
-            at=dt.datetime.now(dt.UTC),
-            event=CSRF_REFUSED_EVENT,
-            decision=Outcome.REFUSED,
-            department=None if session is None else session.department,
-            operator=None if session is None else session.username,
-            reason_code="csrf-mismatch",
-            detail=f"{request.method} {request.url.path}",
-        )
+    await console.accounts.refuse_forged_form(
+        session, method=request.method, path=request.url.path, now=_now_dt()
     )
     return _page(
         request,
+        console,
         "error.html",
         status=403,
         session=session,
@@ -203,24 +196,32 @@ HOME_OF_ROLE = {
 
 
 @get("/console", include_in_schema=False)
-async def console_home(request: AnyRequest) -> Response[Any]:
+async def console_home(
+    request: AnyRequest, console: NamedDependency[ConsoleServices]
+) -> Response[Any]:
     """The page of the signed-in role's work, else the login page."""
-    session = await _current_session(request)
+    session = await _current_session(request, console)
     path = HOME_OF_ROLE[session.role] if session else "/console/login"
     return Redirect(path=path, status_code=303)
 
 
 def _login_page(
-    request: AnyRequest, *, error: str | None = None, username: str = "", status: int = 200
+    request: AnyRequest,
+    console: ConsoleServices,
+    *,
+    error: str | None = None,
+    username: str = "",
+    status: int = 200,
 ) -> Response[str]:
-    token = request.cookies.get(_login_csrf_cookie_name(request))
+    token = request.cookies.get(_login_csrf_cookie_name(request, console))
     if not token or len(token) > 128:
         token = secrets.token_urlsafe(32)
     return _page(
         request,
+        console,
         "login.html",
         status=status,
-        cookies=[_login_csrf_cookie(request, token)],
+        cookies=[_login_csrf_cookie(request, console, token)],
         login_csrf=token,
         error=error,
         username=username,
@@ -228,54 +229,60 @@ def _login_page(
 
 
 @get("/console/login", include_in_schema=False)
-async def login_form(request: AnyRequest) -> Response[Any]:
+async def login_form(
+    request: AnyRequest, console: NamedDependency[ConsoleServices]
+) -> Response[Any]:
     """The login form (or straight on, with a live session)."""
-    session = await _current_session(request)
+    session = await _current_session(request, console)
     if session is not None:
         return Redirect(
-            path=HOME_OF_ROLE[session.role], status_code=303, cookies=_lang_cookies(request)
+            path=HOME_OF_ROLE[session.role],
+            status_code=303,
+            cookies=_lang_cookies(request, console),
         )
-    return _login_page(request)
+    return _login_page(request, console)
 
 
 @post("/console/login", include_in_schema=False, status_code=200)
-async def login(request: AnyRequest) -> Response[Any]:
+async def login(request: AnyRequest, console: NamedDependency[ConsoleServices]) -> Response[Any]:
     """Check the form's token against its cookie, then the password; one message for every
     refusal (the cause is in the audit log only)."""
     form = await request.form()
-    expected = request.cookies.get(_login_csrf_cookie_name(request)) or ""
+    expected = request.cookies.get(_login_csrf_cookie_name(request, console)) or ""
     submitted = _text(form, "csrf_token")
     if not expected or not hmac.compare_digest(expected.encode(), submitted.encode()):
-        return await _csrf_refused(request, None, "/console/login")
+        return await _csrf_refused(request, console, None, "/console/login")
     username = _text(form, "username")
     password = form.get("password")
-    runtime = _runtime(request)
     try:
-        session = await runtime.accounts.login(
+        session = await console.accounts.login(
             username, password if isinstance(password, str) else "", _now_dt()
         )
     except LoginRefused:
         message = TEXT[_lang(request)]["login_refused"]
-        return _login_page(request, error=message, username=username[:64], status=401)
+        return _login_page(request, console, error=message, username=username[:64], status=401)
     return Redirect(
         path=HOME_OF_ROLE[session.role],
         status_code=303,
-        cookies=[_session_cookie(request, session), _login_csrf_cookie(request, "", max_age=0)],
+        cookies=[
+            _session_cookie(request, console, session),
+            _login_csrf_cookie(request, console, "", max_age=0),
+        ],
     )
 
 
 @post("/console/logout", include_in_schema=False, status_code=200)
-async def logout(request: AnyRequest) -> Response[Any]:
+async def logout(request: AnyRequest, console: NamedDependency[ConsoleServices]) -> Response[Any]:
     """End the session (its CSRF token required) and clear the cookie."""
-    session = await _current_session(request)
+    session = await _current_session(request, console)
     if session is None:
         return Redirect(path="/console/login", status_code=303)
     form = await request.form()
-    if not _runtime(request).accounts.csrf_ok(session, _text(form, "csrf_token")):
-        return await _csrf_refused(request, session, "/console/verify")
-    await _runtime(request).accounts.logout(session.token, _now_dt())
+    if not console.accounts.csrf_ok(session, _text(form, "csrf_token")):
+        return await _csrf_refused(request, console, session, "/console/verify")
+    await console.accounts.logout(session.token, _now_dt())
     return Redirect(
-        path="/console/login", status_code=303, cookies=[_session_cookie(request, None)]
+        path="/console/login", status_code=303, cookies=[_session_cookie(request, console, None)]
     )
 
 
@@ -291,15 +298,18 @@ _EMPTY_FORM = {
 }
 
 
-async def _clerk(request: AnyRequest) -> tuple[Session, str] | Response[Any]:
+async def _clerk(
+    request: AnyRequest, console: ConsoleServices
+) -> tuple[Session, str] | Response[Any]:
     """The clerk's session and department, or the answer instead: to the login page, or a
     403 page for another role."""
-    session = await _current_session(request)
+    session = await _current_session(request, console)
     if session is None:
         return Redirect(path="/console/login", status_code=303)
     if session.role is not Role.CLERK or session.department is None:
         return _page(
             request,
+            console,
             "error.html",
             status=403,
             session=session,
@@ -310,13 +320,17 @@ async def _clerk(request: AnyRequest) -> tuple[Session, str] | Response[Any]:
 
 
 @get("/console/verify", include_in_schema=False)
-async def verify_form(request: AnyRequest) -> Response[Any]:
+async def verify_form(
+    request: AnyRequest, console: NamedDependency[ConsoleServices]
+) -> Response[Any]:
     """The clerk's verification form."""
-    clerk = await _clerk(request)
+    clerk = await _clerk(request, console)
     if isinstance(clerk, Response):
         return clerk
     session, _ = clerk
-    return _page(request, "verify.html", session=session, form=_EMPTY_FORM, result=None, error=None)
+    return _page(
+        request, console, "verify.html", session=session, form=_EMPTY_FORM, result=None, error=None
+    )
 
 
 async def _licence_file(value: object) -> str | None:
@@ -336,23 +350,23 @@ async def _licence_file(value: object) -> str | None:
 
 
 @post("/console/verify", include_in_schema=False, status_code=200)
-async def verify(request: AnyRequest) -> Response[Any]:
+async def verify(request: AnyRequest, console: NamedDependency[ConsoleServices]) -> Response[Any]:
     """Verify what the clerk gave; the verdict and checks in words and the signed receipt."""
-    clerk = await _clerk(request)
+    clerk = await _clerk(request, console)
     if isinstance(clerk, Response):
         return clerk
     session, department = clerk
     form = await request.form()
-    if not _runtime(request).accounts.csrf_ok(session, _text(form, "csrf_token")):
-        return await _csrf_refused(request, session, "/console/verify")
+    if not console.accounts.csrf_ok(session, _text(form, "csrf_token")):
+        return await _csrf_refused(request, console, session, "/console/verify")
     lang = _lang(request)
     t = TEXT[lang]
     values = {name: _text(form, name) for name in _EMPTY_FORM}
 
     def again(error: str) -> Response[str]:
         return _page(
-            request, "verify.html", status=400, session=session, form=values, result=None,
-            error=error,
+            request, console, "verify.html", status=400, session=session, form=values,
+            result=None, error=error,
         )  # fmt: skip
 
     try:
@@ -372,7 +386,7 @@ async def verify(request: AnyRequest) -> Response[Any]:
         return again(t["give_one"])
     kind, value = given[0]
     try:
-        verification, receipt, index = await _runtime(request).licensing.verify_for_console(
+        verification, receipt, index = await console.licensing.verify_for_console(
             department=department,
             operator=session.username,
             purpose_item=values["service_item"],
@@ -411,7 +425,9 @@ async def verify(request: AnyRequest) -> Response[Any]:
         + _SAFE_FILENAME.sub("_", verification.licence_id or f"audit-{index}")
         + ".jwt",
     }
-    return _page(request, "verify.html", session=session, form=values, result=result, error=None)
+    return _page(
+        request, console, "verify.html", session=session, form=values, result=result, error=None
+    )
 
 
 ROUTES = [console_home, login_form, login, logout, verify_form, verify]

@@ -46,7 +46,6 @@ import jwt
 import msgspec
 import sqlalchemy as sa
 
-from gateway import keystore
 from gateway.core.identifiers import LICENCE_ROOT, LicenceId, licence_check_character
 from gateway.core.keyring import public_jwk
 from gateway.core.licences import (
@@ -63,6 +62,7 @@ from gateway.core.seals import RevocationReason, Seal, SealRegistry, SealStatus
 from gateway.demo.population import SEED, Company, Person, companies, people
 from gateway.errors import InvalidInput
 from gateway.licensing.store import LicenceStore
+from gateway.registry import keystore
 
 __all__ = [
     "BUSINESS_LICENCE",

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from hashlib import sha256
 from typing import Any, TypeVar
 
-from gateway.audit import AuditLog, Outcome, SubjectHasher
+from gateway.audit import AuditEntry, AuditLog, Outcome, SubjectHasher
 from gateway.audit.promises import CURRENT_CLAIM, TokenClaim
 from gateway.cache import Admission, RequestGuard
 from gateway.core.keyring import GatewaySigner
@@ -220,6 +220,31 @@ class SignedExchanges:
             return False
         return await self.guard.release(
             department=claim.department, jti=claim.jti, nonce=claim.nonce
+        )
+
+    async def record_internal_error(
+        self,
+        *,
+        error: str,
+        route: str,
+        department: str | None,
+        request_hash: str | None,
+        now: float,
+    ) -> int:
+        """The entry of a request that ended in an unexpected exception (durable before its
+        500 leaves). ``error`` is the exception's type and ``route`` the method and path
+        template — never the exception's text or the raw path, which may carry a subject."""
+        return await self.audit.append(
+            AuditEntry(
+                at=dt.datetime.fromtimestamp(now, dt.UTC),
+                event=AuditEvent.INTERNAL_ERROR,
+                decision=Outcome.REFUSED,
+                department=department,
+                request_hash=request_hash,
+                policy_version=self.policy.current.version,
+                reason_code="internal-error",
+                detail=f"{error} in {route}",
+            )
         )
 
     # --- answers --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The HTTP side of operator credentials: a guard per role (see :mod:`gateway.operators`)."""
+"""The HTTP side of operator credentials: a guard per role (:mod:`gateway.registry.operators`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from gateway.operators import OperatorTokens
+from gateway.registry.operators import OperatorTokens
 
 __all__ = ["require_role"]
 
@@ -21,7 +21,7 @@ def require_role(role: str) -> Any:
         scheme, _sep, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise NotAuthorizedException("an operator bearer token is required")
-        tokens: OperatorTokens = connection.app.state.runtime.operator_tokens
+        tokens: OperatorTokens = connection.app.state.operator_tokens
         if role not in tokens.roles_of(token.strip()):
             raise PermissionDeniedException(f"the {role} role is required")
 

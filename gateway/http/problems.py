@@ -6,7 +6,6 @@ failures share one opaque title and detail: the precise reason is in the audit l
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 import time
@@ -18,13 +17,11 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import Scope
 
 from gateway import errors
-from gateway.audit import AuditEntry, Outcome
 from gateway.core.wire import storable
 from gateway.http.openapi import PROBLEM_JSON
 
 __all__ = [
     "AUDIT_CONTEXT",
-    "INTERNAL_ERROR_EVENT",
     "PROBLEM_JSON",
     "exception_handlers",
     "problem_response",
@@ -35,8 +32,6 @@ log = logging.getLogger(__name__)
 
 _TYPE_BASE = "urn:yiwang:problem:"
 
-#: Event of the entry that records a request which ended in an unexpected exception.
-INTERNAL_ERROR_EVENT = "request:internal-error"
 #: Key in the request's scope state where a route leaves what the entry of an unexpected
 #: failure should name (``request_hash``, ``department`` once known).
 AUDIT_CONTEXT = "audit_context"
@@ -163,13 +158,16 @@ def _for_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response
 async def record_unexpected(exc: Exception, scope: Scope) -> None:
     """``after_exception`` hook: an audit entry for a request that ended in an unexpected
     exception, durable before the 500 is sent — so no probe that crashes a handler goes
-    unrecorded. Never raises; if the entry cannot be written the answer becomes a 503."""
+    unrecorded. Never raises; if the entry cannot be written the answer becomes a 503.
+
+    Hooks are not given dependencies: the composition root leaves the process's
+    :class:`~gateway.exchange.SignedExchanges` in ``app.state.exchanges`` for this one."""
     state = scope.setdefault("state", {})
     if isinstance(exc, errors.StoreUnavailable):
         # Nothing was answered: the guard forgets the request's jti, so a resend works.
         try:
-            requests = scope["app"].state.runtime.exchanges
-            state[_TOKEN_RELEASED] = await requests.release_unanswered(exc)
+            exchanges = scope["app"].state.exchanges
+            state[_TOKEN_RELEASED] = await exchanges.release_unanswered(exc)
         except Exception:  # the guard is down too; the token stays claimed there
             log.exception("the request's token could not be released")
             state[_TOKEN_RELEASED] = False
@@ -177,22 +175,13 @@ async def record_unexpected(exc: Exception, scope: Scope) -> None:
     if isinstance(exc, errors.Error | HTTPException):
         return  # answered by its own problem (and audited by its service where it should be)
     try:
-        runtime = scope["app"].state.runtime
         context = state.get(AUDIT_CONTEXT) or {}
-        template = scope.get("path_template") or "?"
-        state[_RECORDED] = await runtime.audit.append(
-            AuditEntry(
-                at=dt.datetime.fromtimestamp(time.time(), dt.UTC),
-                event=INTERNAL_ERROR_EVENT,
-                decision=Outcome.REFUSED,
-                department=context.get("department"),
-                request_hash=context.get("request_hash"),
-                policy_version=runtime.policy.current.version,
-                reason_code="internal-error",
-                # The exception's type and the route's template — never the exception's text
-                # or the raw path, which may carry a subject's identifier.
-                detail=f"{type(exc).__name__} in {scope.get('method', '?')} {template}",
-            )
+        state[_RECORDED] = await scope["app"].state.exchanges.record_internal_error(
+            error=type(exc).__name__,
+            route=f"{scope.get('method', '?')} {scope.get('path_template') or '?'}",
+            department=context.get("department"),
+            request_hash=context.get("request_hash"),
+            now=time.time(),
         )
     except Exception:  # the audit store is failing too; say so with a 503
         log.exception("the internal error could not be recorded")

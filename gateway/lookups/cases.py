@@ -10,7 +10,7 @@ from gateway.cache import Admission
 from gateway.core.lookup import CaseClosure, parse_case_closure_claims
 from gateway.core.protocol import AuditEvent, TokenType
 from gateway.exchange import Admit, Done, Exchange, Received, SignedAnswer, SignedExchanges
-from gateway.storage.cases import record_closed_case
+from gateway.lookups.store import record_closed_case
 
 __all__ = ["CLOSE_CASE", "CaseService"]
 

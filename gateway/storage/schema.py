@@ -305,7 +305,7 @@ audit_checkpoints = sa.Table(
 
 __all__ += ["audit_checkpoints", "merkle_nodes"]
 
-# --- the security officers' tools (gateway.audit.officers; migration 0006) ------------------
+# --- the security officers' tools (gateway.oversight.service; migration 0006) ------------------
 # Officers page through the log by index with one filter at a time: each of these indexes
 # serves ``<column> = ? AND idx > ? ORDER BY idx`` as a range scan (keyset paging), and the
 # subject one also the citizens' access history (newest first). They add no column, so the

@@ -3,7 +3,7 @@
 The provider of a resource whose catalogue entry says ``source.adapter = "upload"`` sends a
 CSV or JSON Lines file; valid rows become a new *version* of the resource, which replaces the
 previous one atomically; rejected rows go to a report the provider downloads. Lookups read the
-current version through :mod:`adapters.upload`.
+current version through :mod:`gateway.uploads.adapter`.
 
 Modules: :mod:`~gateway.uploads.options` (the catalogue's source options),
 :mod:`~gateway.uploads.claims` (token types and claims), :mod:`~gateway.uploads.validation`

@@ -97,7 +97,7 @@ def add_user(gateway: GatewayProcess, username: str, password: str, *role: str) 
     """An account made the way an administrator makes one: `gateway users add`."""
     done = subprocess.run(
         [
-            *(sys.executable, "-m", "gateway.cli", "users", "add", username, *role),
+            *(sys.executable, "-m", "gateway.app", "users", "add", username, *role),
             *("--password-stdin", "--operator", "admin-test"),
         ],
         cwd=ROOT,

@@ -33,7 +33,6 @@ with atheris.instrument_imports():
     from cryptography.hazmat.primitives.asymmetric import ec
     from jwt.algorithms import ECAlgorithm
 
-    from gateway.audit.history import _parse as parse_history_claims
     from gateway.core import lookup, wire
     from gateway.core.keyring import DepartmentKey, KeyRing, KeyStatus, public_jwk
     from gateway.core.licences import LICENCE_TYP, Verdict, verify_sealed
@@ -43,6 +42,7 @@ with atheris.instrument_imports():
     from gateway.core.tokens import LOOKUP_REQUEST_TYP, RequestTokenVerifier
     from gateway.errors import InvalidInput, TokenRejected
     from gateway.licensing import claims as licensing
+    from gateway.oversight.history import _parse as parse_history_claims
     from gateway.uploads import claims as uploads
     from gateway.uploads.claims import UploadFormat
     from gateway.uploads.options import UploadOptions

@@ -183,7 +183,7 @@ def test_concurrent_requests_from_two_workers_make_one_gap_free_tree(
 
 def _gateway_cli(gw: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "gateway.app", *args],
         cwd=ROOT,
         check=False,
         env=gw.environment(),

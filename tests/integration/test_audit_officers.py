@@ -29,7 +29,12 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from gateway.audit.search import (
+from gateway.client import Forbidden, GatewayClient
+from gateway.core.policy import DISTRICT_TZ
+from gateway.core.protocol import TokenType
+from gateway.demo.population import companies, people
+from gateway.errors import InvalidInput
+from gateway.oversight.search import (
     EXPORT_COLUMNS,
     EntryFilter,
     decode_cursor,
@@ -37,11 +42,6 @@ from gateway.audit.search import (
     export_chunks,
     parse_filter,
 )
-from gateway.client import Forbidden, GatewayClient
-from gateway.core.policy import DISTRICT_TZ
-from gateway.core.protocol import TokenType
-from gateway.demo.population import companies, people
-from gateway.errors import InvalidInput
 from gateway.storage import migrations
 from gateway.storage.database import create_database_engine
 from tests.support import ROOT, GatewayProcess, postgres_database
@@ -772,15 +772,15 @@ def test_embargo_hides_entries_from_the_history_until_its_date(gateway: GatewayP
 
 
 def _alerts_cli(gw: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    from gateway.audit_cli import audit
+    from gateway.audit.commands import audit
 
     if "alerts" in audit.commands:  # wired into `gateway audit`
-        command = [sys.executable, "-m", "gateway.cli", "audit", "alerts", *args]
+        command = [sys.executable, "-m", "gateway.app", "audit", "alerts", *args]
     else:
         command = [
             sys.executable,
             "-c",
-            "from gateway.audit_officer_cli import alerts; alerts()",
+            "from gateway.oversight.commands import alerts; alerts()",
             *args,
         ]
     return subprocess.run(

@@ -15,7 +15,7 @@ def _run(gw: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env["GATEWAY_KEYS_DIR"] = str(gw.keys_dir)
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args, "--url", gw.url],
+        [sys.executable, "-m", "gateway.app", *args, "--url", gw.url],
         cwd=ROOT,
         check=False,
         env=env,

@@ -111,7 +111,7 @@ def test_replay_cache_down_means_503(tmp_path: Path, keys_dir: Path) -> None:
 
 def test_more_than_one_worker_on_the_embedded_setup_is_refused(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve", "--workers", "2"],
+        [sys.executable, "-m", "gateway.app", "serve", "--workers", "2"],
         cwd=ROOT,
         check=False,
         capture_output=True,

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from gateway.audit.verify import verify_log
 from gateway.demo.population import companies, people
-from gateway.keystore import department_private_jwk
+from gateway.registry.keystore import department_private_jwk
 from tests.faults import private_postgres, private_redis
 from tests.support import (
     ROOT,

@@ -22,7 +22,7 @@ import pytest
 
 from gateway.core.wire import UNSAFE_TEXT
 from gateway.demo.population import companies
-from gateway.keystore import department_private_jwk
+from gateway.registry.keystore import department_private_jwk
 from tests.support import GatewayProcess
 
 JWT = {"Content-Type": "application/jwt"}

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from litestar import Litestar, Request, post
 from litestar.testing import TestClient
 
-from gateway.bootstrap import initialise
-from gateway.http.app import GatewayPlugin
+from gateway.app.bootstrap import initialise
+from gateway.app.factory import GatewayPlugin
 from gateway.http.problems import AUDIT_CONTEXT
 from gateway.settings import Settings, load_settings
 from tests.support import REDIS_URL, postgres_database, redis_reachable, unavailable

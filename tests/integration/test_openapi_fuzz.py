@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from gateway.demo.population import companies
-from gateway.keystore import department_private_jwk
+from gateway.registry.keystore import department_private_jwk
 from tests.support import GatewayProcess
 
 pytestmark = pytest.mark.timeout(300)

@@ -2,9 +2,11 @@
 independent reading of ``policies/*.toml`` done here, and the two compared one by one.
 
 The matrix is every consumer department × every resource × every service item × every
-non-empty subset of the resource's fields (about 20 000 queries), sent as signed batches.
-The reading below parses the TOML itself (``gateway.core.policy`` is deliberately not
-imported) and re-implements the documented rules:
+non-empty subset of the resource's fields (about 20 000 queries), decided in process by the
+policy set the gateway loads; a seeded sample (every consumer and item present) is sent as
+signed batches to an embedded gateway and to the server setup over HTTP. The oracle below
+parses the TOML itself (it uses nothing of ``gateway.core.policy``) and re-implements the
+documented rules:
 
 - default deny; a not-shared resource is never allowed (``not-shared``); no grant naming the
   consumer and the resource gives ``no-grant``;
@@ -50,8 +52,10 @@ import sqlalchemy as sa
 
 from gateway.client import GatewayClient
 from gateway.core.licences import LicenceContent, qr_payload
+from gateway.core.policy import load_policy_set
 from gateway.core.tokens import BATCH_REQUEST_TYP, BATCH_RESULT_TYP
 from gateway.demo.population import companies, people
+from gateway.errors import PolicyDenied
 from tests.support import ROOT, GatewayProcess, running_gateway
 
 POLICIES_DIR = ROOT / "policies"
@@ -525,19 +529,48 @@ def subjects_for(gw: GatewayProcess, district: District) -> dict[str, str]:
 # --- the tests -------------------------------------------------------------------------------
 
 
+def decided_by_the_policy_set(cells: Sequence[Cell]) -> list[Answered]:
+    """Each cell decided in process by the policy set the gateway loads (the decision every
+    lookup, batch and manifest takes), in the shape of a batch answer's result."""
+    policy = load_policy_set(POLICIES_DIR)
+    out: list[Answered] = []
+    for c in cells:
+        now = time.time()
+        try:
+            decision = policy.decide(
+                consumer=c.consumer,
+                resource=policy.resource(c.resource),
+                fields=c.fields,
+                item=policy.service_item(c.item),
+                now=dt.datetime.fromtimestamp(now, dt.UTC),
+            )
+        except PolicyDenied as exc:
+            result: dict[str, Any] = {"status": 403, "reason": exc.reason_code}
+        else:
+            result = {
+                "status": 200,
+                "grant": decision.grant_id,
+                "data": dict.fromkeys(decision.fields, "…"),
+                "query": {"fields": list(decision.fields)},
+            }
+        out.append(Answered(c, result, now, time.time()))
+    return out
+
+
 def test_every_request_of_the_district_is_decided_as_the_policy_files_say(
-    matrix_gateway: GatewayProcess, district: District
+    district: District,
 ) -> None:
+    """The whole matrix against the policy set in process (the HTTP samples below check that
+    the gateway answers as its policy set decides)."""
     cells = full_matrix(district)
     # The matrix covers what it claims to: 7 consumers × 13 items × 225 field subsets.
     subsets = sum(2 ** len(r.fields) - 1 for r in district.resources.values())
     assert len(cells) == len(district.consumers) * len(district.items) * subsets
-    subjects = subjects_for(matrix_gateway, district)
     started = time.perf_counter()
-    answered = run_cells(matrix_gateway, cells, subjects)
+    answered = decided_by_the_policy_set(cells)
     seconds = time.perf_counter() - started
     result = compare(district, answered)
-    report("embedded matrix", result, len(cells), seconds)
+    report("matrix, in process", result, len(cells), seconds)
     assert len(answered) == len(cells)
     # Every grant allows something (g-centre-insurance only in office hours), and every
     # reason code the demo district can produce at any time occurs.
@@ -549,8 +582,35 @@ def test_every_request_of_the_district_is_decided_as_the_policy_files_say(
     assert result.outcomes["grant-expired"] > 0  # g-tax-property-2024 lapsed in 2024
     assert result.outcomes["outside-hours"] + result.outcomes["g-centre-insurance"] > 0
     assert not result.differences, (
-        f"{len(result.differences)} differences between the gateway and the policy files; "
+        f"{len(result.differences)} differences between the policy set and the policy files; "
         "first ones:\n" + "\n".join(result.differences[:15])
+    )
+
+
+def seeded_sample(district: District, per_pair: int = 25) -> list[Cell]:
+    """A seeded sample of the matrix with every (consumer, item) pair present."""
+    rng = random.Random(20260601)
+    by_pair: dict[tuple[str, str], list[Cell]] = {}
+    for c in full_matrix(district):
+        by_pair.setdefault((c.consumer, c.item), []).append(c)
+    return [c for group in by_pair.values() for c in rng.sample(group, per_pair)]
+
+
+def test_a_sample_of_the_matrix_is_decided_the_same_over_http(
+    matrix_gateway: GatewayProcess, district: District
+) -> None:
+    """The embedded gateway over HTTP: a seeded sample, every (consumer, item) pair present,
+    answered (records released, refusals coded) as the policy files say."""
+    cells = seeded_sample(district)
+    subjects = subjects_for(matrix_gateway, district)
+    started = time.perf_counter()
+    answered = run_cells(matrix_gateway, cells, subjects)
+    seconds = time.perf_counter() - started
+    result = compare(district, answered)
+    report("embedded matrix sample", result, len(cells), seconds)
+    assert len(answered) == len(cells)
+    assert not result.differences, (
+        f"{len(result.differences)} differences; first ones:\n" + "\n".join(result.differences[:15])
     )
 
 
@@ -568,11 +628,7 @@ def test_a_sample_of_the_matrix_is_decided_the_same_on_the_server_setup(
 ) -> None:
     """PostgreSQL + Redis, two workers: a seeded sample of the matrix, every (consumer, item)
     pair present, compared the same way."""
-    rng = random.Random(20260601)
-    by_pair: dict[tuple[str, str], list[Cell]] = {}
-    for c in full_matrix(district):
-        by_pair.setdefault((c.consumer, c.item), []).append(c)
-    cells = [c for group in by_pair.values() for c in rng.sample(group, 25)]
+    cells = seeded_sample(district)
     subjects = subjects_for(server_matrix_gateway, district)
     started = time.perf_counter()
     answered = run_cells(server_matrix_gateway, cells, subjects)

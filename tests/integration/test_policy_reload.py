@@ -183,7 +183,15 @@ def test_publish_command_reaches_gateways_that_do_not_share_the_files(
             GATEWAY_REDIS_KEY_PREFIX=gw.env["GATEWAY_REDIS_KEY_PREFIX"],
         )
         published = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "policy", "publish", "--dir", str(edited)],
+            [
+                sys.executable,
+                "-m",
+                "gateway.app",
+                "policy",
+                "publish",
+                "--dir",
+                str(edited),
+            ],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -198,7 +206,15 @@ def test_publish_command_reaches_gateways_that_do_not_share_the_files(
         # An invalid set is refused by the command itself; the gateway keeps its set.
         (edited / "grants.toml").write_text("[[grant]]\nid = 1\n", encoding="utf-8")
         refused = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "policy", "publish", "--dir", str(edited)],
+            [
+                sys.executable,
+                "-m",
+                "gateway.app",
+                "policy",
+                "publish",
+                "--dir",
+                str(edited),
+            ],
             cwd=ROOT,
             env=env,
             capture_output=True,

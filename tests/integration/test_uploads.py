@@ -30,7 +30,6 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from adapters import upload as upload_adapter
 from gateway.client import (
     BadRequest,
     Forbidden,
@@ -40,6 +39,7 @@ from gateway.client import (
 from gateway.core.identifiers import resident_id_check_character
 from gateway.core.policy import Field, FieldType, Resource, SharingClass
 from gateway.core.sources import AdapterContext
+from gateway.uploads import adapter as upload_adapter
 from gateway.uploads.claims import TOKEN_HEADER, UPLOAD_REQUEST_TYP
 from tests.support import ROOT, GatewayProcess, copy_policies, running_gateway
 
@@ -625,7 +625,7 @@ def test_the_cli_uploads_a_file_and_prints_the_receipt(gw: GatewayProcess, tmp_p
         [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "gateway.app",
             "upload",
             "roster-cli",
             str(path),
@@ -658,7 +658,7 @@ def test_the_cli_uploads_a_file_and_prints_the_receipt(gw: GatewayProcess, tmp_p
         [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "gateway.app",
             "upload",
             "roster-cli",
             str(path),

@@ -29,7 +29,7 @@ def _users(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedP
     env["GATEWAY_DATA_DIR"] = str(data_dir)
     env["GATEWAY_KEYS_DIR"] = str(data_dir / "keys")
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "users", *args],
+        [sys.executable, "-m", "gateway.app", "users", *args],
         cwd=ROOT,
         check=False,
         env=env,

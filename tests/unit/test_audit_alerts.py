@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from gateway.audit.alerts import (
+from gateway.oversight.alerts import (
     Alert,
     AlertEntry,
     AlertKind,

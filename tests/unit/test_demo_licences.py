@@ -16,8 +16,7 @@ import sqlalchemy as sa
 from joserfc import jws as jose_jws
 from joserfc.jwk import ECKey, OKPKey
 
-from gateway import keystore
-from gateway.bootstrap import initialise
+from gateway.app.bootstrap import initialise
 from gateway.core.identifiers import LicenceId
 from gateway.core.licences import (
     HolderIdType,
@@ -46,10 +45,11 @@ from gateway.demo.licences import (
 )
 from gateway.errors import ConfigurationError
 from gateway.licensing.store import LicenceStore
+from gateway.registry import keystore
+from gateway.registry.store import sync_registry
 from gateway.settings import load_settings
 from gateway.storage import migrations
 from gateway.storage.database import create_database_engine
-from gateway.storage.registry import sync_registry
 from tests.support import ROOT
 
 POLICY = load_policy_set(ROOT / "policies")

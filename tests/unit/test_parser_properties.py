@@ -26,7 +26,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm
 
-from gateway.audit.history import _parse as parse_history_claims
 from gateway.core import lookup, wire
 from gateway.core.licences import (
     LICENCE_TYP,
@@ -40,6 +39,7 @@ from gateway.core.licences import (
 from gateway.core.seals import SealRegistry
 from gateway.errors import InvalidInput
 from gateway.licensing import claims as licensing
+from gateway.oversight.history import _parse as parse_history_claims
 from gateway.uploads import claims as uploads
 from gateway.uploads.claims import UploadFormat
 from gateway.uploads.validation import Accepted, Rejected, read_rows

@@ -23,7 +23,7 @@ from gateway.core.policy_check import (
     explain_decision,
 )
 from gateway.errors import InvalidInput
-from gateway.policy_cli import policy as policy_command
+from gateway.policy.commands import policy as policy_command
 from tests.support import edit_file as edit
 
 ROOT = Path(__file__).resolve().parents[2]

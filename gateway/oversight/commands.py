@@ -1,6 +1,6 @@
 """``gateway audit alerts``: the security officers' alerts, read straight from the database.
 
-Meant for the ``gateway audit`` group (:mod:`gateway.audit_cli`). Needs no running gateway:
+Meant for the ``gateway audit`` group (:mod:`gateway.audit.commands`). Needs no running gateway:
 like ``gateway audit verify`` it opens the database the settings name, and reads the grants
 (quotas) from the policy files in force.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from gateway.cli_common import settings_or_exit
+from gateway.cli.support import settings_or_exit
 
 __all__ = ["alerts"]
 
@@ -30,9 +30,9 @@ def alerts(since: str | None, until: str | None, as_json: bool, fail_on_alert: b
     """Anomalies in the audit log: departments reading far more subjects than usual or than
     their grant allows, reads outside office or working hours, lookups for closed cases,
     repeated token failures."""
-    from gateway.audit.officers import alert_rules, alert_window, compute_alerts
     from gateway.core.policy import load_policy_set
     from gateway.errors import Error
+    from gateway.oversight.service import alert_rules, alert_window, compute_alerts
     from gateway.storage.database import create_database_engine
 
     settings = settings_or_exit()

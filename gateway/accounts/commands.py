@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from gateway.accounts.model import Account
 from gateway.accounts.service import AccountService
-from gateway.cli_common import settings_or_exit
+from gateway.cli.support import settings_or_exit
 from gateway.errors import Error
 
 __all__ = ["users"]

@@ -7,12 +7,12 @@ from typing import Any
 
 import msgspec
 from litestar import post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from gateway.core.wire import Text
 from gateway.http.auth import require_role
 from gateway.http.openapi import OPERATOR_SECURITY, problems
-from gateway.http.routes import runtime_of
+from gateway.registry.keys import KeyAdministration
 
 __all__ = ["ROUTES", "KeyRevocation", "revoke_department_key"]
 
@@ -33,9 +33,9 @@ class KeyRevocation(msgspec.Struct, forbid_unknown_fields=True):
     responses=problems(400, 401, 403, 404, 503),
 )
 async def revoke_department_key(
-    state: State, department: str, kid: str, data: KeyRevocation
+    keys: NamedDependency[KeyAdministration], department: str, kid: str, data: KeyRevocation
 ) -> dict[str, Any]:
-    previous = await runtime_of(state).keys.revoke(
+    previous = await keys.revoke(
         department=department, kid=kid, reason=data.reason, by="admin", now=time.time()
     )
     return {"department": department, "kid": kid, "status": "revoked", "previous": previous}

@@ -20,7 +20,7 @@ from gateway.audit import AuditEntry, AuditLog, Outcome
 from gateway.core.tokens import RequestTokenVerifier
 from gateway.errors import InvalidInput, StoreUnavailable
 from gateway.exchange.draft import elapsed_ms
-from gateway.storage.registry import keyring_revision, load_keyring, revoke_key
+from gateway.registry.store import keyring_revision, list_registry, load_keyring, revoke_key
 
 __all__ = ["EVENT_KEY_REFUSED", "EVENT_KEY_REVOKED", "KeyAdministration"]
 
@@ -46,6 +46,10 @@ class KeyAdministration:
         self._audit = audit
         self._interval = interval
         self._revision: tuple[int, str] | None = None
+
+    async def registry(self) -> list[dict[str, Any]]:
+        """Every registered department with its keys (for the administrators' pages)."""
+        return await asyncio.to_thread(list_registry, self._engine)
 
     async def revoke(self, *, department: str, kid: str, reason: str, by: str, now: float) -> str:
         """Revoke ``kid`` of ``department``; its previous status. Audited either way."""

@@ -1,6 +1,6 @@
 """The ``gateway policy`` commands: check the policy files, explain a decision.
 
-Registered on the main command by ``gateway.cli``. Neither command needs a running gateway
+Registered on the main command by ``gateway.app.commands``. Neither command needs a running gateway
 or a database: both read the policy files directly.
 """
 
@@ -247,7 +247,7 @@ def publish(directory: Path | None) -> None:
     import redis.asyncio as aioredis
 
     from gateway.core.policy import policy_set_from_texts, read_policy_texts
-    from gateway.reload import RedisPolicyStore
+    from gateway.policy import RedisPolicyStore
     from gateway.settings import load_settings
 
     try:

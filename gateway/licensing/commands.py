@@ -1,8 +1,9 @@
 """The ``gateway licence`` and ``gateway seal`` commands: issue, verify and seal e-licences.
 
-Registered on the main command by ``gateway.cli``. Requests are signed with the department's
-key from ``keys/departments/<dept>.private.jwk.json``, as ``gateway lookup`` does; seal keys
-are separate files (``keys/seals/<seal id>.private.jwk.json`` when this command creates them).
+Registered on the main command by ``gateway.app.commands``. Requests are signed with the
+department's key from ``keys/departments/<dept>.private.jwk.json``, as ``gateway lookup``
+does; seal keys are separate files (``keys/seals/<seal id>.private.jwk.json`` when this
+command creates them).
 
 ``gateway licence verify`` exits 0 when the verdict is ``valid``, 1 for any other verdict (or
 a refusal), 2 for usage errors, so scripts can branch on it.
@@ -25,7 +26,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from gateway.cli_common import base_url, department_client, settings_or_exit
+from gateway.cli.support import base_url, department_client, settings_or_exit
 from gateway.client import (
     GatewayProblem,
     OfflineVerifier,
@@ -42,7 +43,7 @@ from gateway.core.licences import (
     Verdict,
 )
 from gateway.errors import ConfigurationError, Error
-from gateway.keystore import load_private_jwk
+from gateway.registry.keystore import load_private_jwk
 
 __all__ = ["licence", "seal"]
 

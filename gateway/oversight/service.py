@@ -1,5 +1,5 @@
 """The security officers' service: search and export the log, embargoes, alerts — and, for
-the portal department, the citizens' access history (:mod:`gateway.audit.history`).
+the portal department, the citizens' access history (:mod:`gateway.oversight.history`).
 
 Officers authenticate with the ``auditor`` role's bearer token (``keys/operators/auditor.token``,
 made by ``gateway init``), never with a department's key. What this module adds to the log:
@@ -7,7 +7,7 @@ an export is recorded (``audit:entries:exported``) before its first byte leaves,
 embargoes added and lifted. A subject given to a search, an export or an embargo is keyed
 with the audit secret on the way in; only its HMAC is queried, stored or recorded.
 
-The alert rules are pure (:mod:`gateway.audit.alerts`); :func:`compute_alerts` is the query
+The alert rules are pure (:mod:`gateway.oversight.alerts`); :func:`compute_alerts` is the query
 layer that feeds them a time window of entries and each department's usual hourly rate, for
 ``GET /v1/audit/alerts`` and ``gateway audit alerts`` alike.
 """
@@ -25,8 +25,14 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.audit import embargoes
-from gateway.audit.alerts import (
+from gateway.audit.entry import AuditEntry, Outcome
+from gateway.core.policy import DISTRICT_TZ, PolicySet
+from gateway.core.sources import SourceAdapter
+from gateway.core.wire import Name, Text, WireError, convert, decode_json
+from gateway.errors import ConfigurationError, InvalidInput, RecordNotFound, StoreUnavailable
+from gateway.exchange import SignedExchanges
+from gateway.oversight import embargoes
+from gateway.oversight.alerts import (
     READ_EVENTS,
     WATCHED_REASONS,
     AlertEntry,
@@ -36,9 +42,8 @@ from gateway.audit.alerts import (
     evaluate,
     hourly_medians,
 )
-from gateway.audit.entry import AuditEntry, Outcome
-from gateway.audit.history import AccessHistoryService
-from gateway.audit.search import (
+from gateway.oversight.history import AccessHistoryService
+from gateway.oversight.search import (
     EXPORT_MEDIA_TYPES,
     MAX_PAGE,
     EntryFilter,
@@ -51,11 +56,6 @@ from gateway.audit.search import (
     parse_time,
     read_page,
 )
-from gateway.core.policy import DISTRICT_TZ, PolicySet
-from gateway.core.sources import SourceAdapter
-from gateway.core.wire import Name, Text, WireError, convert, decode_json
-from gateway.errors import ConfigurationError, InvalidInput, RecordNotFound, StoreUnavailable
-from gateway.exchange import SignedExchanges
 from gateway.settings import Settings
 from gateway.storage.schema import audit_entries
 

@@ -1,5 +1,5 @@
 """Route handlers of the security officers' tools and the citizens' access history (see
-:mod:`gateway.audit.officers` and :mod:`gateway.audit.history`).
+:mod:`gateway.oversight.service` and :mod:`gateway.oversight.history`).
 
 Officers' endpoints take the ``auditor`` role's bearer token (``Authorization: Bearer …``); a
 department's key is not enough. The access history is for the portal department: a signed
@@ -12,7 +12,7 @@ import time
 from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, delete, get, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.params import Parameter
 from litestar.response import Stream
@@ -26,7 +26,8 @@ from gateway.http.openapi import (
     operation_class,
     problems,
 )
-from gateway.http.routes import jwt_response, runtime_of
+from gateway.http.signed import jwt_response
+from gateway.oversight.service import OfficerService
 
 __all__ = [
     "ROUTES",
@@ -126,7 +127,7 @@ def _filters(  # noqa: PLR0917 - one argument per filter, passed on as they came
     responses=problems(400, 401, 403, 503),
 )
 async def search_entries(  # noqa: PLR0917 - the query parameters
-    state: State,
+    officers: NamedDependency[OfficerService],
     since: From = None,
     until: Text = None,
     department: Text = None,
@@ -145,7 +146,7 @@ async def search_entries(  # noqa: PLR0917 - the query parameters
         since, until, department, operator, resource, item, case, decision, event, subject
     )
     params["cursor"] = cursor
-    page = await runtime_of(state).officers.search(params, limit=limit, order=order)
+    page = await officers.search(params, limit=limit, order=order)
     return Response(page, headers=_NO_STORE)
 
 
@@ -167,7 +168,7 @@ async def search_entries(  # noqa: PLR0917 - the query parameters
     responses=problems(400, 401, 403, 503),
 )
 async def export_entries(  # noqa: PLR0917 - the query parameters
-    state: State,
+    officers: NamedDependency[OfficerService],
     fmt: Annotated[Literal["csv", "jsonl"], Parameter(query="format")] = "csv",
     since: From = None,
     until: Text = None,
@@ -183,7 +184,7 @@ async def export_entries(  # noqa: PLR0917 - the query parameters
     params = _filters(
         since, until, department, operator, resource, item, case, decision, event, subject
     )
-    export = await runtime_of(state).officers.export(params, fmt=fmt, now=time.time())
+    export = await officers.export(params, fmt=fmt, now=time.time())
     return Stream(
         export.chunks,
         media_type=export.media_type,
@@ -216,7 +217,7 @@ async def export_entries(  # noqa: PLR0917 - the query parameters
     responses=problems(400, 401, 403, 409, 429, 503),
 )
 async def access_history(
-    state: State,
+    officers: NamedDependency[OfficerService],
     subject: str,
     *,
     request_token: RequestToken = None,
@@ -224,7 +225,7 @@ async def access_history(
     cursor: Text = None,
 ) -> Response[bytes]:
     token = (request_token or "").encode("utf-8", "replace")
-    answer = await runtime_of(state).officers.history.accesses(
+    answer = await officers.history.accesses(
         subject, token=token, now=time.time(), limit=limit, cursor=cursor
     )
     return jwt_response(answer)
@@ -245,10 +246,12 @@ async def access_history(
     operation_class=EmbargoOperation,
     responses=problems(400, 401, 403, 503),
 )
-async def add_embargo(request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
+async def add_embargo(
+    request: Request[Any, Any, Any], officers: NamedDependency[OfficerService]
+) -> Response[dict[str, Any]]:
     body = await request.body()
     return Response(
-        await runtime_of(state).officers.add_embargo(body, now=time.time()),
+        await officers.add_embargo(body, now=time.time()),
         status_code=201,
         headers=_NO_STORE,
     )
@@ -263,10 +266,10 @@ async def add_embargo(request: Request[Any, Any, Any], state: State) -> Response
     security=OPERATOR_SECURITY,
     responses=problems(400, 401, 403, 503),
 )
-async def list_embargoes(state: State, in_force: bool | None = None) -> Response[dict[str, Any]]:
-    return Response(
-        await runtime_of(state).officers.list_embargoes(in_force=in_force), headers=_NO_STORE
-    )
+async def list_embargoes(
+    officers: NamedDependency[OfficerService], in_force: bool | None = None
+) -> Response[dict[str, Any]]:
+    return Response(await officers.list_embargoes(in_force=in_force), headers=_NO_STORE)
 
 
 @delete(
@@ -280,9 +283,12 @@ async def list_embargoes(state: State, in_force: bool | None = None) -> Response
     responses=problems(400, 401, 403, 404, 503),
 )
 async def lift_embargo(
-    state: State, embargo_id: str, operator: Text = None, reason: Text = None
+    officers: NamedDependency[OfficerService],
+    embargo_id: str,
+    operator: Text = None,
+    reason: Text = None,
 ) -> Response[dict[str, Any]]:
-    lifted = await runtime_of(state).officers.lift_embargo(
+    lifted = await officers.lift_embargo(
         embargo_id, operator=operator, reason=reason, now=time.time()
     )
     return Response(lifted, headers=_NO_STORE)
@@ -304,11 +310,11 @@ async def lift_embargo(
     responses=problems(400, 401, 403, 503),
 )
 async def alerts(
-    state: State,
+    officers: NamedDependency[OfficerService],
     since: From = None,
     until: Text = None,
 ) -> Response[dict[str, Any]]:
-    found = await runtime_of(state).officers.alerts(since=since, until=until, now=time.time())
+    found = await officers.alerts(since=since, until=until, now=time.time())
     return Response(found, headers=_NO_STORE)
 
 

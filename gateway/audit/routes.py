@@ -12,14 +12,17 @@ import time
 from typing import Annotated, Any
 
 from litestar import Request, Response, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import Parameter
 
+from gateway.audit.leaves import LeafReader
+from gateway.audit.transparency import TransparencyLog
 from gateway.core.wire import MAX_INDEX
 from gateway.http.openapi import OPERATOR_SECURITY, operation_class, problems
 from gateway.http.problems import problem_response
-from gateway.http.routes import JWT_MEDIA_TYPE, runtime_of
+from gateway.http.signed import JWT_MEDIA_TYPE
+from gateway.registry.operators import OperatorTokens
 
 __all__ = [
     "REQUEST_TOKEN_HEADER",
@@ -54,8 +57,8 @@ RequestToken = Annotated[
     media_type=JWT_MEDIA_TYPE,
     responses=problems(404, 503),
 )
-async def checkpoint(state: State) -> Response[bytes]:
-    latest = await asyncio.to_thread(runtime_of(state).transparency.latest)
+async def checkpoint(transparency: NamedDependency[TransparencyLog]) -> Response[bytes]:
+    latest = await asyncio.to_thread(transparency.latest)
     if latest is None:
         return problem_response(404, "not-found", "No checkpoint yet", "the log is empty")
     return Response(
@@ -70,13 +73,11 @@ async def checkpoint(state: State) -> Response[bytes]:
     responses=problems(400, 503),
 )
 async def checkpoints(
-    state: State,
+    transparency: NamedDependency[TransparencyLog],
     before: Annotated[int | None, Parameter(ge=1, le=MAX_INDEX)] = None,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
-    found = await asyncio.to_thread(
-        runtime_of(state).transparency.checkpoints, before=before, limit=limit
-    )
+    found = await asyncio.to_thread(transparency.checkpoints, before=before, limit=limit)
     return [c.as_json() for c in found]
 
 
@@ -88,11 +89,11 @@ async def checkpoints(
     responses=problems(400, 503),
 )
 async def inclusion_proof(
-    state: State,
+    transparency: NamedDependency[TransparencyLog],
     index: Annotated[int, Parameter(ge=1, le=MAX_INDEX)],
     size: Annotated[int, Parameter(ge=1, le=MAX_INDEX)],
 ) -> dict[str, Any]:
-    return await asyncio.to_thread(runtime_of(state).transparency.inclusion, index, size)
+    return await asyncio.to_thread(transparency.inclusion, index, size)
 
 
 @get(
@@ -102,11 +103,11 @@ async def inclusion_proof(
     responses=problems(400, 503),
 )
 async def consistency_proof(
-    state: State,
+    transparency: NamedDependency[TransparencyLog],
     old_size: Annotated[int, Parameter(query="from", ge=1, le=MAX_INDEX)],
     new_size: Annotated[int, Parameter(query="to", ge=1, le=MAX_INDEX)],
 ) -> dict[str, Any]:
-    return await asyncio.to_thread(runtime_of(state).transparency.consistency, old_size, new_size)
+    return await asyncio.to_thread(transparency.consistency, old_size, new_size)
 
 
 @get(
@@ -125,17 +126,18 @@ async def consistency_proof(
     responses=problems(400, 401, 403, 404, 409, 429, 503),
 )
 async def entry_leaf(
-    request: Request[Any, Any, Any], state: State, index: int, request_token: RequestToken = None
+    request: Request[Any, Any, Any],
+    leaves: NamedDependency[LeafReader],
+    operator_tokens: NamedDependency[OperatorTokens],
+    index: int,
+    request_token: RequestToken = None,
 ) -> Response[bytes]:
-    runtime = runtime_of(state)
     header = request.headers.get("authorization", "")
     scheme, _, bearer = header.partition(" ")
-    if scheme.lower() == "bearer" and "auditor" in runtime.operator_tokens.roles_of(bearer.strip()):
-        leaf = await runtime.leaves.for_auditor(index)
+    if scheme.lower() == "bearer" and "auditor" in operator_tokens.roles_of(bearer.strip()):
+        leaf = await leaves.for_auditor(index)
     else:
-        leaf = await runtime.leaves.for_department(
-            (request_token or "").encode(), index, now=time.time()
-        )
+        leaf = await leaves.for_department((request_token or "").encode(), index, now=time.time())
     return Response(leaf, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 

@@ -14,15 +14,16 @@ import time
 from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, get, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 from litestar.response import Stream
 
 from gateway.http.openapi import SIGNED, TableOperation, UploadOperation, problems
-from gateway.http.routes import JWT_MEDIA_TYPE, jwt_response, runtime_of
+from gateway.http.signed import JWT_MEDIA_TYPE, jwt_response
 from gateway.uploads.claims import TOKEN_HEADER
+from gateway.uploads.service import UploadService
 
-__all__ = ["upload", "upload_rejections"]
+__all__ = ["ROUTES", "upload", "upload_rejections"]
 
 
 def _token(header: str | None) -> bytes:
@@ -62,12 +63,15 @@ UploadToken = Annotated[
     request_max_body_size=None,
 )
 async def upload(
-    request: Request[Any, Any, Any], state: State, resource: str, upload_token: UploadToken = None
+    request: Request[Any, Any, Any],
+    uploads: NamedDependency[UploadService],
+    resource: str,
+    upload_token: UploadToken = None,
 ) -> Response[bytes]:
     """Stream the body into the upload service; answer its signed receipt."""
     received_at = time.time()
     declared = request.headers.get("content-length")
-    answer = await runtime_of(state).uploads.upload(
+    answer = await uploads.upload(
         resource,
         token=_token(upload_token),
         content_type=request.headers.get("content-type", ""),
@@ -92,14 +96,14 @@ async def upload(
     responses=problems(400, 401, 403, 404, 409, 429, 503),
 )
 async def upload_rejections(
-    state: State,
+    uploads: NamedDependency[UploadService],
     resource: str,
     version: int,
     upload_token: UploadToken = None,
     fmt: Annotated[Literal["csv", "jsonl"], Parameter(query="format")] = "csv",
 ) -> Stream:
     """Stream a version's rejection report (CSV or JSON Lines) to its provider."""
-    report = await runtime_of(state).uploads.rejections(
+    report = await uploads.rejections(
         resource, version, token=_token(upload_token), fmt=fmt, now=time.time()
     )
     return Stream(
@@ -107,3 +111,7 @@ async def upload_rejections(
         media_type=report.media_type,
         headers={"Audit-Index": str(report.audit_index), "Cache-Control": "no-store"},
     )
+
+
+#: Every route of this module, for the app factory.
+ROUTES = [upload, upload_rejections]

@@ -13,8 +13,8 @@ import click
 import httpx
 import jwt
 
-from gateway.audit_officer_cli import alerts
-from gateway.cli_common import settings_or_exit
+from gateway.cli.support import settings_or_exit
+from gateway.oversight.commands import alerts
 
 __all__ = ["audit"]
 
@@ -29,9 +29,9 @@ def audit() -> None:
 def verify(as_json: bool) -> None:
     """Recompute the Merkle tree from every stored entry and check it against the stored
     leaves and every signed checkpoint. Exit status 1 if anything differs."""
-    from gateway import keystore
     from gateway.audit.verify import report_json, verify_log
     from gateway.core.keyring import public_jwk
+    from gateway.registry import keystore
     from gateway.storage.database import create_database_engine
 
     settings = settings_or_exit()
@@ -153,4 +153,4 @@ def witness(url: str, state: Path, issuer: str | None, watch: float | None) -> N
             time.sleep(watch)
 
 
-audit.add_command(alerts)  # the security officers' view: gateway.audit_officer_cli
+audit.add_command(alerts)  # the security officers' view: gateway.oversight.commands

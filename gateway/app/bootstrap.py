@@ -13,14 +13,14 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway import keystore
 from gateway.core.policy import load_policy_set
 from gateway.demo.licences import ensure_demo_licences
 from gateway.demo.sources import build_demo_sources
+from gateway.registry import keystore
+from gateway.registry.store import sync_registry
 from gateway.settings import Settings
 from gateway.storage import migrations
 from gateway.storage.database import create_database_engine
-from gateway.storage.registry import sync_registry
 
 __all__ = ["DEMO_KEY_ALGORITHMS", "InitReport", "initialise"]
 

@@ -23,12 +23,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters import create_adapter
-from gateway import keystore
 from gateway.accounts import AccountService
-from gateway.admin import KeyAdministration
+from gateway.app.health import Readiness
 from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome, SubjectHasher
 from gateway.audit.leaves import LeafReader
-from gateway.audit.officers import OfficerService
 from gateway.audit.promises import durable_state
 from gateway.audit.transparency import TransparencyLog
 from gateway.cache import RequestGuard
@@ -36,22 +34,34 @@ from gateway.cache.memory import InProcessGuard
 from gateway.cache.protocol import DurableState, district_day
 from gateway.cache.redis import RedisGuard
 from gateway.cache.redis import connect as connect_redis
+from gateway.console.services import ConsoleServices
 from gateway.console.settings import console_session_policy
 from gateway.core.keyring import GatewaySigner, KeyRing
 from gateway.core.policy import PolicySet, load_policy_set
+from gateway.core.protocol import AuditEvent
 from gateway.core.sources import AdapterContext, SourceAdapter
 from gateway.core.tokens import RequestTokenVerifier
 from gateway.exchange import SignedExchanges
+from gateway.http.signed import BodyLimits
 from gateway.licensing.service import LicensingService
 from gateway.licensing.store import LicenceStore
 from gateway.lookups import CaseService, LookupService, ManifestService, ResourceService
-from gateway.operators import OperatorTokens
-from gateway.policy import PolicyHolder
-from gateway.reload import InProcessPolicyStore, PolicyStore, PolicyWatcher, RedisPolicyStore
+from gateway.oversight.integrity import IntegrityService
+from gateway.oversight.service import OfficerService
+from gateway.policy import (
+    InProcessPolicyStore,
+    PolicyHolder,
+    PolicyStore,
+    PolicyWatcher,
+    RedisPolicyStore,
+)
+from gateway.registry import keystore
+from gateway.registry.keys import KeyAdministration
+from gateway.registry.operators import OperatorTokens
+from gateway.registry.store import load_keyring
 from gateway.settings import Settings
 from gateway.storage.database import create_database_engine
 from gateway.storage.readiness import ReadinessProbe
-from gateway.storage.registry import load_keyring
 from gateway.uploads.service import UploadService
 
 __all__ = ["AdapterPool", "GatewayRuntime"]
@@ -144,6 +154,49 @@ def _invalidator(guard: RequestGuard, policy: PolicyHolder) -> Callable[[str], A
     return invalidate
 
 
+def _applier(adapters: AdapterPool, policy: PolicyHolder) -> Callable[[PolicySet], None]:
+    def apply(new: PolicySet) -> None:
+        adapters(new)  # adapters first, so no request sees the set without them
+        policy.current = new
+
+    return apply
+
+
+def _reload_recorder(
+    audit: GroupCommitAuditLog,
+) -> Callable[[PolicySet, PolicySet], Awaitable[None]]:
+    async def changed(old: PolicySet, new: PolicySet) -> None:
+        await audit.append(
+            AuditEntry(
+                at=dt.datetime.now(dt.UTC),
+                event=AuditEvent.POLICY_RELOADED,
+                decision=Outcome.ALLOWED,
+                policy_version=new.version,
+                detail=f"replaced {old.version}",
+            )
+        )
+
+    return changed
+
+
+def _refusal_recorder(
+    audit: GroupCommitAuditLog, policy: PolicyHolder
+) -> Callable[[list[str]], Awaitable[None]]:
+    async def refused(problems: list[str]) -> None:
+        await audit.append(
+            AuditEntry(
+                at=dt.datetime.now(dt.UTC),
+                event=AuditEvent.POLICY_REFUSED,
+                decision=Outcome.REFUSED,
+                policy_version=policy.current.version,
+                reason_code="invalid-policy-set",
+                detail="; ".join(problems)[:2000],
+            )
+        )
+
+    return refused
+
+
 @dataclass
 class GatewayRuntime:
     """Everything a gateway process holds while it serves."""
@@ -168,9 +221,12 @@ class GatewayRuntime:
     policy_store: PolicyStore
     operator_tokens: OperatorTokens
     officers: OfficerService  # security officers' tools, citizens' access history
-    readiness: ReadinessProbe  # /readyz: does the durable store take a write now
+    integrity: IntegrityService  # the officers' view of the log's integrity
+    readiness: Readiness  # /readyz: can this process serve now
     accounts: AccountService  # web console accounts and sessions
-    watcher: PolicyWatcher | None = None
+    console: ConsoleServices  # what the console's pages work with
+    limits: BodyLimits  # how large a signed request may be
+    watcher: PolicyWatcher
     _checkpointer: asyncio.Task[None] | None = field(default=None, repr=False)
     _key_watcher: asyncio.Task[None] | None = field(default=None, repr=False)
     _redis: aioredis.Redis | None = field(default=None, repr=False)
@@ -271,6 +327,42 @@ class GatewayRuntime:
             answer_lifetime=settings.answer_lifetime,
         )
         transparency = TransparencyLog(engine=engine, signer=signer, gateway_id=settings.gateway_id)
+        watcher = PolicyWatcher(
+            directory=Path(settings.policies_dir),
+            store=store,
+            apply=_applier(adapters, policy),
+            current=lambda: policy.current,
+            on_change=_reload_recorder(audit),
+            on_refused=_refusal_recorder(audit, policy),
+        )
+        accounts = AccountService(
+            engine=engine, audit=audit, sessions=console_session_policy(settings)
+        )
+        licensing = LicensingService(
+            exchanges=exchanges,
+            store=LicenceStore(engine),
+            on_change=_licence_invalidator(guard, policy),
+            status_list_ttl=dt.timedelta(seconds=settings.status_list_ttl_seconds),
+            registry_ttl=dt.timedelta(seconds=settings.seal_registry_ttl_seconds),
+        )
+        manifests = ManifestService(
+            exchanges=exchanges,
+            adapters=adapters,
+            source_deadline=settings.source_deadline_seconds,
+        )
+        keys = KeyAdministration(engine=engine, verifier=exchanges.verifier, audit=audit)
+        officers = OfficerService(
+            engine=engine,
+            exchanges=exchanges,
+            adapters=adapters,
+            settings=settings,
+        )
+        integrity = IntegrityService(
+            engine=engine,
+            transparency=transparency,
+            gateway_jwk=signer.public_jwk,
+            gateway_id=settings.gateway_id,
+        )
         audit.start()
         log.info(
             "gateway ready: %d keys, policy %s, %s",
@@ -294,11 +386,7 @@ class GatewayRuntime:
                 batch_token_max_bytes=settings.batch_token_max_bytes,
                 source_deadline=settings.source_deadline_seconds,
             ),
-            manifests=ManifestService(
-                exchanges=exchanges,
-                adapters=adapters,
-                source_deadline=settings.source_deadline_seconds,
-            ),
+            manifests=manifests,
             cases=CaseService(exchanges=exchanges, engine=engine),
             resources=ResourceService(exchanges=exchanges, invalidate=_invalidator(guard, policy)),
             uploads=UploadService(
@@ -309,50 +397,50 @@ class GatewayRuntime:
                 # A new version makes every cached record of the resource stale.
                 on_new_version=_invalidator(guard, policy),
             ),
-            keys=KeyAdministration(engine=engine, verifier=exchanges.verifier, audit=audit),
+            keys=keys,
             transparency=transparency,
             leaves=LeafReader(exchanges=exchanges, transparency=transparency),
-            licensing=LicensingService(
-                exchanges=exchanges,
-                store=LicenceStore(engine),
-                on_change=_licence_invalidator(guard, policy),
-                status_list_ttl=dt.timedelta(seconds=settings.status_list_ttl_seconds),
-                registry_ttl=dt.timedelta(seconds=settings.seal_registry_ttl_seconds),
-            ),
+            licensing=licensing,
             policy_store=store,
             operator_tokens=OperatorTokens.from_directory(keys_dir / "operators"),
-            officers=OfficerService(
-                engine=engine,
-                exchanges=exchanges,
-                adapters=adapters,
-                settings=settings,
+            officers=officers,
+            integrity=integrity,
+            accounts=accounts,
+            readiness=Readiness(
+                probe=ReadinessProbe(
+                    engine=engine,
+                    timeout=settings.readiness_timeout_seconds,
+                    min_free_mb=settings.readiness_min_free_mb,
+                ),
+                guard=guard,
+                verifier=exchanges.verifier,
+                policy=policy,
+                watcher=watcher,
             ),
-            accounts=AccountService(
-                engine=engine, audit=audit, sessions=console_session_policy(settings)
+            console=ConsoleServices(
+                accounts=accounts,
+                licensing=licensing,
+                manifests=manifests,
+                keys=keys,
+                policy=policy,
+                officers=officers,
+                integrity=integrity,
             ),
-            readiness=ReadinessProbe(
-                engine=engine,
-                timeout=settings.readiness_timeout_seconds,
-                min_free_mb=settings.readiness_min_free_mb,
+            limits=BodyLimits(
+                body_max_bytes=settings.body_max_bytes,
+                batch_token_max_bytes=settings.batch_token_max_bytes,
             ),
+            watcher=watcher,
             _redis=redis_client,
         )
 
     async def start(self) -> None:
-        """Work that needs the event loop: closed cases into the guard, the policy watcher.
+        """Work that needs the event loop: the policy watcher, checkpoints, the key watcher.
 
         A store that is down at start does not stop the gateway: lookups answer 503 until it
         is back (fail closed), and the watcher keeps trying.
         """
         try:
-            self.watcher = PolicyWatcher(
-                directory=Path(self.settings.policies_dir),
-                store=self.policy_store,
-                apply=self._apply_policy,
-                current=lambda: self.policy.current,
-                on_change=self._policy_changed,
-                on_refused=self._policy_refused,
-            )
             await self.watcher.start()
             # A checkpoint of the audit tree each second while entries arrive.
             self._checkpointer = asyncio.get_running_loop().create_task(self.transparency.run())
@@ -361,40 +449,12 @@ class GatewayRuntime:
         except Exception as exc:  # any store failure: serve 503s rather than crash
             log.error("start-up could not reach a store: %s", exc)
 
-    def _apply_policy(self, policy: PolicySet) -> None:
-        self.adapters(policy)  # adapters first, so no request sees the set without them
-        self.policy.current = policy
-
-    async def _policy_changed(self, old: PolicySet, new: PolicySet) -> None:
-        await self.audit.append(
-            AuditEntry(
-                at=dt.datetime.now(dt.UTC),
-                event="policy:set:reloaded",
-                decision=Outcome.ALLOWED,
-                policy_version=new.version,
-                detail=f"replaced {old.version}",
-            )
-        )
-
-    async def _policy_refused(self, problems: list[str]) -> None:
-        await self.audit.append(
-            AuditEntry(
-                at=dt.datetime.now(dt.UTC),
-                event="policy:set:refused",
-                decision=Outcome.REFUSED,
-                policy_version=self.policy.current.version,
-                reason_code="invalid-policy-set",
-                detail="; ".join(problems)[:2000],
-            )
-        )
-
     async def close(self) -> None:
         """Stop the watcher, flush the audit log and release connections."""
         for task in (self._checkpointer, self._key_watcher):
             if task is not None:
                 task.cancel()
-        if self.watcher is not None:
-            await self.watcher.stop()
+        await self.watcher.stop()
         self.audit.stop()
         await self.adapters.close()
         await self.guard.close()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from litestar import Litestar, Response, route
 from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -17,16 +20,23 @@ from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
 from gateway import __version__
+from gateway.app import health
+from gateway.app.runtime import GatewayRuntime
+from gateway.audit import routes as audit_log
 from gateway.console import admin as console_admin
 from gateway.console import manifests as console_manifests
 from gateway.console import officers as console_officers
 from gateway.console import routes as console_routes
-from gateway.http import admin, audit_log, audit_officers, licences, routes, uploads
 from gateway.http.boundary import check_parameters
 from gateway.http.openapi import COMPONENTS
 from gateway.http.problems import exception_handlers, record_unexpected
-from gateway.runtime import GatewayRuntime
+from gateway.licensing import routes as licences
+from gateway.lookups import routes as lookups
+from gateway.oversight import routes as oversight
+from gateway.policy import routes as policy
+from gateway.registry import routes as registry
 from gateway.settings import Settings, load_settings
+from gateway.uploads import routes as uploads
 
 __all__ = ["GatewayPlugin", "create_app", "create_app_from_environment"]
 
@@ -47,6 +57,10 @@ class GatewayPlugin(InitPluginProtocol):
             runtime = GatewayRuntime.open(settings)
             await runtime.start()
             app.state.runtime = runtime
+            # What hooks and guards (which take no dependencies) need: the pipeline that
+            # records unexpected failures, and the operators' tokens.
+            app.state.exchanges = runtime.exchanges
+            app.state.operator_tokens = runtime.operator_tokens
             try:
                 yield
             finally:
@@ -54,34 +68,23 @@ class GatewayPlugin(InitPluginProtocol):
 
         app_config.route_handlers.extend(
             _by_path(
-                routes.lookup,
-                routes.lookup_batch,
-                routes.manifest,
-                routes.close_case,
-                routes.invalidate_resource,
-                uploads.upload,
-                uploads.upload_rejections,
-                licences.reserve_status_entry,
-                licences.issue_licence,
-                licences.change_licence_status,
-                licences.verify_licence,
-                licences.register_seal,
-                licences.change_seal_status,
-                licences.list_seals,
-                licences.seal_registry,
-                licences.status_list,
+                *lookups.ROUTES,
+                *uploads.ROUTES,
+                *licences.ROUTES,
                 *audit_log.ROUTES,
-                *admin.ROUTES,
-                *audit_officers.ROUTES,
-                routes.explain_policy,
-                routes.jwks,
-                routes.healthz,
-                routes.readyz,
+                *registry.ROUTES,
+                *oversight.ROUTES,
+                *policy.ROUTES,
+                *health.ROUTES,
                 *console_routes.ROUTES,
                 *console_officers.ROUTES,
                 *console_admin.ROUTES,
                 *console_manifests.ROUTES,
             )
+        )
+        # Handlers name the service they need; each comes from the runtime built at start.
+        app_config.dependencies.update(
+            {name: Provide(_service(name), sync_to_thread=False) for name in SERVICES}
         )
         app_config.route_handlers.append(
             create_static_files_router(
@@ -112,6 +115,35 @@ class GatewayPlugin(InitPluginProtocol):
             ],
         )
         return app_config
+
+
+#: The services a handler may ask for by parameter name (attributes of the runtime).
+SERVICES = (
+    "lookups",
+    "manifests",
+    "cases",
+    "resources",
+    "uploads",
+    "licensing",
+    "transparency",
+    "leaves",
+    "keys",
+    "officers",
+    "operator_tokens",
+    "policy",
+    "signer",
+    "readiness",
+    "limits",
+    "console",
+)
+
+
+def _service(name: str) -> Callable[[State], Any]:
+    def provide(state: State) -> Any:
+        return getattr(state.runtime, name)
+
+    provide.__name__ = f"provide_{name}"
+    return provide
 
 
 def _by_path(*handlers: HTTPRouteHandler) -> list[HTTPRouteHandler]:

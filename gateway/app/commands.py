@@ -9,13 +9,13 @@ from pathlib import Path
 
 import click
 
-from gateway.audit_cli import audit
-from gateway.cli_common import open_client, settings_or_exit
+from gateway.accounts.commands import users
+from gateway.audit.commands import audit
+from gateway.cli.support import open_client, settings_or_exit
 from gateway.errors import Error
-from gateway.licence_cli import licence, seal
-from gateway.policy_cli import policy
-from gateway.upload_cli import upload
-from gateway.users_cli import users
+from gateway.licensing.commands import licence, seal
+from gateway.policy.commands import policy
+from gateway.uploads.commands import upload
 
 __all__ = ["main"]
 
@@ -35,7 +35,7 @@ def main() -> None:
 )
 def init(demo: bool) -> None:
     """Create keys, database schema and registry where missing (safe to repeat)."""
-    from gateway.bootstrap import initialise
+    from gateway.app.bootstrap import initialise
 
     settings = settings_or_exit()
     try:
@@ -73,7 +73,7 @@ def serve(host: str | None, port: int | None, workers: int | None, run_init: boo
 
     settings = settings_or_exit(host=host, port=port, workers=workers)
     if run_init:
-        from gateway.bootstrap import initialise
+        from gateway.app.bootstrap import initialise
 
         try:
             initialise(settings, demo=True)
@@ -89,7 +89,7 @@ def serve(host: str | None, port: int | None, workers: int | None, run_init: boo
         f"{'embedded: SQLite + in-process caches' if settings.embedded else 'server setup'})"
     )
     uvicorn.run(
-        "gateway.http.app:create_app_from_environment",
+        "gateway.app.factory:create_app_from_environment",
         factory=True,
         host=settings.host,
         port=settings.port,

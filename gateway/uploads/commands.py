@@ -1,6 +1,6 @@
 """The ``gateway upload`` command: a provider department uploads a file of its records.
 
-Registered on the main command by ``gateway.cli``. Signs with the department's key from
+Registered on the main command by ``gateway.app.commands``. Signs with the department's key from
 ``keys/departments/<dept>.private.jwk.json``, as ``gateway lookup`` does; hashes the file and
 streams it with progress bars (on stderr, so that stdout carries only the receipt).
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from gateway.cli_common import base_url, open_client, settings_or_exit
+from gateway.cli.support import base_url, open_client, settings_or_exit
 from gateway.errors import Error
 
 __all__ = ["upload"]

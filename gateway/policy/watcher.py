@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gateway.core.policy import POLICY_FILES, PolicySet, policy_set_from_texts, read_policy_texts
 from gateway.errors import Error, PolicySetInvalid
-from gateway.reload.store import PolicyStore
+from gateway.policy.store import PolicyStore
 
 __all__ = ["PolicyWatcher"]
 

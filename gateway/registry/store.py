@@ -106,3 +106,39 @@ def revoke_key(engine: sa.Engine, *, department: str, kid: str, now: dt.datetime
             .values(status=KeyStatus.REVOKED, updated_at=now)
         )
     return KeyStatus(status)
+
+
+def list_registry(engine: sa.Engine) -> list[dict[str, Any]]:
+    """Every registered department with its keys, oldest key first (synchronous)."""
+    with engine.connect() as conn:
+        deps = conn.execute(sa.select(departments).order_by(departments.c.id)).mappings().all()
+        keys = (
+            conn.execute(
+                sa.select(department_keys).order_by(
+                    department_keys.c.department_id, department_keys.c.created_at
+                )
+            )
+            .mappings()
+            .all()
+        )
+    by_department: dict[str, list[dict[str, Any]]] = {}
+    for k in keys:
+        by_department.setdefault(k["department_id"], []).append(
+            {
+                "kid": k["kid"],
+                "alg": k["alg"],
+                "status": k["status"],
+                "created_at": k["created_at"],
+                "updated_at": k["updated_at"],
+            }
+        )
+    return [
+        {
+            "id": d["id"],
+            "name": d["name"],
+            "uscc": d["uscc"],
+            "roles": [r for r in str(d["roles"]).split(",") if r],
+            "keys": by_department.get(d["id"], []),
+        }
+        for d in deps
+    ]

@@ -10,7 +10,7 @@ on a citizen's behalf with a signed token in the ``Request-Token`` header::
             "subject": {"type": "resident-id", "id": "…"}     # must be the path's subject
 
 It is served like any shared resource: the catalogue has an access-history resource per
-subject type (adapter ``audit``, see :mod:`adapters.audit`), and the policy set in force
+subject type (adapter ``audit``, see :mod:`gateway.oversight.adapter`), and the policy set in force
 decides with a grant naming the department, the resource and the service item; without one
 the answer is 403 with the policy's reason. Every refusal is audited
 (``audit:access-history:refused``), and so is the read itself
@@ -31,7 +31,6 @@ from typing import Annotated, Any, Protocol, runtime_checkable
 
 import msgspec
 
-from gateway.audit.search import decode_cursor, encode_cursor, parse_subject_text
 from gateway.cache import Admission
 from gateway.core.lookup import Purpose
 from gateway.core.policy import Decision, PolicySet, ReasonCode, Resource
@@ -40,6 +39,7 @@ from gateway.core.sources import SourceAdapter
 from gateway.core.wire import Name, convert
 from gateway.errors import InvalidInput, PolicyDenied, SourceFailed, SourceTimeout
 from gateway.exchange import Admit, Done, Exchange, Received, SignedAnswer, SignedExchanges
+from gateway.oversight.search import decode_cursor, encode_cursor, parse_subject_text
 
 __all__ = [
     "HISTORY",
@@ -72,7 +72,7 @@ class AccessPage:
 @runtime_checkable
 class AccessHistorySource(Protocol):
     """What an access-history resource's adapter offers besides ``fetch`` (see
-    :mod:`adapters.audit`): the accesses of a keyed subject, embargoes applied."""
+    :mod:`gateway.oversight.adapter`): the accesses of a keyed subject, embargoes applied."""
 
     async def accesses(
         self, subject_hmac: str, *, before: int | None = None, limit: int = 100

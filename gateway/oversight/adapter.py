@@ -34,10 +34,10 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from gateway.audit.history import Access, AccessPage
 from gateway.core.policy import DISTRICT_TZ, Resource
 from gateway.core.sources import AdapterContext, SourceRecord
 from gateway.errors import ConfigurationError, SourceFailed, SourceTimeout
+from gateway.oversight.history import Access, AccessPage
 from gateway.storage.schema import audit_embargoes, audit_entries
 
 __all__ = [

@@ -6,7 +6,7 @@ through its ``until`` date (district calendar, inclusive), unless lifted earlier
 still see every entry. Adding and lifting are audit entries themselves
 (``audit:embargo:added``, ``audit:embargo:lifted``), written before the change is stored, so
 no embargo exists that the log does not name. The access-history adapter reads the table
-(:func:`adapters.audit.embargoed_departments`).
+(:func:`gateway.oversight.adapter.embargoed_departments`).
 """
 
 from __future__ import annotations

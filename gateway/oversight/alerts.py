@@ -1,5 +1,5 @@
 """Alert rules over audit entries: pure functions, no database (the query layer is
-:mod:`gateway.audit.officers`).
+:mod:`gateway.oversight.service`).
 
 :func:`evaluate` takes the entries of a time window (only the columns in :class:`AlertEntry`)
 and returns an :class:`Alert` for each of:

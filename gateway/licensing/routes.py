@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from gateway.core.seals import SEAL_REGISTRY_TYP
 from gateway.core.status_lists import STATUS_LIST_TYP
@@ -22,10 +22,12 @@ from gateway.core.wire import Name, Text
 from gateway.http.auth import require_role
 from gateway.http.openapi import OPERATOR_SECURITY, SIGNED, SignedOperation, problems
 from gateway.http.problems import problem_response
-from gateway.http.routes import JWT_MEDIA_TYPE, runtime_of, signed
+from gateway.http.signed import JWT_MEDIA_TYPE, BodyLimits, signed
 from gateway.licensing.claims import LICENCE_TOKEN_MAX_BYTES
+from gateway.licensing.service import LicensingService
 
 __all__ = [
+    "ROUTES",
     "change_licence_status",
     "change_seal_status",
     "issue_licence",
@@ -50,8 +52,12 @@ _PUBLIC_CACHE = "public, max-age=60"
     operation_class=SignedOperation,
     responses=problems(*SIGNED, 500),
 )
-async def reserve_status_entry(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    return await signed(request, state, lambda rt: rt.licensing.reserve)
+async def reserve_status_entry(
+    request: Request[Any, Any, Any],
+    licensing: NamedDependency[LicensingService],
+    limits: NamedDependency[BodyLimits],
+) -> Response[bytes]:
+    return await signed(request, limits, licensing.reserve)
 
 
 @post(
@@ -64,10 +70,12 @@ async def reserve_status_entry(request: Request[Any, Any, Any], state: State) ->
     operation_class=SignedOperation,
     responses=problems(*SIGNED, 404, 500),
 )
-async def issue_licence(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    return await signed(
-        request, state, lambda rt: rt.licensing.issue, token_cap=LICENCE_TOKEN_MAX_BYTES
-    )
+async def issue_licence(
+    request: Request[Any, Any, Any],
+    licensing: NamedDependency[LicensingService],
+    limits: NamedDependency[BodyLimits],
+) -> Response[bytes]:
+    return await signed(request, limits, licensing.issue, token_cap=LICENCE_TOKEN_MAX_BYTES)
 
 
 @post(
@@ -84,12 +92,13 @@ async def issue_licence(request: Request[Any, Any, Any], state: State) -> Respon
     responses=problems(*SIGNED, 404, 500),
 )
 async def change_licence_status(
-    request: Request[Any, Any, Any], state: State, licence_id: str
+    request: Request[Any, Any, Any],
+    licensing: NamedDependency[LicensingService],
+    limits: NamedDependency[BodyLimits],
+    licence_id: str,
 ) -> Response[bytes]:
     return await signed(
-        request,
-        state,
-        lambda rt: functools.partial(rt.licensing.change_status, licence_id=licence_id),
+        request, limits, functools.partial(licensing.change_status, licence_id=licence_id)
     )
 
 
@@ -106,10 +115,12 @@ async def change_licence_status(
     operation_class=SignedOperation,
     responses=problems(*SIGNED, 500),
 )
-async def verify_licence(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    return await signed(
-        request, state, lambda rt: rt.licensing.verify, token_cap=LICENCE_TOKEN_MAX_BYTES
-    )
+async def verify_licence(
+    request: Request[Any, Any, Any],
+    licensing: NamedDependency[LicensingService],
+    limits: NamedDependency[BodyLimits],
+) -> Response[bytes]:
+    return await signed(request, limits, licensing.verify, token_cap=LICENCE_TOKEN_MAX_BYTES)
 
 
 @post(
@@ -125,8 +136,12 @@ async def verify_licence(request: Request[Any, Any, Any], state: State) -> Respo
     operation_class=SignedOperation,
     responses=problems(*SIGNED, 500),
 )
-async def register_seal(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    return await signed(request, state, lambda rt: rt.licensing.register_seal)
+async def register_seal(
+    request: Request[Any, Any, Any],
+    licensing: NamedDependency[LicensingService],
+    limits: NamedDependency[BodyLimits],
+) -> Response[bytes]:
+    return await signed(request, limits, licensing.register_seal)
 
 
 class SealStatusChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -146,8 +161,10 @@ class SealStatusChange(msgspec.Struct, forbid_unknown_fields=True):
     security=OPERATOR_SECURITY,
     responses=problems(400, 401, 403, 404, 409, 503),
 )
-async def change_seal_status(state: State, seal_id: str, data: SealStatusChange) -> dict[str, Any]:
-    seal = await runtime_of(state).licensing.change_seal(
+async def change_seal_status(
+    licensing: NamedDependency[LicensingService], seal_id: str, data: SealStatusChange
+) -> dict[str, Any]:
+    seal = await licensing.change_seal(
         seal_id,
         action=data.action,
         reason=data.reason,
@@ -165,8 +182,8 @@ async def change_seal_status(state: State, seal_id: str, data: SealStatusChange)
     tags=["seals"],
     responses=problems(503),
 )
-async def list_seals(state: State) -> list[dict[str, Any]]:
-    return [msgspec.to_builtins(seal) for seal in await runtime_of(state).licensing.seals()]
+async def list_seals(licensing: NamedDependency[LicensingService]) -> list[dict[str, Any]]:
+    return [msgspec.to_builtins(seal) for seal in await licensing.seals()]
 
 
 @get(
@@ -177,8 +194,8 @@ async def list_seals(state: State) -> list[dict[str, Any]]:
     media_type=JWT_MEDIA_TYPE,
     responses=problems(503),
 )
-async def seal_registry(state: State) -> Response[bytes]:
-    token = await runtime_of(state).licensing.signed_registry(now=time.time())
+async def seal_registry(licensing: NamedDependency[LicensingService]) -> Response[bytes]:
+    token = await licensing.signed_registry(now=time.time())
     return Response(
         token.encode(), media_type=JWT_MEDIA_TYPE, headers={"Cache-Control": _PUBLIC_CACHE}
     )
@@ -195,10 +212,26 @@ async def seal_registry(state: State) -> Response[bytes]:
     media_type=JWT_MEDIA_TYPE,
     responses=problems(400, 404, 503),
 )
-async def status_list(state: State, list_id: str) -> Response[bytes]:
-    token = await runtime_of(state).licensing.signed_status_list(list_id, now=time.time())
+async def status_list(
+    licensing: NamedDependency[LicensingService], list_id: str
+) -> Response[bytes]:
+    token = await licensing.signed_status_list(list_id, now=time.time())
     if token is None:
         return problem_response(404, "not-found", "No such status list", f"list {list_id}")
     return Response(
         token.encode(), media_type=JWT_MEDIA_TYPE, headers={"Cache-Control": _PUBLIC_CACHE}
     )
+
+
+#: Every route of this module, for the app factory.
+ROUTES = [
+    reserve_status_entry,
+    issue_licence,
+    change_licence_status,
+    verify_licence,
+    register_seal,
+    change_seal_status,
+    list_seals,
+    seal_registry,
+    status_list,
+]

@@ -1,0 +1,92 @@
+"""The process's own routes: liveness, readiness and the gateway's public keys.
+
+Readiness asks each part the composition root built whether it can serve now, so it lives
+here with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Response, get
+from litestar.di import NamedDependency
+
+from gateway.cache import RequestGuard
+from gateway.core.keyring import GatewaySigner
+from gateway.core.tokens import RequestTokenVerifier
+from gateway.http.openapi import problems
+from gateway.http.problems import problem_response
+from gateway.policy import PolicyHolder, PolicyWatcher
+from gateway.storage.readiness import ReadinessProbe
+
+__all__ = ["ROUTES", "Readiness", "healthz", "jwks", "readyz"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Readiness:
+    """Whether this process can serve: the store takes a write (a full disk or a frozen
+    database is not ready) within a bound, the cache answers, the key ring holds keys."""
+
+    probe: ReadinessProbe
+    guard: RequestGuard
+    verifier: RequestTokenVerifier
+    policy: PolicyHolder
+    watcher: PolicyWatcher
+
+    async def check(self) -> tuple[dict[str, bool], str | None, dict[str, Any]]:
+        """The checks, the store's problem (if any) and the policy's state."""
+        store_problem = await self.probe.check()
+        checks = {
+            "database": store_problem is None,
+            "cache": await self.guard.ping(),
+            "keys": len(self.verifier.keyring) > 0,
+        }
+        checked = self.watcher.last_checked
+        policy = {
+            "version": self.policy.current.version,
+            "last_checked": checked.isoformat() if checked else None,
+            "refused_change": self.watcher.last_refusal,
+        }
+        return checks, store_problem, policy
+
+
+@get(
+    "/.well-known/jwks.json",
+    summary="The gateway's public signing keys",
+    tags=["keys"],
+    cache_control=None,
+)
+async def jwks(signer: NamedDependency[GatewaySigner]) -> dict[str, Any]:
+    return signer.jwks()
+
+
+@get("/healthz", summary="Liveness: the process answers", tags=["health"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get(
+    "/readyz",
+    summary="Readiness: database, cache and keys",
+    tags=["health"],
+    responses=problems(503),
+)
+async def readyz(readiness: NamedDependency[Readiness]) -> Response[Any]:
+    checks, store_problem, policy = await readiness.check()
+    if all(checks.values()):
+        return Response(
+            {
+                "status": "ready",
+                "checks": checks,
+                "policy_version": policy["version"],
+                "policy": policy,
+            }
+        )
+    failing = ", ".join(name for name, ok in checks.items() if not ok)
+    detail = f"failing: {failing}" + (f" ({store_problem})" if store_problem else "")
+    return problem_response(503, "not-ready", "Not ready", detail, checks=checks)
+
+
+#: Every route of this module, for the app factory.
+ROUTES = [jwks, healthz, readyz]
