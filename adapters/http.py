@@ -77,11 +77,12 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from gateway.core.policy import Field, FieldType, Resource
+from gateway.core.protocol import TokenType
 from gateway.core.sources import AdapterContext, SourceRecord
 from gateway.core.wire import WireError, decode_json
 from gateway.errors import ConfigurationError, SourceFailed, SourceTimeout
 
-__all__ = ["REQUEST_TYP", "CircuitBreaker", "HttpSourceAdapter", "create"]
+__all__ = ["CircuitBreaker", "HttpSourceAdapter", "create"]
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,6 @@ if _httpx_log.level == logging.NOTSET:
     _httpx_log.setLevel(logging.WARNING)
 
 #: ``typ`` of the JWT the gateway sends to a source with ``auth = { type = "jwt" }``.
-REQUEST_TYP = "yiwang-source-request+jwt"
 _TOKEN_LIFETIME_SECONDS = 30
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -477,7 +477,7 @@ def _auth(
                 "exp": now + _TOKEN_LIFETIME_SECONDS,
                 "jti": uuid.uuid4().hex,
             }
-            return {"Authorization": f"Bearer {sign(claims, REQUEST_TYP)}"}
+            return {"Authorization": f"Bearer {sign(claims, TokenType.SOURCE_REQUEST)}"}
 
         return jwt_auth
     name, env = spec.get("name"), spec.get("env")

@@ -14,7 +14,7 @@ generator (locust, ``loadtests/locustfile.py``, FastHttpUser, closed loop, no th
    skips it).
 
 It prints requests/s, p50/p95/p99 latency and failures for each phase, the ratios
-(DESIGN.md, "Performance": figures are reported as ratios against the bare endpoint), the
+(docs/architecture.md, "Speed": figures are reported as ratios against the bare endpoint), the
 gateway's CPU time per request, and the machine and settings used. Any failed request is
 listed with its status and reason, and makes the exit status 1.
 
@@ -61,8 +61,9 @@ from typing import Any
 import httpx
 import psutil
 
-from gateway.client import GatewayClient, GatewayProblem
 from gateway.demo.population import companies, people
+from gateway.sdk import GatewayClient, GatewayProblem
+from loadtests.launcher import GatewayLauncher, LaunchError
 from loadtests.tokens import (
     MAX_LIFETIME,
     SCENARIOS,
@@ -203,7 +204,7 @@ class Gateway:
             "GATEWAY_RATE_LIMIT": "10000000",
             **extra_env,
         }
-        self.proc: subprocess.Popen[bytes] | None = None
+        self._launcher: GatewayLauncher | None = None
 
     def command(self) -> list[str]:
         script = Path(sys.executable).parent / "gateway"
@@ -216,41 +217,28 @@ class Gateway:
         # The gateway sees only the settings chosen here, never the caller's GATEWAY_*.
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         env.update(self.settings)
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.command(),
-                cwd=self.workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.base_url, timeout=2.0) as http:
-            while True:
-                if self.proc.poll() is not None:
-                    raise BenchError(
-                        f"the gateway exited with {self.proc.returncode} while "
-                        f"starting:\n{self.log_tail()}"
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    if http.get("/readyz").status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise BenchError(
-                        f"the gateway was not ready after {timeout:.0f} s:\n{self.log_tail()}"
-                    )
-                time.sleep(0.2)
+        self._launcher = GatewayLauncher(
+            command=self.command(),
+            env=env,
+            cwd=self.workdir,
+            log_path=self.log_path,
+            base_url=self.base_url,
+            ready_path="/readyz",
+            new_session=True,
+        )
+        try:
+            self._launcher.start(timeout)
+        except LaunchError as exc:
+            raise BenchError(str(exc)) from None
 
     @property
     def pid(self) -> int:
-        if self.proc is None:
+        if self._launcher is None or self._launcher.proc is None:
             raise BenchError("the gateway is not running")
-        return self.proc.pid
+        return self._launcher.proc.pid
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self._launcher is not None and self._launcher.alive()
 
     def pids(self) -> list[int]:
         """The gateway and its live worker processes (``--workers N``): a child's CPU time
@@ -266,17 +254,9 @@ class Gateway:
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after 15 s; return the exit code."""
-        proc, self.proc = self.proc, None
-        if proc is None:
+        if self._launcher is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        return proc.returncode
+        return self._launcher.stop(signal.SIGTERM, timeout=15)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -12,7 +12,7 @@ not use ``--tags`` to choose, as the other classes' users would then spin withou
 * ``VerifyUser`` — ``POST /v1/verifications`` by licence identifier (clerks of three
   departments), pre-signed the same way; anything but 200 is a failure;
 * ``HealthzUser`` — ``GET /healthz``, the bare JSON endpoint of the same
-  server: the yardstick the lookup figures are divided by (DESIGN.md, "Performance").
+  server: the yardstick the lookup figures are divided by (docs/architecture.md, "Speed").
 
 Why the tokens are pre-signed: on a two-core machine the load generator and the gateway share
 the CPUs, and signing a token (ES256/EdDSA) in the load generator during the run would take

@@ -19,9 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.client import GatewayClient
+from gateway.core.protocol import TokenType
 from gateway.demo.population import companies, people
-from gateway.licensing.claims import VERIFY_REQUEST_TYP
+from gateway.sdk import GatewayClient
 
 __all__ = [
     "MAX_LIFETIME",
@@ -185,7 +185,7 @@ def sign_verification_pool(
                 },
                 "licence_id": next(ids),
             }
-            pool.append((department, clients[department].sign(claims, typ=VERIFY_REQUEST_TYP)))
+            pool.append((department, clients[department].sign(claims, typ=TokenType.VERIFICATION)))
     finally:
         for client in clients.values():
             client.close()

@@ -1,4 +1,5 @@
-"""Shared fixtures: real gateways (embedded, and PostgreSQL + Redis) started once per session."""
+"""Shared fixtures: gateways of both setups (embedded; PostgreSQL + Redis), started once per
+session — in process (the behaviour tier) and as real subprocesses (the smoke tier)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hypothesis import settings
 
 from gateway.app.bootstrap import initialise
 from gateway.settings import load_settings
+from tests.inprocess import InProcessGateway, in_process_gateway
 from tests.support import GatewayProcess, copy_policies, running_gateway
 
 # ``pytest --hypothesis-profile=fuzz`` runs the property tests 50 times longer (outside the
@@ -52,9 +54,37 @@ def server_gateway(
         yield gw
 
 
+@pytest.fixture(scope="session")
+def embedded_app(
+    tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
+) -> Iterator[InProcessGateway]:
+    """The embedded default in process: SQLite file, in-process caches, the test client."""
+    with in_process_gateway(tmp_path_factory.mktemp("embedded-app"), keys_dir) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="session")
+def server_app(
+    tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
+) -> Iterator[InProcessGateway]:
+    """The server setup's stores in process: a fresh PostgreSQL database and Redis."""
+    with in_process_gateway(tmp_path_factory.mktemp("server-app"), keys_dir, server=True) as gw:
+        yield gw
+
+
 @pytest.fixture(params=["embedded", "server"])
-def gateway(request: pytest.FixtureRequest) -> GatewayProcess:
-    """Each integration test runs against both setups."""
+def gateway(request: pytest.FixtureRequest) -> InProcessGateway:
+    """Each behaviour test runs against both setups' stores, in process (the subprocess
+    gateways above are the smoke tier: workers, signals, the command line)."""
+    fixture = "embedded_app" if request.param == "embedded" else "server_app"
+    gw: InProcessGateway = request.getfixturevalue(fixture)
+    return gw
+
+
+@pytest.fixture(params=["embedded", "server"])
+def served_gateway(request: pytest.FixtureRequest) -> GatewayProcess:
+    """The smoke tier: a real ``gateway serve`` of each setup (sockets, chunked streams,
+    workers, its environment for the command line)."""
     fixture = "embedded_gateway" if request.param == "embedded" else "server_gateway"
     gw: GatewayProcess = request.getfixturevalue(fixture)
     return gw

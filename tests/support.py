@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from gateway.client import GatewayClient
+from gateway.sdk import GatewayClient
+from loadtests.launcher import GatewayLauncher, LaunchError
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -136,12 +136,21 @@ class GatewayProcess:
     keys_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
+    _launcher: GatewayLauncher | None = field(default=None, repr=False)
     log_path: Path | None = None
+
+    _http: httpx.Client | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def http(self) -> httpx.Client:
+        """An HTTP client of this gateway (relative paths, or absolute URLs under ``url``)."""
+        if self._http is None:
+            self._http = httpx.Client(base_url=self.url, timeout=30)
+        return self._http
 
     @property
     def database_url(self) -> str:
@@ -162,38 +171,39 @@ class GatewayProcess:
         return env
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
+        """``gateway serve`` through the launcher the benchmark uses too."""
         self.log_path = self.data_dir / f"gateway-{self.port}.log"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.app", "serve"],
-            cwd=ROOT,
+        self._launcher = GatewayLauncher(
+            command=[sys.executable, "-m", "gateway.app", "serve"],
             env=self.environment(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            log_path=self.log_path,
+            base_url=self.url,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited early:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"gateway did not start:\n{self.log_path.read_text()}")
+        try:
+            self._launcher.start(timeout)
+        except LaunchError as exc:
+            raise RuntimeError(str(exc)) from None
+        return self
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The running ``gateway serve`` process (tests kill and freeze it)."""
+        return None if self._launcher is None else self._launcher.proc
+
+    @proc.setter
+    def proc(self, value: subprocess.Popen[bytes] | None) -> None:
+        # A test that killed the process itself says it is gone.
+        if self._launcher is not None:
+            self._launcher.proc = value
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.proc = None
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        if self._launcher is not None:
+            self._launcher.stop(signal.SIGINT, timeout=10)
 
     def client(self, department: str) -> GatewayClient:
         return GatewayClient.from_key_file(

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from gateway.accounts.model import Account
 from gateway.accounts.service import AccountService
-from gateway.cli.support import settings_or_exit
+from gateway.cli.support import audit_log, database, settings_or_exit
 from gateway.errors import Error
 
 __all__ = ["users"]
@@ -59,26 +59,16 @@ def _read_password(from_stdin: bool) -> str:
 
 def _run(act: Callable[[AccountService], Coroutine[Any, Any, T]]) -> T:
     """Run ``act`` with a service on the configured database and a started audit log."""
-    from gateway.audit import GroupCommitAuditLog
-    from gateway.storage.database import create_database_engine
-
-    settings = settings_or_exit()
-    engine = create_database_engine(settings.effective_database_url)
-    try:
+    with database(settings_or_exit()) as engine:
         if not sa.inspect(engine).has_table("console_accounts"):
             raise click.ClickException(
                 "the database has no console accounts yet: run `gateway init` first"
             )
-        audit = GroupCommitAuditLog(engine=engine)
-        audit.start()
-        try:
-            return asyncio.run(act(AccountService(engine=engine, audit=audit)))
-        except Error as exc:
-            raise click.ClickException(str(exc)) from None
-        finally:
-            audit.stop()
-    finally:
-        engine.dispose()
+        with audit_log(engine) as audit:
+            try:
+                return asyncio.run(act(AccountService(engine=engine, audit=audit)))
+            except Error as exc:
+                raise click.ClickException(str(exc)) from None
 
 
 def _now() -> dt.datetime:

@@ -40,14 +40,14 @@ LOGIN_REFUSED_MESSAGE = "wrong username or password, or the account cannot log i
 
 #: The audit events this module writes.
 EVENTS = {
-    "succeeded": "console:login:succeeded",
-    "failed": "console:login:failed",
-    "locked": "console:account:locked",
-    "logout": "console:logout:performed",
-    "added": "console:account:added",
-    "disabled": "console:account:disabled",
-    "enabled": "console:account:enabled",
-    "reset": "console:account:reset",
+    "succeeded": AuditEvent.CONSOLE_LOGIN,
+    "failed": AuditEvent.CONSOLE_LOGIN_FAILED,
+    "locked": AuditEvent.ACCOUNT_LOCKED,
+    "logout": AuditEvent.CONSOLE_LOGOUT,
+    "added": AuditEvent.ACCOUNT_ADDED,
+    "disabled": AuditEvent.ACCOUNT_DISABLED,
+    "enabled": AuditEvent.ACCOUNT_ENABLED,
+    "reset": AuditEvent.ACCOUNT_RESET,
 }
 
 

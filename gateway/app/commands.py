@@ -14,6 +14,7 @@ from gateway.audit.commands import audit
 from gateway.cli.support import open_client, settings_or_exit
 from gateway.errors import Error
 from gateway.licensing.commands import licence, seal
+from gateway.oversight.commands import alerts
 from gateway.policy.commands import policy
 from gateway.uploads.commands import upload
 
@@ -135,7 +136,7 @@ def lookup(  # noqa: PLR0917 - click passes every option positionally by name
     url: str | None,
 ) -> None:
     """Send one signed lookup as DEPARTMENT (key from keys/) and print the verified answer."""
-    from gateway.client import GatewayProblem
+    from gateway.sdk import GatewayProblem
 
     settings = settings_or_exit()
     try:
@@ -185,6 +186,7 @@ main.add_command(upload)
 main.add_command(licence)
 main.add_command(seal)
 main.add_command(audit)
+audit.add_command(alerts)  # the officers' alerts, under `gateway audit` with the log's tools
 main.add_command(users)
 
 if __name__ == "__main__":

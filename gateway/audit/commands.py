@@ -13,8 +13,8 @@ import click
 import httpx
 import jwt
 
-from gateway.cli.support import settings_or_exit
-from gateway.oversight.commands import alerts
+from gateway.cli.support import database, settings_or_exit
+from gateway.core.protocol import TokenType
 
 __all__ = ["audit"]
 
@@ -32,18 +32,14 @@ def verify(as_json: bool) -> None:
     from gateway.audit.verify import report_json, verify_log
     from gateway.core.keyring import public_jwk
     from gateway.registry import keystore
-    from gateway.storage.database import create_database_engine
 
     settings = settings_or_exit()
     key = keystore.ensure_gateway_key(Path(settings.keys_dir))
-    engine = create_database_engine(settings.effective_database_url)
     started = time.perf_counter()
-    try:
+    with database(settings) as engine:
         report = verify_log(
             engine, gateway_jwk=public_jwk(key, alg="ES256"), issuer=settings.gateway_id
         )
-    finally:
-        engine.dispose()
     seconds = time.perf_counter() - started
     if as_json:
         click.echo(report_json(report, at=dt.datetime.now(dt.UTC)).decode())
@@ -70,11 +66,10 @@ def _gateway_key(http: httpx.Client, kid: str) -> Any:
 
 
 def _checkpoint(http: httpx.Client, issuer: str | None) -> tuple[dict[str, Any], str]:
-    from gateway.audit.transparency import CHECKPOINT_TYP
 
     token = http.get("/v1/audit/checkpoint").raise_for_status().text.strip()
     header = jwt.get_unverified_header(token)
-    if header.get("typ") != CHECKPOINT_TYP:
+    if header.get("typ") != TokenType.AUDIT_CHECKPOINT:
         raise click.ClickException(f"not a checkpoint: typ {header.get('typ')!r}")
     claims: dict[str, Any] = jwt.decode(
         token,
@@ -151,6 +146,3 @@ def witness(url: str, state: Path, issuer: str | None, watch: float | None) -> N
             if watch is None:
                 return
             time.sleep(watch)
-
-
-audit.add_command(alerts)  # the security officers' view: gateway.oversight.commands

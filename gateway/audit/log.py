@@ -21,6 +21,7 @@ from gateway.audit.promises import CURRENT_CLAIM, Pending, gate, purge
 from gateway.audit.tree import Sequencer
 from gateway.cache.protocol import QuotaClaim
 from gateway.core.policy import DISTRICT_TZ
+from gateway.core.protocol import AuditEvent
 from gateway.errors import PolicyDenied, StoreUnavailable
 from gateway.storage.schema import audit_entries
 
@@ -72,7 +73,7 @@ _STOP = object()
 #: Advisory lock key of the audit sequencer ("yiwang" in ASCII, fits a bigint).
 _SEQUENCER_LOCK_ID = 0x796977616E67
 #: Event of the entry that corrects an earlier one whose answer was never handed over.
-WITHHELD_EVENT = "audit:answer:withheld"
+WITHHELD_EVENT = AuditEvent.ANSWER_WITHHELD
 #: How often the writer forgets used tokens that expired and quota days that are over.
 _PURGE_SECONDS = 60.0
 

@@ -3,10 +3,11 @@ proofs — what outside witnesses and consumers need to check that the log is ap
 that their entry is in it. Everything here is hashes, except a leaf, which holds no subject in
 clear (subjects are HMAC-keyed).
 
-A **checkpoint** is a JWT the gateway signs (``typ`` :data:`CHECKPOINT_TYP`) with the claims
-``size`` (entries in the tree), ``root`` (hex SHA-256 of the RFC 9162 root) and ``iat``. Every
-gateway process makes one each second while entries arrive (:meth:`TransparencyLog.run`);
-they are all kept (one per size), so a witness can ask for consistency between any two.
+A **checkpoint** is a JWT the gateway signs (``typ`` :data:`TokenType.AUDIT_CHECKPOINT`) with
+the claims ``size`` (entries in the tree), ``root`` (hex SHA-256 of the RFC 9162 root) and
+``iat``. Every gateway process makes one each second while entries arrive
+(:meth:`TransparencyLog.run`); they are all kept (one per size), so a witness can ask for
+consistency between any two.
 
 Entry ``index`` (1-based, as answers name it) is leaf ``index − 1`` of the tree; the proofs'
 ``index`` is the entry index, so a consumer passes on what its answer says.
@@ -26,15 +27,15 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from gateway.audit.tree import StoredTree, leaf_bytes, tree_size
 from gateway.core import merkle
 from gateway.core.keyring import GatewaySigner
+from gateway.core.protocol import TokenType
 from gateway.errors import InvalidInput, StoreUnavailable
 from gateway.storage.schema import audit_checkpoints, audit_entries
 
-__all__ = ["CHECKPOINT_TYP", "Checkpoint", "TransparencyLog"]
+__all__ = ["Checkpoint", "TransparencyLog"]
 
 log = logging.getLogger(__name__)
 
 #: ``typ`` header of a signed checkpoint.
-CHECKPOINT_TYP = "yiwang-audit-checkpoint+jwt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +99,7 @@ class TransparencyLog:
             root = merkle.root(size, tree).hex()
             token = self._signer.sign(
                 {"iss": self._gateway_id, "iat": int(now.timestamp()), "size": size, "root": root},
-                typ=CHECKPOINT_TYP,
+                typ=TokenType.AUDIT_CHECKPOINT,
             )
             try:
                 with conn.begin_nested():

@@ -26,9 +26,9 @@ import jwt
 import msgspec
 import sqlalchemy as sa
 
-from gateway.audit.transparency import CHECKPOINT_TYP
 from gateway.audit.tree import leaf_bytes, tree_size
 from gateway.core import merkle
+from gateway.core.protocol import TokenType
 from gateway.storage.schema import audit_checkpoints, audit_entries, merkle_nodes
 
 __all__ = ["VerifyReport", "report_json", "verify_log"]
@@ -97,7 +97,7 @@ def _check_checkpoint(
         report.flag(None, f"checkpoint of size {size}: signature does not verify ({exc})")
         return
     if (
-        header.get("typ") != CHECKPOINT_TYP
+        header.get("typ") != TokenType.AUDIT_CHECKPOINT
         or claims.get("iss") != issuer
         or claims.get("size") != size
         or claims.get("root") != root

@@ -1,4 +1,5 @@
-"""What the ``gateway`` sub-commands share: settings or a clear exit, and a signing client."""
+"""What the ``gateway`` sub-commands share: settings or a clear exit, a signing client, and
+the small factory commands build their services from (the database, a started audit log)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import click
+import sqlalchemy as sa
 
-from gateway.client import GatewayClient, GatewayProblem
+from gateway.audit import GroupCommitAuditLog
 from gateway.errors import ConfigurationError
+from gateway.sdk import GatewayClient, GatewayProblem
 from gateway.settings import Settings, load_settings
+from gateway.storage.database import create_database_engine
 
-__all__ = ["base_url", "department_client", "open_client", "settings_or_exit"]
+__all__ = [
+    "audit_log",
+    "base_url",
+    "database",
+    "department_client",
+    "open_client",
+    "settings_or_exit",
+]
 
 
 def settings_or_exit(**overrides: Any) -> Settings:
@@ -53,3 +64,27 @@ def department_client(department: str, url: str | None) -> Iterator[GatewayClien
     except GatewayProblem as exc:
         click.echo(json.dumps(exc.problem, ensure_ascii=False, indent=2), err=True)
         sys.exit(1)
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[sa.Engine]:
+    """The configured database for one command, released when it ends."""
+    engine = create_database_engine(
+        settings.effective_database_url, busy_timeout_ms=settings.db_busy_timeout_ms
+    )
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def audit_log(engine: sa.Engine) -> Iterator[GroupCommitAuditLog]:
+    """A started audit log on ``engine`` for a command that writes entries; flushed at the
+    end (every entry the command made is durable before it exits)."""
+    log = GroupCommitAuditLog(engine=engine)
+    log.start()
+    try:
+        yield log
+    finally:
+        log.stop()

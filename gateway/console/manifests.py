@@ -22,15 +22,7 @@ from typing import Any
 from litestar import Response, get, post
 from litestar.di import NamedDependency
 
-from gateway.console.routes import (
-    AnyRequest,
-    _clerk,
-    _csrf_refused,
-    _lang,
-    _now,
-    _page,
-    _text,
-)
+from gateway.console.routes import AnyRequest, _clerk, _csrf_refused, _lang, _now, _page, _text
 from gateway.console.services import ConsoleServices
 from gateway.core.masks import parse_mask
 from gateway.core.policy import PolicySet

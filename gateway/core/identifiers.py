@@ -1,4 +1,4 @@
-"""Chinese identifiers with check characters (see shared/reference/identifiers.md).
+"""Chinese identifiers with check characters (the formats: docs/identifiers.md).
 
 Each identifier type is a small frozen value whose constructor ``parse`` raises
 :class:`InvalidIdentifier` unless the text is well-formed *and* its check character is right.

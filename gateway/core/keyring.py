@@ -3,6 +3,9 @@
 Keys are parsed once (when the ring is built) into ``cryptography`` key objects; the hot path
 only looks them up by :class:`KeyId`. A ``kid`` from a token header is an untrusted hint: it
 selects a key, and the key — not the token — says which department and algorithm it belongs to.
+
+:func:`load_private_jwk` reads a private JWK file (a department's or an e-seal's); the client
+SDK and the server's key store both use it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NewType
 
 import jwt
@@ -30,6 +34,8 @@ __all__ = [
     "KeyRing",
     "KeyStatus",
     "jwk_thumbprint",
+    "load_private_jwk",
+    "public_jwk",
 ]
 
 _JWS = PyJWS()
@@ -72,6 +78,17 @@ def public_jwk(key: PrivateKey | PublicKey, *, alg: str) -> dict[str, Any]:
         jwk = OKPAlgorithm.to_jwk(public, as_dict=True)
     jwk.pop("kid", None)
     return {**jwk, "kid": jwk_thumbprint(jwk), "alg": alg, "use": "sig"}
+
+
+def load_private_jwk(path: Path) -> jwt.PyJWK:
+    """A private JWK file (a department's or a seal's), parsed: key object and algorithm."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError([f"{path}: {exc}"]) from None
+    if "d" not in data:
+        raise ConfigurationError([f"{path}: not a private key"])
+    return jwt.PyJWK(data, algorithm=data.get("alg"))
 
 
 @dataclass(frozen=True, slots=True)

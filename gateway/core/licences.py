@@ -2,7 +2,7 @@
 
 A licence is its :class:`LicenceContent` serialised as canonical JSON (RFC 8785, optional
 fields left out when unset) and sealed as a compact JWS by one of the issuer's e-seals
-(header ``alg``, ``kid`` = the seal key's thumbprint, ``typ`` = :data:`LICENCE_TYP`). The JWS
+(header ``alg``, ``kid`` = the seal key's thumbprint, ``typ`` = :data:`TokenType.LICENCE`). The JWS
 payload *is* the canonical bytes, so any JOSE library verifies it and anyone can recompute the
 digest from the content.
 
@@ -45,13 +45,13 @@ from gateway.core.jose import CompactJWS, JoseError, parse_compact
 from gateway.core.jose import verify as verify_signature
 from gateway.core.keyring import ALLOWED_ALGORITHMS, PrivateKey
 from gateway.core.policy import DISTRICT_TZ
+from gateway.core.protocol import TokenType
 from gateway.core.seals import Seal, SealRegistry
 from gateway.core.status_lists import StatusList, StatusRef
 from gateway.core.wire import SAFE_TEXT_PATTERN, Text, WireError, decode_json, invalid_input_from
 from gateway.errors import InvalidIdentifier, InvalidInput
 
 __all__ = [
-    "LICENCE_TYP",
     "QR_PREFIX",
     "STATUS_MESSAGES",
     "STATUS_VALUES",
@@ -88,7 +88,6 @@ __all__ = [
 _JWS = PyJWS()
 
 #: ``typ`` header of a sealed licence.
-LICENCE_TYP = "yiwang-licence+jws"
 
 #: First field of a licence QR payload; the digit is the payload format's version.
 QR_PREFIX = "YWL1"
@@ -174,7 +173,7 @@ def seal_licence(content: LicenceContent, *, private_key: PrivateKey, seal: Seal
         canonical_bytes(content),
         private_key,
         algorithm=seal.alg,
-        headers={"kid": SealRegistry.kid_of(seal), "typ": LICENCE_TYP},
+        headers={"kid": SealRegistry.kid_of(seal), "typ": TokenType.LICENCE},
     )
 
 
@@ -215,8 +214,8 @@ def _header(jws: str) -> tuple[CompactJWS, str]:
     """The parsed licence JWS and its ``kid``, or :class:`SignatureInvalid`."""
     compact = _split(jws)
     header = compact.header
-    if header.typ != LICENCE_TYP:
-        raise SignatureInvalid("licence", f"typ must be {LICENCE_TYP}")
+    if header.typ != TokenType.LICENCE:
+        raise SignatureInvalid("licence", f"typ must be {TokenType.LICENCE}")
     if header.alg not in ALLOWED_ALGORITHMS:
         raise SignatureInvalid("licence", "alg is not allowed")
     if header.kid is None:

@@ -29,11 +29,11 @@ import msgspec
 
 from gateway.core.keyring import DepartmentKey, KeyId, KeyStatus, PublicKey, jwk_thumbprint
 from gateway.core.policy import DISTRICT_TZ
+from gateway.core.protocol import TokenType
 from gateway.core.status_lists import verify_gateway_claims
 from gateway.errors import ConfigurationError, InvalidInput
 
 __all__ = [
-    "SEAL_REGISTRY_TYP",
     "RevocationReason",
     "Seal",
     "SealEvent",
@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 #: The ``typ`` header of a signed snapshot of the seal registry.
-SEAL_REGISTRY_TYP = "yiwang-seal-registry+jwt"
 
 
 class SealStatus(enum.StrEnum):
@@ -246,7 +245,7 @@ def registry_from_snapshot(
 ) -> SealRegistry:
     """Verify a signed registry snapshot and rebuild the registry it carries."""
     claims = verify_gateway_claims(
-        token, gateway_jwk=gateway_jwk, typ=SEAL_REGISTRY_TYP, issuer=issuer, now=now
+        token, gateway_jwk=gateway_jwk, typ=TokenType.SEAL_REGISTRY, issuer=issuer, now=now
     )
     try:
         seals = msgspec.convert(claims.get("seals"), tuple[Seal, ...])

@@ -32,11 +32,11 @@ import jwt
 import msgspec
 from jwt.api_jws import PyJWS
 
+from gateway.core.protocol import TokenType
 from gateway.errors import Error, InvalidInput
 
 __all__ = [
     "MIN_ENTRIES",
-    "STATUS_LIST_TYP",
     "StatusList",
     "StatusListRejected",
     "StatusRef",
@@ -53,7 +53,6 @@ _JWS = PyJWS()
 MIN_ENTRIES = 131_072
 
 #: The ``typ`` header of a signed status list the gateway publishes.
-STATUS_LIST_TYP = "yiwang-status-list+jwt"
 
 #: Bits per entry of licence status lists: enough for the five licence statuses.
 LICENCE_STATUS_SIZE = 3
@@ -257,7 +256,7 @@ def verify_status_list_token(
 ) -> tuple[StatusList, dict[int, str]]:
     """Verify a signed status list; the list and its value → meaning map."""
     claims = verify_gateway_claims(
-        token, gateway_jwk=gateway_jwk, typ=STATUS_LIST_TYP, issuer=issuer, now=now
+        token, gateway_jwk=gateway_jwk, typ=TokenType.STATUS_LIST, issuer=issuer, now=now
     )
     try:
         subject = claims["vc"]["credentialSubject"]

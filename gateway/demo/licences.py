@@ -95,7 +95,7 @@ _DISTRICT = "城陵矶新港"
 OPERATOR = "gateway-init"
 
 # Defining authorities of the licence types (synthetic USCCs with valid check characters;
-# the first is the example of shared/reference/identifiers.md).
+# the first is the example of docs/identifiers.md).
 _SAMR_USCC = "11100000000013338W"  # stands for 国家市场监督管理总局
 _MNR_USCC = "11100000MB0000307E"  # stands for 自然资源部
 

@@ -35,7 +35,6 @@ from typing import Any
 
 import httpx
 
-from gateway.client import GatewayClient, GatewayProblem, PublicDocuments, sealed_status_list_id
 from gateway.core.licences import Check, CheckOutcome, Verdict
 from gateway.core.policy import DISTRICT_TZ, Department, load_policy_set
 from gateway.demo.licences import (
@@ -49,6 +48,7 @@ from gateway.demo.licences import (
 from gateway.demo.population import companies, people
 from gateway.errors import Error
 from gateway.registry import keystore
+from gateway.sdk import GatewayClient, GatewayProblem, PublicDocuments, sealed_status_list_id
 from gateway.settings import load_settings
 
 __all__ = ["run_walkthrough"]

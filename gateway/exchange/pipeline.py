@@ -196,6 +196,11 @@ class SignedExchanges:
         return admission
 
     async def _refused(self, exc: Error, received: Received[Any]) -> None:
+        if isinstance(exc, StoreUnavailable) and exc.store == "audit log":
+            # The request's own entry could not be made durable: a refusal entry would meet
+            # the same store, and its failure must not replace this one (which says whether
+            # the first entry may have landed, and so whether the token may be resent).
+            return
         if exc.audit_index is None:  # not yet on the record (work may have audited it)
             await self.refuse(exc, received.audit, received.spec.refused)
 

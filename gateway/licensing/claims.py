@@ -1,4 +1,4 @@
-"""Token types and claims of the licence endpoints (shared by the service and clients).
+"""Token types and claims of the licence endpoints, as the gateway validates them.
 
 Every request below is a compact JWS (``application/jwt``) signed by a registered department,
 with the registered claims every request token carries (``iss aud iat exp jti``), and every
@@ -37,7 +37,8 @@ signed registry snapshot, typ yiwang-seal-registry+jwt) and ``GET /v1/status-lis
 A licence is sealed with a status entry inside it, so an issuer reserves one first
 (``licences:reserve``; reserving again for the same identifier returns the same entry).
 The receipt is an ordinary gateway JWT: anyone holding the gateway's JWKS can check it later,
-offline.
+offline. The token types are :class:`gateway.core.protocol.TokenType` members (the names below
+are aliases of them); the client SDK (:mod:`gateway.sdk`) reads them there, not here.
 """
 
 from __future__ import annotations
@@ -54,19 +55,8 @@ from gateway.core.wire import Name, ShortText, Text, convert
 from gateway.errors import InvalidInput
 
 __all__ = [
-    "ISSUE_REQUEST_TYP",
-    "ISSUE_RESULT_TYP",
     "LICENCE_TOKEN_MAX_BYTES",
     "MAX_SEALED_LICENCE_BYTES",
-    "RESERVE_REQUEST_TYP",
-    "RESERVE_RESULT_TYP",
-    "SEAL_PROOF_TYP",
-    "SEAL_REGISTERED_TYP",
-    "SEAL_REGISTER_TYP",
-    "STATUS_REQUEST_TYP",
-    "STATUS_RESULT_TYP",
-    "VERIFY_REQUEST_TYP",
-    "VERIFY_RESULT_TYP",
     "IssueRequest",
     "ReserveRequest",
     "SealRegistration",
@@ -80,17 +70,6 @@ __all__ = [
     "parse_verification_claims",
 ]
 
-RESERVE_REQUEST_TYP = "yiwang-licence-reserve+jwt"
-RESERVE_RESULT_TYP = "yiwang-licence-reserved+jwt"
-ISSUE_REQUEST_TYP = "yiwang-licence-issue+jwt"
-ISSUE_RESULT_TYP = "yiwang-licence-issued+jwt"
-STATUS_REQUEST_TYP = "yiwang-licence-status+jwt"
-STATUS_RESULT_TYP = "yiwang-licence-status-changed+jwt"
-SEAL_REGISTER_TYP = "yiwang-seal-register+jwt"
-SEAL_REGISTERED_TYP = "yiwang-seal-registered+jwt"
-SEAL_PROOF_TYP = "yiwang-seal-proof+jwt"
-VERIFY_REQUEST_TYP = "yiwang-verification+jwt"
-VERIFY_RESULT_TYP = "yiwang-verification-receipt+jwt"
 
 #: A sealed licence inside a request token; type-specific fields make some licences long.
 MAX_SEALED_LICENCE_BYTES = 48 * 1024

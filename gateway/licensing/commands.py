@@ -27,12 +27,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from gateway.cli.support import base_url, department_client, settings_or_exit
-from gateway.client import (
-    GatewayProblem,
-    OfflineVerifier,
-    PublicDocuments,
-    sealed_status_list_id,
-)
 from gateway.core.keyring import jwk_thumbprint
 from gateway.core.licences import (
     QR_PREFIX,
@@ -43,7 +37,13 @@ from gateway.core.licences import (
     Verdict,
 )
 from gateway.errors import ConfigurationError, Error
-from gateway.registry.keystore import load_private_jwk
+from gateway.sdk import (
+    GatewayProblem,
+    OfflineVerifier,
+    PublicDocuments,
+    load_private_jwk,
+    sealed_status_list_id,
+)
 
 __all__ = ["licence", "seal"]
 

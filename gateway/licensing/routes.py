@@ -16,8 +16,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 
-from gateway.core.seals import SEAL_REGISTRY_TYP
-from gateway.core.status_lists import STATUS_LIST_TYP
+from gateway.core.protocol import TokenType
 from gateway.core.wire import Name, Text
 from gateway.http.auth import require_role
 from gateway.http.openapi import OPERATOR_SECURITY, SIGNED, SignedOperation, problems
@@ -189,7 +188,7 @@ async def list_seals(licensing: NamedDependency[LicensingService]) -> list[dict[
 @get(
     "/v1/seals/registry",
     summary="A signed snapshot of the seal registry, for offline verification",
-    description=f"A JWT signed by the gateway, typ `{SEAL_REGISTRY_TYP}`.",
+    description=f"A JWT signed by the gateway, typ `{TokenType.SEAL_REGISTRY}`.",
     tags=["seals"],
     media_type=JWT_MEDIA_TYPE,
     responses=problems(503),
@@ -205,7 +204,7 @@ async def seal_registry(licensing: NamedDependency[LicensingService]) -> Respons
     "/v1/status-lists/{list_id:str}",
     summary="A signed licence status list (W3C Bitstring Status List, as a JWT)",
     description=(
-        f"typ `{STATUS_LIST_TYP}`; 131,072 entries of 3 bits, gzip + base64url. Fetch the "
+        f"typ `{TokenType.STATUS_LIST}`; 131,072 entries of 3 bits, gzip + base64url. Fetch the "
         "whole list: which licence you check is never sent."
     ),
     tags=["licences"],

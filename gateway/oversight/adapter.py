@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from gateway.core.policy import DISTRICT_TZ, Resource
+from gateway.core.protocol import AuditEvent
 from gateway.core.sources import AdapterContext, SourceRecord
 from gateway.errors import ConfigurationError, SourceFailed, SourceTimeout
 from gateway.oversight.history import Access, AccessPage
@@ -50,7 +51,7 @@ __all__ = [
 
 #: The events that are accesses to a subject's data (allowed reads), unless the catalogue
 #: names others.
-DEFAULT_EVENTS = ("lookup:record:released", "licence:verification:performed")
+DEFAULT_EVENTS = (AuditEvent.LOOKUP_RELEASED, AuditEvent.VERIFICATION_PERFORMED)
 #: What a record of an access-history resource can hold (its catalogue fields).
 ACCESS_FIELDS = ("at", "department", "service_item", "case_number", "resource", "fields")
 MAX_PAGE = 500

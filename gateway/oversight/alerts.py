@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.policy import DISTRICT_TZ
+from gateway.core.protocol import AuditEvent
 
 __all__ = [
     "READ_EVENTS",
@@ -49,7 +50,7 @@ __all__ = [
 
 #: Events that read a subject's data (when allowed).
 READ_EVENTS = frozenset(
-    {"lookup:record:released", "lookup:record:not-found", "licence:verification:performed"}
+    {AuditEvent.LOOKUP_RELEASED, AuditEvent.LOOKUP_NOT_FOUND, AuditEvent.VERIFICATION_PERFORMED}
 )
 #: Refusal reason codes some rule looks at (``token:*`` besides).
 WATCHED_REASONS = ("outside-hours", "case-closed", "quota-exhausted", "internal-error")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from gateway.cli.support import settings_or_exit
+from gateway.cli.support import database, settings_or_exit
 
 __all__ = ["alerts"]
 
@@ -33,7 +33,6 @@ def alerts(since: str | None, until: str | None, as_json: bool, fail_on_alert: b
     from gateway.core.policy import load_policy_set
     from gateway.errors import Error
     from gateway.oversight.service import alert_rules, alert_window, compute_alerts
-    from gateway.storage.database import create_database_engine
 
     settings = settings_or_exit()
     try:
@@ -42,10 +41,7 @@ def alerts(since: str | None, until: str | None, as_json: bool, fail_on_alert: b
         policy = load_policy_set(Path(settings.policies_dir))
     except Error as exc:
         raise click.ClickException(str(exc)) from None
-    engine = create_database_engine(
-        settings.effective_database_url, busy_timeout_ms=settings.db_busy_timeout_ms
-    )
-    try:
+    with database(settings) as engine:
         report = compute_alerts(
             engine,
             policy,
@@ -54,8 +50,6 @@ def alerts(since: str | None, until: str | None, as_json: bool, fail_on_alert: b
             until=end,
             baseline_days=settings.alert_baseline_days,
         )
-    finally:
-        engine.dispose()
     found = report["alerts"]
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))

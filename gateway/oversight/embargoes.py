@@ -18,12 +18,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from gateway.core.protocol import AuditEvent
 from gateway.storage.schema import audit_embargoes
 
 __all__ = ["EVENT_ADDED", "EVENT_LIFTED", "Embargo", "add", "get", "lift", "list_embargoes"]
 
-EVENT_ADDED = "audit:embargo:added"
-EVENT_LIFTED = "audit:embargo:lifted"
+EVENT_ADDED = AuditEvent.EMBARGO_ADDED
+EVENT_LIFTED = AuditEvent.EMBARGO_LIFTED
 
 
 @dataclass(frozen=True, slots=True)

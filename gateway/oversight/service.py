@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.audit.entry import AuditEntry, Outcome
 from gateway.core.policy import DISTRICT_TZ, PolicySet
+from gateway.core.protocol import AuditEvent
 from gateway.core.sources import SourceAdapter
 from gateway.core.wire import Name, Text, WireError, convert, decode_json
 from gateway.errors import ConfigurationError, InvalidInput, RecordNotFound, StoreUnavailable
@@ -69,7 +70,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EVENT_EXPORTED = "audit:entries:exported"
+EVENT_EXPORTED = AuditEvent.ENTRIES_EXPORTED
 #: The longest window one alerts request may cover.
 MAX_ALERT_WINDOW = dt.timedelta(days=31)
 DEFAULT_ALERT_WINDOW = dt.timedelta(hours=24)

@@ -13,12 +13,7 @@ from typing import Any, NoReturn
 
 import click
 
-from gateway.core.policy import (
-    DISTRICT_TZ,
-    POLICY_FILES,
-    PolicySet,
-    policy_set_from_texts,
-)
+from gateway.core.policy import DISTRICT_TZ, POLICY_FILES, PolicySet, policy_set_from_texts
 from gateway.core.policy_check import check_policy, explain_decision
 from gateway.errors import ConfigurationError, InvalidInput, PolicySetInvalid
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.audit import AuditEntry, AuditLog, Outcome
+from gateway.core.protocol import AuditEvent
 from gateway.core.tokens import RequestTokenVerifier
 from gateway.errors import InvalidInput, StoreUnavailable
 from gateway.exchange.draft import elapsed_ms
@@ -26,8 +27,8 @@ __all__ = ["EVENT_KEY_REFUSED", "EVENT_KEY_REVOKED", "KeyAdministration"]
 
 log = logging.getLogger(__name__)
 
-EVENT_KEY_REVOKED = "key:department:revoked"
-EVENT_KEY_REFUSED = "key:department:refused"
+EVENT_KEY_REVOKED = AuditEvent.KEY_REVOKED
+EVENT_KEY_REFUSED = AuditEvent.KEY_REFUSED
 
 
 class KeyAdministration:

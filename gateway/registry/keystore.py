@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
-from gateway.core.keyring import PrivateKey, jwk_thumbprint, public_jwk
+from gateway.core.keyring import PrivateKey, jwk_thumbprint, load_private_jwk, public_jwk
 from gateway.errors import ConfigurationError
 
 __all__ = [
@@ -123,17 +123,6 @@ def ensure_department_key(keys_dir: Path, department: str, *, alg: str) -> dict[
         )
     result: dict[str, Any] = json.loads(public_path.read_text())
     return result
-
-
-def load_private_jwk(path: Path) -> jwt.PyJWK:
-    """A private JWK file (a department's or a seal's), parsed: key object and algorithm."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError([f"{path}: {exc}"]) from None
-    if "d" not in data:
-        raise ConfigurationError([f"{path}: not a private key"])
-    return jwt.PyJWK(data, algorithm=data.get("alg"))
 
 
 def department_private_jwk(keys_dir: Path, department: str) -> jwt.PyJWK:

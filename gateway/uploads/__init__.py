@@ -6,10 +6,11 @@ previous one atomically; rejected rows go to a report the provider downloads. Lo
 current version through :mod:`gateway.uploads.adapter`.
 
 Modules: :mod:`~gateway.uploads.options` (the catalogue's source options),
-:mod:`~gateway.uploads.claims` (token types and claims), :mod:`~gateway.uploads.validation`
+:mod:`~gateway.uploads.claims` (the claims as the gateway validates them; the wire contract
+itself is :mod:`gateway.core.uploads`), :mod:`~gateway.uploads.validation`
 (reading and checking rows, no I/O beyond the file), :mod:`~gateway.uploads.store` (versions
 in the gateway's database) and :mod:`~gateway.uploads.service` (the signed endpoints).
 
-Nothing is imported here, so that the client SDK can import the token types from
-:mod:`~gateway.uploads.claims` without pulling in the database layer.
+Nothing is imported here, so that importing one module (the CLI's validation, say) does not
+pull in the database layer.
 """

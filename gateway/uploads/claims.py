@@ -1,37 +1,24 @@
-"""Token types, header and claims of the upload endpoints (shared by the service and clients).
+"""The gateway's validation of upload tokens (the parsed claims the upload service acts on).
 
-An upload is ``POST /v1/uploads/{resource}`` with the file as the body (``text/csv`` or
-``application/x-ndjson``) and the provider's signed token in the ``Upload-Token`` header::
-
-    header  {"alg": "ES256" | "EdDSA", "kid": ..., "typ": "yiwang-upload+jwt"}
-    claims  {"iss", "aud", "iat", "exp", "jti",            # as for every request token
-             "resource": "<resource id>",                   # must equal the path's
-             "sha256": "<hex SHA-256 of the body>",         # the gateway recomputes it
-             "format": "csv" | "jsonl",                     # must match Content-Type
-             "operator": "<clerk id>",
-             "rows": <data rows in the file>}               # optional; checked if given
-
-The rejection report of a version is ``GET /v1/uploads/{resource}/versions/{n}/rejections``
-with a token of type ``yiwang-upload-report+jwt`` (claims ``resource``, ``version``,
-``operator``) in the same header.
+The wire contract — the ``Upload-Token`` header, the formats and their media types, the token
+types — is protocol-level and lives in the domain core (:mod:`gateway.core.uploads`,
+:class:`gateway.core.protocol.TokenType`), where the client SDK reads it too; the names are
+re-exported here for the server's modules.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 
+from gateway.core.uploads import MEDIA_TYPES, TOKEN_HEADER, UploadFormat
 from gateway.core.wire import Name, convert
 
 __all__ = [
     "MEDIA_TYPES",
-    "REPORT_REQUEST_TYP",
     "TOKEN_HEADER",
-    "UPLOAD_RECEIPT_TYP",
-    "UPLOAD_REQUEST_TYP",
     "ReportRequest",
     "UploadFormat",
     "UploadRequest",
@@ -40,23 +27,7 @@ __all__ = [
 ]
 
 #: ``typ`` of a provider's upload token, and of the gateway's signed receipt.
-UPLOAD_REQUEST_TYP = "yiwang-upload+jwt"
-UPLOAD_RECEIPT_TYP = "yiwang-upload-receipt+jwt"
 #: ``typ`` of a provider's token asking for a version's rejection report.
-REPORT_REQUEST_TYP = "yiwang-upload-report+jwt"
-#: The request header that carries the signed token (the body is the file itself).
-TOKEN_HEADER = "Upload-Token"  # noqa: S105 - a header name, not a secret
-
-
-class UploadFormat(enum.StrEnum):
-    """File formats an upload may use."""
-
-    CSV = "csv"
-    JSONL = "jsonl"
-
-
-#: Content-Type of each format (``; charset=utf-8`` may follow; no other charset is taken).
-MEDIA_TYPES = {UploadFormat.CSV: "text/csv", UploadFormat.JSONL: "application/x-ndjson"}
 
 _Name = Name
 _Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]

@@ -88,7 +88,7 @@ def upload(  # noqa: PLR0917 - click passes every option positionally by name
     Prints the signed receipt the gateway answers: the version, how many rows were accepted
     and rejected, and where the rejection report is.
     """
-    from gateway.client import GatewayProblem
+    from gateway.sdk import GatewayProblem
 
     settings = settings_or_exit()
     gateway_url = base_url(settings, url)

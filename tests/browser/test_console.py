@@ -16,8 +16,8 @@ from playwright.sync_api import Page, expect
 
 from gateway.core.licences import LicenceRecord, qr_payload
 from gateway.core.policy import load_policy_set
+from gateway.core.protocol import TokenType
 from gateway.demo.licences import demo_cases
-from gateway.licensing.claims import VERIFY_RESULT_TYP
 from gateway.licensing.store import LicenceStore
 from tests.browser.conftest import (
     AUDITOR,
@@ -48,7 +48,7 @@ def _receipt_claims(console: Console, token: str) -> dict[str, Any]:
     """The receipt verified with joserfc against the gateway's published JWKS."""
     jwks = httpx.get(console.gateway.url + "/.well-known/jwks.json").json()
     decoded = jose_jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["ES256"])
-    assert decoded.header["typ"] == VERIFY_RESULT_TYP
+    assert decoded.header["typ"] == TokenType.VERIFICATION_RECEIPT
     return dict(decoded.claims)
 
 

@@ -29,17 +29,20 @@ from typing import Any
 
 import atheris
 
+from gateway.core.protocol import TokenType
+
 with atheris.instrument_imports():
     from cryptography.hazmat.primitives.asymmetric import ec
     from jwt.algorithms import ECAlgorithm
 
     from gateway.core import lookup, wire
     from gateway.core.keyring import DepartmentKey, KeyRing, KeyStatus, public_jwk
-    from gateway.core.licences import LICENCE_TYP, Verdict, verify_sealed
+    from gateway.core.licences import Verdict, verify_sealed
     from gateway.core.policy import Field, FieldType, Resource, SharingClass
+    from gateway.core.protocol import TokenType
     from gateway.core.seals import Seal, SealRegistry
     from gateway.core.status_lists import StatusList
-    from gateway.core.tokens import LOOKUP_REQUEST_TYP, RequestTokenVerifier
+    from gateway.core.tokens import RequestTokenVerifier
     from gateway.errors import InvalidInput, TokenRejected
     from gateway.licensing import claims as licensing
     from gateway.oversight.history import _parse as parse_history_claims
@@ -54,7 +57,7 @@ DEPT = DepartmentKey.from_jwk(
     public_jwk(KEY, alg="ES256"), department="market", status=KeyStatus.ACTIVE
 )
 VERIFIER = RequestTokenVerifier(keyring=KeyRing([DEPT]), audience="yiwang-gateway")
-HEADER = f'{{"alg":"ES256","typ":"{LOOKUP_REQUEST_TYP}","kid":"{DEPT.kid}"}}'.encode()
+HEADER = f'{{"alg":"ES256","typ":"{TokenType.LOOKUP}","kid":"{DEPT.kid}"}}'.encode()
 SEAL = Seal(
     seal_id="seal-1",
     name="专用章",
@@ -68,7 +71,7 @@ SEAL = Seal(
 )
 REGISTRY = SealRegistry([SEAL])
 LICENCE_HEADER = (
-    f'{{"alg":"ES256","kid":"{SealRegistry.kid_of(SEAL)}","typ":"{LICENCE_TYP}"}}'.encode()
+    f'{{"alg":"ES256","kid":"{SealRegistry.kid_of(SEAL)}","typ":"{TokenType.LICENCE}"}}'.encode()
 )
 LISTS = {
     "https://gateway.example/status-lists/1": StatusList("https://gateway.example/status-lists/1")
@@ -118,7 +121,7 @@ def _signed(header: bytes, payload: bytes) -> bytes:
 
 def _attempt(token: bytes) -> Any:
     try:
-        return VERIFIER.verify(token, typ=LOOKUP_REQUEST_TYP, now=NOW, max_bytes=1 << 16)
+        return VERIFIER.verify(token, typ=TokenType.LOOKUP, now=NOW, max_bytes=1 << 16)
     except TokenRejected as exc:
         return exc
 

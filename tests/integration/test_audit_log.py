@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from joserfc import jwt as jose_jwt
@@ -25,6 +24,7 @@ from gateway.audit.verify import verify_log
 from gateway.core import merkle
 from gateway.demo.population import companies
 from gateway.storage.schema import audit_entries
+from tests.inprocess import Gateway
 from tests.support import ROOT, GatewayProcess, running_gateway
 from tests.unit.test_audit_tamper import rebuild_tree
 
@@ -38,7 +38,7 @@ QUERY: dict[str, Any] = {
 }
 
 
-def lookups(gateway: GatewayProcess, count: int) -> list[int]:
+def lookups(gateway: Gateway, count: int) -> list[int]:
     """``count`` released lookups by the service centre; their audit indexes."""
     with gateway.client("service-centre") as client:
         return [
@@ -47,12 +47,12 @@ def lookups(gateway: GatewayProcess, count: int) -> list[int]:
         ]
 
 
-def checkpoint_covering(gateway: GatewayProcess, index: int) -> dict[str, Any]:
+def checkpoint_covering(gateway: Gateway, index: int) -> dict[str, Any]:
     """The first signed checkpoint whose size reaches ``index`` (checked with joserfc)."""
-    keys = KeySet.import_key_set(httpx.get(gateway.url + "/.well-known/jwks.json").json())
+    keys = KeySet.import_key_set(gateway.http.get(gateway.url + "/.well-known/jwks.json").json())
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        response = httpx.get(gateway.url + "/v1/audit/checkpoint")
+        response = gateway.http.get(gateway.url + "/v1/audit/checkpoint")
         if response.status_code == 200:
             token = jose_jwt.decode(response.text, keys, algorithms=["ES256"])
             assert token.header["typ"] == "yiwang-audit-checkpoint+jwt"
@@ -62,22 +62,24 @@ def checkpoint_covering(gateway: GatewayProcess, index: int) -> dict[str, Any]:
     raise AssertionError(f"no checkpoint covered entry {index} within 5 s")
 
 
-def auditor(gateway: GatewayProcess) -> dict[str, str]:
+def auditor(gateway: Gateway) -> dict[str, str]:
     token = (gateway.keys_dir / "operators" / "auditor.token").read_text().strip()
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_every_answer_is_provably_in_the_signed_tree(gateway: GatewayProcess) -> None:
+def test_every_answer_is_provably_in_the_signed_tree(gateway: Gateway) -> None:
     indexes = lookups(gateway, 5)
     first = checkpoint_covering(gateway, indexes[0])
     latest = checkpoint_covering(gateway, indexes[-1])
     size, root = latest["size"], bytes.fromhex(latest["root"])
     for index in indexes:
-        leaf = httpx.get(f"{gateway.url}/v1/audit/entries/{index}/leaf", headers=auditor(gateway))
+        leaf = gateway.http.get(
+            f"{gateway.url}/v1/audit/entries/{index}/leaf", headers=auditor(gateway)
+        )
         assert leaf.status_code == 200, leaf.text
         assert json.loads(leaf.content)["index"] == index
         assert json.loads(leaf.content)["event"] == "lookup:record:released"
-        proof = httpx.get(
+        proof = gateway.http.get(
             gateway.url + "/v1/audit/proofs/inclusion", params={"index": index, "size": size}
         ).json()
         assert merkle.verify_inclusion(
@@ -96,7 +98,7 @@ def test_every_answer_is_provably_in_the_signed_tree(gateway: GatewayProcess) ->
             root,
         )
     if first["size"] < size:
-        consistency = httpx.get(
+        consistency = gateway.http.get(
             gateway.url + "/v1/audit/proofs/consistency",
             params={"from": first["size"], "to": size},
         ).json()
@@ -107,11 +109,11 @@ def test_every_answer_is_provably_in_the_signed_tree(gateway: GatewayProcess) ->
             root,
             [bytes.fromhex(h) for h in consistency["proof"]],
         )
-    older = httpx.get(gateway.url + "/v1/audit/checkpoints", params={"limit": 5}).json()
+    older = gateway.http.get(gateway.url + "/v1/audit/checkpoints", params={"limit": 5}).json()
     assert [c["size"] for c in older] == sorted((c["size"] for c in older), reverse=True)
 
 
-def _leaf_token(gateway: GatewayProcess, department: str, index: int) -> str:
+def _leaf_token(gateway: Gateway, department: str, index: int) -> str:
     with gateway.client(department) as client:
         iat = int(time.time())
         return client.sign(
@@ -128,33 +130,33 @@ def _leaf_token(gateway: GatewayProcess, department: str, index: int) -> str:
         )
 
 
-def test_leaves_need_credentials_and_proofs_name_bad_sizes(gateway: GatewayProcess) -> None:
+def test_leaves_need_credentials_and_proofs_name_bad_sizes(gateway: Gateway) -> None:
     [index] = lookups(gateway, 1)
     url = f"{gateway.url}/v1/audit/entries/{index}/leaf"
-    assert httpx.get(url).status_code == 401  # no auditor token, no department token
-    by_owner = httpx.get(
+    assert gateway.http.get(url).status_code == 401  # no auditor token, no department token
+    by_owner = gateway.http.get(
         url, headers={"Request-Token": _leaf_token(gateway, "service-centre", index)}
     )
     assert by_owner.status_code == 200
     assert json.loads(by_owner.content)["index"] == index
     # Another department may not read it: the keyed subject would tell it whom the service
     # centre looked up. The refusal is on the record.
-    by_other = httpx.get(url, headers={"Request-Token": _leaf_token(gateway, "tax", index)})
+    by_other = gateway.http.get(url, headers={"Request-Token": _leaf_token(gateway, "tax", index)})
     assert by_other.status_code == 403
     assert by_other.json()["reason"] == "not-own-entry"
-    refused = httpx.get(
+    refused = gateway.http.get(
         gateway.url + "/v1/audit/entries",
         params={"event": "audit:leaf:refused", "department": "tax"},
         headers=auditor(gateway),
     ).json()["entries"]
     assert [e["reason_code"] for e in refused] == ["not-own-entry"]
     assert by_other.json()["audit_index"] == refused[0]["index"]
-    too_big = httpx.get(
+    too_big = gateway.http.get(
         gateway.url + "/v1/audit/proofs/inclusion", params={"index": 1, "size": 10**9}
     )
     assert too_big.status_code == 400
     assert too_big.json()["field"] == "size"
-    backwards = httpx.get(
+    backwards = gateway.http.get(
         gateway.url + "/v1/audit/proofs/consistency", params={"from": index + 1, "to": index}
     )
     assert backwards.status_code == 400
@@ -172,7 +174,7 @@ def test_concurrent_requests_from_two_workers_make_one_gap_free_tree(
     checkpoint_covering(server_gateway, max(indexes))
     engine = sa.create_engine(server_gateway.database_url)
     try:
-        jwks = httpx.get(server_gateway.url + "/.well-known/jwks.json").json()
+        jwks = server_gateway.http.get(server_gateway.url + "/.well-known/jwks.json").json()
         report = verify_log(engine, gateway_jwk=jwks["keys"][0], issuer="yiwang-gateway")
     finally:
         engine.dispose()
@@ -241,11 +243,11 @@ def test_verify_and_an_outside_witness_catch_a_rewritten_log(
         assert "checkpoint of size" in report.stdout
 
 
-def test_an_answer_names_the_entry_its_proof_is_for(gateway: GatewayProcess) -> None:
+def test_an_answer_names_the_entry_its_proof_is_for(gateway: Gateway) -> None:
     with gateway.client("service-centre") as client:
         answer = client.lookup(subject=("uscc", companies()[3].uscc), **QUERY)
     checkpoint = checkpoint_covering(gateway, answer.audit_index)
-    proof = httpx.get(
+    proof = gateway.http.get(
         gateway.url + "/v1/audit/proofs/inclusion",
         params={"index": answer.audit_index, "size": checkpoint["size"]},
     ).json()

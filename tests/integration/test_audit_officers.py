@@ -29,7 +29,6 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from gateway.client import Forbidden, GatewayClient
 from gateway.core.policy import DISTRICT_TZ
 from gateway.core.protocol import TokenType
 from gateway.demo.population import companies, people
@@ -42,8 +41,10 @@ from gateway.oversight.search import (
     export_chunks,
     parse_filter,
 )
+from gateway.sdk import Forbidden, GatewayClient
 from gateway.storage import migrations
 from gateway.storage.database import create_database_engine
+from tests.inprocess import Gateway
 from tests.support import ROOT, GatewayProcess, postgres_database
 
 COMPANIES = [c for c in companies() if c.status == "存续"]
@@ -54,7 +55,7 @@ HISTORY_ITEM = "000198001000"
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def auditor(gw: GatewayProcess) -> dict[str, str]:
+def auditor(gw: Gateway) -> dict[str, str]:
     token = (gw.keys_dir / "operators" / "auditor.token").read_text().strip()
     return {"Authorization": f"Bearer {token}"}
 
@@ -63,9 +64,9 @@ def case_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def search(gw: GatewayProcess, **params: Any) -> dict[str, Any]:
+def search(gw: Gateway, **params: Any) -> dict[str, Any]:
     params = {("from" if k == "since" else k): v for k, v in params.items()}
-    response = httpx.get(
+    response = gw.http.get(
         gw.url + "/v1/audit/entries", params=params, headers=auditor(gw), timeout=10
     )
     assert response.status_code == 200, response.text
@@ -73,7 +74,7 @@ def search(gw: GatewayProcess, **params: Any) -> dict[str, Any]:
     return answer
 
 
-def indexes(gw: GatewayProcess, **params: Any) -> list[int]:
+def indexes(gw: Gateway, **params: Any) -> list[int]:
     """Every matching entry's index, through all pages."""
     out: list[int] = []
     cursor = None
@@ -99,7 +100,7 @@ def enterprise_lookup(
     ).audit_index
 
 
-def identity_lookup(gw: GatewayProcess, department: str, person: str, case: str) -> int:
+def identity_lookup(gw: Gateway, department: str, person: str, case: str) -> int:
     """A released read of a person's identity, under the department's grant."""
     item, fields = {
         "market": ("000201001000", ["name", "gender"]),
@@ -142,11 +143,11 @@ def history_token(
 
 
 def history(
-    gw: GatewayProcess, department: str, subject: tuple[str, str], **params: Any
+    gw: Gateway, department: str, subject: tuple[str, str], **params: Any
 ) -> tuple[httpx.Response, str]:
     with gw.client(department) as c:
         token = history_token(c, subject)
-    response = httpx.get(
+    response = gw.http.get(
         f"{gw.url}/v1/audit/subjects/{subject[0]}:{subject[1]}/accesses",
         headers={"Request-Token": token},
         params=params,
@@ -155,7 +156,7 @@ def history(
     return response, token
 
 
-def accesses(gw: GatewayProcess, subject: tuple[str, str], **params: Any) -> dict[str, Any]:
+def accesses(gw: Gateway, subject: tuple[str, str], **params: Any) -> dict[str, Any]:
     """The service centre's verified access-history answer for ``subject``."""
     response, token = history(gw, "service-centre", subject, **params)
     assert response.status_code == 200, response.text
@@ -181,25 +182,27 @@ OFFICER_ENDPOINTS = [
 ]
 
 
-def test_officer_endpoints_need_the_auditor_token(gateway: GatewayProcess) -> None:
+def test_officer_endpoints_need_the_auditor_token(gateway: Gateway) -> None:
     admin = (gateway.keys_dir / "operators" / "admin.token").read_text().strip()
     with gateway.client("service-centre") as c:
         department_token = c.sign({"iss": "service-centre", "aud": c.audience})
     before = gateway.audit_count()
     for method, path in OFFICER_ENDPOINTS:
         url = gateway.url + path
-        none = httpx.request(method, url, json={} if method == "POST" else None)
+        none = gateway.http.request(method, url, json={} if method == "POST" else None)
         assert none.status_code == 401, (path, none.text)
         assert none.headers["content-type"].startswith("application/problem+json")
         for bearer in (admin, department_token, "x" * 43):
-            refused = httpx.request(method, url, headers={"Authorization": f"Bearer {bearer}"})
+            refused = gateway.http.request(
+                method, url, headers={"Authorization": f"Bearer {bearer}"}
+            )
             assert refused.status_code == 403, (path, refused.text)
         # A department's signed token in the header the portal uses is no credential here.
-        signed = httpx.request(method, url, headers={"Request-Token": department_token})
+        signed = gateway.http.request(method, url, headers={"Request-Token": department_token})
         assert signed.status_code == 401, path
     # Nothing was exported, embargoed or lifted.
     assert gateway.audit_count() == before
-    ok = httpx.get(gateway.url + "/v1/audit/entries?limit=1", headers=auditor(gateway))
+    ok = gateway.http.get(gateway.url + "/v1/audit/entries?limit=1", headers=auditor(gateway))
     assert ok.status_code == 200
     assert ok.headers["cache-control"] == "no-store"
 
@@ -207,7 +210,7 @@ def test_officer_endpoints_need_the_auditor_token(gateway: GatewayProcess) -> No
 # --- search --------------------------------------------------------------------------------------
 
 
-def test_search_finds_entries_by_every_filter(gateway: GatewayProcess) -> None:
+def test_search_finds_entries_by_every_filter(gateway: Gateway) -> None:
     case = case_id("AO-SEARCH")
     company, other = COMPANIES[3].uscc, COMPANIES[4].uscc
     t0 = dt.datetime.now(dt.UTC) - dt.timedelta(milliseconds=1)
@@ -269,7 +272,7 @@ def test_search_finds_entries_by_every_filter(gateway: GatewayProcess) -> None:
     assert entry["at"].endswith("Z")
     assert len(entry["subject_hmac"]) == 64
     assert entry["proof"] == f"/v1/audit/proofs/inclusion?index={by_tax}&size={page['tree_size']}"
-    proof = httpx.get(gateway.url + entry["proof"])
+    proof = gateway.http.get(gateway.url + entry["proof"])
     assert proof.status_code == 200, proof.text
     assert proof.json()["index"] == by_tax
     # The subject is keyed: neither the answer nor the log names it in clear.
@@ -296,14 +299,14 @@ def test_search_finds_entries_by_every_filter(gateway: GatewayProcess) -> None:
 def test_bad_filters_are_refused_with_the_parameter_named(
     embedded_gateway: GatewayProcess, params: dict[str, str], field: str
 ) -> None:
-    response = httpx.get(
+    response = embedded_gateway.http.get(
         embedded_gateway.url + "/v1/audit/entries", params=params, headers=auditor(embedded_gateway)
     )
     assert response.status_code == 400, response.text
     assert response.json()["field"] == field
 
 
-def test_paging_neither_skips_nor_repeats_while_entries_arrive(gateway: GatewayProcess) -> None:
+def test_paging_neither_skips_nor_repeats_while_entries_arrive(gateway: Gateway) -> None:
     case = case_id("AO-PAGE")
     with gateway.client("service-centre") as c:
         first = [enterprise_lookup(c, COMPANIES[n % 20].uscc, case) for n in range(12)]
@@ -371,9 +374,9 @@ def test_cursor_and_filter_parsing() -> None:
 # --- export -------------------------------------------------------------------------------------
 
 
-def test_export_as_csv_and_json_lines(gateway: GatewayProcess) -> None:
+def test_export_as_csv_and_json_lines(served_gateway: GatewayProcess) -> None:
     case = case_id("AO-EXPORT")
-    with gateway.client("service-centre") as c:
+    with served_gateway.client("service-centre") as c:
         made = [enterprise_lookup(c, COMPANIES[n].uscc, case) for n in range(7)]
         made.append(
             c.lookup(
@@ -387,9 +390,9 @@ def test_export_as_csv_and_json_lines(gateway: GatewayProcess) -> None:
                 operator="clerk-ao",
             ).audit_index
         )
-    url = gateway.url + "/v1/audit/entries/export"
-    with httpx.stream(
-        "GET", url, params={"format": "csv", "case": case}, headers=auditor(gateway)
+    url = served_gateway.url + "/v1/audit/entries/export"
+    with served_gateway.http.stream(
+        "GET", url, params={"format": "csv", "case": case}, headers=auditor(served_gateway)
     ) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"] == "text/csv; charset=utf-8"
@@ -409,12 +412,12 @@ def test_export_as_csv_and_json_lines(gateway: GatewayProcess) -> None:
     assert by_column[0]["fields"] == "name"
     assert by_column[-1]["reason"] == '\'=HYPERLINK("http://evil.invalid","x")'
     # The export is an entry of its own, written before the body (and not part of it).
-    entry = gateway.audit_entry(exported_at)
+    entry = served_gateway.audit_entry(exported_at)
     assert entry["event"] == "audit:entries:exported"
     assert case in str(entry["detail"])
 
-    response = httpx.get(
-        url, params={"format": "jsonl", "case": case}, headers=auditor(gateway), timeout=10
+    response = served_gateway.http.get(
+        url, params={"format": "jsonl", "case": case}, headers=auditor(served_gateway), timeout=10
     )
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/x-ndjson"
@@ -425,7 +428,7 @@ def test_export_as_csv_and_json_lines(gateway: GatewayProcess) -> None:
     assert lines[-1]["reason"] == '=HYPERLINK("http://evil.invalid","x")'  # exact here
     assert lines[0]["fields"] == ["name"]
 
-    bad = httpx.get(url, params={"format": "xlsx"}, headers=auditor(gateway))
+    bad = served_gateway.http.get(url, params={"format": "xlsx"}, headers=auditor(served_gateway))
     assert bad.status_code == 400
     assert bad.json()["field"] == "format"
 
@@ -525,7 +528,7 @@ def test_export_of_200000_entries_streams_in_constant_memory(bulk_engine: sa.Eng
 # --- citizens' access history -------------------------------------------------------------
 
 
-def test_access_history_shows_who_read_a_persons_data(gateway: GatewayProcess) -> None:
+def test_access_history_shows_who_read_a_persons_data(gateway: Gateway) -> None:
     person = PEOPLE[-3].id_number
     subject = ("resident-id", person)
     case = case_id("AO-HIST")
@@ -579,7 +582,7 @@ def test_access_history_shows_who_read_a_persons_data(gateway: GatewayProcess) -
     assert second["accesses"][0]["index"] < first["accesses"][0]["index"]
 
 
-def test_access_history_of_a_company_shows_verifications(gateway: GatewayProcess) -> None:
+def test_access_history_of_a_company_shows_verifications(gateway: Gateway) -> None:
     engine = sa.create_engine(gateway.database_url)
     try:
         with engine.connect() as conn:
@@ -612,7 +615,7 @@ def test_access_history_of_a_company_shows_verifications(gateway: GatewayProcess
     assert shown["fields"] is None
 
 
-def test_access_history_is_refused_without_a_grant(gateway: GatewayProcess) -> None:
+def test_access_history_is_refused_without_a_grant(gateway: Gateway) -> None:
     subject = ("resident-id", PEOPLE[-4].id_number)
     # The market department holds no access-history grant.
     response, _ = history(gateway, "market", subject)
@@ -632,30 +635,30 @@ def test_access_history_is_refused_without_a_grant(gateway: GatewayProcess) -> N
         url = f"{gateway.url}/v1/audit/subjects/resident-id:{subject[1]}/accesses"
         # A service item the grant does not name.
         token = history_token(c, subject, item="000201002000")
-        wrong_item = httpx.get(url, headers={"Request-Token": token})
+        wrong_item = gateway.http.get(url, headers={"Request-Token": token})
         assert wrong_item.status_code == 403
         assert wrong_item.json()["reason"] == "purpose-not-granted"
         # A token for another subject than the path's.
         token = history_token(c, ("resident-id", PEOPLE[-5].id_number))
-        mismatch = httpx.get(url, headers={"Request-Token": token})
+        mismatch = gateway.http.get(url, headers={"Request-Token": token})
         assert mismatch.status_code == 400
         assert mismatch.json()["field"] == "subject"
         # A token of another type (a lookup's) is a token failure: 401, audited.
         wrong_typ = c.sign({"iss": "service-centre", "aud": c.audience, "jti": "x"})
-        unauthorised = httpx.get(url, headers={"Request-Token": wrong_typ})
+        unauthorised = gateway.http.get(url, headers={"Request-Token": wrong_typ})
         assert unauthorised.status_code == 401
         assert gateway.audit_entry(unauthorised.json()["audit_index"])["reason_code"] == (
             "token:wrong-typ"
         )
         # No token at all.
-        assert httpx.get(url).status_code == 401
+        assert gateway.http.get(url).status_code == 401
         # Replayed token.
         token = history_token(c, subject)
-        assert httpx.get(url, headers={"Request-Token": token}).status_code == 200
-        assert httpx.get(url, headers={"Request-Token": token}).status_code == 409
+        assert gateway.http.get(url, headers={"Request-Token": token}).status_code == 200
+        assert gateway.http.get(url, headers={"Request-Token": token}).status_code == 409
 
 
-def test_embargo_hides_entries_from_the_history_until_its_date(gateway: GatewayProcess) -> None:
+def test_embargo_hides_entries_from_the_history_until_its_date(gateway: Gateway) -> None:
     person = PEOPLE[-6].id_number
     subject = ("resident-id", person)
     case = case_id("AO-EMB")
@@ -670,7 +673,7 @@ def test_embargo_hides_entries_from_the_history_until_its_date(gateway: GatewayP
     assert shown() == [by_hrss, by_market]
     today = dt.datetime.now(DISTRICT_TZ).date()
     url = gateway.url + "/v1/audit/embargoes"
-    added = httpx.post(
+    added = gateway.http.post(
         url,
         headers=auditor(gateway),
         json={
@@ -693,7 +696,7 @@ def test_embargo_hides_entries_from_the_history_until_its_date(gateway: GatewayP
     assert entry["reason"] == "调查 2026-07 号线索"
     assert entry["subject_hmac"] == gateway.audit_entry(by_market)["subject_hmac"]
     assert embargo["id"] in str(entry["detail"])
-    listed = httpx.get(url, params={"in_force": "true"}, headers=auditor(gateway)).json()
+    listed = gateway.http.get(url, params={"in_force": "true"}, headers=auditor(gateway)).json()
     assert embargo["id"] in {e["id"] for e in listed["embargoes"]}
 
     # The date passes (the row is moved back a day, as time would): visible again.
@@ -709,7 +712,7 @@ def test_embargo_hides_entries_from_the_history_until_its_date(gateway: GatewayP
     assert shown() == [by_hrss, by_market]
 
     # An embargo of one department's reads only, lifted before its date.
-    scoped = httpx.post(
+    scoped = gateway.http.post(
         url,
         headers=auditor(gateway),
         json={
@@ -721,7 +724,7 @@ def test_embargo_hides_entries_from_the_history_until_its_date(gateway: GatewayP
         },
     ).json()
     assert shown() == [by_hrss]
-    lifted = httpx.delete(
+    lifted = gateway.http.delete(
         f"{url}/{scoped['id']}",
         params={"operator": "officer-2", "reason": "核查完毕"},
         headers=auditor(gateway),
@@ -757,10 +760,10 @@ def test_embargo_hides_entries_from_the_history_until_its_date(gateway: GatewayP
             "reason",
         ),
     ):
-        refused = httpx.post(url, headers=auditor(gateway), json=body)
+        refused = gateway.http.post(url, headers=auditor(gateway), json=body)
         assert refused.status_code == 400, refused.text
         assert refused.json()["field"] == field
-    missing = httpx.delete(
+    missing = gateway.http.delete(
         f"{url}/emb-ffffffffffffffff",
         params={"operator": "o", "reason": "r"},
         headers=auditor(gateway),
@@ -794,10 +797,10 @@ def _alerts_cli(gw: GatewayProcess, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
-def test_repeated_bad_tokens_and_closed_cases_raise_alerts(gateway: GatewayProcess) -> None:
+def test_repeated_bad_tokens_and_closed_cases_raise_alerts(served_gateway: GatewayProcess) -> None:
     start = dt.datetime.now(dt.UTC) - dt.timedelta(milliseconds=5)
     case = case_id("AO-ALERT")
-    with gateway.client("civil-affairs") as c:
+    with served_gateway.client("civil-affairs") as c:
         for _ in range(6):  # signed for another audience: token:wrong-aud, owner known
             now = int(time.time())
             token = c.sign(
@@ -809,13 +812,13 @@ def test_repeated_bad_tokens_and_closed_cases_raise_alerts(gateway: GatewayProce
                     "jti": uuid.uuid4().hex,
                 }
             )
-            response = httpx.post(
-                gateway.url + "/v1/lookups",
+            response = served_gateway.http.post(
+                served_gateway.url + "/v1/lookups",
                 content=token,
                 headers={"Content-Type": "application/jwt"},
             )
             assert response.status_code == 401
-    with gateway.client("service-centre") as c:
+    with served_gateway.client("service-centre") as c:
         enterprise_lookup(c, COMPANIES[0].uscc, case)
         c.close_case(case=case, reason="办结", operator="clerk-ao")
         for n in range(2):
@@ -823,7 +826,9 @@ def test_repeated_bad_tokens_and_closed_cases_raise_alerts(gateway: GatewayProce
                 enterprise_lookup(c, COMPANIES[n].uscc, case)
             assert closed.value.reason == "case-closed"
     window = {"from": start.isoformat()}
-    response = httpx.get(gateway.url + "/v1/audit/alerts", params=window, headers=auditor(gateway))
+    response = served_gateway.http.get(
+        served_gateway.url + "/v1/audit/alerts", params=window, headers=auditor(served_gateway)
+    )
     assert response.status_code == 200, response.text
     found = response.json()["alerts"]
     [tokens] = [a for a in found if a["kind"] == "token-failures"]
@@ -839,17 +844,17 @@ def test_repeated_bad_tokens_and_closed_cases_raise_alerts(gateway: GatewayProce
     assert dt.datetime.fromisoformat(tokens["window"]["from"]) >= start
 
     # The same from the command line, straight from the database.
-    result = _alerts_cli(gateway, "--json", "--from", start.isoformat())
+    result = _alerts_cli(served_gateway, "--json", "--from", start.isoformat())
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert [a["kind"] for a in report["alerts"]] == [a["kind"] for a in found]
-    text = _alerts_cli(gateway, "--from", start.isoformat(), "--fail-on-alert")
+    text = _alerts_cli(served_gateway, "--from", start.isoformat(), "--fail-on-alert")
     assert text.returncode == 3
     assert "[token-failures] civil-affairs 区民政局" in text.stdout
 
-    bad = httpx.get(
-        gateway.url + "/v1/audit/alerts",
+    bad = served_gateway.http.get(
+        served_gateway.url + "/v1/audit/alerts",
         params={"from": "2026-01-01T00:00:00Z", "until": "2026-03-01T00:00:00Z"},
-        headers=auditor(gateway),
+        headers=auditor(served_gateway),
     )
     assert bad.status_code == 400

@@ -91,9 +91,9 @@ def test_demo_walkthrough_shows_the_four_cases(embedded_gateway: GatewayProcess)
     assert out.count("audit index") == 4
 
 
-def test_demo_walkthrough_verifies_the_demo_licences(gateway: GatewayProcess) -> None:
+def test_demo_walkthrough_verifies_the_demo_licences(served_gateway: GatewayProcess) -> None:
     # On both setups: `init` made the demo seals and licences in this gateway's database.
-    result = _run(gateway, "demo")
+    result = _run(served_gateway, "demo")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "UNEXPECTED" not in out

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from gateway.client import RateLimited, ServiceUnavailable
+from gateway.sdk import RateLimited, ServiceUnavailable
 from tests.integration.test_lookups import QUERY
 from tests.support import ROOT, GatewayProcess, free_port, running_gateway
 

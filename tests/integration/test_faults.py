@@ -35,13 +35,7 @@ from gateway.audit.verify import verify_log
 from gateway.demo.population import companies, people
 from gateway.registry.keystore import department_private_jwk
 from tests.faults import private_postgres, private_redis
-from tests.support import (
-    ROOT,
-    GatewayProcess,
-    copy_policies,
-    edit_file,
-    postgres_database,
-)
+from tests.support import ROOT, GatewayProcess, copy_policies, edit_file, postgres_database
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -325,7 +319,7 @@ def test_a_locked_database_releases_nothing_and_the_token_can_be_resent(
             if r.json()["token_consumed"] is False:
                 # Honest: its entry was never taken into a commit, the token was released.
                 assert r.headers["retry-after"] == "1"
-                assert not released
+                assert not released, (r.json(), log)
                 resend.append(token)
             else:
                 # It gave up while its commit was under way: the outcome was unknown, so it

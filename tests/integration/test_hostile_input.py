@@ -23,7 +23,7 @@ import pytest
 from gateway.core.wire import UNSAFE_TEXT
 from gateway.demo.population import companies
 from gateway.registry.keystore import department_private_jwk
-from tests.support import GatewayProcess
+from tests.inprocess import Gateway
 
 JWT = {"Content-Type": "application/jwt"}
 LOOKUP_TYP = "yiwang-lookup+jwt"
@@ -48,7 +48,7 @@ def _b64(data: bytes) -> str:
 class Sender:
     """Signs whatever it is given with a real department key (PyJWT, or raw bytes)."""
 
-    def __init__(self, gateway: GatewayProcess, department: str) -> None:
+    def __init__(self, gateway: Gateway, department: str) -> None:
         self.gateway = gateway
         self.department = department
         self.key = department_private_jwk(gateway.keys_dir, department)
@@ -98,7 +98,9 @@ class Sender:
         return json.dumps({"alg": self.key.algorithm_name, "typ": typ, "kid": self.key.key_id})
 
     def post(self, path: str, token: str) -> httpx.Response:
-        return httpx.post(self.gateway.url + path, content=token.encode(), headers=JWT, timeout=10)
+        return self.gateway.http.post(
+            self.gateway.url + path, content=token.encode(), headers=JWT, timeout=10
+        )
 
 
 def uscc(n: int = 0) -> str:
@@ -106,7 +108,7 @@ def uscc(n: int = 0) -> str:
 
 
 def assert_refused_on_record(
-    gateway: GatewayProcess, response: httpx.Response, status: int, reason_code: str | None = None
+    gateway: Gateway, response: httpx.Response, status: int, reason_code: str | None = None
 ) -> dict[str, Any]:
     """The documented refusal, and its audit entry — storable, and what it says."""
     assert response.status_code == status, response.text
@@ -131,7 +133,7 @@ NON_FINITE = [float("nan"), float("inf"), -float("inf"), 10**400, 2**64, 1.8e9 +
 @pytest.mark.parametrize("value", NON_FINITE, ids=["nan", "inf", "-inf", "10^400", "2^64", "frac"])
 @pytest.mark.parametrize("claim", ["exp", "iat"])
 def test_lookups_with_non_finite_times_are_refused_and_never_replayable(
-    gateway: GatewayProcess, claim: str, value: float
+    gateway: Gateway, claim: str, value: float
 ) -> None:
     sender = Sender(gateway, "service-centre")
     claims = sender.lookup_claims(uscc(1))
@@ -145,7 +147,7 @@ def test_lookups_with_non_finite_times_are_refused_and_never_replayable(
         assert problem["title"] == "The request token was not accepted"
 
 
-def test_nan_exp_is_refused_on_every_signed_endpoint(gateway: GatewayProcess) -> None:
+def test_nan_exp_is_refused_on_every_signed_endpoint(gateway: Gateway) -> None:
     sender = Sender(gateway, "service-centre")
     nan = {"exp": float("nan")}
     batch = sender.claims(
@@ -163,14 +165,14 @@ def test_nan_exp_is_refused_on_every_signed_endpoint(gateway: GatewayProcess) ->
         response = sender.post(path, sender.sign(claims | nan, typ=typ))
         assert_refused_on_record(gateway, response, 401)
     leaf = sender.sign(sender.claims(operator="c", index=1) | nan, typ="yiwang-audit-leaf+jwt")
-    response = httpx.get(
+    response = gateway.http.get(
         f"{gateway.url}/v1/audit/entries/1/leaf", headers={"Request-Token": leaf}, timeout=10
     )
     assert_refused_on_record(gateway, response, 401)
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400", "1" + "0" * 400])
-def test_time_literals_written_by_hand_are_refused(gateway: GatewayProcess, literal: str) -> None:
+def test_time_literals_written_by_hand_are_refused(gateway: Gateway, literal: str) -> None:
     sender = Sender(gateway, "tax")
     claims = json.dumps(sender.lookup_claims(uscc(3)), ensure_ascii=False)
     payload = claims.replace('"exp": ', f'"exp": {literal}, "_": ', 1)
@@ -186,14 +188,14 @@ def test_time_literals_written_by_hand_are_refused(gateway: GatewayProcess, lite
     [["ES256"], {"alg": "ES256"}, None, 256, True],
     ids=["list", "object", "null", "int", "bool"],
 )
-def test_alg_of_the_wrong_type_is_refused(gateway: GatewayProcess, alg: Any) -> None:
+def test_alg_of_the_wrong_type_is_refused(gateway: Gateway, alg: Any) -> None:
     sender = Sender(gateway, "tax")
     header = json.dumps({"alg": alg, "typ": LOOKUP_TYP, "kid": sender.key.key_id})
     token = sender.sign_raw(header, json.dumps(sender.lookup_claims(uscc(4))))
     assert_refused_on_record(gateway, sender.post("/v1/lookups", token), 401)
 
 
-def test_deeply_nested_header_and_batch_payload_are_refused(gateway: GatewayProcess) -> None:
+def test_deeply_nested_header_and_batch_payload_are_refused(gateway: Gateway) -> None:
     sender = Sender(gateway, "tax")
     deep = "[" * 1200 + "]" * 1200
     header = f'{{"alg":"ES256","typ":"{LOOKUP_TYP}","kid":"{sender.key.key_id}","x":{deep}}}'
@@ -207,11 +209,13 @@ def test_deeply_nested_header_and_batch_payload_are_refused(gateway: GatewayProc
     assert_refused_on_record(gateway, response, 401, "token:payload-malformed")
 
 
-def test_header_member_names_never_reach_the_log(gateway: GatewayProcess) -> None:
+def test_header_member_names_never_reach_the_log(gateway: Gateway) -> None:
     # No key is needed for this one: the header is read before any signature.
     header = '{"alg":"ES256","typ":"yiwang-lookup+jwt","kid":"k","\\u0000":"x","\\u202e":1}'
     token = f"{_b64(header.encode())}.{_b64(b'{}')}.{_b64(b'sig')}"
-    response = httpx.post(gateway.url + "/v1/lookups", content=token, headers=JWT, timeout=10)
+    response = gateway.http.post(
+        gateway.url + "/v1/lookups", content=token, headers=JWT, timeout=10
+    )
     problem = assert_refused_on_record(gateway, response, 401, "token:header-not-allowed:other")
     entry = gateway.audit_entry(problem["audit_index"])
     assert "\x00" not in str(entry)
@@ -220,7 +224,7 @@ def test_header_member_names_never_reach_the_log(gateway: GatewayProcess) -> Non
 # --- 4: text no store takes -----------------------------------------------------------------
 
 
-def test_a_lone_surrogate_in_a_claim_is_refused(gateway: GatewayProcess) -> None:
+def test_a_lone_surrogate_in_a_claim_is_refused(gateway: Gateway) -> None:
     sender = Sender(gateway, "service-centre")
     claims = sender.lookup_claims(uscc(6))
     claims["purpose"]["reason"] = "\ud800"  # json.dumps writes it as the escape \ud800
@@ -238,9 +242,7 @@ def test_a_lone_surrogate_in_a_claim_is_refused(gateway: GatewayProcess) -> None
         ("query.subject.id", "\x00"),
     ],
 )
-def test_control_characters_are_refused_by_field(
-    gateway: GatewayProcess, where: str, value: str
-) -> None:
+def test_control_characters_are_refused_by_field(gateway: Gateway, where: str, value: str) -> None:
     sender = Sender(gateway, "service-centre")
     claims = sender.lookup_claims(uscc(7))
     target: dict[str, Any] = claims
@@ -254,7 +256,7 @@ def test_control_characters_are_refused_by_field(
     assert problem["field"] == where
 
 
-def test_one_poisoned_request_among_fifty_fails_only_itself(gateway: GatewayProcess) -> None:
+def test_one_poisoned_request_among_fifty_fails_only_itself(gateway: Gateway) -> None:
     senders = [Sender(gateway, d) for d in HONEST]
     honest = [s.sign(s.lookup_claims(uscc(10 + n))) for n, s in enumerate(senders * 17)][:50]
     poisoner = Sender(gateway, "service-centre")
@@ -264,7 +266,7 @@ def test_one_poisoned_request_among_fifty_fails_only_itself(gateway: GatewayProc
     ]
 
     def send(token: str) -> int:
-        return httpx.post(
+        return gateway.http.post(
             gateway.url + "/v1/lookups", content=token, headers=JWT, timeout=30
         ).status_code
 
@@ -295,9 +297,9 @@ def test_one_poisoned_request_among_fifty_fails_only_itself(gateway: GatewayProc
     ],
 )
 def test_integer_parameters_beyond_range_name_the_parameter(
-    gateway: GatewayProcess, path: str, params: dict[str, Any], field: str
+    gateway: Gateway, path: str, params: dict[str, Any], field: str
 ) -> None:
-    response = httpx.get(gateway.url + path, params=params, timeout=10)
+    response = gateway.http.get(gateway.url + path, params=params, timeout=10)
     assert response.status_code == 400, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["field"] == field
@@ -310,19 +312,19 @@ def test_integer_parameters_beyond_range_name_the_parameter(
         "/v1/uploads/x/versions/99999999999999999999999/rejections",
     ],
 )
-def test_path_integers_beyond_range_are_refused(gateway: GatewayProcess, path: str) -> None:
-    response = httpx.get(gateway.url + path, timeout=10)
+def test_path_integers_beyond_range_are_refused(gateway: Gateway, path: str) -> None:
+    response = gateway.http.get(gateway.url + path, timeout=10)
     assert response.status_code in (400, 404), response.text
     assert response.status_code < 500
 
 
 @pytest.mark.parametrize("raw", ["%00", "%ED%A0%80", "a%C0%80", "%E2%80%AE"])
-def test_unsafe_text_in_query_and_path_is_refused(gateway: GatewayProcess, raw: str) -> None:
+def test_unsafe_text_in_query_and_path_is_refused(gateway: Gateway, raw: str) -> None:
     auditor = (gateway.keys_dir / "operators" / "auditor.token").read_text().strip()
     bearer = {"Authorization": f"Bearer {auditor}"}
     url = f"{gateway.url}/v1/audit/entries?department={raw}"
-    response = httpx.get(url, headers=bearer, timeout=10)
+    response = gateway.http.get(url, headers=bearer, timeout=10)
     assert response.status_code == 400, response.text
     assert response.json()["field"] == "department"
-    seal = httpx.get(f"{gateway.url}/v1/status-lists/{raw}", timeout=10)
+    seal = gateway.http.get(f"{gateway.url}/v1/status-lists/{raw}", timeout=10)
     assert 400 <= seal.status_code < 500, seal.text

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.client import GatewayProblem, Unauthorized
 from gateway.demo.population import companies, people
+from gateway.sdk import GatewayProblem, Unauthorized
 from tests.support import GatewayProcess, running_gateway
 
 QUERY = {

@@ -23,7 +23,6 @@ from joserfc import jws as jose_jws
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import ECKey, KeySet
 
-from gateway.client import Forbidden, GatewayClient
 from gateway.core.identifiers import licence_check_character, uscc_check_character
 from gateway.core.keyring import public_jwk
 from gateway.core.licences import (
@@ -35,22 +34,11 @@ from gateway.core.licences import (
     verify_sealed,
 )
 from gateway.core.policy import DISTRICT_TZ
+from gateway.core.protocol import TokenType
 from gateway.core.seals import Seal, registry_from_snapshot
 from gateway.core.status_lists import StatusRef, verify_status_list_token
-from gateway.licensing.claims import (
-    ISSUE_REQUEST_TYP,
-    ISSUE_RESULT_TYP,
-    RESERVE_REQUEST_TYP,
-    RESERVE_RESULT_TYP,
-    SEAL_PROOF_TYP,
-    SEAL_REGISTER_TYP,
-    SEAL_REGISTERED_TYP,
-    STATUS_REQUEST_TYP,
-    STATUS_RESULT_TYP,
-    VERIFY_REQUEST_TYP,
-    VERIFY_RESULT_TYP,
-)
-from tests.support import GatewayProcess
+from gateway.sdk import Forbidden, GatewayClient
+from tests.inprocess import Gateway
 
 MARKET_USCC = "11430600006122001T"
 REALESTATE_USCC = "114306000061220057"
@@ -85,17 +73,17 @@ def _call(client: GatewayClient, path: str, claims: dict[str, Any], typ: str) ->
         },
         typ=typ,
     )
-    return httpx.post(
-        client._http.base_url.join(path),  # the test drives the wire itself
+    return client._http.post(
+        path,  # the test drives the wire itself
         content=token,
         headers={"Content-Type": "application/jwt"},
         timeout=10,
     )
 
 
-def _jose_claims(gateway: GatewayProcess, token: str, typ: str) -> dict[str, Any]:
+def _jose_claims(gateway: Gateway, token: str, typ: str) -> dict[str, Any]:
     """Verify a gateway JWT with joserfc and the published JWKS; its claims."""
-    keys = KeySet.import_key_set(httpx.get(gateway.url + "/.well-known/jwks.json").json())
+    keys = KeySet.import_key_set(gateway.http.get(gateway.url + "/.well-known/jwks.json").json())
     decoded = jose_jwt.decode(token, keys, algorithms=["ES256"])
     assert decoded.header["typ"] == typ
     return dict(decoded.claims)
@@ -105,7 +93,7 @@ def _jose_claims(gateway: GatewayProcess, token: str, typ: str) -> dict[str, Any
 class Issuer:
     """An issuer department with a freshly registered seal."""
 
-    gateway: GatewayProcess
+    gateway: Gateway
     client: GatewayClient
     uscc: str
     seal: Seal
@@ -137,13 +125,15 @@ class Issuer:
             self.client,
             "/v1/licences:reserve",
             {"operator": "issuer-01", "licence_id": licence_id},
-            RESERVE_REQUEST_TYP,
+            TokenType.LICENCE_RESERVE,
         )
 
     def sealed(self, content: LicenceContent) -> str:
         reserved = self.reserve(content.licence_id)
         assert reserved.status_code == 200, reserved.text
-        status = self.client.verify_answer(reserved.text, typ=RESERVE_RESULT_TYP).claims["status"]
+        status = self.client.verify_answer(reserved.text, typ=TokenType.LICENCE_RESERVED).claims[
+            "status"
+        ]
         content = msgspec.structs.replace(content, status=StatusRef(**status))
         return seal_licence(content, private_key=self.key, seal=self.seal)
 
@@ -152,7 +142,7 @@ class Issuer:
             self.client,
             "/v1/licences",
             {"operator": "issuer-01", "licence": sealed},
-            ISSUE_REQUEST_TYP,
+            TokenType.LICENCE_ISSUE,
         )
 
     def issue(self, **changes: Any) -> tuple[LicenceContent, str]:
@@ -160,7 +150,7 @@ class Issuer:
         sealed = self.sealed(content)
         answer = self.publish(sealed)
         assert answer.status_code == 200, answer.text
-        self.client.verify_answer(answer.text, typ=ISSUE_RESULT_TYP)
+        self.client.verify_answer(answer.text, typ=TokenType.LICENCE_ISSUED)
         stored = msgspec.json.decode(jose_jws.extract_compact(sealed.encode()).payload)
         return msgspec.convert(stored, LicenceContent), sealed
 
@@ -169,12 +159,12 @@ class Issuer:
             self.client,
             f"/v1/licences/{licence_id}/status",
             {"operator": "issuer-01", "licence_id": licence_id, "action": action, "reason": "测试"},
-            STATUS_REQUEST_TYP,
+            TokenType.LICENCE_STATUS,
         )
 
 
 def register_seal(
-    gateway: GatewayProcess,
+    gateway: Gateway,
     department: str,
     *,
     valid_from: dt.date = dt.date(2020, 1, 1),
@@ -191,7 +181,7 @@ def register_seal(
         {"seal_id": seal_id, "jti": proof_jti or jti},
         key,
         algorithm="ES256",
-        headers={"typ": SEAL_PROOF_TYP},
+        headers={"typ": TokenType.SEAL_PROOF},
     )
     iat = int(dt.datetime.now(dt.UTC).timestamp())
     token = client.sign(
@@ -212,9 +202,9 @@ def register_seal(
             },
             "proof": proof,
         },
-        typ=SEAL_REGISTER_TYP,
+        typ=TokenType.SEAL_REGISTER,
     )
-    response = httpx.post(
+    response = gateway.http.post(
         gateway.url + "/v1/seals", content=token, headers={"Content-Type": "application/jwt"}
     )
     uscc = MARKET_USCC if department == "market" else REALESTATE_USCC
@@ -233,30 +223,28 @@ def register_seal(
 
 
 @pytest.fixture
-def issuer(gateway: GatewayProcess) -> Iterator[Issuer]:
+def issuer(gateway: Gateway) -> Iterator[Issuer]:
     response, seal, key = register_seal(gateway, "market")
     assert response.status_code == 200, response.text
     with gateway.client("market") as client:
         yield Issuer(gateway, client, MARKET_USCC, seal, key)
 
 
-def verify(
-    gateway: GatewayProcess, department: str = "service-centre", **given: str
-) -> dict[str, Any]:
+def verify(gateway: Gateway, department: str = "service-centre", **given: str) -> dict[str, Any]:
     """Verify as a clerk; the receipt's claims, checked with joserfc."""
     with gateway.client(department) as client:
         response = _call(
             client,
             "/v1/verifications",
             {"operator": "clerk-007", "purpose": PURPOSE, **given},
-            VERIFY_REQUEST_TYP,
+            TokenType.VERIFICATION,
         )
         assert response.status_code == 200, response.text
-        client.verify_answer(response.text, typ=VERIFY_RESULT_TYP)
-    return _jose_claims(gateway, response.text, VERIFY_RESULT_TYP)
+        client.verify_answer(response.text, typ=TokenType.VERIFICATION_RECEIPT)
+    return _jose_claims(gateway, response.text, TokenType.VERIFICATION_RECEIPT)
 
 
-def _admin(gateway: GatewayProcess) -> dict[str, str]:
+def _admin(gateway: Gateway) -> dict[str, str]:
     token = (gateway.keys_dir / "operators" / "admin.token").read_text().strip()
     return {"Authorization": f"Bearer {token}"}
 
@@ -264,13 +252,13 @@ def _admin(gateway: GatewayProcess) -> dict[str, str]:
 # --- seals --------------------------------------------------------------------------------
 
 
-def test_seal_registration_needs_an_issuer_and_a_proof_of_the_key(gateway: GatewayProcess) -> None:
+def test_seal_registration_needs_an_issuer_and_a_proof_of_the_key(gateway: Gateway) -> None:
     response, seal, _ = register_seal(gateway, "market")
     assert response.status_code == 200, response.text
-    claims = _jose_claims(gateway, response.text, SEAL_REGISTERED_TYP)
+    claims = _jose_claims(gateway, response.text, TokenType.SEAL_REGISTERED)
     assert claims["seal_id"] == seal.seal_id
     assert claims["status"] == "active"
-    listed = {s["seal_id"]: s for s in httpx.get(gateway.url + "/v1/seals").json()}
+    listed = {s["seal_id"]: s for s in gateway.http.get(gateway.url + "/v1/seals").json()}
     assert listed[seal.seal_id]["owner"] == "market"
     assert gateway.audit_entry(int(response.headers["Audit-Index"]))["event"] == (
         "seal:registry:registered"
@@ -290,23 +278,23 @@ def test_seal_registration_needs_an_issuer_and_a_proof_of_the_key(gateway: Gatew
 
 
 def test_an_administrator_suspends_and_revokes_seals_keeping_history(
-    gateway: GatewayProcess,
+    gateway: Gateway,
 ) -> None:
     response, seal, _ = register_seal(gateway, "market")
     assert response.status_code == 200
     url = f"{gateway.url}/v1/seals/{seal.seal_id}/status"
-    assert httpx.post(url, json={"action": "suspend", "reason": "x"}).status_code == 401
-    suspended = httpx.post(
+    assert gateway.http.post(url, json={"action": "suspend", "reason": "x"}).status_code == 401
+    suspended = gateway.http.post(
         url, json={"action": "suspend", "reason": "印章遗失"}, headers=_admin(gateway)
     )
     assert suspended.status_code == 200, suspended.text
     assert suspended.json()["status"] == "suspended"
-    no_reason = httpx.post(
+    no_reason = gateway.http.post(
         url, json={"action": "revoke", "reason": "泄露"}, headers=_admin(gateway)
     )
     assert no_reason.status_code == 400
     assert no_reason.json()["field"] == "revocation_reason"
-    revoked = httpx.post(
+    revoked = gateway.http.post(
         url,
         json={"action": "revoke", "reason": "密钥泄露", "revocation_reason": "key-compromise"},
         headers=_admin(gateway),
@@ -314,9 +302,11 @@ def test_an_administrator_suspends_and_revokes_seals_keeping_history(
     assert revoked.status_code == 200
     history = revoked.json()["history"]
     assert [e["status"] for e in history] == ["suspended", "revoked"]
-    again = httpx.post(url, json={"action": "reinstate", "reason": "x"}, headers=_admin(gateway))
+    again = gateway.http.post(
+        url, json={"action": "reinstate", "reason": "x"}, headers=_admin(gateway)
+    )
     assert again.status_code == 400  # revoked is final
-    listed = {s["seal_id"]: s for s in httpx.get(gateway.url + "/v1/seals").json()}
+    listed = {s["seal_id"]: s for s in gateway.http.get(gateway.url + "/v1/seals").json()}
     assert listed[seal.seal_id]["status"] == "revoked"
 
 
@@ -328,7 +318,7 @@ def test_issuance_stores_the_licence_and_answers_its_qr_and_status_entry(issuer:
     sealed = issuer.sealed(content)
     response = issuer.publish(sealed)
     assert response.status_code == 200, response.text
-    claims = _jose_claims(issuer.gateway, response.text, ISSUE_RESULT_TYP)
+    claims = _jose_claims(issuer.gateway, response.text, TokenType.LICENCE_ISSUED)
     assert claims["licence_id"] == content.licence_id
     assert claims["qr"].startswith(f"YWL1:{content.licence_id}:")
     assert claims["supersedes"] is None
@@ -341,7 +331,7 @@ def test_issuance_stores_the_licence_and_answers_its_qr_and_status_entry(issuer:
     assert twice.json()["field"] == "licence_id"
     # reserving again for the same identifier gives the same entry
     again = issuer.client.verify_answer(
-        issuer.reserve(content.licence_id).text, typ=RESERVE_RESULT_TYP
+        issuer.reserve(content.licence_id).text, typ=TokenType.LICENCE_RESERVED
     )
     assert again.claims["status"] == claims["status"]
 
@@ -385,7 +375,7 @@ def test_issuance_refuses_what_does_not_check(issuer: Issuer, case: str, field: 
 
 
 def test_a_seal_of_another_department_or_outside_its_validity_is_refused(
-    gateway: GatewayProcess, issuer: Issuer
+    gateway: Gateway, issuer: Issuer
 ) -> None:
     registered, other_seal, other_key = register_seal(gateway, "realestate")
     assert registered.status_code == 200
@@ -414,7 +404,7 @@ def test_a_new_version_supersedes_the_old_one(issuer: Issuer) -> None:
     content = msgspec.structs.replace(first, licence_id=v2_id, status=None)
     response = issuer.publish(issuer.sealed(content))
     assert response.status_code == 200, response.text
-    assert _jose_claims(issuer.gateway, response.text, ISSUE_RESULT_TYP)["supersedes"] == (
+    assert _jose_claims(issuer.gateway, response.text, TokenType.LICENCE_ISSUED)["supersedes"] == (
         first.licence_id
     )
     assert verify(issuer.gateway, licence_id=first.licence_id)["verdict"] == "cancelled"
@@ -430,13 +420,13 @@ def test_a_new_version_supersedes_the_old_one(issuer: Issuer) -> None:
 
 
 def test_status_changes_follow_the_rules_and_only_the_issuer_may_make_them(
-    gateway: GatewayProcess, issuer: Issuer
+    gateway: Gateway, issuer: Issuer
 ) -> None:
     content, _ = issuer.issue()
     lid = content.licence_id
     suspended = issuer.status(lid, "suspend")
     assert suspended.status_code == 200, suspended.text
-    claims = _jose_claims(gateway, suspended.text, STATUS_RESULT_TYP)
+    claims = _jose_claims(gateway, suspended.text, TokenType.LICENCE_STATUS_CHANGED)
     assert (claims["previous"], claims["status"]) == ("valid", "suspended")
     assert issuer.status(lid, "suspend").status_code == 400  # already suspended
     assert issuer.status(lid, "reinstate").status_code == 200
@@ -445,7 +435,7 @@ def test_status_changes_follow_the_rules_and_only_the_issuer_may_make_them(
             other,
             f"/v1/licences/{lid}/status",
             {"operator": "x", "licence_id": lid, "action": "revoke", "reason": "越权"},
-            STATUS_REQUEST_TYP,
+            TokenType.LICENCE_STATUS,
         )
     assert response.status_code == 400
     assert response.json()["field"] == "licence_id"
@@ -454,7 +444,7 @@ def test_status_changes_follow_the_rules_and_only_the_issuer_may_make_them(
             police,
             f"/v1/licences/{lid}/status",
             {"operator": "x", "licence_id": lid, "action": "revoke", "reason": "越权"},
-            STATUS_REQUEST_TYP,
+            TokenType.LICENCE_STATUS,
         )
     assert response.status_code == 403
     assert verify(gateway, licence_id=lid)["verdict"] == "valid"
@@ -534,11 +524,11 @@ def test_not_found_forged_and_malformed(issuer: Issuer) -> None:
 
 
 def test_a_seal_revoked_for_key_compromise_invalidates_its_licences(
-    gateway: GatewayProcess, issuer: Issuer
+    gateway: Gateway, issuer: Issuer
 ) -> None:
     content, sealed = issuer.issue()
     assert verify(gateway, licence=sealed)["verdict"] == "valid"
-    response = httpx.post(
+    response = gateway.http.post(
         f"{gateway.url}/v1/seals/{issuer.seal.seal_id}/status",
         json={"action": "revoke", "reason": "私钥泄露", "revocation_reason": "key-compromise"},
         headers=_admin(gateway),
@@ -554,13 +544,13 @@ def test_a_seal_revoked_for_key_compromise_invalidates_its_licences(
     assert issuer.publish(issuer.sealed(issuer.content())).status_code == 400
 
 
-def test_a_verification_request_must_name_exactly_one_licence(gateway: GatewayProcess) -> None:
+def test_a_verification_request_must_name_exactly_one_licence(gateway: Gateway) -> None:
     with gateway.client("service-centre") as client:
         response = _call(
             client,
             "/v1/verifications",
             {"operator": "clerk-007", "purpose": PURPOSE},
-            VERIFY_REQUEST_TYP,
+            TokenType.VERIFICATION,
         )
     assert response.status_code == 400
     assert "exactly one" in response.json()["reason"]
@@ -577,10 +567,10 @@ def test_offline_verification_from_public_documents(issuer: Issuer) -> None:
     assert content.status is not None
     assert revoked.status is not None
 
-    jwks = httpx.get(gateway.url + "/.well-known/jwks.json").json()
+    jwks = gateway.http.get(gateway.url + "/.well-known/jwks.json").json()
     gateway_jwk = jwks["keys"][0]
     now = dt.datetime.now(dt.UTC)
-    snapshot = httpx.get(gateway.url + "/v1/seals/registry")
+    snapshot = gateway.http.get(gateway.url + "/v1/seals/registry")
     assert snapshot.headers["content-type"].startswith("application/jwt")
     _jose_claims(gateway, snapshot.text, "yiwang-seal-registry+jwt")
     registry = registry_from_snapshot(
@@ -588,7 +578,7 @@ def test_offline_verification_from_public_documents(issuer: Issuer) -> None:
     )
     lists = {}
     for ref in (content.status, revoked.status):
-        token = httpx.get(f"{gateway.url}/v1/status-lists/{ref.list_id}").text
+        token = gateway.http.get(f"{gateway.url}/v1/status-lists/{ref.list_id}").text
         claims = _jose_claims(gateway, token, "yiwang-status-list+jwt")
         assert claims["vc"]["credentialSubject"]["statusSize"] == 3
         status_list, messages = verify_status_list_token(
@@ -604,7 +594,7 @@ def test_offline_verification_from_public_documents(issuer: Issuer) -> None:
         verify_sealed(revoked_sealed, registry=registry, now=now, status_lists=lists).verdict
         is Verdict.REVOKED
     )
-    assert httpx.get(f"{gateway.url}/v1/status-lists/nope").status_code == 404
+    assert gateway.http.get(f"{gateway.url}/v1/status-lists/nope").status_code == 404
 
 
 def test_sealed_licences_verify_with_an_independent_jose_library(issuer: Issuer) -> None:

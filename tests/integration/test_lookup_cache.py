@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from gateway.client import Forbidden
 from gateway.demo.population import companies
+from gateway.sdk import Forbidden
+from tests.inprocess import Gateway
 from tests.integration.test_lookups import QUERY
 from tests.support import GatewayProcess
 
 SUBJECT = companies()[7]
 
 
-def _lookup(gw: GatewayProcess, fields: list[str]) -> dict[str, object]:
+def _lookup(gw: Gateway, fields: list[str]) -> dict[str, object]:
     with gw.client("service-centre") as c:
         answer = c.lookup(**{**QUERY, "subject": ("uscc", SUBJECT.uscc), "fields": fields})
     cache: dict[str, object] = answer.claims["provenance"]["cache"]
@@ -23,7 +24,7 @@ def _lookup(gw: GatewayProcess, fields: list[str]) -> dict[str, object]:
     return cache
 
 
-def test_second_lookup_is_served_from_the_cache_and_says_so(gateway: GatewayProcess) -> None:
+def test_second_lookup_is_served_from_the_cache_and_says_so(gateway: Gateway) -> None:
     with gateway.client("market") as provider:
         provider.invalidate(resource="enterprise-registration", reason="test start", operator="m-1")
     assert _lookup(gateway, ["name"]) == {"hit": False}
@@ -35,19 +36,19 @@ def test_second_lookup_is_served_from_the_cache_and_says_so(gateway: GatewayProc
         assert 0 <= cache["age_seconds"] < 60
 
 
-def test_provider_invalidation_reaches_every_worker(gateway: GatewayProcess) -> None:
-    _lookup(gateway, ["name"])
-    assert _lookup(gateway, ["name"])["hit"] is True
-    with gateway.client("market") as provider:
+def test_provider_invalidation_reaches_every_worker(served_gateway: GatewayProcess) -> None:
+    _lookup(served_gateway, ["name"])
+    assert _lookup(served_gateway, ["name"])["hit"] is True
+    with served_gateway.client("market") as provider:
         receipt = provider.invalidate(
             resource="enterprise-registration", reason="registration data corrected", operator="m-2"
         )
-    entry = gateway.audit_entry(receipt.claims["audit"]["index"])
+    entry = served_gateway.audit_entry(receipt.claims["audit"]["index"])
     assert entry["event"] == "resource:cache:invalidated"
-    assert _lookup(gateway, ["name"]) == {"hit": False}
+    assert _lookup(served_gateway, ["name"]) == {"hit": False}
 
 
-def test_only_the_provider_may_invalidate(gateway: GatewayProcess) -> None:
+def test_only_the_provider_may_invalidate(gateway: Gateway) -> None:
     with gateway.client("tax") as other, pytest.raises(Forbidden) as err:
         other.invalidate(resource="enterprise-registration", reason="x", operator="t-9")
     assert err.value.reason == "not-provider"

@@ -3,19 +3,22 @@ server (PostgreSQL, Redis, two workers). Every refusal is checked in the audit l
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
-from gateway.client import (
+from gateway.core.identifiers import uscc_check_character
+from gateway.demo.population import companies, people
+from gateway.sdk import (
     AnswerRejected,
     BadRequest,
     Forbidden,
@@ -24,9 +27,7 @@ from gateway.client import (
     Replayed,
     Unauthorized,
 )
-from gateway.core.identifiers import uscc_check_character
-from gateway.demo.population import companies, people
-from tests.support import GatewayProcess
+from tests.inprocess import Gateway
 
 COMPANY = next(c for c in companies() if c.status == "存续")
 QUERY: dict[str, Any] = {
@@ -39,15 +40,13 @@ QUERY: dict[str, Any] = {
 }
 
 
-def post_raw(
-    gw: GatewayProcess, body: bytes, content_type: str = "application/jwt"
-) -> httpx.Response:
-    return httpx.post(
+def post_raw(gw: Gateway, body: bytes, content_type: str = "application/jwt") -> httpx.Response:
+    return gw.http.post(
         gw.url + "/v1/lookups", content=body, headers={"Content-Type": content_type}, timeout=10
     )
 
 
-def assert_refusal_audited(gw: GatewayProcess, problem: dict[str, Any], reason_code: str) -> None:
+def assert_refusal_audited(gw: Gateway, problem: dict[str, Any], reason_code: str) -> None:
     index = problem["audit_index"]
     entry = gw.audit_entry(index)
     assert entry["decision"] == "refused"
@@ -55,7 +54,7 @@ def assert_refusal_audited(gw: GatewayProcess, problem: dict[str, Any], reason_c
     assert entry["reason_code"] == reason_code
 
 
-def test_permitted_lookup_releases_only_granted_fields(gateway: GatewayProcess) -> None:
+def test_permitted_lookup_releases_only_granted_fields(gateway: Gateway) -> None:
     with gateway.client("service-centre") as c:
         answer = c.lookup(fields=["name", "status"], **QUERY)
     assert answer.data == {"name": COMPANY.name, "status": COMPANY.status}
@@ -74,7 +73,7 @@ def test_permitted_lookup_releases_only_granted_fields(gateway: GatewayProcess) 
     assert len(str(entry["subject_hmac"])) == 64
 
 
-def test_resident_lookup_with_eddsa_consumer_key(gateway: GatewayProcess) -> None:
+def test_resident_lookup_with_eddsa_consumer_key(gateway: Gateway) -> None:
     person = people()[0]
     with gateway.client("hrss") as c:  # the demo gives hrss an EdDSA key
         answer = c.lookup(
@@ -98,7 +97,7 @@ def test_resident_lookup_with_eddsa_consumer_key(gateway: GatewayProcess) -> Non
     ],
 )
 def test_policy_refusals_are_403_and_audited(
-    gateway: GatewayProcess, department: str, fields: list[str], item: str, reason: str
+    gateway: Gateway, department: str, fields: list[str], item: str, reason: str
 ) -> None:
     with gateway.client(department) as c, pytest.raises(Forbidden) as err:
         c.lookup(**{**QUERY, "fields": fields, "item": item})
@@ -106,7 +105,7 @@ def test_policy_refusals_are_403_and_audited(
     assert_refusal_audited(gateway, err.value.problem, reason)
 
 
-def test_refusal_body_does_not_depend_on_record_existence(gateway: GatewayProcess) -> None:
+def test_refusal_body_does_not_depend_on_record_existence(gateway: Gateway) -> None:
     body = "91430602MA4L00000"
     absent = body + uscc_check_character(body)
     bodies = []
@@ -136,7 +135,7 @@ def test_refusal_body_does_not_depend_on_record_existence(gateway: GatewayProces
     ],
 )
 def test_bad_subject_is_400_naming_the_field(
-    gateway: GatewayProcess, subject: tuple[str, str], field: str
+    gateway: Gateway, subject: tuple[str, str], field: str
 ) -> None:
     with gateway.client("service-centre") as c, pytest.raises(BadRequest) as err:
         c.lookup(**{**QUERY, "subject": subject, "fields": ["name"]})
@@ -144,7 +143,7 @@ def test_bad_subject_is_400_naming_the_field(
     assert_refusal_audited(gateway, err.value.problem, "invalid-input")
 
 
-def test_unknown_item_and_resource_are_400(gateway: GatewayProcess) -> None:
+def test_unknown_item_and_resource_are_400(gateway: Gateway) -> None:
     with gateway.client("service-centre") as c:
         with pytest.raises(BadRequest) as err:
             c.lookup(**{**QUERY, "item": "999999999999", "fields": ["name"]})
@@ -157,7 +156,7 @@ def test_unknown_item_and_resource_are_400(gateway: GatewayProcess) -> None:
         assert err.value.problem["field"] == "query.fields"
 
 
-def test_missing_claim_is_400_naming_it(gateway: GatewayProcess) -> None:
+def test_missing_claim_is_400_naming_it(gateway: Gateway) -> None:
     with gateway.client("service-centre") as c:
         now = int(time.time())
         token = c.sign(
@@ -216,7 +215,7 @@ def _claims(**over: Any) -> dict[str, Any]:
     ],
 )
 def test_token_failures_are_opaque_401_and_audited(
-    gateway: GatewayProcess, claims: Any, reason: str
+    gateway: Gateway, claims: Any, reason: str
 ) -> None:
     with gateway.client("service-centre") as c, pytest.raises(Unauthorized) as err:
         c.send_lookup(c.sign(claims()))
@@ -234,7 +233,7 @@ def _header(**members: str) -> str:
     return _b64(json.dumps({"typ": "yiwang-lookup+jwt", **members}).encode())
 
 
-def test_alg_none_hs256_unknown_kid_bad_signature_oversize(gateway: GatewayProcess) -> None:
+def test_alg_none_hs256_unknown_kid_bad_signature_oversize(gateway: Gateway) -> None:
     with gateway.client("service-centre") as c:
         kid = c.key_id
         head, payload, sig = c.sign(_claims()).split(".")
@@ -257,7 +256,7 @@ def test_alg_none_hs256_unknown_kid_bad_signature_oversize(gateway: GatewayProce
         assert_refusal_audited(gateway, response.json(), reason)
 
 
-def test_another_departments_kid_is_refused(gateway: GatewayProcess) -> None:
+def test_another_departments_kid_is_refused(gateway: Gateway) -> None:
     with gateway.client("service-centre") as centre, gateway.client("market") as market:
         # service-centre's claims, market's kid in the header, service-centre's signature.
         token = centre.sign(_claims(), headers={"kid": market.key_id})
@@ -267,31 +266,28 @@ def test_another_departments_kid_is_refused(gateway: GatewayProcess) -> None:
     assert entry["reason_code"] in ("token:bad-signature", "token:alg-not-allowed-for-key")
 
 
-def test_replay_of_fifty_concurrent_copies_releases_once(gateway: GatewayProcess) -> None:
+def test_replay_of_fifty_concurrent_copies_releases_once(gateway: Gateway) -> None:
     with gateway.client("service-centre") as c:
         token = c.lookup_token(fields=["name"], **QUERY).encode()
     before = gateway.audit_count()
 
-    async def fire() -> list[int]:
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=20) as http:
-            responses = await asyncio.gather(
-                *(
-                    http.post(
-                        "/v1/lookups", content=token, headers={"Content-Type": "application/jwt"}
-                    )
-                    for _ in range(50)
-                )
-            )
-        return [r.status_code for r in responses]
+    barrier = threading.Barrier(50)
 
-    statuses = asyncio.run(fire())
+    def fire(_: int) -> int:
+        barrier.wait()  # all fifty leave together
+        return gateway.http.post(
+            "/v1/lookups", content=token, headers={"Content-Type": "application/jwt"}
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        statuses = list(pool.map(fire, range(50)))
     assert statuses.count(200) == 1
     assert statuses.count(409) == 49
     # Exactly one entry per request, under concurrency.
     assert gateway.audit_count() - before == 50
 
 
-def test_body_limits_and_media_type(gateway: GatewayProcess) -> None:
+def test_body_limits_and_media_type(gateway: Gateway) -> None:
     response = post_raw(gateway, b"x" * (70 * 1024))
     assert response.status_code == 413
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -299,7 +295,7 @@ def test_body_limits_and_media_type(gateway: GatewayProcess) -> None:
     assert response.status_code == 415
 
 
-def test_client_rejects_an_answer_altered_by_one_byte(gateway: GatewayProcess) -> None:
+def test_client_rejects_an_answer_altered_by_one_byte(gateway: Gateway) -> None:
     with gateway.client("service-centre") as c:
         token = c.lookup_token(fields=["name"], **QUERY)
         raw = post_raw(gateway, token.encode())
@@ -325,11 +321,11 @@ def test_client_rejects_an_answer_altered_by_one_byte(gateway: GatewayProcess) -
             c.verify_answer(genuine, request_token=c.lookup_token(fields=["name"], **QUERY))
 
 
-def test_answers_verify_with_an_independent_jose_library(gateway: GatewayProcess) -> None:
+def test_answers_verify_with_an_independent_jose_library(gateway: Gateway) -> None:
     from joserfc import jwt as jose_jwt
     from joserfc.jwk import KeySet
 
-    jwks = httpx.get(gateway.url + "/.well-known/jwks.json").json()
+    jwks = gateway.http.get(gateway.url + "/.well-known/jwks.json").json()
     with gateway.client("service-centre") as c:
         answer = c.lookup(fields=["name"], **QUERY)
     token = jose_jwt.decode(answer.token, KeySet.import_key_set(jwks), algorithms=["ES256"])
@@ -337,32 +333,35 @@ def test_answers_verify_with_an_independent_jose_library(gateway: GatewayProcess
     assert token.claims["data"] == {"name": COMPANY.name}
 
 
-def test_health_and_readiness(gateway: GatewayProcess) -> None:
-    assert httpx.get(gateway.url + "/healthz").json() == {"status": "ok"}
-    ready = httpx.get(gateway.url + "/readyz").json()
+def test_health_and_readiness(gateway: Gateway) -> None:
+    assert gateway.http.get(gateway.url + "/healthz").json() == {"status": "ok"}
+    ready = gateway.http.get(gateway.url + "/readyz").json()
     assert ready["status"] == "ready"
     assert ready["checks"] == {"database": True, "cache": True, "keys": True}
-    assert httpx.get(gateway.url + "/docs/openapi.json").json()["info"]["title"] == "Yiwang Gateway"
+    assert (
+        gateway.http.get(gateway.url + "/docs/openapi.json").json()["info"]["title"]
+        == "Yiwang Gateway"
+    )
 
 
-def test_browsable_docs_need_no_outside_network(gateway: GatewayProcess) -> None:
-    page = httpx.get(gateway.url + "/docs")
+def test_browsable_docs_need_no_outside_network(gateway: Gateway) -> None:
+    page = gateway.http.get(gateway.url + "/docs")
     assert page.status_code == 200
     assert "/docs/assets/swagger-ui-bundle.js" in page.text
     assert "cdn" not in page.text.lower()
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-standalone-preset.js"):
-        response = httpx.get(f"{gateway.url}/docs/assets/{asset}")
+        response = gateway.http.get(f"{gateway.url}/docs/assets/{asset}")
         assert response.status_code == 200, asset
         assert len(response.content) > 10_000
 
 
-def test_unknown_route_is_a_problem(gateway: GatewayProcess) -> None:
-    response = httpx.get(gateway.url + "/v1/nope")
+def test_unknown_route_is_a_problem(gateway: Gateway) -> None:
+    response = gateway.http.get(gateway.url + "/v1/nope")
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
-def test_problem_typed_errors(gateway: GatewayProcess) -> None:
+def test_problem_typed_errors(gateway: Gateway) -> None:
     with gateway.client("service-centre") as c:
         token = c.lookup_token(fields=["name"], **QUERY)
         c.send_lookup(token)

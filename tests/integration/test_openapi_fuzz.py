@@ -24,10 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.specs.openapi.checks import (
-    positive_data_acceptance,
-    response_schema_conformance,
-)
+from schemathesis.specs.openapi.checks import positive_data_acceptance, response_schema_conformance
 
 from gateway.demo.population import companies
 from gateway.registry.keystore import department_private_jwk

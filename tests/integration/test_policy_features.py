@@ -8,14 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from gateway.client import BadRequest, Forbidden
 from gateway.core.identifiers import resident_id_check_character
 from gateway.demo.population import companies, people
+from gateway.sdk import BadRequest, Forbidden
+from tests.inprocess import Gateway, in_process_gateway
 from tests.integration.test_lookups import COMPANY, QUERY
-from tests.support import GatewayProcess, running_gateway
 
 DISTRICT = dt.timezone(dt.timedelta(hours=8))
 
@@ -25,7 +24,7 @@ def _absent_person() -> str:
     return body + resident_id_check_character(body)
 
 
-def test_masks_are_applied_and_named(gateway: GatewayProcess) -> None:
+def test_masks_are_applied_and_named(gateway: Gateway) -> None:
     person = people()[5]
     with gateway.client("civil-affairs") as c:
         answer = c.lookup(
@@ -43,7 +42,7 @@ def test_masks_are_applied_and_named(gateway: GatewayProcess) -> None:
     assert answer.claims["masked"] == ["address", "name"]
 
 
-def test_office_hours(gateway: GatewayProcess) -> None:
+def test_office_hours(gateway: Gateway) -> None:
     person = people()[1]
     local = dt.datetime.now(DISTRICT)
     open_now = local.weekday() < 5 and dt.time(8, 30) <= local.time() < dt.time(17, 30)
@@ -65,7 +64,7 @@ def test_office_hours(gateway: GatewayProcess) -> None:
             assert err.value.reason == "outside-hours"
 
 
-def test_batch_answers_each_query_and_audits_each(gateway: GatewayProcess) -> None:
+def test_batch_answers_each_query_and_audits_each(gateway: Gateway) -> None:
     bad = COMPANY.uscc[:17] + ("0" if COMPANY.uscc[17] != "0" else "1")
     queries: list[dict[str, Any]] = [
         {
@@ -107,7 +106,7 @@ def test_batch_answers_each_query_and_audits_each(gateway: GatewayProcess) -> No
         assert entry["decision"] == ("allowed" if r["status"] == 200 else "refused")
 
 
-def test_batch_over_the_limit_is_refused_whole(gateway: GatewayProcess) -> None:
+def test_batch_over_the_limit_is_refused_whole(gateway: Gateway) -> None:
     query = {
         "resource": "enterprise-registration",
         "subject": ("uscc", COMPANY.uscc),
@@ -127,7 +126,7 @@ def test_batch_over_the_limit_is_refused_whole(gateway: GatewayProcess) -> None:
     assert gateway.audit_entry(err.value.problem["audit_index"])["decision"] == "refused"
 
 
-def test_manifest_lists_what_the_applicant_need_not_bring(gateway: GatewayProcess) -> None:
+def test_manifest_lists_what_the_applicant_need_not_bring(gateway: Gateway) -> None:
     with gateway.client("service-centre") as c:
         answer = c.manifest(
             applicant=("uscc", COMPANY.uscc),
@@ -147,7 +146,7 @@ def test_manifest_lists_what_the_applicant_need_not_bring(gateway: GatewayProces
     )
 
 
-def test_manifest_says_why_a_source_cannot_be_used(gateway: GatewayProcess) -> None:
+def test_manifest_says_why_a_source_cannot_be_used(gateway: Gateway) -> None:
     person = people()[2]
     with gateway.client("tax") as c:
         answer = c.manifest(
@@ -178,7 +177,7 @@ def test_manifest_says_why_a_source_cannot_be_used(gateway: GatewayProcess) -> N
     assert statuses["买卖合同"] == ("bring", "no-shared-source")
 
 
-def test_closed_case_refuses_later_lookups(gateway: GatewayProcess) -> None:
+def test_closed_case_refuses_later_lookups(gateway: Gateway) -> None:
     case = f"BJ-{uuid.uuid4().hex[:10]}"
     with gateway.client("service-centre") as c:
         c.lookup(**{**QUERY, "case": case, "fields": ["name"]})
@@ -200,15 +199,15 @@ def test_closed_case_refuses_later_lookups(gateway: GatewayProcess) -> None:
 @pytest.fixture(scope="module", params=["embedded", "server"])
 def quota_gateway(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
-) -> Iterator[GatewayProcess]:
+) -> Iterator[Gateway]:
     """Its own gateway, so that no other test has counted subjects against the quota."""
-    with running_gateway(
+    with in_process_gateway(
         tmp_path_factory.mktemp("quota"), keys_dir, server=request.param == "server"
     ) as gw:
         yield gw
 
 
-def test_daily_subject_quota(quota_gateway: GatewayProcess) -> None:
+def test_daily_subject_quota(quota_gateway: Gateway) -> None:
     persons = people()[:51]
     with quota_gateway.client("civil-affairs") as c:
         answer = c.lookup_batch(
@@ -251,7 +250,7 @@ def test_daily_subject_quota(quota_gateway: GatewayProcess) -> None:
     assert err.value.reason == "quota-exhausted"
 
 
-def test_explain_is_for_administrators(gateway: GatewayProcess) -> None:
+def test_explain_is_for_administrators(gateway: Gateway) -> None:
     params = {
         "consumer": "service-centre",
         "resource": "enterprise-registration",
@@ -259,19 +258,21 @@ def test_explain_is_for_administrators(gateway: GatewayProcess) -> None:
         "fields": "name,registered_capital",
     }
     url = gateway.url + "/v1/policy/explain"
-    assert httpx.get(url, params=params).status_code == 401
+    assert gateway.http.get(url, params=params).status_code == 401
     assert (
-        httpx.get(url, params=params, headers={"Authorization": "Bearer not-the-token"}).status_code
+        gateway.http.get(
+            url, params=params, headers={"Authorization": "Bearer not-the-token"}
+        ).status_code
         == 403
     )
     token = (gateway.keys_dir / "operators" / "admin.token").read_text().strip()
-    response = httpx.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
+    response = gateway.http.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
     explained = response.json()
     assert explained["decision"]["allowed"] is False
     assert explained["decision"]["reason_code"] == "field-not-granted"
     assert [c["grant"] for c in explained["candidates"]] == ["g-centre-enterprise"]
-    bad = httpx.get(
+    bad = gateway.http.get(
         url, params={**params, "resource": "nope"}, headers={"Authorization": f"Bearer {token}"}
     )
     assert bad.status_code == 400

@@ -50,12 +50,13 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from gateway.client import GatewayClient
 from gateway.core.licences import LicenceContent, qr_payload
 from gateway.core.policy import load_policy_set
-from gateway.core.tokens import BATCH_REQUEST_TYP, BATCH_RESULT_TYP
+from gateway.core.protocol import TokenType
 from gateway.demo.population import companies, people
 from gateway.errors import PolicyDenied
+from gateway.sdk import GatewayClient
+from tests.inprocess import Gateway, in_process_gateway
 from tests.support import ROOT, GatewayProcess, running_gateway
 
 POLICIES_DIR = ROOT / "policies"
@@ -63,7 +64,8 @@ DISTRICT_TZ = dt.timezone(dt.timedelta(hours=8))
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_DAYS = frozenset(WEEKDAYS[:5])
 BATCH_SIZE = 100  # the gateway's default cap on queries per batch
-HIGH_RATE_LIMIT = {"GATEWAY_RATE_LIMIT": "10000000"}
+HIGH_RATE = 10_000_000
+HIGH_RATE_LIMIT = {"GATEWAY_RATE_LIMIT": str(HIGH_RATE)}
 
 
 # --- an independent reading of the policy files --------------------------------------------
@@ -321,7 +323,7 @@ def purpose_of(item: str) -> dict[str, str]:
 
 
 def run_cells(
-    gw: GatewayProcess,
+    gw: Gateway,
     cells: Sequence[Cell],
     subjects: Mapping[str, str],
     *,
@@ -476,12 +478,10 @@ def district() -> District:
 
 
 @pytest.fixture(scope="module")
-def matrix_gateway(
-    tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
-) -> Iterator[GatewayProcess]:
+def matrix_gateway(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[Gateway]:
     """This module's own embedded gateway, so the shared ones keep their rate budgets."""
     data_dir = tmp_path_factory.mktemp("matrix-embedded")
-    with running_gateway(data_dir, keys_dir, server=False, env=HIGH_RATE_LIMIT) as gw:
+    with in_process_gateway(data_dir, keys_dir, rate_limit=HIGH_RATE) as gw:
         yield gw
 
 
@@ -495,7 +495,7 @@ def full_matrix(district: District) -> list[Cell]:
     ]
 
 
-def licence_holder(gw: GatewayProcess, resource: Resource) -> str:
+def licence_holder(gw: Gateway, resource: Resource) -> str:
     """A holder of a current licence of the resource's type, from the gateway's licence
     registry (where the demo district's licences were published at start)."""
     engine = sa.create_engine(gw.database_url)
@@ -513,7 +513,7 @@ def licence_holder(gw: GatewayProcess, resource: Resource) -> str:
     return str(holder)
 
 
-def subjects_for(gw: GatewayProcess, district: District) -> dict[str, str]:
+def subjects_for(gw: Gateway, district: District) -> dict[str, str]:
     """One subject per resource, with a record (keeps each grant's daily distinct-subject
     quota use at 1)."""
     return {
@@ -587,7 +587,7 @@ def test_every_request_of_the_district_is_decided_as_the_policy_files_say(
     )
 
 
-def seeded_sample(district: District, per_pair: int = 25) -> list[Cell]:
+def seeded_sample(district: District, per_pair: int = 10) -> list[Cell]:
     """A seeded sample of the matrix with every (consumer, item) pair present."""
     rng = random.Random(20260601)
     by_pair: dict[tuple[str, str], list[Cell]] = {}
@@ -597,7 +597,7 @@ def seeded_sample(district: District, per_pair: int = 25) -> list[Cell]:
 
 
 def test_a_sample_of_the_matrix_is_decided_the_same_over_http(
-    matrix_gateway: GatewayProcess, district: District
+    matrix_gateway: Gateway, district: District
 ) -> None:
     """The embedded gateway over HTTP: a seeded sample, every (consumer, item) pair present,
     answered (records released, refusals coded) as the policy files say."""
@@ -617,14 +617,14 @@ def test_a_sample_of_the_matrix_is_decided_the_same_over_http(
 @pytest.fixture(scope="module")
 def server_matrix_gateway(
     tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
-) -> Iterator[GatewayProcess]:
+) -> Iterator[Gateway]:
     data_dir = tmp_path_factory.mktemp("matrix-server")
-    with running_gateway(data_dir, keys_dir, server=True, env=HIGH_RATE_LIMIT) as gw:
+    with in_process_gateway(data_dir, keys_dir, server=True, rate_limit=HIGH_RATE) as gw:
         yield gw
 
 
 def test_a_sample_of_the_matrix_is_decided_the_same_on_the_server_setup(
-    server_matrix_gateway: GatewayProcess, district: District
+    server_matrix_gateway: Gateway, district: District
 ) -> None:
     """PostgreSQL + Redis, two workers: a seeded sample of the matrix, every (consumer, item)
     pair present, compared the same way."""
@@ -725,7 +725,7 @@ days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 @pytest.fixture(scope="module")
 def variant_gateway(
     tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
-) -> Iterator[tuple[GatewayProcess, District]]:
+) -> Iterator[tuple[Gateway, District]]:
     policies = tmp_path_factory.mktemp("variant-policies")
     for name in ("departments.toml", "catalogue.toml"):
         (policies / name).write_text((POLICIES_DIR / name).read_text(encoding="utf-8"))
@@ -733,14 +733,15 @@ def variant_gateway(
     (policies / "grants.toml").write_text(
         _GRANTS_BEFORE + "\n" + demo_grants + "\n" + _GRANTS_AFTER, encoding="utf-8"
     )
-    env = {**HIGH_RATE_LIMIT, "GATEWAY_POLICIES_DIR": str(policies)}
     data_dir = tmp_path_factory.mktemp("matrix-variant")
-    with running_gateway(data_dir, keys_dir, server=False, env=env) as gw:
+    with in_process_gateway(
+        data_dir, keys_dir, rate_limit=HIGH_RATE, policies_dir=str(policies)
+    ) as gw:
         yield gw, read_district(policies)
 
 
 def test_grant_order_approval_and_furthest_reason_in_a_variant_district(
-    variant_gateway: tuple[GatewayProcess, District],
+    variant_gateway: tuple[Gateway, District],
 ) -> None:
     """Several grants for one consumer and resource: the first allowing grant in file order
     decides, and a refusal names the check the furthest grant failed — including
@@ -879,7 +880,7 @@ def send_at(
                     for c in batch
                 ],
             },
-            typ=BATCH_REQUEST_TYP,
+            typ=TokenType.BATCH,
         )
         response = httpx.post(
             gw.url + "/v1/lookups:batch",
@@ -890,7 +891,7 @@ def send_at(
         received = clock.now()
         assert response.status_code == 200, response.text
         header = jwt.get_unverified_header(response.text)
-        assert header["typ"] == BATCH_RESULT_TYP
+        assert header["typ"] == TokenType.BATCH_RESULT
         claims = jwt.decode(
             response.text,
             client.jwks.get(str(header["kid"])).key,

@@ -27,10 +27,10 @@ import pytest
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from gateway.client import Forbidden, GatewayClient, GatewayProblem, LookupAnswer, NotFound
 from gateway.core.identifiers import resident_id_check_character, uscc_check_character
-from gateway.core.tokens import LOOKUP_RESULT_TYP
+from gateway.core.protocol import TokenType
 from gateway.demo.population import DIVISIONS, Person, companies, people
+from gateway.sdk import Forbidden, GatewayClient, GatewayProblem, NotFound, SignedAnswer
 from tests.integration.test_policy_matrix import (
     DISTRICT_TZ,
     HIGH_RATE_LIMIT,
@@ -172,7 +172,7 @@ def absent_subject(draw: st.DrawFn, subject_type: str) -> str:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def lookup(setup: Setup, request: Request, subject: str) -> LookupAnswer | GatewayProblem:
+def lookup(setup: Setup, request: Request, subject: str) -> SignedAnswer | GatewayProblem:
     try:
         return setup.client(request.consumer).lookup(**request.query(subject))
     except GatewayProblem as problem:
@@ -207,8 +207,8 @@ def test_no_answer_holds_a_field_outside_its_grant(
         )
         for t in (before, after)
     }
-    event("released" if isinstance(outcome, LookupAnswer) else type(outcome).__name__)
-    if isinstance(outcome, LookupAnswer):
+    event("released" if isinstance(outcome, SignedAnswer) else type(outcome).__name__)
+    if isinstance(outcome, SignedAnswer):
         claims = outcome.claims
         grant = DISTRICT.grant(claims["grant"])
         assert any(e.allowed and e.code == grant.id for e in expected), (expected, grant.id)
@@ -245,7 +245,7 @@ def test_a_refusal_does_not_depend_on_whether_the_record_exists(
         assert without_audit(with_record.problem) == without_audit(without_record.problem)
         assert with_record.audit_index != without_record.audit_index
     else:
-        assert isinstance(with_record, LookupAnswer), with_record
+        assert isinstance(with_record, SignedAnswer), with_record
         assert isinstance(without_record, NotFound), without_record
     # The same inside one batch: the two results differ in index and audit entry only.
     answer = setup.client(request.consumer).lookup_batch(
@@ -336,7 +336,7 @@ def lookup_at(
     if response.status_code != 200:
         return response.status_code, response.json(), now, after
     header = jwt.get_unverified_header(response.text)
-    assert header["typ"] == LOOKUP_RESULT_TYP
+    assert header["typ"] == TokenType.LOOKUP_RESULT
     claims: dict[str, Any] = jwt.decode(
         response.text,
         client.jwks.get(str(header["kid"])).key,

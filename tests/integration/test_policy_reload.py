@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.client import Forbidden, GatewayProblem
+from gateway.sdk import Forbidden, GatewayProblem
 from tests.integration.test_lookups import QUERY
 from tests.support import ROOT, GatewayProcess, copy_policies, running_gateway
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.client import AnswerRejected, JwksCache
 from gateway.core.keyring import public_jwk
+from gateway.sdk import AnswerRejected, JwksCache
 
 
 class _Jwks(BaseHTTPRequestHandler):

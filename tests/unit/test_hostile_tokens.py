@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 from gateway.core.keyring import DepartmentKey, KeyRing, KeyStatus, public_jwk
-from gateway.core.tokens import LOOKUP_REQUEST_TYP, RequestTokenVerifier
+from gateway.core.protocol import TokenType
+from gateway.core.tokens import RequestTokenVerifier
 from gateway.core.wire import EARLIEST_TIME, LATEST_TIME, UNSAFE_TEXT
 from gateway.errors import TokenRejected
 
@@ -90,7 +91,7 @@ def signed(payload: bytes | str, header: bytes | str | None = None, *, key: str 
     """A compact JWS over exactly these header and payload bytes, correctly signed."""
     if header is None:
         kid = (_EC_KEY if key == "ES256" else _ED_KEY).kid
-        header = json.dumps({"alg": key, "typ": LOOKUP_REQUEST_TYP, "kid": kid})
+        header = json.dumps({"alg": key, "typ": TokenType.LOOKUP, "kid": kid})
     head = header.encode() if isinstance(header, str) else header
     body = payload.encode() if isinstance(payload, str) else payload
     signing_input = _b64(head) + b"." + _b64(body)
@@ -116,7 +117,7 @@ def payload_text(**claims: str) -> str:
 
 def refusal(token: bytes, now: float = NOW, max_bytes: int | None = None) -> str:
     with pytest.raises(TokenRejected) as err:
-        VERIFIER.verify(token, typ=LOOKUP_REQUEST_TYP, now=now, max_bytes=max_bytes)
+        VERIFIER.verify(token, typ=TokenType.LOOKUP, now=now, max_bytes=max_bytes)
     assert _reason_is_fixed(err.value.reason), err.value.reason
     return err.value.reason
 
@@ -124,7 +125,7 @@ def refusal(token: bytes, now: float = NOW, max_bytes: int | None = None) -> str
 def attempt(token: bytes, now: float = NOW, max_bytes: int | None = None) -> Any:
     """The verified token, or the refusal (anything else escaping fails the test)."""
     try:
-        return VERIFIER.verify(token, typ=LOOKUP_REQUEST_TYP, now=now, max_bytes=max_bytes)
+        return VERIFIER.verify(token, typ=TokenType.LOOKUP, now=now, max_bytes=max_bytes)
     except TokenRejected as exc:
         return exc
 
@@ -133,7 +134,7 @@ def test_the_builder_makes_tokens_that_verify() -> None:
     for key in ("ES256", "EdDSA"):
         iss = "market" if key == "ES256" else "police"
         token = signed(payload_text(iss=f'"{iss}"'), key=key)
-        assert VERIFIER.verify(token, typ=LOOKUP_REQUEST_TYP, now=NOW).department == iss
+        assert VERIFIER.verify(token, typ=TokenType.LOOKUP, now=NOW).department == iss
 
 
 @pytest.mark.parametrize("value", ["NaN", "-NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
@@ -252,7 +253,7 @@ def test_invalid_utf8_in_the_payload_is_refused() -> None:
 def test_non_canonical_serialisations_are_refused(mangle: Any) -> None:
     token = mangle(signed(payload_text()))
     with pytest.raises(TokenRejected):
-        VERIFIER.verify(token, typ=LOOKUP_REQUEST_TYP, now=NOW)
+        VERIFIER.verify(token, typ=TokenType.LOOKUP, now=NOW)
 
 
 def test_a_changed_trailing_bit_of_the_signature_is_refused() -> None:
@@ -325,7 +326,7 @@ _HEADER_VALUES = st.recursive(
         st.integers(),
         st.floats(allow_nan=False),
         st.text(max_size=10),
-        st.sampled_from(["ES256", "EdDSA", "none", "HS256", LOOKUP_REQUEST_TYP, _EC_KEY.kid]),
+        st.sampled_from(["ES256", "EdDSA", "none", "HS256", TokenType.LOOKUP, _EC_KEY.kid]),
     ),
     lambda children: (
         st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
@@ -349,7 +350,7 @@ def test_any_header_is_refused_with_a_fixed_reason_or_verifies(header: dict[str,
         assert _reason_is_fixed(verified.reason), verified.reason
         return
     # Only the one honest header verifies.
-    assert header == {"alg": "ES256", "typ": LOOKUP_REQUEST_TYP, "kid": _EC_KEY.kid}
+    assert header == {"alg": "ES256", "typ": TokenType.LOOKUP, "kid": _EC_KEY.kid}
     assert verified.department == "market"
 
 
@@ -357,5 +358,5 @@ def test_any_header_is_refused_with_a_fixed_reason_or_verifies(header: dict[str,
 @given(data=st.binary(max_size=300))
 def test_arbitrary_bytes_are_refused(data: bytes) -> None:
     with pytest.raises(TokenRejected) as err:
-        VERIFIER.verify(data, typ=LOOKUP_REQUEST_TYP, now=NOW)
+        VERIFIER.verify(data, typ=TokenType.LOOKUP, now=NOW)
     assert _reason_is_fixed(err.value.reason)

@@ -14,7 +14,6 @@ from joserfc.jwk import ECKey, OKPKey
 from gateway.core.identifiers import LicenceId, licence_check_character
 from gateway.core.keyring import GatewaySigner, PrivateKey, public_jwk
 from gateway.core.licences import (
-    LICENCE_TYP,
     STATUS_VALUES,
     CheckOutcome,
     HolderIdType,
@@ -40,8 +39,8 @@ from gateway.core.licences import (
     verify_sealed,
 )
 from gateway.core.policy import DISTRICT_TZ
+from gateway.core.protocol import TokenType
 from gateway.core.seals import (
-    SEAL_REGISTRY_TYP,
     RevocationReason,
     Seal,
     SealRegistry,
@@ -175,7 +174,7 @@ def test_sealed_licence_verifies_with_joserfc(key: PrivateKey, seal: Seal, jwk_t
         jws, jwk_type.import_key(dict(seal.jwk)), algorithms=[seal.alg]
     )
     assert compact.payload == canonical_bytes(content)
-    assert compact.headers()["typ"] == LICENCE_TYP
+    assert compact.headers()["typ"] == TokenType.LICENCE
     assert compact.headers()["kid"] == seal.jwk["kid"]
 
 
@@ -340,7 +339,7 @@ def test_non_canonical_payload_is_malformed() -> None:
 
     payload = msgspec.json.encode(make_content())  # valid JSON, not RFC 8785 key order
     jws = PyJWS().encode(
-        payload, KEY, algorithm="ES256", headers={"kid": SEAL.jwk["kid"], "typ": LICENCE_TYP}
+        payload, KEY, algorithm="ES256", headers={"kid": SEAL.jwk["kid"], "typ": TokenType.LICENCE}
     )
     v = verify(jws)
     assert (v.verdict, failed(v)) == (Verdict.MALFORMED, "content")
@@ -421,7 +420,7 @@ def test_expired_not_yet_valid_and_not_found() -> None:
 def test_offline_verification_from_signed_registry_snapshot() -> None:
     signer = GatewaySigner(private_key=ec.generate_private_key(ec.SECP256R1()), issuer=GATEWAY)
     claims = registry_snapshot_claims(REGISTRY, issuer=GATEWAY, now=NOW, ttl=dt.timedelta(days=1))
-    token = signer.sign(claims, typ=SEAL_REGISTRY_TYP)
+    token = signer.sign(claims, typ=TokenType.SEAL_REGISTRY)
     registry = registry_from_snapshot(token, gateway_jwk=signer.public_jwk, issuer=GATEWAY, now=NOW)
     assert registry.by_id("seal-1") == SEAL
     assert (

@@ -11,7 +11,6 @@ import datetime as dt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.client import OfflineVerifier, sealed_status_list_id
 from gateway.core.identifiers import licence_check_character
 from gateway.core.keyring import GatewaySigner, public_jwk
 from gateway.core.licences import (
@@ -25,14 +24,10 @@ from gateway.core.licences import (
     seal_licence,
 )
 from gateway.core.policy import DISTRICT_TZ
-from gateway.core.seals import SEAL_REGISTRY_TYP, Seal, SealRegistry, registry_snapshot_claims
-from gateway.core.status_lists import (
-    STATUS_LIST_TYP,
-    StatusList,
-    StatusListRejected,
-    StatusRef,
-    status_list_claims,
-)
+from gateway.core.protocol import TokenType
+from gateway.core.seals import Seal, SealRegistry, registry_snapshot_claims
+from gateway.core.status_lists import StatusList, StatusListRejected, StatusRef, status_list_claims
+from gateway.sdk import OfflineVerifier, sealed_status_list_id
 
 GATEWAY = "yiwang-gateway"
 ISSUER_USCC = "11430600006122001T"
@@ -84,7 +79,7 @@ SEALED = seal_licence(CONTENT, private_key=SEAL_KEY, seal=SEAL)
 
 def registry_token(signer: GatewaySigner = SIGNER, *, now: dt.datetime = NOW) -> str:
     claims = registry_snapshot_claims(SealRegistry([SEAL]), issuer=GATEWAY, now=now, ttl=TTL)
-    return signer.sign(claims, typ=SEAL_REGISTRY_TYP)
+    return signer.sign(claims, typ=TokenType.SEAL_REGISTRY)
 
 
 def list_token(
@@ -103,7 +98,7 @@ def list_token(
         ttl=TTL,
         status_messages=messages or dict(STATUS_MESSAGES),
     )
-    return signer.sign(claims, typ=STATUS_LIST_TYP)
+    return signer.sign(claims, typ=TokenType.STATUS_LIST)
 
 
 def verifier(

@@ -28,7 +28,6 @@ from jwt.algorithms import ECAlgorithm
 
 from gateway.core import lookup, wire
 from gateway.core.licences import (
-    LICENCE_TYP,
     CheckOutcome,
     ContentMalformed,
     Verdict,
@@ -36,6 +35,7 @@ from gateway.core.licences import (
     check_issuance,
     verify_sealed,
 )
+from gateway.core.protocol import TokenType
 from gateway.core.seals import SealRegistry
 from gateway.errors import InvalidInput
 from gateway.licensing import claims as licensing
@@ -287,7 +287,9 @@ def sealed_bytes(payload: bytes) -> str:
     def b64(b: bytes) -> bytes:
         return base64.urlsafe_b64encode(b).rstrip(b"=")
 
-    header = json.dumps({"alg": "ES256", "kid": SealRegistry.kid_of(SEAL), "typ": LICENCE_TYP})
+    header = json.dumps(
+        {"alg": "ES256", "kid": SealRegistry.kid_of(SEAL), "typ": TokenType.LICENCE}
+    )
     signing_input = b64(header.encode()) + b"." + b64(payload)
     signature = ECAlgorithm(ECAlgorithm.SHA256).sign(signing_input, KEY)
     return (signing_input + b"." + b64(signature)).decode()

@@ -10,18 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gateway.core.policy import (
-    ReasonCode,
-    load_policy_set,
-    read_policy_texts,
-)
-from gateway.core.policy_check import (
-    CheckReport,
-    Finding,
-    Severity,
-    check_policy,
-    explain_decision,
-)
+from gateway.core.policy import ReasonCode, load_policy_set, read_policy_texts
+from gateway.core.policy_check import CheckReport, Finding, Severity, check_policy, explain_decision
 from gateway.errors import InvalidInput
 from gateway.policy.commands import policy as policy_command
 from tests.support import edit_file as edit

@@ -13,9 +13,9 @@ from joserfc import jws as jose_jws
 from joserfc.jwk import ECKey
 
 from gateway.core.keyring import GatewaySigner
+from gateway.core.protocol import TokenType
 from gateway.core.status_lists import (
     MIN_ENTRIES,
-    STATUS_LIST_TYP,
     StatusList,
     StatusListRejected,
     StatusRef,
@@ -100,7 +100,7 @@ def _signed(signer: GatewaySigner, sl: StatusList, *, now: dt.datetime = NOW) ->
     claims = status_list_claims(
         sl, issuer=ISSUER, now=now, ttl=dt.timedelta(hours=1), status_messages=MESSAGES
     )
-    return signer.sign(claims, typ=STATUS_LIST_TYP)
+    return signer.sign(claims, typ=TokenType.STATUS_LIST)
 
 
 def test_signed_status_list_verifies(signer: GatewaySigner) -> None:
@@ -121,7 +121,7 @@ def test_signed_status_list_verifies_with_joserfc(signer: GatewaySigner) -> None
     token = _signed(signer, sl)
     key = ECKey.import_key(dict(signer.public_jwk))
     compact = jose_jws.deserialize_compact(token, key, algorithms=["ES256"])
-    assert compact.headers()["typ"] == STATUS_LIST_TYP
+    assert compact.headers()["typ"] == TokenType.STATUS_LIST
     assert b'"encodedList":"u' in compact.payload
 
 

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from gateway.core.keyring import DepartmentKey, KeyRing, KeyStatus, public_jwk
-from gateway.core.tokens import LOOKUP_REQUEST_TYP, RequestTokenVerifier
+from gateway.core.protocol import TokenType
+from gateway.core.tokens import RequestTokenVerifier
 from gateway.errors import TokenRejected
 
 AUD = "yiwang-gateway"
@@ -39,7 +40,7 @@ class Dept:
         )
 
     def sign(self, claims: dict[str, Any], **header: Any) -> bytes:
-        headers = {"kid": self.key.kid, "typ": LOOKUP_REQUEST_TYP, **header}
+        headers = {"kid": self.key.kid, "typ": TokenType.LOOKUP, **header}
         alg = headers.pop("alg", self.alg)
         return jwt.encode(claims, self.private, algorithm=alg, headers=headers).encode()
 
@@ -72,7 +73,7 @@ def claims(iss: str = "market", **over: Any) -> dict[str, Any]:
 
 def reason(verifier: RequestTokenVerifier, token: bytes, now: float = NOW) -> str:
     with pytest.raises(TokenRejected) as err:
-        verifier.verify(token, typ=LOOKUP_REQUEST_TYP, now=now)
+        verifier.verify(token, typ=TokenType.LOOKUP, now=now)
     return err.value.reason
 
 
@@ -80,7 +81,7 @@ def test_good_tokens_of_both_algorithms_verify(
     verifier: RequestTokenVerifier, depts: dict[str, Dept]
 ) -> None:
     for name in ("market", "police"):
-        v = verifier.verify(depts[name].sign(claims(name)), typ=LOOKUP_REQUEST_TYP, now=NOW)
+        v = verifier.verify(depts[name].sign(claims(name)), typ=TokenType.LOOKUP, now=NOW)
         assert v.department == name
         assert v.jti == "j-1"
 
@@ -95,7 +96,7 @@ def _unsigned(header: dict[str, Any], payload: dict[str, Any], sig: bytes = b"")
 def test_alg_none_in_any_spelling(
     verifier: RequestTokenVerifier, depts: dict[str, Dept], alg: str
 ) -> None:
-    header = {"alg": alg, "typ": LOOKUP_REQUEST_TYP, "kid": depts["market"].key.kid}
+    header = {"alg": alg, "typ": TokenType.LOOKUP, "kid": depts["market"].key.kid}
     assert reason(verifier, _unsigned(header, claims())) == "alg-not-allowed"
 
 
@@ -107,7 +108,7 @@ def test_hs256_signed_with_the_public_key(
     pem = d.private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    header = {"alg": "HS256", "typ": LOOKUP_REQUEST_TYP, "kid": d.key.kid}
+    header = {"alg": "HS256", "typ": TokenType.LOOKUP, "kid": d.key.kid}
     signing_input = _unsigned(header, claims()).rstrip(b".")
     mac = hmac.HMAC(pem, hashes.SHA256())
     mac.update(signing_input)
@@ -117,7 +118,7 @@ def test_hs256_signed_with_the_public_key(
 
 def test_alg_of_another_key_type(verifier: RequestTokenVerifier, depts: dict[str, Dept]) -> None:
     d = depts["police"]  # an EdDSA key; a header claiming ES256 must not select it
-    header = {"alg": "ES256", "typ": LOOKUP_REQUEST_TYP, "kid": d.key.kid}
+    header = {"alg": "ES256", "typ": TokenType.LOOKUP, "kid": d.key.kid}
     assert reason(verifier, _unsigned(header, claims("police"), b"x" * 64)) == (
         "alg-not-allowed-for-key"
     )
@@ -168,7 +169,7 @@ def test_leeway_is_small_but_present(
     verifier: RequestTokenVerifier, depts: dict[str, Dept]
 ) -> None:
     token = depts["market"].sign(claims(exp=int(NOW) - 29, iat=int(NOW) - 100))
-    assert verifier.verify(token, typ=LOOKUP_REQUEST_TYP, now=NOW).department == "market"
+    assert verifier.verify(token, typ=TokenType.LOOKUP, now=NOW).department == "market"
 
 
 def test_bad_signature(verifier: RequestTokenVerifier, depts: dict[str, Dept]) -> None:

@@ -1,0 +1,136 @@
+"""Verified answers from the gateway, and the JWKS cache they are verified against."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+import msgspec
+
+from gateway.core.licences import Check, Verdict
+from gateway.sdk._problems import AnswerRejected
+
+__all__ = ["IssuedLicence", "JwksCache", "SignedAnswer", "VerificationReceipt", "verify_answer"]
+
+
+@dataclass(frozen=True, slots=True)
+class SignedAnswer:
+    """A verified answer from the gateway: its JWT as received and the claims it carries."""
+
+    token: str
+    claims: dict[str, Any]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The released fields."""
+        data: dict[str, Any] = self.claims["data"]
+        return data
+
+    @property
+    def audit_index(self) -> int:
+        """Index of the audit entry that recorded this release."""
+        return int(self.claims["audit"]["index"])
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedLicence(SignedAnswer):
+    """The verified answer to a publication, with the sealed licence that was published."""
+
+    sealed: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationReceipt:
+    """A verified verification receipt: the verdict, every check, and the signed token.
+
+    ``token`` is the gateway's JWT as received: keep it, anyone with the gateway's JWKS can
+    check it later, offline.
+    """
+
+    token: str
+    claims: dict[str, Any]
+    verdict: Verdict
+    checks: tuple[Check, ...]
+    licence_id: str | None
+    audit_index: int
+
+    @classmethod
+    def from_answer(cls, answer: SignedAnswer) -> VerificationReceipt:
+        """Read a verified receipt answer; :class:`AnswerRejected` if it is not one."""
+        claims = answer.claims
+        try:
+            verdict = Verdict(claims["verdict"])
+            checks = msgspec.convert(claims["checks"], tuple[Check, ...])
+            licence_id = claims.get("licence_id")
+            return cls(
+                answer.token,
+                claims,
+                verdict,
+                checks,
+                licence_id if isinstance(licence_id, str) else None,
+                answer.audit_index,
+            )
+        except (KeyError, TypeError, ValueError, msgspec.ValidationError) as exc:
+            raise AnswerRejected(f"not a verification receipt: {exc}") from None
+
+
+class JwksCache:
+    """The gateway's public keys, fetched once and refreshed only on an unknown ``kid``."""
+
+    def __init__(self, *, http: httpx.Client, url: str, cooldown: float = 60.0) -> None:
+        self._http = http
+        self._url = url
+        self._cooldown = cooldown
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at: float | None = None
+
+    def _refresh(self) -> None:
+        response = self._http.get(self._url)
+        response.raise_for_status()
+        keys: dict[str, jwt.PyJWK] = {}
+        for jwk in response.json().get("keys", []):
+            if jwk.get("alg") == "ES256" and "kid" in jwk:
+                keys[jwk["kid"]] = jwt.PyJWK(jwk, algorithm="ES256")
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+
+    def get(self, kid: str) -> jwt.PyJWK:
+        """The key for ``kid``, refreshing at most once per cool-down when it is unknown."""
+        if kid not in self._keys and (
+            self._fetched_at is None or time.monotonic() - self._fetched_at >= self._cooldown
+        ):
+            self._refresh()
+        try:
+            return self._keys[kid]
+        except KeyError:
+            raise AnswerRejected(f"unknown gateway key {kid!r}") from None
+
+
+def verify_answer(
+    answer: str, *, jwks: JwksCache, audience: str, typ: str, request_token: str | None = None
+) -> SignedAnswer:
+    """Verify a signed answer: gateway key (ES256, by ``kid``), ``typ``, ``aud`` = ``audience``
+    (the department it is meant for), and (if given) the request it answers."""
+    try:
+        header = jwt.get_unverified_header(answer)
+        if header.get("typ") != typ or header.get("alg") != "ES256":
+            raise AnswerRejected(f"not a gateway answer of type {typ}")
+        key = jwks.get(str(header.get("kid")))
+        claims: dict[str, Any] = jwt.decode(
+            answer,
+            key=key.key,
+            algorithms=["ES256"],
+            audience=audience,
+            options={"require": ["iss", "aud", "iat", "exp", "jti"]},
+        )
+    except jwt.InvalidTokenError as exc:
+        raise AnswerRejected(f"answer does not verify: {exc}") from None
+    if request_token is not None:
+        expected = hashlib.sha256(request_token.encode()).hexdigest()
+        if claims.get("request", {}).get("sha256") != expected:
+            raise AnswerRejected("answer is not for this request")
+    return SignedAnswer(token=answer, claims=claims)
