@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import operator
 from dataclasses import dataclass
 
 from gateway.errors import InvalidIdentifier
@@ -41,13 +42,16 @@ def uscc_check_character(body: str) -> str:
 # --- Resident ID number (GB 11643-1999, ISO 7064 MOD 11-2) ---------------------------------
 _RID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _RID_CHECK = "10X98765432"
+#: Σ weight × ord("0"): what the byte values add on top of the digits' values.
+_RID_ZERO_OFFSET = sum(_RID_WEIGHTS) * ord("0")
 
 
 def resident_id_check_character(body: str) -> str:
     """Return the check character for the first 17 digits of a resident ID number."""
     if len(body) != 17 or not body.isascii() or not body.isdigit():
         raise InvalidIdentifier("resident-id", "the first 17 characters must be digits")
-    total = sum(int(c) * w for c, w in zip(body, _RID_WEIGHTS, strict=True))
+    # On the ASCII bytes in C (map), not a generator of int(c): uploads check one per row.
+    total = sum(map(operator.mul, body.encode("ascii"), _RID_WEIGHTS)) - _RID_ZERO_OFFSET
     return _RID_CHECK[total % 11]
 
 
