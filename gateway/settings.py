@@ -16,12 +16,98 @@ import msgspec
 
 from gateway.errors import ConfigurationError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = [
+    "AlertSettings",
+    "AuditSettings",
+    "CacheSettings",
+    "DatabaseSettings",
+    "LicensingSettings",
+    "LookupSettings",
+    "ReadinessSettings",
+    "ServerSettings",
+    "Settings",
+    "TokenSettings",
+    "UploadSettings",
+    "load_settings",
+]
 
 ENV_PREFIX = "GATEWAY_"
 
 _Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 _Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+# --- the settings by concern -----------------------------------------------------------------
+# The environment stays flat (``GATEWAY_*``, one variable a setting); the composition root hands
+# each service only the group it needs.
+
+
+class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    host: str
+    port: int
+    workers: int
+    worker_healthcheck_seconds: int
+    log_level: str
+
+
+class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True):
+    url: str  # the effective URL (the embedded SQLite file when none is set)
+    busy_timeout_ms: int
+    idle_in_transaction_ms: int
+
+
+class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
+    redis_url: str  # empty: in-process caches
+    key_prefix: str
+    rate_limit: int
+    rate_window_seconds: int
+
+
+class TokenSettings(msgspec.Struct, frozen=True, kw_only=True):
+    audience: str  # the gateway's id
+    max_lifetime: int
+    leeway: int
+    max_bytes: int
+    batch_max_bytes: int
+    body_max_bytes: int
+    answer_lifetime: int
+
+
+class AuditSettings(msgspec.Struct, frozen=True, kw_only=True):
+    batch_max: int
+    timeout_seconds: float
+    commit_grace_seconds: float
+    hmac_key: str  # hex; empty: the key file in keys_dir
+
+
+class ReadinessSettings(msgspec.Struct, frozen=True, kw_only=True):
+    timeout_seconds: float
+    min_free_mb: int
+
+
+class LookupSettings(msgspec.Struct, frozen=True, kw_only=True):
+    batch_max_queries: int
+    source_deadline_seconds: float
+
+
+class UploadSettings(msgspec.Struct, frozen=True, kw_only=True):
+    max_concurrent: int
+    spool_dir: str  # resolved: data_dir/uploads when none is set
+
+
+class LicensingSettings(msgspec.Struct, frozen=True, kw_only=True):
+    status_list_ttl_seconds: int
+    seal_registry_ttl_seconds: int
+
+
+class AlertSettings(msgspec.Struct, frozen=True, kw_only=True):
+    rate_factor: float
+    rate_floor: int
+    baseline_days: int
+    token_failures: int
+    token_window_seconds: int
+    working_hours: str
+    working_days: str
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -90,6 +176,93 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     def embedded(self) -> bool:
         """Whether caches live in this process (no Redis configured)."""
         return not self.redis_url
+
+    @property
+    def server(self) -> ServerSettings:
+        return ServerSettings(
+            host=self.host,
+            port=self.port,
+            workers=self.workers,
+            worker_healthcheck_seconds=self.worker_healthcheck_seconds,
+            log_level=self.log_level,
+        )
+
+    @property
+    def database(self) -> DatabaseSettings:
+        return DatabaseSettings(
+            url=self.effective_database_url,
+            busy_timeout_ms=self.db_busy_timeout_ms,
+            idle_in_transaction_ms=self.db_idle_in_transaction_ms,
+        )
+
+    @property
+    def cache(self) -> CacheSettings:
+        return CacheSettings(
+            redis_url=self.redis_url,
+            key_prefix=self.redis_key_prefix,
+            rate_limit=self.rate_limit,
+            rate_window_seconds=self.rate_window_seconds,
+        )
+
+    @property
+    def tokens(self) -> TokenSettings:
+        return TokenSettings(
+            audience=self.gateway_id,
+            max_lifetime=self.token_max_lifetime,
+            leeway=self.token_leeway,
+            max_bytes=self.token_max_bytes,
+            batch_max_bytes=self.batch_token_max_bytes,
+            body_max_bytes=self.body_max_bytes,
+            answer_lifetime=self.answer_lifetime,
+        )
+
+    @property
+    def audit(self) -> AuditSettings:
+        return AuditSettings(
+            batch_max=self.audit_batch_max,
+            timeout_seconds=self.audit_timeout_seconds,
+            commit_grace_seconds=self.audit_commit_grace_seconds,
+            hmac_key=self.audit_hmac_key,
+        )
+
+    @property
+    def readiness(self) -> ReadinessSettings:
+        return ReadinessSettings(
+            timeout_seconds=self.readiness_timeout_seconds, min_free_mb=self.readiness_min_free_mb
+        )
+
+    @property
+    def lookups(self) -> LookupSettings:
+        return LookupSettings(
+            batch_max_queries=self.batch_max_queries,
+            source_deadline_seconds=self.source_deadline_seconds,
+        )
+
+    @property
+    def uploads(self) -> UploadSettings:
+        return UploadSettings(
+            max_concurrent=self.upload_max_concurrent,
+            spool_dir=self.upload_spool_dir or str(Path(self.data_dir) / "uploads"),
+        )
+
+    @property
+    def licensing(self) -> LicensingSettings:
+        return LicensingSettings(
+            status_list_ttl_seconds=self.status_list_ttl_seconds,
+            seal_registry_ttl_seconds=self.seal_registry_ttl_seconds,
+        )
+
+    @property
+    def alerts(self) -> AlertSettings:
+        return AlertSettings(
+            rate_factor=self.alert_rate_factor,
+            rate_floor=self.alert_rate_floor,
+            baseline_days=self.alert_baseline_days,
+            token_failures=self.alert_token_failures,
+            token_window_seconds=self.alert_token_window_seconds,
+            working_hours=self.alert_working_hours,
+            working_days=self.alert_working_days,
+        )
 
 
 _FIELDS = {f.name for f in msgspec.structs.fields(Settings)}

@@ -235,11 +235,14 @@ class GatewayRuntime:
     def open(cls, settings: Settings) -> GatewayRuntime:
         """Build the runtime from validated settings. The database must be initialised."""
         keys_dir = Path(settings.keys_dir)
+        # Each service is given the settings of its concern only.
+        database, cache, tokens = settings.database, settings.cache, settings.tokens
+        audit_settings, lookups = settings.audit, settings.lookups
         policy = PolicyHolder(load_policy_set(Path(settings.policies_dir)))
         engine = create_database_engine(
-            settings.effective_database_url,
-            busy_timeout_ms=settings.db_busy_timeout_ms,
-            idle_in_transaction_ms=settings.db_idle_in_transaction_ms,
+            database.url,
+            busy_timeout_ms=database.busy_timeout_ms,
+            idle_in_transaction_ms=database.idle_in_transaction_ms,
         )
         try:
             keyring = load_keyring(engine)
@@ -253,8 +256,8 @@ class GatewayRuntime:
             private_key=keystore.ensure_gateway_key(keys_dir), issuer=settings.gateway_id
         )
         hmac_key = (
-            bytes.fromhex(settings.audit_hmac_key)
-            if settings.audit_hmac_key
+            bytes.fromhex(audit_settings.hmac_key)
+            if audit_settings.hmac_key
             else keystore.ensure_audit_hmac_key(keys_dir)
         )
         guard: RequestGuard
@@ -277,28 +280,28 @@ class GatewayRuntime:
                 day=district_day(now),
             )
 
-        if settings.redis_url:
-            redis_client = connect_redis(settings.redis_url)
+        if cache.redis_url:
+            redis_client = connect_redis(cache.redis_url)
             guard = RedisGuard(
                 client=redis_client,
-                rate_limit=settings.rate_limit,
-                window_seconds=settings.rate_window_seconds,
-                prefix=settings.redis_key_prefix,
+                rate_limit=cache.rate_limit,
+                window_seconds=cache.rate_window_seconds,
+                prefix=cache.key_prefix,
                 warm=warm,
             )
-            store = RedisPolicyStore(client=redis_client, prefix=settings.redis_key_prefix)
+            store = RedisPolicyStore(client=redis_client, prefix=cache.key_prefix)
         else:
             guard = InProcessGuard(
-                rate_limit=settings.rate_limit,
-                window_seconds=settings.rate_window_seconds,
+                rate_limit=cache.rate_limit,
+                window_seconds=cache.rate_window_seconds,
                 warm=warm,
             )
             store = InProcessPolicyStore()
         audit = GroupCommitAuditLog(
             engine=engine,
-            max_batch=settings.audit_batch_max,
-            timeout=settings.audit_timeout_seconds,
-            grace=settings.audit_commit_grace_seconds,
+            max_batch=audit_settings.batch_max,
+            timeout=audit_settings.timeout_seconds,
+            grace=audit_settings.commit_grace_seconds,
         )
         adapters = AdapterPool(
             context=AdapterContext(
@@ -316,15 +319,15 @@ class GatewayRuntime:
             verifier=RequestTokenVerifier(
                 keyring=keyring,
                 audience=settings.gateway_id,
-                max_lifetime=settings.token_max_lifetime,
-                leeway=settings.token_leeway,
-                max_bytes=settings.token_max_bytes,
+                max_lifetime=tokens.max_lifetime,
+                leeway=tokens.leeway,
+                max_bytes=tokens.max_bytes,
             ),
             guard=guard,
             audit=audit,
             signer=signer,
             subject_hasher=SubjectHasher(hmac_key),
-            answer_lifetime=settings.answer_lifetime,
+            answer_lifetime=tokens.answer_lifetime,
         )
         transparency = TransparencyLog(engine=engine, signer=signer, gateway_id=settings.gateway_id)
         watcher = PolicyWatcher(
@@ -342,20 +345,21 @@ class GatewayRuntime:
             exchanges=exchanges,
             store=LicenceStore(engine),
             on_change=_licence_invalidator(guard, policy),
-            status_list_ttl=dt.timedelta(seconds=settings.status_list_ttl_seconds),
-            registry_ttl=dt.timedelta(seconds=settings.seal_registry_ttl_seconds),
+            status_list_ttl=dt.timedelta(seconds=settings.licensing.status_list_ttl_seconds),
+            registry_ttl=dt.timedelta(seconds=settings.licensing.seal_registry_ttl_seconds),
         )
         manifests = ManifestService(
             exchanges=exchanges,
             adapters=adapters,
-            source_deadline=settings.source_deadline_seconds,
+            source_deadline=lookups.source_deadline_seconds,
         )
         keys = KeyAdministration(engine=engine, verifier=exchanges.verifier, audit=audit)
         officers = OfficerService(
             engine=engine,
             exchanges=exchanges,
             adapters=adapters,
-            settings=settings,
+            alerts=settings.alerts,
+            source_deadline=lookups.source_deadline_seconds,
         )
         integrity = IntegrityService(
             engine=engine,
@@ -382,9 +386,9 @@ class GatewayRuntime:
             lookups=LookupService(
                 exchanges=exchanges,
                 adapters=adapters,
-                batch_limit=settings.batch_max_queries,
-                batch_token_max_bytes=settings.batch_token_max_bytes,
-                source_deadline=settings.source_deadline_seconds,
+                batch_limit=lookups.batch_max_queries,
+                batch_token_max_bytes=tokens.batch_max_bytes,
+                source_deadline=lookups.source_deadline_seconds,
             ),
             manifests=manifests,
             cases=CaseService(exchanges=exchanges, engine=engine),
@@ -392,8 +396,8 @@ class GatewayRuntime:
             uploads=UploadService(
                 exchanges=exchanges,
                 engine=engine,
-                spool_dir=Path(settings.upload_spool_dir or Path(settings.data_dir) / "uploads"),
-                max_concurrent=settings.upload_max_concurrent,
+                spool_dir=Path(settings.uploads.spool_dir),
+                max_concurrent=settings.uploads.max_concurrent,
                 # A new version makes every cached record of the resource stale.
                 on_new_version=_invalidator(guard, policy),
             ),
@@ -409,8 +413,8 @@ class GatewayRuntime:
             readiness=Readiness(
                 probe=ReadinessProbe(
                     engine=engine,
-                    timeout=settings.readiness_timeout_seconds,
-                    min_free_mb=settings.readiness_min_free_mb,
+                    timeout=settings.readiness.timeout_seconds,
+                    min_free_mb=settings.readiness.min_free_mb,
                 ),
                 guard=guard,
                 verifier=exchanges.verifier,
@@ -427,8 +431,8 @@ class GatewayRuntime:
                 integrity=integrity,
             ),
             limits=BodyLimits(
-                body_max_bytes=settings.body_max_bytes,
-                batch_token_max_bytes=settings.batch_token_max_bytes,
+                body_max_bytes=tokens.body_max_bytes,
+                batch_token_max_bytes=tokens.batch_max_bytes,
             ),
             watcher=watcher,
             _redis=redis_client,

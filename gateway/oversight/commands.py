@@ -37,7 +37,7 @@ def alerts(since: str | None, until: str | None, as_json: bool, fail_on_alert: b
     settings = settings_or_exit()
     try:
         start, end = alert_window(since, until, now=dt.datetime.now(dt.UTC))
-        rules = alert_rules(settings)
+        rules = alert_rules(settings.alerts)
         policy = load_policy_set(Path(settings.policies_dir))
     except Error as exc:
         raise click.ClickException(str(exc)) from None
@@ -48,7 +48,7 @@ def alerts(since: str | None, until: str | None, as_json: bool, fail_on_alert: b
             rules,
             since=start,
             until=end,
-            baseline_days=settings.alert_baseline_days,
+            baseline_days=settings.alerts.baseline_days,
         )
     found = report["alerts"]
     if as_json:

@@ -57,7 +57,7 @@ from gateway.oversight.search import (
     parse_time,
     read_page,
 )
-from gateway.settings import Settings
+from gateway.settings import AlertSettings
 from gateway.storage.schema import audit_entries
 
 __all__ = [
@@ -100,17 +100,17 @@ def _today() -> dt.date:
 # --- alerts: the query layer --------------------------------------------------------------------
 
 
-def alert_rules(settings: Settings) -> AlertRules:
+def alert_rules(alerts: AlertSettings) -> AlertRules:
     """The alert thresholds configured by ``GATEWAY_ALERT_*``; ConfigurationError if bad."""
     try:
-        hours = WorkingHours.parse(settings.alert_working_hours, settings.alert_working_days)
+        hours = WorkingHours.parse(alerts.working_hours, alerts.working_days)
     except ValueError as exc:
         raise ConfigurationError([f"GATEWAY_ALERT_WORKING_HOURS/DAYS: {exc}"]) from None
     return AlertRules(
-        rate_factor=settings.alert_rate_factor,
-        rate_floor=settings.alert_rate_floor,
-        token_failures=settings.alert_token_failures,
-        token_window=dt.timedelta(seconds=settings.alert_token_window_seconds),
+        rate_factor=alerts.rate_factor,
+        rate_floor=alerts.rate_floor,
+        token_failures=alerts.token_failures,
+        token_window=dt.timedelta(seconds=alerts.token_window_seconds),
         working_hours=hours,
     )
 
@@ -277,17 +277,16 @@ class OfficerService:
         engine: sa.Engine,
         exchanges: SignedExchanges,
         adapters: Callable[[PolicySet], Mapping[str, SourceAdapter]],
-        settings: Settings,
+        alerts: AlertSettings,
+        source_deadline: float = 10.0,
     ) -> None:
         self._engine = engine
         self._exchanges = exchanges
         self._policy = exchanges.policy
-        self._rules = alert_rules(settings)  # bad thresholds fail the start
-        self._baseline_days = settings.alert_baseline_days
+        self._rules = alert_rules(alerts)  # bad thresholds fail the start
+        self._baseline_days = alerts.baseline_days
         self.history = AccessHistoryService(
-            exchanges=exchanges,
-            adapters=adapters,
-            source_deadline=settings.source_deadline_seconds,
+            exchanges=exchanges, adapters=adapters, source_deadline=source_deadline
         )
 
     # --- search and export ----------------------------------------------------------------

@@ -61,3 +61,45 @@ def test_toml_file_with_environment_precedence(tmp_path: Path) -> None:
     s = load_settings({"GATEWAY_CONFIG": str(cfg), "GATEWAY_PORT": "7001"})
     assert (s.port, s.gateway_id) == (7001, "district-a")
     assert load_settings({"GATEWAY_CONFIG": str(cfg)}, overrides={"port": 7002}).port == 7002
+
+
+def test_each_group_carries_the_values_of_its_variables(tmp_path: Path) -> None:
+    s = load_settings(
+        {
+            "GATEWAY_DATA_DIR": str(tmp_path),
+            "GATEWAY_REDIS_URL": "redis://127.0.0.1:6390/2",
+            "GATEWAY_REDIS_KEY_PREFIX": "t1",
+            "GATEWAY_RATE_LIMIT": "7",
+            "GATEWAY_TOKEN_LEEWAY": "3",
+            "GATEWAY_BATCH_TOKEN_MAX_BYTES": "9000",
+            "GATEWAY_AUDIT_TIMEOUT_SECONDS": "1.5",
+            "GATEWAY_DB_BUSY_TIMEOUT_MS": "1234",
+            "GATEWAY_READINESS_MIN_FREE_MB": "5",
+            "GATEWAY_SOURCE_DEADLINE_SECONDS": "2.5",
+            "GATEWAY_UPLOAD_MAX_CONCURRENT": "3",
+            "GATEWAY_STATUS_LIST_TTL_SECONDS": "600",
+            "GATEWAY_ALERT_RATE_FLOOR": "11",
+            "GATEWAY_WORKERS": "3",
+            "GATEWAY_DATABASE_URL": "postgresql+psycopg://u@127.0.0.1:5432/d",
+        }
+    )
+    assert (s.cache.redis_url, s.cache.key_prefix, s.cache.rate_limit) == (
+        "redis://127.0.0.1:6390/2",
+        "t1",
+        7,
+    )
+    assert (s.tokens.leeway, s.tokens.batch_max_bytes, s.tokens.audience) == (
+        3,
+        9000,
+        "yiwang-gateway",
+    )
+    assert s.audit.timeout_seconds == 1.5
+    assert s.database.busy_timeout_ms == 1234
+    assert s.database.url == "postgresql+psycopg://u@127.0.0.1:5432/d"
+    assert s.readiness.min_free_mb == 5
+    assert s.lookups.source_deadline_seconds == 2.5
+    assert s.uploads.max_concurrent == 3
+    assert s.uploads.spool_dir == str(tmp_path / "uploads")
+    assert s.licensing.status_list_ttl_seconds == 600
+    assert s.alerts.rate_floor == 11
+    assert s.server.workers == 3
