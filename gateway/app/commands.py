@@ -1,7 +1,10 @@
-"""The ``gateway`` command: serve, init, lookup, demo."""
+"""The ``gateway`` command: serve, init, lookup, demo — and each feature's command group,
+imported only when it is invoked (``gateway licence verify`` loads the licensing commands,
+not the database layer of the accounts)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -9,19 +12,49 @@ from pathlib import Path
 
 import click
 
-from gateway.accounts.commands import users
-from gateway.audit.commands import audit
 from gateway.cli.support import open_client, settings_or_exit
 from gateway.errors import Error
-from gateway.licensing.commands import licence, seal
-from gateway.oversight.commands import alerts
-from gateway.policy.commands import policy
-from gateway.uploads.commands import upload
 
 __all__ = ["main"]
 
+#: Each feature's command group: its name and where it is defined (``module:attribute``).
+FEATURE_COMMANDS = {
+    "audit": "gateway.app.commands:audit_commands",
+    "licence": "gateway.licensing.commands:licence",
+    "policy": "gateway.policy.commands:policy",
+    "seal": "gateway.licensing.commands:seal",
+    "upload": "gateway.uploads.commands:upload",
+    "users": "gateway.accounts.commands:users",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _FeatureGroup(click.Group):
+    """The main group: its own commands, plus the features' groups loaded on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *FEATURE_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = FEATURE_COMMANDS.get(cmd_name)
+        if where is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = where.partition(":")
+        found = getattr(importlib.import_module(module), attribute)
+        command: click.Command = found() if not isinstance(found, click.Command) else found
+        return command
+
+
+def audit_commands() -> click.Group:
+    """``gateway audit``: the log's tools, and the officers' alerts beside them."""
+    from gateway.audit.commands import audit
+    from gateway.oversight.commands import alerts
+
+    if "alerts" not in audit.commands:
+        audit.add_command(alerts)
+    return audit
+
+
+@click.group(cls=_FeatureGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="yiwang-gateway")
 def main() -> None:
     """Yiwang Gateway: signed, policy-bound, audited lookups between departments."""
@@ -180,14 +213,6 @@ def demo(url: str | None) -> None:
         raise click.ClickException(f"cannot reach the gateway at {base_url}: {exc}") from None
     sys.exit(1 if surprises else 0)
 
-
-main.add_command(policy)
-main.add_command(upload)
-main.add_command(licence)
-main.add_command(seal)
-main.add_command(audit)
-audit.add_command(alerts)  # the officers' alerts, under `gateway audit` with the log's tools
-main.add_command(users)
 
 if __name__ == "__main__":
     main()

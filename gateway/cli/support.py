@@ -8,16 +8,18 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import sqlalchemy as sa
 
-from gateway.audit import GroupCommitAuditLog
 from gateway.errors import ConfigurationError
 from gateway.sdk import GatewayClient, GatewayProblem
 from gateway.settings import Settings, load_settings
-from gateway.storage.database import create_database_engine
+
+if TYPE_CHECKING:  # commands that only sign and send never load the database layer
+    import sqlalchemy as sa
+
+    from gateway.audit import GroupCommitAuditLog
 
 __all__ = [
     "audit_log",
@@ -69,6 +71,8 @@ def department_client(department: str, url: str | None) -> Iterator[GatewayClien
 @contextmanager
 def database(settings: Settings) -> Iterator[sa.Engine]:
     """The configured database for one command, released when it ends."""
+    from gateway.storage.database import create_database_engine
+
     engine = create_database_engine(
         settings.effective_database_url, busy_timeout_ms=settings.db_busy_timeout_ms
     )
@@ -82,6 +86,8 @@ def database(settings: Settings) -> Iterator[sa.Engine]:
 def audit_log(engine: sa.Engine) -> Iterator[GroupCommitAuditLog]:
     """A started audit log on ``engine`` for a command that writes entries; flushed at the
     end (every entry the command made is durable before it exits)."""
+    from gateway.audit import GroupCommitAuditLog
+
     log = GroupCommitAuditLog(engine=engine)
     log.start()
     try:
