@@ -3,6 +3,7 @@ session — in process (the behaviour tier) and as real subprocesses (the smoke 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,3 +89,24 @@ def served_gateway(request: pytest.FixtureRequest) -> GatewayProcess:
     fixture = "embedded_gateway" if request.param == "embedded" else "server_gateway"
     gw: GatewayProcess = request.getfixturevalue(fixture)
     return gw
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest first, spread over the workers: xdist's work-stealing scheduler hands each
+    worker a contiguous share of the run, so each ``long`` test is put at the head of a
+    share. A long test left for the end would keep one core busy while the other idles."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    long = [i for i in items if i.get_closest_marker("long")]
+    if workers < 2 or not long:
+        return
+    rest = [i for i in items if not i.get_closest_marker("long")]
+    shares: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    for n, item in enumerate(long):
+        shares[n % workers].append(item)
+    size = -(-len(items) // workers)  # the scheduler's shares, rounded up
+    ordered: list[pytest.Item] = []
+    for share in shares:
+        take = max(0, size - len(share))
+        ordered.extend(share + rest[:take])
+        rest = rest[take:]
+    items[:] = ordered + rest

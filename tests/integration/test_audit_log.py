@@ -195,6 +195,7 @@ def _gateway_cli(gw: GatewayProcess, *args: str) -> subprocess.CompletedProcess[
     )
 
 
+@pytest.mark.long
 def test_verify_and_an_outside_witness_catch_a_rewritten_log(
     tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
 ) -> None:

@@ -223,6 +223,7 @@ def after_the_loss(gw: GatewayProcess, answered: list[str], ok: set[str]) -> set
 # --- 1, 2, 5: the cache lost ---------------------------------------------------------------
 
 
+@pytest.mark.long
 def test_a_redis_restarted_empty_forgets_no_promise(
     tmp_path: Path, keys_dir: Path, policies: Path
 ) -> None:
@@ -281,6 +282,7 @@ def test_a_restarted_embedded_gateway_forgets_no_promise(
 # --- 3, 6: the audit write does not finish in time -------------------------------------------
 
 
+@pytest.mark.long
 def test_a_locked_database_releases_nothing_and_the_token_can_be_resent(
     tmp_path: Path, keys_dir: Path, policies: Path
 ) -> None:
@@ -342,6 +344,7 @@ def _answered_before(gw: GatewayProcess) -> set[str]:
 # --- 3, 4: PostgreSQL frozen, a second process frozen holding the lock ------------------------
 
 
+@pytest.mark.long
 def test_a_frozen_or_killed_postgresql_answers_503_and_the_log_stays_truthful(
     tmp_path: Path, keys_dir: Path, policies: Path
 ) -> None:

@@ -98,6 +98,7 @@ def _answers_jwt(operation: Any) -> bool:
     )
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("mode", list(GenerationMode), ids=str)
 def test_every_operation_answers_as_documented(
     api_schema: Any, embedded_gateway: GatewayProcess, mode: GenerationMode

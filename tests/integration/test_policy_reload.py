@@ -98,6 +98,7 @@ def test_invalid_change_is_refused_and_the_old_set_stays(
     assert refused == []
 
 
+@pytest.mark.long
 def test_change_reaches_every_process_through_redis(tmp_path: Path, keys_dir: Path) -> None:
     dir_a = copy_policies(tmp_path / "a")
     dir_b = copy_policies(tmp_path / "b")  # B's own files never change

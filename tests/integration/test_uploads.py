@@ -683,6 +683,7 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
+@pytest.mark.long
 @pytest.mark.timeout(900)
 def test_a_million_rows_stream_with_bounded_memory(
     gw: GatewayProcess, tmp_path_factory: pytest.TempPathFactory
