@@ -454,12 +454,22 @@ class GatewayRuntime:
             log.error("start-up could not reach a store: %s", exc)
 
     async def close(self) -> None:
-        """Stop the watcher, flush the audit log and release connections."""
+        """Stop the watchers, flush the audit log and release connections. Every step is
+        bounded: a part that does not close in time is logged and left, so a stopping
+        process never hangs on one."""
         for task in (self._checkpointer, self._key_watcher):
             if task is not None:
                 task.cancel()
-        await self.watcher.stop()
-        self.audit.stop()
-        await self.adapters.close()
-        await self.guard.close()
+        await _bounded(self.watcher.stop(), "the policy watcher")
+        self.audit.stop()  # bounded itself: its thread is joined for at most 2 × its timeout
+        await _bounded(self.adapters.close(), "the source adapters")
+        await _bounded(self.guard.close(), "the cache")
         self.engine.dispose()
+
+
+async def _bounded(step: Awaitable[None], what: str, seconds: float = 5.0) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await step
+    except TimeoutError:
+        log.error("%s did not close within %.0f s; stopping without it", what, seconds)

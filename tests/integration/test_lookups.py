@@ -273,16 +273,19 @@ def test_replay_of_fifty_concurrent_copies_releases_once(gateway: Gateway) -> No
 
     barrier = threading.Barrier(50)
 
-    def fire(_: int) -> int:
+    def fire(_: int) -> tuple[int, str]:
         barrier.wait()  # all fifty leave together
-        return gateway.http.post(
+        response = gateway.http.post(
             "/v1/lookups", content=token, headers={"Content-Type": "application/jwt"}
-        ).status_code
+        )
+        detail = "" if response.status_code in (200, 409) else response.text[:300]
+        return response.status_code, detail
 
     with ThreadPoolExecutor(max_workers=50) as pool:
-        statuses = list(pool.map(fire, range(50)))
-    assert statuses.count(200) == 1
-    assert statuses.count(409) == 49
+        answers = list(pool.map(fire, range(50)))
+    statuses = [status for status, _ in answers]
+    assert statuses.count(200) == 1, answers
+    assert statuses.count(409) == 49, [a for a in answers if a[0] not in (200, 409)]
     # Exactly one entry per request, under concurrency.
     assert gateway.audit_count() - before == 50
 
