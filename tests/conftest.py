@@ -94,15 +94,24 @@ def served_gateway(request: pytest.FixtureRequest) -> GatewayProcess:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Longest first, spread over the workers: xdist's work-stealing scheduler hands each
     worker a contiguous share of the run, so each ``long`` test is put at the head of a
-    share. A long test left for the end would keep one core busy while the other idles."""
+    share (a long test left for the end would keep one core busy while the other idles).
+    The browser tests follow the long ones of the last share, together: they share one
+    Chromium and one console gateway per worker, which then start once, not on every worker
+    (stealing takes from the end of a share, so they stay where they are)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    long = [i for i in items if i.get_closest_marker("long")]
-    if workers < 2 or not long:
+    if workers < 2:
         return
-    rest = [i for i in items if not i.get_closest_marker("long")]
+    browser_dir = Path(__file__).parent / "browser"
+    browser = [i for i in items if browser_dir in Path(str(i.path)).parents]
+    long = [i for i in items if i.get_closest_marker("long") and i not in browser]
+    if not long and not browser:
+        return
+    placed = {id(i) for i in (*long, *browser)}
+    rest = [i for i in items if id(i) not in placed]
     shares: list[list[pytest.Item]] = [[] for _ in range(workers)]
     for n, item in enumerate(long):
         shares[n % workers].append(item)
+    shares[-1].extend(browser)
     size = -(-len(items) // workers)  # the scheduler's shares, rounded up
     ordered: list[pytest.Item] = []
     for share in shares:
