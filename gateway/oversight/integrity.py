@@ -47,6 +47,8 @@ class IntegrityService:
         self._engine = engine
         self._transparency = transparency
         self._jwk = dict(gateway_jwk)
+        # Parsed once: every officers' page checks the latest checkpoint's signature with it.
+        self._key = jwt.PyJWK(self._jwk, algorithm="ES256").key
         self._gateway_id = gateway_id
         self._last_verification: dict[str, Any] | None = None
 
@@ -79,8 +81,7 @@ class IntegrityService:
         if latest is None:
             return None, None
         try:
-            key = jwt.PyJWK(self._jwk, algorithm="ES256").key
-            claims: dict[str, Any] = jwt.decode(latest.token, key, algorithms=["ES256"])
+            claims: dict[str, Any] = jwt.decode(latest.token, self._key, algorithms=["ES256"])
         except jwt.PyJWTError:
             return None, "signature_bad"
         claims["at"] = latest.at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
