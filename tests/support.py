@@ -33,6 +33,65 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+@dataclass(frozen=True)
+class CommandResult:
+    """What a ``gateway`` command did: its exit status and what it wrote."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def gateway_command(
+    *args: str,
+    env: Mapping[str, str],
+    stdin: str = "",
+    cwd: Path = ROOT,
+    process: bool = False,
+    timeout: float = 120,
+) -> CommandResult:
+    """Run ``gateway ARGS`` with exactly the ``GATEWAY_*`` variables of ``env`` (the caller's
+    other variables kept), in ``cwd``.
+
+    In this process through click's runner by default — the command's own code, settings
+    read from the environment as a real run reads them, exit status from its ``sys.exit`` —
+    since a Python start per command is most of what a command test costs. ``process``: as
+    ``python -m gateway.app`` in a process of its own, for the tests that show the console
+    script itself works. An exception the command does not handle ends it with status 1 and
+    its traceback on stderr, as it would in a process.
+    """
+    variables = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    variables.update(env)
+    if process:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway.app", *args],
+            cwd=cwd,
+            check=False,
+            env=variables,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return CommandResult(done.returncode, done.stdout, done.stderr)
+
+    import traceback
+
+    from click.testing import CliRunner
+
+    from gateway.app.commands import main
+
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("GATEWAY_")}
+    with contextlib.chdir(cwd):
+        result = CliRunner().invoke(
+            main, list(args), input=stdin, env={**unset, **env}, prog_name="gateway"
+        )
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return CommandResult(result.exit_code, result.stdout, stderr)
+
+
 def copy_policies(target: Path) -> Path:
     """A copy of the demo district's policy files, to edit in a test."""
     shutil.copytree(ROOT / "policies", target)

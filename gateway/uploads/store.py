@@ -29,7 +29,6 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
 from gateway.storage.schema import upload_current, upload_rejections, upload_rows, upload_versions
@@ -179,6 +178,15 @@ _PG_INSERT = sa.text(
     "ON CONFLICT DO NOTHING RETURNING subject_key"
 )
 
+# ``WHERE true``: SQLite's grammar needs it between INSERT … SELECT and ON CONFLICT.
+_SQLITE_INSERT = sa.text(
+    "INSERT INTO upload_rows (resource, version, subject_key, line, data) "
+    "SELECT :resource, :version, json_extract(u.value, '$[0]'), json_extract(u.value, '$[1]'), "
+    "json_extract(u.value, '$[2]') "
+    "FROM json_each(:rows) AS u WHERE true "
+    "ON CONFLICT DO NOTHING RETURNING subject_key"
+)
+
 
 def _insert_new(
     conn: sa.Connection, resource: str, version: int, rows: Sequence[Accepted]
@@ -199,28 +207,18 @@ def _insert_new(
             },
         )
         return set(result.scalars())
-    insert = (
-        sqlite.insert(upload_rows)
-        .on_conflict_do_nothing(
-            index_elements=[
-                upload_rows.c.resource,
-                upload_rows.c.version,
-                upload_rows.c.subject_key,
-            ]
-        )
-        .returning(upload_rows.c.subject_key)
-    )
-    params = [
+    # SQLite: the same in one statement, the chunk as one JSON parameter that SQLite takes
+    # apart itself (json_each) — not one bound row per key through the driver. Each row's
+    # data travels as a JSON string, so it is stored exactly as it was encoded.
+    result = conn.execute(
+        _SQLITE_INSERT,
         {
             "resource": resource,
             "version": version,
-            "subject_key": r.key,
-            "line": r.line,
-            "data": r.data,
-        }
-        for r in rows
-    ]
-    return set(conn.execute(insert, params).scalars())
+            "rows": msgspec.json.encode([(r.key, r.line, r.data) for r in rows]).decode(),
+        },
+    )
+    return set(result.scalars())
 
 
 def _problem_row(resource: str, version: int, p: Problem) -> dict[str, Any]:

@@ -7,8 +7,6 @@ outside witness that notices a rewritten log.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +23,7 @@ from gateway.core import merkle
 from gateway.demo.population import companies
 from gateway.storage.schema import audit_entries
 from tests.inprocess import Gateway
-from tests.support import ROOT, GatewayProcess, running_gateway
+from tests.support import CommandResult, GatewayProcess, gateway_command, running_gateway
 from tests.unit.test_audit_tamper import rebuild_tree
 
 QUERY: dict[str, Any] = {
@@ -183,16 +181,9 @@ def test_concurrent_requests_from_two_workers_make_one_gap_free_tree(
     assert report.checkpoints >= 1
 
 
-def _gateway_cli(gw: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.app", *args],
-        cwd=ROOT,
-        check=False,
-        env=gw.environment(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _gateway_cli(gw: GatewayProcess, *args: str) -> CommandResult:
+    env = {k: v for k, v in gw.environment().items() if k.startswith("GATEWAY_")}
+    return gateway_command(*args, env=env)
 
 
 @pytest.mark.long

@@ -15,8 +15,6 @@ import csv
 import datetime as dt
 import io
 import json
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -45,7 +43,7 @@ from gateway.sdk import Forbidden, GatewayClient
 from gateway.storage import migrations
 from gateway.storage.database import create_database_engine
 from tests.inprocess import Gateway
-from tests.support import ROOT, GatewayProcess, postgres_database
+from tests.support import CommandResult, GatewayProcess, gateway_command, postgres_database
 
 COMPANIES = [c for c in companies() if c.status == "存续"]
 PEOPLE = people()
@@ -774,27 +772,9 @@ def test_embargo_hides_entries_from_the_history_until_its_date(gateway: Gateway)
 # --- alerts --------------------------------------------------------------------------------
 
 
-def _alerts_cli(gw: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    from gateway.audit.commands import audit
-
-    if "alerts" in audit.commands:  # wired into `gateway audit`
-        command = [sys.executable, "-m", "gateway.app", "audit", "alerts", *args]
-    else:
-        command = [
-            sys.executable,
-            "-c",
-            "from gateway.oversight.commands import alerts; alerts()",
-            *args,
-        ]
-    return subprocess.run(
-        command,
-        check=False,
-        cwd=ROOT,
-        env=gw.environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def _alerts_cli(gw: GatewayProcess, *args: str) -> CommandResult:
+    env = {k: v for k, v in gw.environment().items() if k.startswith("GATEWAY_")}
+    return gateway_command("audit", "alerts", *args, env=env)
 
 
 def test_repeated_bad_tokens_and_closed_cases_raise_alerts(served_gateway: GatewayProcess) -> None:

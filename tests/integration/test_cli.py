@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 from gateway.demo.population import companies
-from tests.support import ROOT, GatewayProcess
+from tests.support import CommandResult, GatewayProcess, gateway_command
 
 
-def _run(gw: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["GATEWAY_KEYS_DIR"] = str(gw.keys_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.app", *args, "--url", gw.url],
-        cwd=ROOT,
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+def _run(gw: GatewayProcess, *args: str, process: bool = False) -> CommandResult:
+    return gateway_command(
+        *args, "--url", gw.url, env={"GATEWAY_KEYS_DIR": str(gw.keys_dir)}, process=process
     )
 
 
@@ -46,6 +35,7 @@ def test_lookup_prints_the_verified_answer(embedded_gateway: GatewayProcess) -> 
         "开业登记核验",
         "--operator",
         "clerk-3",
+        process=True,  # the console script itself, once; the other commands run in process
     )
     assert result.returncode == 0, result.stderr
     claims = json.loads(result.stdout)

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import secrets
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -24,7 +21,7 @@ from joserfc.jwk import KeySet
 
 from gateway.core.identifiers import licence_check_character
 from gateway.core.policy import DISTRICT_TZ
-from tests.support import ROOT, GatewayProcess, free_port
+from tests.support import CommandResult, GatewayProcess, free_port, gateway_command
 
 ISSUER = "market"
 ISSUER_USCC = "11430600006122001T"  # policies/departments.toml
@@ -34,18 +31,14 @@ PURPOSE = ("--item", "000201002000", "--case", "BJ-2026-0042", "--reason", "ца╕щ
 
 
 def _run(
-    gw: GatewayProcess, *args: str, url: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["GATEWAY_KEYS_DIR"] = str(gw.keys_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.app", *args, "--url", url or gw.url],
-        cwd=ROOT,
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    gw: GatewayProcess, *args: str, url: str | None = None, process: bool = False
+) -> CommandResult:
+    return gateway_command(
+        *args,
+        "--url",
+        url or gw.url,
+        env={"GATEWAY_KEYS_DIR": str(gw.keys_dir)},
+        process=process,
     )
 
 
@@ -76,6 +69,7 @@ def seal(embedded_gateway: GatewayProcess) -> dict[str, str]:
         str(today + dt.timedelta(days=365)),
         "--operator",
         "market-admin",
+        process=True,  # the console script itself, once; the other commands run in process
     )
     assert result.returncode == 0, result.stderr
     assert f"seal {seal_id}: active" in result.stdout
@@ -131,7 +125,7 @@ def _issue(gw: GatewayProcess, seal: dict[str, str], tmp_path: Path) -> dict[str
     return {"id": licence_id, "qr": _line(result.stdout, "QR payload: "), "file": str(sealed_file)}
 
 
-def _verify(gw: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
+def _verify(gw: GatewayProcess, *args: str) -> CommandResult:
     return _run(gw, "licence", "verify", *args, "--as", CLERK, *PURPOSE, "--operator", "clerk-7")
 
 

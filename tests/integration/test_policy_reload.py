@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +12,7 @@ import pytest
 
 from gateway.sdk import Forbidden, GatewayProblem
 from tests.integration.test_lookups import QUERY
-from tests.support import ROOT, GatewayProcess, copy_policies, running_gateway
+from tests.support import GatewayProcess, copy_policies, gateway_command, running_gateway
 
 RELOAD_DEADLINE = 2.0  # the requirement: a change is in force within 2 seconds
 
@@ -178,51 +175,18 @@ def test_publish_command_reaches_gateways_that_do_not_share_the_files(
     ) as gw:
         before = _version(gw)
         _widen(edited)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-        env.update(
-            GATEWAY_REDIS_URL=gw.env["GATEWAY_REDIS_URL"],
-            GATEWAY_REDIS_KEY_PREFIX=gw.env["GATEWAY_REDIS_KEY_PREFIX"],
-        )
-        published = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gateway.app",
-                "policy",
-                "publish",
-                "--dir",
-                str(edited),
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        env = {
+            "GATEWAY_REDIS_URL": gw.env["GATEWAY_REDIS_URL"],
+            "GATEWAY_REDIS_KEY_PREFIX": gw.env["GATEWAY_REDIS_KEY_PREFIX"],
+        }
+        published = gateway_command("policy", "publish", "--dir", str(edited), env=env)
         assert published.returncode == 0, published.stderr
         after, took = _wait_for_change(gw, before)
         assert took < RELOAD_DEADLINE
         assert after in published.stdout
         # An invalid set is refused by the command itself; the gateway keeps its set.
         (edited / "grants.toml").write_text("[[grant]]\nid = 1\n", encoding="utf-8")
-        refused = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gateway.app",
-                "policy",
-                "publish",
-                "--dir",
-                str(edited),
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        refused = gateway_command("policy", "publish", "--dir", str(edited), env=env)
         assert refused.returncode == 2
         assert "nothing was published" in refused.stderr
         time.sleep(1.0)

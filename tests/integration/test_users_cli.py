@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,24 +16,18 @@ from gateway.audit import GroupCommitAuditLog
 from gateway.storage import migrations
 from gateway.storage.database import create_database_engine
 from gateway.storage.schema import audit_entries, departments
-from tests.support import ROOT
+from tests.support import CommandResult, gateway_command
 
 PASSWORD = "Correct-Horse-7"
 
 
-def _users(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["GATEWAY_DATA_DIR"] = str(data_dir)
-    env["GATEWAY_KEYS_DIR"] = str(data_dir / "keys")
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.app", "users", *args],
-        cwd=ROOT,
-        check=False,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
+def _users(data_dir: Path, *args: str, stdin: str = "", process: bool = False) -> CommandResult:
+    return gateway_command(
+        "users",
+        *args,
+        env={"GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_KEYS_DIR": str(data_dir / "keys")},
+        stdin=stdin,
+        process=process,
     )
 
 
@@ -78,6 +69,7 @@ def test_add_list_disable_reset(data_dir: Path) -> None:
         "--operator",
         "admin-1",
         stdin=PASSWORD + "\n",
+        process=True,  # the console script itself, once; the others run in process
     )
     assert added.returncode == 0, added.stderr
     assert added.stdout.strip() == "added alice: clerk of tax (王丽)"
