@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q -n 4 --dist worksteal
+	$(BIN)/pytest -q -n 3 --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -37,7 +37,7 @@ lint: $(STAMP)
 # The whole suite under coverage.py, subprocess gateways included (see [tool.coverage.*]).
 coverage: $(STAMP)
 	$(BIN)/coverage erase
-	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(BIN)/coverage run -m pytest -q -n 4 --dist worksteal
+	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(BIN)/coverage run -m pytest -q -n 3 --dist worksteal
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report --sort=cover | tail -n 25
 
