@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import jwt
 import msgspec
 
 from gateway.audit import Outcome
@@ -518,6 +519,41 @@ class LicensingService:
             typ=TokenType.VERIFICATION_RECEIPT,
         )
         return verification, receipt, index
+
+    async def console_receipt(
+        self, token: str, *, department: str
+    ) -> tuple[dict[str, Any], LicenceContent | None] | None:
+        """A receipt a clerk of ``department`` brings back to print: its claims if the
+        gateway signed it for that department (expiry does not matter: it records a check
+        already made), with the licence content it was about if the stored record still
+        holds exactly that content (the receipt's ``content_sha256``); None if the token is
+        not such a receipt. The receipt masks the holder; the content lets the printout say
+        what the licence says, as the verification page did."""
+        signer = self._exchanges.signer
+        try:
+            compact = parse_compact(token.strip(), allowed_members={"alg", "kid", "typ"})
+        except JoseError:
+            return None
+        header = compact.header
+        if header.typ != TokenType.VERIFICATION_RECEIPT or header.kid != signer.kid:
+            return None
+        key = jwt.PyJWK(signer.public_jwk).key
+        if not verify_signature(compact, alg=signer.algorithm, key=key):
+            return None
+        try:
+            claims = decode_json(compact.payload)
+        except WireError:
+            return None
+        if not isinstance(claims, dict) or claims.get("aud") != department:
+            return None
+        summary = claims.get("licence")
+        licence_id = claims.get("licence_id")
+        if not isinstance(summary, dict) or not isinstance(licence_id, str):
+            return claims, None
+        record = await asyncio.to_thread(self._store.get, licence_id)
+        if record is None or content_digest(record.content).hex() != summary.get("content_sha256"):
+            return claims, None
+        return claims, record.content
 
     def _verification(self, request: VerificationRequest, now: dt.datetime) -> Verification:
         """Read what the input names (with the registry's revision, in one round trip) and
