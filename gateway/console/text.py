@@ -422,7 +422,7 @@ _DETAILS: tuple[tuple[re.Pattern[str], Mapping[str, str]], ...] = tuple(
         ),
         (
             r"seal (?P<seal>\S+) was revoked for key compromise at (?P<at>.+)",
-            _d("{seal}已于 {at} 因密钥泄露被吊销", "{seal} was revoked for key compromise at {at}"),
+            _d("{seal}已于 {at}因密钥泄露被吊销", "{seal} was revoked for key compromise at {at}"),
         ),
         (
             r"seal (?P<seal>\S+) was not active throughout (?P<day>\d{4}-\d{2}-\d{2})",
