@@ -593,7 +593,9 @@ async def receipt_print(
         return await _csrf_refused(request, console, session, "/console/verify")
     lang = _lang(request)
     t = TEXT[lang]
-    read = await console.licensing.console_receipt(_text(form, "receipt"), department=department)
+    read = await console.licensing.console_receipt(
+        _text(form, "receipt"), department=department, operator=session.username, now=_now()
+    )
     audit = read[0].get("audit") if read else None
     if read is None or not isinstance(audit, dict) or not isinstance(audit.get("index"), int):
         return _page(
@@ -634,7 +636,10 @@ async def receipt_print(
             "checked_at": checked,
             "audit_index": audit["index"],
             "office": departments.get(department, department),
-            "clerk": session.display_name,
+            # who verified: the receipt's operator (the one printing may be a colleague)
+            "clerk": session.display_name
+            if claims.get("operator") == session.username
+            else str(claims.get("operator", "")),
             "item": None if item is None else {"code": item.code, "name": item.name},
             "case": str(purpose.get("case", "")),
             "reason": str(purpose.get("reason", "")),

@@ -44,6 +44,7 @@ from tests.support import ROOT
 CASES = demo_cases(load_policy_set(ROOT / "policies").departments)
 LOGIN_REFUSED_ZH = "用户名或密码错误，或该账户暂时无法登录。"
 VERIFIED = "licence:verification:performed"
+PRINTED = "licence:receipt:printed"
 ITEM = "000201002000"  # 企业变更登记, in policies/catalogue.toml
 
 #: ASCII words a Chinese page may show: the print shortcut, the key set's name, a size unit.
@@ -269,8 +270,16 @@ def test_a_company_licence_shows_what_is_printed_on_it_and_prints_a_receipt(
     assert english_words(page) == []
     shot(page, "13-verified-company-facts")
 
+    printed = len(audit_events(console.gateway, PRINTED))
     page.get_by_role("button", name="打印回执").click()
     expect(page.get_by_role("heading", name="电子证照核验回执")).to_be_visible()
+    # the printout shows the licence again: an access of its own, in the log
+    entries = audit_events(console.gateway, PRINTED)
+    assert len(entries) == printed + 1
+    assert (entries[-1]["department"], entries[-1]["operator"]) == ("service-centre", CLERK)
+    assert entries[-1]["case_number"] == "YW-2026-WEB-FACTS"
+    assert entries[-1]["resource"] == f"licence:{content.type_code}"
+    assert entries[-1]["detail"] == f"receipt of entry {index}"
     expect(page.locator("#receipt-audit-index")).to_have_text(index)
     expect(page.locator("#receipt-office")).to_have_text(_departments()["service-centre"])
     expect(page.locator("#receipt-clerk")).to_have_text(CLERK)
@@ -311,11 +320,13 @@ def test_the_print_page_refuses_a_receipt_the_gateway_did_not_sign(
     page.locator("input[name=receipt]").evaluate(
         "e => { e.value = e.value.slice(0, -2) + (e.value.endsWith('AA') ? 'BA' : 'AA') }"
     )
+    printed = len(audit_events(console.gateway, PRINTED))
     page.get_by_role("button", name="打印回执").click()
     expect(page.get_by_role("alert")).to_have_text(
         "该回执不是网关为本部门签发的核验回执，无法打印。"
     )
     expect(page.locator("#receipt-qr")).to_have_count(0)
+    assert len(audit_events(console.gateway, PRINTED)) == printed
 
 
 def test_a_person_licence_masks_the_id_number(page: Page, console: Console) -> None:
