@@ -35,6 +35,7 @@ from tests.browser.conftest import (
     CLERK,
     CLERK_PASSWORD,
     Console,
+    add_user,
     audit_events,
     log_in,
     shot,
@@ -45,6 +46,8 @@ CASES = demo_cases(load_policy_set(ROOT / "policies").departments)
 LOGIN_REFUSED_ZH = "用户名或密码错误，或该账户暂时无法登录。"
 VERIFIED = "licence:verification:performed"
 PRINTED = "licence:receipt:printed"
+COLLEAGUE = "clerk-zhou"
+COLLEAGUE_PASSWORD = "Yiwang-Desk-2027!"
 ITEM = "000201002000"  # 企业变更登记, in policies/catalogue.toml
 
 #: ASCII words a Chinese page may show: the print shortcut, the key set's name, a size unit.
@@ -445,3 +448,28 @@ def test_a_form_field_with_control_characters_gets_a_console_page(
     expect(page.get_by_role("heading", name="请求无法处理")).to_be_visible()
     assert english_words(page) == []
     assert len(audit_events(console.gateway, VERIFIED)) == before
+
+
+def test_a_colleague_printing_a_receipt_names_the_clerk_who_verified(
+    page: Page, console: Console
+) -> None:
+    log_in(page, console.url, CLERK, CLERK_PASSWORD)
+    _verify_by_identifier(page, CASES["food-permit"].licence_id, "YW-2026-WEB-COLLEAGUE")
+    expect(page.locator("#verdict")).to_have_text("有效")
+    token = page.locator("input[name=receipt]").get_attribute("value")
+    page.get_by_role("button", name="退出登录").click()
+
+    add_user(console.gateway, COLLEAGUE, COLLEAGUE_PASSWORD, "--role", "clerk",
+             "--department", "service-centre", "--name", "周敏")  # fmt: skip
+    log_in(page, console.url, COLLEAGUE, COLLEAGUE_PASSWORD)
+    expect(page.get_by_role("heading", name="核验电子证照")).to_be_visible()
+    csrf = page.locator("form[action='/console/verify'] input[name=csrf_token]")
+    answer = page.request.post(
+        console.url + "/verify/receipt",
+        multipart={"csrf_token": csrf.get_attribute("value") or "", "receipt": token or ""},
+    )
+    assert answer.status == 200
+    page.set_content(answer.text())
+    expect(page.locator("#receipt-clerk")).to_have_text(CLERK)  # not the colleague
+    entries = audit_events(console.gateway, PRINTED)
+    assert entries[-1]["operator"] == COLLEAGUE  # who printed it
