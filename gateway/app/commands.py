@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -266,6 +267,74 @@ def lookup(  # noqa: PLR0917 - click passes every option positionally by name
     except Error as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(answer.claims, ensure_ascii=False, indent=2))
+
+
+@main.group(name="id")
+def identifier() -> None:
+    """Complete an identifier with its check character, or check one (exit 1 if wrong).
+
+    Give the identifier without its last character to have it computed, or whole to have it
+    checked: a USCC (统一社会信用代码, 17 + 1), a resident ID number (17 digits + 1), or an
+    e-licence identifier (1.2.156.3005.2.<type code>.<issuer USCC>.<serial>.<version>, then
+    .<check>).
+    """
+
+
+def _complete(kind: str, text: str, *, whole: bool, check: Callable[[str], str]) -> None:
+    """Print ``text`` completed by ``check`` (body -> whole identifier), or, when ``text`` is
+    ``whole`` already, whether its check character is right (exit 1 if not)."""
+    from gateway.errors import InvalidIdentifier
+
+    body = (text.rsplit(".", 1)[0] if "." in text else text[:-1]) if whole else text
+    try:
+        completed = check(body)
+    except InvalidIdentifier as exc:
+        raise click.ClickException(f"not a {kind}: {exc.reason}") from None
+    if not whole:
+        click.echo(completed)
+    elif completed == text:
+        click.echo(f"{text}: the check character is right")
+    else:
+        click.echo(f"{text}: the check character is wrong; the right one gives {completed}")
+        sys.exit(1)
+
+
+@identifier.command("uscc")
+@click.argument("code")
+def identifier_uscc(code: str) -> None:
+    """A Unified Social Credit Code: its first 17 characters, or all 18."""
+    from gateway.core.identifiers import Uscc, uscc_check_character
+
+    def complete(body: str) -> str:
+        return Uscc.parse(body + uscc_check_character(body)).value
+
+    _complete("USCC", code.upper(), whole=len(code) == 18, check=complete)
+
+
+@identifier.command("resident-id")
+@click.argument("number")
+def identifier_resident_id(number: str) -> None:
+    """A resident ID number (居民身份证号码): its first 17 digits, or all 18."""
+    from gateway.core.identifiers import ResidentId, resident_id_check_character
+
+    def complete(body: str) -> str:
+        return ResidentId.parse(body + resident_id_check_character(body)).value
+
+    _complete("resident ID number", number.upper(), whole=len(number) == 18, check=complete)
+
+
+@identifier.command("licence")
+@click.argument("licence_id")
+def identifier_licence(licence_id: str) -> None:
+    """An e-licence identifier (GB/T 36904): root.type.issuer.serial.version[.check]."""
+    from gateway.core.identifiers import LICENCE_ROOT, LicenceId, licence_check_character
+
+    def complete(body: str) -> str:
+        parts = body.removeprefix(LICENCE_ROOT + ".").split(".")
+        return LicenceId.parse(f"{body}.{licence_check_character(''.join(parts))}").value
+
+    # The root has four dots; type, issuer, serial and version add four, the check a ninth.
+    _complete("licence identifier", licence_id, whole=licence_id.count(".") == 9, check=complete)
 
 
 @main.command()
