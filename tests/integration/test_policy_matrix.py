@@ -25,8 +25,10 @@ difference) against a gateway whose clock is shifted for the test.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -108,6 +110,7 @@ class Resource:
     fields: tuple[str, ...]
     columns: Mapping[str, str]  # field name -> source column
     source: Mapping[str, Any]
+    provider: str
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ def read_district(directory: Path = POLICIES_DIR) -> District:
             fields=tuple(f["name"] for f in r["fields"]),
             columns={f["name"]: f.get("column") or f["name"] for f in r["fields"]},
             source=r["source"],
+            provider=r["provider"],
         )
         for r in catalogue["resource"]
         # The access histories are read through GET /v1/audit/subjects/{type:id}/accesses by
@@ -513,17 +517,40 @@ def licence_holder(gw: Gateway, resource: Resource) -> str:
     return str(holder)
 
 
+def uploaded_subject(gw: Gateway, resource: Resource) -> str:
+    """An uploaded resource holds records once its provider has uploaded a file: the demo
+    district's sample upload (examples/<resource>.csv) is sent, as the provider, and the
+    first subject of a row the gateway accepted is the one to look up."""
+    sample = ROOT / "examples" / f"{resource.id}.csv"
+    with gw.client(resource.provider) as provider:
+        receipt = provider.upload(resource=resource.id, path=sample, operator="matrix-clerk")
+        rejected = provider.upload_rejections(
+            resource=resource.id, version=int(receipt.claims["version"]), operator="matrix-clerk"
+        ).decode("utf-8")
+    assert receipt.claims["rows"]["accepted"] > 0
+    refused = {row["line"] for row in csv.DictReader(io.StringIO(rejected))}
+    key = str(resource.source.get("key", resource.subject))
+    with sample.open(encoding="utf-8", newline="") as rows:
+        return next(
+            row[key]
+            for line, row in enumerate(csv.DictReader(rows), start=2)
+            if str(line) not in refused
+        )
+
+
 def subjects_for(gw: Gateway, district: District) -> dict[str, str]:
     """One subject per resource, with a record (keeps each grant's daily distinct-subject
     quota use at 1)."""
-    return {
-        r.id: (
-            licence_holder(gw, r)
-            if r.source.get("adapter") == "licence"
-            else subject_with_record(gw.data_dir, r)
-        )
-        for r in district.resources.values()
-    }
+    subjects = {}
+    for r in district.resources.values():
+        adapter = r.source.get("adapter")
+        if adapter == "licence":
+            subjects[r.id] = licence_holder(gw, r)
+        elif adapter == "upload":
+            subjects[r.id] = uploaded_subject(gw, r)
+        else:
+            subjects[r.id] = subject_with_record(gw.data_dir, r)
+    return subjects
 
 
 # --- the tests -------------------------------------------------------------------------------
