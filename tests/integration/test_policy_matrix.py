@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
-import io
 import itertools
 import json
 import os
@@ -256,10 +255,28 @@ def licence_row(data_dir: Path, resource: Resource, subject: str) -> dict[str, A
     return {f: values.get(f) for f in resource.fields}
 
 
+def sample_upload(resource: Resource) -> Path:
+    return ROOT / "examples" / f"{resource.id}.csv"
+
+
+def uploaded_row(resource: Resource, subject: str) -> dict[str, Any] | None:
+    """The row for ``subject`` of the resource's sample upload (:func:`upload_samples` sends
+    it), keyed by field name; rows with an invalid key are rejected by the gateway and are
+    never a demo subject's."""
+    key = str(resource.source.get("key", resource.subject))
+    with sample_upload(resource).open(encoding="utf-8", newline="") as rows:
+        for row in csv.DictReader(rows):
+            if row[key] == subject:
+                return {f: row.get(resource.columns[f]) for f in resource.fields}
+    return None
+
+
 def source_row(data_dir: Path, resource: Resource, subject: str) -> dict[str, Any] | None:
     """The provider's own row for ``subject`` keyed by field name (read with sqlite3)."""
     if resource.source.get("adapter") == "licence":
         return licence_row(data_dir, resource, subject)
+    if resource.source.get("adapter") == "upload":
+        return uploaded_row(resource, subject)
     url = str(resource.source["url"]).replace("{data_dir}", str(data_dir))
     path = url.removeprefix("sqlite:///")
     table, key = str(resource.source["table"]), str(resource.source["key"])
@@ -517,40 +534,30 @@ def licence_holder(gw: Gateway, resource: Resource) -> str:
     return str(holder)
 
 
-def uploaded_subject(gw: Gateway, resource: Resource) -> str:
+def upload_samples(gw: Gateway, district: District) -> None:
     """An uploaded resource holds records once its provider has uploaded a file: the demo
-    district's sample upload (examples/<resource>.csv) is sent, as the provider, and the
-    first subject of a row the gateway accepted is the one to look up."""
-    sample = ROOT / "examples" / f"{resource.id}.csv"
-    with gw.client(resource.provider) as provider:
-        receipt = provider.upload(resource=resource.id, path=sample, operator="matrix-clerk")
-        rejected = provider.upload_rejections(
-            resource=resource.id, version=int(receipt.claims["version"]), operator="matrix-clerk"
-        ).decode("utf-8")
-    assert receipt.claims["rows"]["accepted"] > 0
-    refused = {row["line"] for row in csv.DictReader(io.StringIO(rejected))}
-    key = str(resource.source.get("key", resource.subject))
-    with sample.open(encoding="utf-8", newline="") as rows:
-        return next(
-            row[key]
-            for line, row in enumerate(csv.DictReader(rows), start=2)
-            if str(line) not in refused
-        )
+    district's sample upload of each (examples/<resource>.csv), sent as its provider."""
+    for r in district.resources.values():
+        if r.source.get("adapter") == "upload":
+            with gw.client(r.provider) as provider:
+                receipt = provider.upload(
+                    resource=r.id, path=sample_upload(r), operator="matrix-clerk"
+                )
+            assert receipt.claims["rows"]["accepted"] > 0
 
 
 def subjects_for(gw: Gateway, district: District) -> dict[str, str]:
     """One subject per resource, with a record (keeps each grant's daily distinct-subject
     quota use at 1)."""
-    subjects = {}
-    for r in district.resources.values():
-        adapter = r.source.get("adapter")
-        if adapter == "licence":
-            subjects[r.id] = licence_holder(gw, r)
-        elif adapter == "upload":
-            subjects[r.id] = uploaded_subject(gw, r)
-        else:
-            subjects[r.id] = subject_with_record(gw.data_dir, r)
-    return subjects
+    upload_samples(gw, district)
+    return {
+        r.id: (
+            licence_holder(gw, r)
+            if r.source.get("adapter") == "licence"
+            else subject_with_record(gw.data_dir, r)
+        )
+        for r in district.resources.values()
+    }
 
 
 # --- the tests -------------------------------------------------------------------------------
