@@ -1,47 +1,69 @@
 # Two commands matter: `make run` and `make test`. Everything installs into .venv.
+#
+# What is installed is locked, with hashes: requirements.lock holds the gateway's own
+# dependencies (pyproject's [project.dependencies], all `make run` needs), requirements-dev.lock
+# those and the developer toolchain (the `dev` extra: pytest, mypy, ruff, playwright, locust …;
+# what `make test` needs). `make lock` regenerates both from pyproject.toml.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
+PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-find-links --no-emit-index-url
 
-.PHONY: run test lint bench coverage install clean
+.PHONY: run test lint bench coverage install install-dev lock clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "need python3.11 on PATH (or set PYTHON=...)"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "need Python >= 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python requirements.lock pyproject.toml
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e .
-	@touch $(STAMP)
+$(RUNTIME): $(BIN)/python requirements.lock pyproject.toml
+	$(PIP) install --quiet --require-hashes -r requirements.lock
+	$(PIP) install --quiet --no-deps -e .
+	@touch $(RUNTIME)
 
-install: $(STAMP)
+$(DEV): $(RUNTIME) requirements-dev.lock
+	$(PIP) install --quiet --require-hashes -r requirements-dev.lock
+	@touch $(DEV)
 
-run: $(STAMP)
+install: $(RUNTIME)
+
+install-dev: $(DEV)
+
+run: $(RUNTIME)
 	$(BIN)/gateway serve
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -n 3 --dist worksteal
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Both locks from pyproject.toml, keeping every pin that still fits (add --upgrade to move them
+# all). The dev lock is constrained by the runtime one, so both install the same versions.
+lock: $(BIN)/python
+	@test -x $(BIN)/pip-compile || $(PIP) install --quiet "pip-tools>=7.5"
+	$(PIP_COMPILE) --output-file=requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra=dev --constraint=requirements.lock \
+		--output-file=requirements-dev.lock pyproject.toml
+
 # The whole suite under coverage.py, subprocess gateways included (see [tool.coverage.*]).
-coverage: $(STAMP)
+coverage: $(DEV)
 	$(BIN)/coverage erase
 	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(BIN)/coverage run -m pytest -q -n 3 --dist worksteal
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report --sort=cover | tail -n 25
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python -m loadtests.bench
 
 clean:

@@ -2,6 +2,12 @@
 
 Every value is validated together, and all bad values are reported at once, each named by
 the variable that set it. After :func:`load_settings` returns, nothing reads the environment.
+
+The gateway's **home** is the directory its relative paths (policies, keys, data, upload
+spool) are taken from, so that a command means the same wherever it is typed:
+``GATEWAY_HOME`` (``gateway --home DIR``) when set; else the current directory when it holds
+a policy set; else the source checkout the gateway runs from (``make run``'s clone) when it
+holds one; else the current directory.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import msgspec
 from gateway.errors import ConfigurationError
 
 __all__ = [
+    "HOME_MARKER",
     "AlertSettings",
     "AuditSettings",
     "CacheSettings",
@@ -28,6 +35,7 @@ __all__ = [
     "Settings",
     "TokenSettings",
     "UploadSettings",
+    "find_home",
     "load_settings",
 ]
 
@@ -117,6 +125,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     port: _Port = 8080
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     gateway_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = "yiwang-gateway"
+    home: str = ""  # empty: found by find_home; the relative directories below are under it
     data_dir: str = "data"
     database_url: str = ""  # empty: SQLite file in data_dir
     redis_url: str = ""  # empty: in-process caches (one worker only)
@@ -267,14 +276,55 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 _FIELDS = {f.name for f in msgspec.structs.fields(Settings)}
 
+#: A directory holding this file holds a policy set: a home.
+HOME_MARKER = Path("policies") / "departments.toml"
+#: The checkout the running code comes from (``gateway/`` is at its top).
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def find_home(configured: str = "", *, cwd: Path | None = None) -> Path:
+    """The gateway's home (see the module docstring): ``configured`` when given, else the
+    first of the current directory and the source checkout that holds a policy set."""
+    here = Path.cwd() if cwd is None else cwd
+    if configured:
+        return (here / configured).resolve()
+    for candidate in (here, _CHECKOUT):
+        if (candidate / HOME_MARKER).is_file():
+            return candidate.resolve()
+    return here.resolve()
+
+
+def _under_home(settings: Settings, problems: list[str], *, cwd: Path | None) -> Settings:
+    """``settings`` with its home found and every relative directory made absolute under it."""
+    home = find_home(settings.home, cwd=cwd)
+    if settings.home and not home.is_dir():
+        problems.append(f"GATEWAY_HOME={settings.home!r}: not a directory")
+
+    def under(path: str) -> str:
+        return str(home / path) if path else path
+
+    return msgspec.structs.replace(
+        settings,
+        home=str(home),
+        data_dir=under(settings.data_dir),
+        policies_dir=under(settings.policies_dir),
+        keys_dir=under(settings.keys_dir),
+        upload_spool_dir=under(settings.upload_spool_dir),
+    )
+
 
 def load_settings(
-    environ: Mapping[str, str] | None = None, *, overrides: Mapping[str, Any] | None = None
+    environ: Mapping[str, str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    cwd: Path | None = None,
 ) -> Settings:
     """Build :class:`Settings` from the environment (and ``GATEWAY_CONFIG`` TOML file).
 
     Precedence: ``overrides`` (command-line flags) > environment > TOML file > defaults.
-    Raises :class:`ConfigurationError` listing every bad value by its variable name.
+    The directories come back absolute, under the home (``cwd``: the current directory's
+    stand-in, for tests). Raises :class:`ConfigurationError` listing every bad value by its
+    variable name.
     """
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
@@ -311,7 +361,7 @@ def load_settings(
             raw.pop(key)
     if problems:
         raise ConfigurationError(problems)
-    settings = msgspec.convert(raw, Settings, strict=False)
+    settings = _under_home(msgspec.convert(raw, Settings, strict=False), problems, cwd=cwd)
     _check_consistency(settings, problems)
     if problems:
         raise ConfigurationError(problems)

@@ -81,7 +81,11 @@ def gateway_command(
 
     from gateway.app.commands import main
 
-    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("GATEWAY_")}
+    # GATEWAY_HOME too: `gateway --home` sets it for the command (its workers inherit it), and
+    # the runner restores only the variables it was given.
+    unset: dict[str, str | None] = {
+        k: None for k in {*os.environ, "GATEWAY_HOME"} if k.startswith("GATEWAY_")
+    }
     with contextlib.chdir(cwd):
         result = CliRunner().invoke(
             main, list(args), input=stdin, env={**unset, **env}, prog_name="gateway"

@@ -4,16 +4,25 @@ not the database layer of the accounts)."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import json
 import os
+import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from gateway.cli.support import open_client, settings_or_exit
 from gateway.errors import Error
+from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = ["main"]
 
@@ -56,8 +65,18 @@ def audit_commands() -> click.Group:
 
 @click.group(cls=_FeatureGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="yiwang-gateway")
-def main() -> None:
+@click.option(
+    "--home",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The gateway's home: policies/, keys/ and data/ are under it [GATEWAY_HOME; else"
+    " the current directory or the source checkout, whichever holds policies/].",
+)
+def main(home: Path | None) -> None:
     """Yiwang Gateway: signed, policy-bound, audited lookups between departments."""
+    if home is not None:
+        # Through the environment, as every setting: the server's workers inherit it.
+        os.environ["GATEWAY_HOME"] = str(home.resolve())
 
 
 @main.command()
@@ -103,8 +122,6 @@ def init(demo: bool) -> None:
 )
 def serve(host: str | None, port: int | None, workers: int | None, run_init: bool) -> None:
     """Start the gateway."""
-    import uvicorn
-
     settings = settings_or_exit(host=host, port=port, workers=workers)
     if run_init:
         from gateway.app.bootstrap import initialise
@@ -117,12 +134,10 @@ def serve(host: str | None, port: int | None, workers: int | None, run_init: boo
     for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
         if value is not None:
             os.environ[f"GATEWAY_{name}"] = str(value)
-    click.echo(
-        f"Yiwang Gateway on http://{settings.host}:{settings.port}  "
-        f"(API docs: /docs, JWKS: /.well-known/jwks.json; "
-        f"{'embedded: SQLite + in-process caches' if settings.embedded else 'server setup'})"
-    )
-    uvicorn.run(
+    listening = _bind(settings.host, settings.port)
+    import uvicorn  # here, not above: the other commands start without it
+
+    config = uvicorn.Config(
         "gateway.app.factory:create_app_from_environment",
         factory=True,
         host=settings.host,
@@ -136,6 +151,69 @@ def serve(host: str | None, port: int | None, workers: int | None, run_init: boo
         loop="uvloop",
         http="httptools",
     )
+    if settings.workers == 1:
+        server = _announcing_server(config, _banner(settings, "ready"))
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[listening])
+        if not server.started:
+            sys.exit(3)  # the app did not start (its reason is in the log): as uvicorn.run
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    # Each worker starts the app itself; the port is bound already, the supervisor says so.
+    click.echo(f"{_banner(settings, 'listening')}\n  {settings.workers} workers starting")
+    with contextlib.suppress(KeyboardInterrupt):
+        Multiprocess(config, sockets=[listening]).run()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is announced; a clear exit if it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        busy = exc.errno == errno.EADDRINUSE
+        why = "is in use by another process" if busy else f"cannot be bound ({exc.strerror})"
+        raise click.ClickException(
+            f"{host}:{port} {why}; stop that process or choose another port"
+            " (--port or GATEWAY_PORT)"
+        ) from None
+    listening.listen(2048)
+    listening.set_inheritable(True)  # the workers of a multi-process server accept on it
+    return listening
+
+
+def _banner(settings: Settings, state: str) -> str:
+    """Where everything is: the addresses a person opens and the operator token files."""
+    base = f"http://{settings.host}:{settings.port}"
+    operators = Path(settings.keys_dir) / "operators"
+    setup = "embedded: SQLite + in-process caches" if settings.embedded else "server setup"
+    return "\n".join(
+        (
+            f"Yiwang Gateway {state} on {base}  ({setup}; home {settings.home})",
+            f"  console:   {base}/console",
+            f"  API docs:  {base}/docs   JWKS: {base}/.well-known/jwks.json",
+            f"  operator tokens: {operators / 'admin.token'} (administrators),",
+            f"                   {operators / 'auditor.token'} (security officers)",
+        )
+    )
+
+
+def _announcing_server(config: uvicorn.Config, banner: str) -> uvicorn.Server:
+    """uvicorn's server that prints ``banner`` once the app has started and the port
+    listens — never before a failed start."""
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if not self.should_exit and self.started:
+                click.echo(banner)
+
+    return AnnouncingServer(config)
 
 
 def _parse_subject(_: click.Context, __: click.Parameter, value: str) -> tuple[str, str]:
@@ -189,6 +267,74 @@ def lookup(  # noqa: PLR0917 - click passes every option positionally by name
     except Error as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(answer.claims, ensure_ascii=False, indent=2))
+
+
+@main.group(name="id")
+def identifier() -> None:
+    """Complete an identifier with its check character, or check one (exit 1 if wrong).
+
+    Give the identifier without its last character to have it computed, or whole to have it
+    checked: a USCC (统一社会信用代码, 17 + 1), a resident ID number (17 digits + 1), or an
+    e-licence identifier (1.2.156.3005.2.<type code>.<issuer USCC>.<serial>.<version>, then
+    .<check>).
+    """
+
+
+def _complete(kind: str, text: str, *, whole: bool, check: Callable[[str], str]) -> None:
+    """Print ``text`` completed by ``check`` (body -> whole identifier), or, when ``text`` is
+    ``whole`` already, whether its check character is right (exit 1 if not)."""
+    from gateway.errors import InvalidIdentifier
+
+    body = (text.rsplit(".", 1)[0] if "." in text else text[:-1]) if whole else text
+    try:
+        completed = check(body)
+    except InvalidIdentifier as exc:
+        raise click.ClickException(f"not a {kind}: {exc.reason}") from None
+    if not whole:
+        click.echo(completed)
+    elif completed == text:
+        click.echo(f"{text}: the check character is right")
+    else:
+        click.echo(f"{text}: the check character is wrong; the right one gives {completed}")
+        sys.exit(1)
+
+
+@identifier.command("uscc")
+@click.argument("code")
+def identifier_uscc(code: str) -> None:
+    """A Unified Social Credit Code: its first 17 characters, or all 18."""
+    from gateway.core.identifiers import Uscc, uscc_check_character
+
+    def complete(body: str) -> str:
+        return Uscc.parse(body + uscc_check_character(body)).value
+
+    _complete("USCC", code.upper(), whole=len(code) == 18, check=complete)
+
+
+@identifier.command("resident-id")
+@click.argument("number")
+def identifier_resident_id(number: str) -> None:
+    """A resident ID number (居民身份证号码): its first 17 digits, or all 18."""
+    from gateway.core.identifiers import ResidentId, resident_id_check_character
+
+    def complete(body: str) -> str:
+        return ResidentId.parse(body + resident_id_check_character(body)).value
+
+    _complete("resident ID number", number.upper(), whole=len(number) == 18, check=complete)
+
+
+@identifier.command("licence")
+@click.argument("licence_id")
+def identifier_licence(licence_id: str) -> None:
+    """An e-licence identifier (GB/T 36904): root.type.issuer.serial.version[.check]."""
+    from gateway.core.identifiers import LICENCE_ROOT, LicenceId, licence_check_character
+
+    def complete(body: str) -> str:
+        parts = body.removeprefix(LICENCE_ROOT + ".").split(".")
+        return LicenceId.parse(f"{body}.{licence_check_character(''.join(parts))}").value
+
+    # The root has four dots; type, issuer, serial and version add four, the check a ninth.
+    _complete("licence identifier", licence_id, whole=licence_id.count(".") == 9, check=complete)
 
 
 @main.command()

@@ -27,16 +27,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from gateway.cli.support import base_url, department_client, settings_or_exit
+from gateway.core.identifiers import LicenceId, ResidentId, Uscc
 from gateway.core.keyring import jwk_thumbprint
 from gateway.core.licences import (
     QR_PREFIX,
     Check,
     CheckOutcome,
+    HolderIdType,
     LicenceContent,
     StatusAction,
     Verdict,
 )
-from gateway.errors import ConfigurationError, Error
+from gateway.errors import ConfigurationError, Error, InvalidIdentifier
 from gateway.sdk import (
     GatewayProblem,
     OfflineVerifier,
@@ -45,7 +47,7 @@ from gateway.sdk import (
     sealed_status_list_id,
 )
 
-__all__ = ["licence", "seal"]
+__all__ = ["content_problems", "licence", "seal"]
 
 #: What each verification check establishes, in words for the clerk.
 CHECK_WORDS = {
@@ -89,17 +91,78 @@ def licence() -> None:
     """Issue e-licences, change their status, verify them (online or offline)."""
 
 
+def content_problems(raw: object) -> list[tuple[str, str]]:
+    """Every problem of a licence content file, each as (the field's path, what is wrong):
+    unknown and missing fields, each field's type and format, then — when every field has
+    its type — the identifiers' check characters and the issuer they name, and the dates.
+    All at once, so a file is fixed in one pass."""
+    if not isinstance(raw, dict):
+        return [("$", "must be a JSON object")]
+    fields = {f.name: f for f in msgspec.structs.fields(LicenceContent)}
+    problems = [
+        (
+            name,
+            "is not a licence field"
+            if name != "status"
+            else "must not be set: the gateway allocates the status entry",
+        )
+        for name in raw
+        if name not in fields or name == "status"
+    ]
+    problems += [
+        (name, "is missing") for name, f in fields.items() if f.required and name not in raw
+    ]
+    for name, value in raw.items():
+        if name in fields and name != "status":
+            try:
+                msgspec.convert(value, fields[name].type)
+            except msgspec.ValidationError as exc:
+                reason, _, at = str(exc).partition(" - at `$")
+                problems.append((name + at.rstrip("`"), reason))
+    if problems:
+        return problems
+    content = msgspec.convert(raw, LicenceContent)
+    try:
+        licence_id = LicenceId.parse(content.licence_id)
+    except InvalidIdentifier as exc:
+        problems.append(("licence_id", exc.reason))
+    else:
+        if licence_id.type_code != content.type_code:
+            problems.append(
+                ("type_code", f"differs from the identifier's ({licence_id.type_code})")
+            )
+        if licence_id.issuer.value != content.issuer_uscc:
+            problems.append(
+                ("issuer_uscc", f"differs from the identifier's issuer ({licence_id.issuer.value})")
+            )
+    holder = ResidentId if content.holder_id_type is HolderIdType.RESIDENT_ID else Uscc
+    try:
+        holder.parse(content.holder_id)
+    except InvalidIdentifier as exc:
+        problems.append(("holder_id", f"{exc.reason} (a {content.holder_id_type})"))
+    try:
+        Uscc.parse(content.issuer_uscc)
+    except InvalidIdentifier as exc:
+        problems.append(("issuer_uscc", exc.reason))
+    if content.valid_until is not None and content.valid_until < content.valid_from:
+        problems.append(("valid_until", "is before valid_from"))
+    return problems
+
+
 def _read_content(path: Path) -> LicenceContent:
     try:
         raw = msgspec.json.decode(path.read_bytes())
-        if not isinstance(raw, dict):
-            raise click.BadParameter("must hold a JSON object", param_hint="--content")
-        if "status" in raw:
-            # The gateway allocates the status entry; one chosen here would be refused.
-            raise click.BadParameter("must not hold 'status'", param_hint="--content")
-        return msgspec.convert(raw, LicenceContent)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise click.BadParameter(str(exc), param_hint="--content") from None
+    except msgspec.DecodeError as exc:
+        raise click.BadParameter(f"{path} is not JSON: {exc}", param_hint="--content") from None
+    problems = content_problems(raw)
+    if problems:
+        listed = "".join(f"\n  {where}: {what}" for where, what in problems)
+        raise click.BadParameter(
+            f"{path} has {len(problems)} problem{'s' if len(problems) > 1 else ''}:{listed}"
+            "\n(`gateway id` computes identifiers with their check character)",
+            param_hint="--content",
+        )
+    return msgspec.convert(raw, LicenceContent)
 
 
 @licence.command()

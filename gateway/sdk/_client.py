@@ -28,6 +28,7 @@ from gateway.sdk._answers import (
     VerificationReceipt,
     verify_answer,
 )
+from gateway.sdk._expect import post_expecting_continue
 from gateway.sdk._http import get, quoted
 from gateway.sdk._offline import OfflineVerifier, PublicDocuments
 from gateway.sdk._problems import problem_from
@@ -310,17 +311,29 @@ class GatewayClient:
                         progress(len(chunk))
                     yield chunk
 
-        response = self._http.post(
-            f"/v1/uploads/{resource}",
-            content=body(),
-            headers={
-                TOKEN_HEADER: token,
-                "Content-Type": f"{MEDIA_TYPES[kind]}; charset=utf-8",
-                "Content-Length": str(path.stat().st_size),
-            },
-            # The gateway answers once every row is loaded: allow for that on large files.
-            timeout=httpx.Timeout(timeout, connect=10.0),
-        )
+        headers = {
+            TOKEN_HEADER: token,
+            "Content-Type": f"{MEDIA_TYPES[kind]}; charset=utf-8",
+            "Content-Length": str(path.stat().st_size),
+        }
+        target = f"/v1/uploads/{resource}"
+        if self._owns_http:
+            # Over the network: the file goes only once the gateway has accepted the token,
+            # so a refusal costs no upload (gateway.sdk._expect).
+            response = post_expecting_continue(
+                self._http.base_url.join(target),
+                headers=headers.items(),
+                body=body(),
+                timeout=timeout,
+            )
+        else:  # a client handed in (a test client, a pool with its own transport)
+            response = self._http.post(
+                target,
+                content=body(),
+                headers=headers,
+                # The gateway answers once every row is loaded: allow for that on large files.
+                timeout=httpx.Timeout(timeout, connect=10.0),
+            )
         if response.status_code != 200:
             raise problem_from(response)
         return self.verify_answer(response.text, request_token=token, typ=TokenType.UPLOAD_RECEIPT)

@@ -25,6 +25,7 @@ difference) against a gateway whose clock is shifted for the test.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import itertools
@@ -108,6 +109,7 @@ class Resource:
     fields: tuple[str, ...]
     columns: Mapping[str, str]  # field name -> source column
     source: Mapping[str, Any]
+    provider: str
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ def read_district(directory: Path = POLICIES_DIR) -> District:
             fields=tuple(f["name"] for f in r["fields"]),
             columns={f["name"]: f.get("column") or f["name"] for f in r["fields"]},
             source=r["source"],
+            provider=r["provider"],
         )
         for r in catalogue["resource"]
         # The access histories are read through GET /v1/audit/subjects/{type:id}/accesses by
@@ -252,10 +255,28 @@ def licence_row(data_dir: Path, resource: Resource, subject: str) -> dict[str, A
     return {f: values.get(f) for f in resource.fields}
 
 
+def sample_upload(resource: Resource) -> Path:
+    return ROOT / "examples" / f"{resource.id}.csv"
+
+
+def uploaded_row(resource: Resource, subject: str) -> dict[str, Any] | None:
+    """The row for ``subject`` of the resource's sample upload (:func:`upload_samples` sends
+    it), keyed by field name; rows with an invalid key are rejected by the gateway and are
+    never a demo subject's."""
+    key = str(resource.source.get("key", resource.subject))
+    with sample_upload(resource).open(encoding="utf-8", newline="") as rows:
+        for row in csv.DictReader(rows):
+            if row[key] == subject:
+                return {f: row.get(resource.columns[f]) for f in resource.fields}
+    return None
+
+
 def source_row(data_dir: Path, resource: Resource, subject: str) -> dict[str, Any] | None:
     """The provider's own row for ``subject`` keyed by field name (read with sqlite3)."""
     if resource.source.get("adapter") == "licence":
         return licence_row(data_dir, resource, subject)
+    if resource.source.get("adapter") == "upload":
+        return uploaded_row(resource, subject)
     url = str(resource.source["url"]).replace("{data_dir}", str(data_dir))
     path = url.removeprefix("sqlite:///")
     table, key = str(resource.source["table"]), str(resource.source["key"])
@@ -513,9 +534,22 @@ def licence_holder(gw: Gateway, resource: Resource) -> str:
     return str(holder)
 
 
+def upload_samples(gw: Gateway, district: District) -> None:
+    """An uploaded resource holds records once its provider has uploaded a file: the demo
+    district's sample upload of each (examples/<resource>.csv), sent as its provider."""
+    for r in district.resources.values():
+        if r.source.get("adapter") == "upload":
+            with gw.client(r.provider) as provider:
+                receipt = provider.upload(
+                    resource=r.id, path=sample_upload(r), operator="matrix-clerk"
+                )
+            assert receipt.claims["rows"]["accepted"] > 0
+
+
 def subjects_for(gw: Gateway, district: District) -> dict[str, str]:
     """One subject per resource, with a record (keeps each grant's daily distinct-subject
     quota use at 1)."""
+    upload_samples(gw, district)
     return {
         r.id: (
             licence_holder(gw, r)

@@ -41,6 +41,7 @@ from tests.integration.test_policy_matrix import (
     expected_decision,
     read_district,
     source_row,
+    upload_samples,
 )
 from tests.support import GatewayProcess, running_gateway
 
@@ -77,6 +78,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[
     data_dir = tmp_path_factory.mktemp("properties-embedded")
     env = {**HIGH_RATE_LIMIT, **clock.environment()}
     with running_gateway(data_dir, keys_dir, server=False, env=env) as gw:
+        upload_samples(gw, DISTRICT)
         present: dict[str, list[str]] = {}
         for res in DISTRICT.resources.values():
             ids = (

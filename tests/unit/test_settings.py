@@ -103,3 +103,52 @@ def test_each_group_carries_the_values_of_its_variables(tmp_path: Path) -> None:
     assert s.licensing.status_list_ttl_seconds == 600
     assert s.alerts.rate_floor == 11
     assert s.server.workers == 3
+
+
+# --- the home: relative directories mean the same wherever a command is typed ---------------
+
+
+def _home_with_policies(path: Path) -> Path:
+    (path / "policies").mkdir(parents=True)
+    (path / "policies" / "departments.toml").write_text("", encoding="utf-8")
+    return path
+
+
+def test_gateway_home_holds_the_relative_directories(tmp_path: Path) -> None:
+    home = _home_with_policies(tmp_path / "home")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    s = load_settings({"GATEWAY_HOME": str(home)}, cwd=elsewhere)
+    assert s.home == str(home.resolve())
+    assert s.policies_dir == str(home.resolve() / "policies")
+    assert s.keys_dir == str(home.resolve() / "keys")
+    assert s.data_dir == str(home.resolve() / "data")
+    assert s.effective_database_url == f"sqlite:///{home.resolve() / 'data' / 'gateway.sqlite3'}"
+    assert s.uploads.spool_dir == str(home.resolve() / "data" / "uploads")
+
+
+def test_absolute_directories_stay_where_they_are(tmp_path: Path) -> None:
+    home = _home_with_policies(tmp_path / "home")
+    keys = tmp_path / "keys-elsewhere"
+    s = load_settings({"GATEWAY_HOME": str(home), "GATEWAY_KEYS_DIR": str(keys)})
+    assert s.keys_dir == str(keys)
+    assert s.policies_dir == str(home.resolve() / "policies")
+
+
+def test_without_gateway_home_a_directory_holding_policies_is_the_home(tmp_path: Path) -> None:
+    home = _home_with_policies(tmp_path / "deployment")
+    s = load_settings({}, cwd=home)
+    assert s.home == str(home.resolve())
+
+
+def test_elsewhere_the_source_checkout_is_the_home(tmp_path: Path) -> None:
+    # No policy set in the current directory: the checkout the code runs from holds one.
+    checkout = Path(__file__).resolve().parents[2]
+    s = load_settings({}, cwd=tmp_path)
+    assert s.home == str(checkout)
+    assert s.policies_dir == str(checkout / "policies")
+
+
+def test_a_gateway_home_that_is_not_a_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="GATEWAY_HOME='nowhere': not a directory"):
+        load_settings({"GATEWAY_HOME": "nowhere"}, cwd=tmp_path)
