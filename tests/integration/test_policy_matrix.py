@@ -256,7 +256,7 @@ def licence_row(data_dir: Path, resource: Resource, subject: str) -> dict[str, A
 
 
 def sample_upload(resource: Resource) -> Path:
-    return ROOT / "examples" / f"{resource.id}.csv"
+    return ROOT / "docs" / "examples" / f"{resource.id}.csv"
 
 
 def uploaded_row(resource: Resource, subject: str) -> dict[str, Any] | None:
@@ -536,7 +536,7 @@ def licence_holder(gw: Gateway, resource: Resource) -> str:
 
 def upload_samples(gw: Gateway, district: District) -> None:
     """An uploaded resource holds records once its provider has uploaded a file: the demo
-    district's sample upload of each (examples/<resource>.csv), sent as its provider."""
+    district's sample upload of each (docs/examples/<resource>.csv), sent as its provider."""
     for r in district.resources.values():
         if r.source.get("adapter") == "upload":
             with gw.client(r.provider) as provider:

@@ -46,7 +46,7 @@ class Clone:
 
     def __init__(self, home: Path, keys_dir: Path) -> None:
         self.home = home
-        for folder in ("policies", "examples"):
+        for folder in ("policies", "docs/examples"):
             shutil.copytree(ROOT / folder, home / folder)
         # The session's demo keys, so that the start does not generate them again.
         shutil.copytree(keys_dir, home / "keys")

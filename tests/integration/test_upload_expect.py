@@ -56,7 +56,7 @@ def test_a_file_over_the_cap_is_refused_before_it_is_sent(
 def test_an_accepted_upload_sends_the_whole_file_after_the_go_ahead(
     served_gateway: GatewayProcess,
 ) -> None:
-    sample = ROOT / "examples" / f"{RESOURCE}.csv"
+    sample = ROOT / "docs" / "examples" / f"{RESOURCE}.csv"
     sent, outcome = _upload(served_gateway, "hrss", sample)
     assert isinstance(outcome, SignedAnswer), outcome
     assert sum(sent) == sample.stat().st_size

@@ -12,7 +12,7 @@ from gateway.core.identifiers import LicenceId, ResidentId, Uscc
 from gateway.licensing.commands import content_problems
 from tests.support import ROOT, gateway_command
 
-SAMPLE = ROOT / "examples" / "licence.json"
+SAMPLE = ROOT / "docs" / "examples" / "licence.json"
 
 
 @pytest.mark.parametrize(
