@@ -28,6 +28,7 @@ from litestar.response import Redirect, Stream
 from gateway.accounts import Role, Session
 from gateway.console.officers_text import (
     ALERT_KINDS,
+    DAY_NAMES,
     ENTRY_FIELDS,
     EVENT_NAMES,
     VERDICTS,
@@ -375,10 +376,6 @@ def _when_words(alert: Mapping[str, Any], lang: str) -> str:
     return start if start == end else f"{start} – {end}"
 
 
-_DAYS_ZH = {"mon": "周一", "tue": "周二", "wed": "周三", "thu": "周四", "fri": "周五",
-            "sat": "周六", "sun": "周日"}  # fmt: skip
-
-
 def alert_why(alert: Mapping[str, Any], lang: str, names: Mapping[str, str]) -> str:
     """An alert's reason in the page's language, from its numbers (English: the rule's own
     sentence)."""
@@ -412,7 +409,7 @@ def alert_why(alert: Mapping[str, Any], lang: str, names: Mapping[str, str]) -> 
     if kind == "outside-grant-hours":
         return f"{who}于 {when} 在授权办公时间以外尝试查询 {n['refused']} 次，均被拒绝。"
     if kind == "outside-working-hours":
-        days = "、".join(_DAYS_ZH.get(d, d) for d in n.get("working_days", []))
+        days = "、".join(DAY_NAMES["zh"].get(d, d) for d in n.get("working_days", []))
         hours = n.get("working_time", "")
         return (
             f"{who}于 {when} 在工作时间（{days} {hours}，北京时间）以外读取数据 {n['reads']} 次。"

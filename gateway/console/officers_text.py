@@ -17,6 +17,7 @@ from gateway.core.protocol import AuditEvent
 
 __all__ = [
     "ALERT_KINDS",
+    "DAY_NAMES",
     "DEPARTMENT_ROLES",
     "ENTRY_FIELDS",
     "EVENT_NAMES",
@@ -347,6 +348,7 @@ SEAL_TYPES: Mapping[str, Mapping[str, str]] = {
         "licence": "证照专用章",
         "license": "证照专用章",
         "administrative-approval": "行政审批专用章",
+        "real-estate-registration": "不动产登记专用章",
         "contract": "合同专用章",
         "finance": "财务专用章",
         "invoice": "发票专用章",
@@ -356,6 +358,7 @@ SEAL_TYPES: Mapping[str, Mapping[str, str]] = {
         "licence": "Licence seal",
         "license": "Licence seal",
         "administrative-approval": "Administrative approval seal",
+        "real-estate-registration": "Real estate registration seal",
         "contract": "Contract seal",
         "finance": "Finance seal",
         "invoice": "Invoice seal",
@@ -377,3 +380,11 @@ REVOCATION_REASONS: Mapping[str, Mapping[str, str]] = {
         "key-compromise": "Seal key compromised (every licence it ever sealed becomes invalid)",
     },
 }
+
+#: Days of the week as the policy files and the alert settings write them.
+DAY_NAMES: Mapping[str, Mapping[str, str]] = {
+    "zh": {"mon": "周一", "tue": "周二", "wed": "周三", "thu": "周四", "fri": "周五",
+           "sat": "周六", "sun": "周日"},
+    "en": {"mon": "Mon", "tue": "Tue", "wed": "Wed", "thu": "Thu", "fri": "Fri",
+           "sat": "Sat", "sun": "Sun"},
+}  # fmt: skip
