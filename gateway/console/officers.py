@@ -489,6 +489,23 @@ def _axis_labels(hours: Sequence[dt.datetime]) -> list[dict[str, Any]]:
     ]
 
 
+_LEGEND_TOP, _LEGEND_ROW = _H + 5, 18
+
+
+def _legend(items: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Legend items laid out in rows across the chart's width, each as wide as its text
+    (a CJK character takes about the font size, 12, a Latin one about half)."""
+    out: list[dict[str, Any]] = []
+    x, y = _LEFT, _LEGEND_TOP
+    for fill, text in items:
+        width = 16 + sum(12 if ord(ch) > 0x2E80 else 7 for ch in text) + 18
+        if x > _LEFT and x + width > _W:
+            x, y = _LEFT, y + _LEGEND_ROW
+        out.append({"x": x, "y": y, "fill": fill, "text": text})
+        x += width
+    return out
+
+
 def lookups_chart(
     counts: Sequence[tuple[str, str, int]],
     now: dt.datetime,
@@ -525,11 +542,10 @@ def lookups_chart(
                 "title": f"{named.get(department, department)} {local:%m-%d %H}:00 — {n}",
             }
         )  # fmt: skip
-    legend = [
-        {"x": _LEFT + 130 * i, "fill": colour[d], "text": named.get(d, d)}
-        for i, d in enumerate(departments)
-    ]
-    return Chart(title, _W, _H + 20, bars, "", [], _axis_labels(hours), legend, maximum)
+    legend = _legend([(colour[d], named.get(d, d)) for d in departments])
+    rows = 1 + max((item["y"] - _LEGEND_TOP for item in legend), default=0) // _LEGEND_ROW
+    height = _H + 10 + rows * _LEGEND_ROW
+    return Chart(title, _W, height, bars, "", [], _axis_labels(hours), legend, maximum)
 
 
 def refusals_chart(counts: Sequence[tuple[str, int]], now: dt.datetime, title: str) -> Chart:

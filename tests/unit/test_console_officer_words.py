@@ -125,3 +125,22 @@ def test_every_alert_kind_has_a_chinese_reason() -> None:
         assert set(_LATIN_WORD.findall(why)) <= allowed, (kind, why)
         assert "2026-06-10" in why or kind == "grant-quota"
     assert alert_why(ALERTS["closed-case"], "en", names) == "english"
+
+
+def test_the_chart_legend_names_departments_without_overlapping() -> None:
+    import datetime as dt
+
+    from gateway.console.officers import lookups_chart
+
+    now = dt.datetime(2026, 6, 10, 2, 30, tzinfo=dt.UTC)
+    hour = "2026-06-10T02"
+    ids = ["hrss", "service-centre", "market", "tax", "realestate", "police", "civil-affairs"]
+    names = {d: f"区{d}很长很长的部门名称" for d in ids[:-1]}  # the last has no name
+    chart = lookups_chart([(d, hour, 1) for d in ids], now, "t", names)
+    assert [item["text"] for item in chart.legend] == [names.get(d, d) for d in sorted(ids)]
+    for a, b in zip(chart.legend, chart.legend[1:], strict=False):
+        if a["y"] == b["y"]:
+            text_width = sum(12 if ord(ch) > 0x2E80 else 7 for ch in a["text"])  # at 12 px
+            assert b["x"] > a["x"] + 16 + text_width  # no overlap on a row
+    assert all(item["y"] + 12 <= chart.height for item in chart.legend)
+    assert len({item["y"] for item in chart.legend}) > 1  # long names wrap to a second row
