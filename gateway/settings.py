@@ -85,6 +85,7 @@ class AuditSettings(msgspec.Struct, frozen=True, kw_only=True):
     batch_max: int
     timeout_seconds: float
     commit_grace_seconds: float
+    checkpoint_seconds: float  # the longest an entry stays outside a signed checkpoint
     hmac_key: str  # hex; empty: the key file in keys_dir
 
 
@@ -153,6 +154,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     db_busy_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=60000)] = 3000
     db_idle_in_transaction_ms: Annotated[int, msgspec.Meta(ge=500, le=60000)] = 2000
     audit_commit_grace_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 2.0
+    audit_checkpoint_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 1.0
     readiness_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
     readiness_min_free_mb: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 64
     worker_healthcheck_seconds: Annotated[int, msgspec.Meta(ge=1, le=600)] = 30
@@ -231,6 +233,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             batch_max=self.audit_batch_max,
             timeout_seconds=self.audit_timeout_seconds,
             commit_grace_seconds=self.audit_commit_grace_seconds,
+            checkpoint_seconds=self.audit_checkpoint_seconds,
             hmac_key=self.audit_hmac_key,
         )
 

@@ -329,7 +329,12 @@ class GatewayRuntime:
             subject_hasher=SubjectHasher(hmac_key),
             answer_lifetime=tokens.answer_lifetime,
         )
-        transparency = TransparencyLog(engine=engine, signer=signer, gateway_id=settings.gateway_id)
+        transparency = TransparencyLog(
+            engine=engine,
+            signer=signer,
+            gateway_id=settings.gateway_id,
+            interval=settings.audit.checkpoint_seconds,
+        )
         watcher = PolicyWatcher(
             directory=Path(settings.policies_dir),
             store=store,
@@ -444,10 +449,13 @@ class GatewayRuntime:
         A store that is down at start does not stop the gateway: lookups answer 503 until it
         is back (fail closed), and the watcher keeps trying.
         """
+        # A checkpoint of the audit tree whenever it grew (looked for every
+        # GATEWAY_AUDIT_CHECKPOINT_SECONDS): started first and whatever the watcher does, so
+        # the log's last entries are always covered within a bounded time (the loop retries
+        # on its own while a store is down).
+        self._checkpointer = asyncio.get_running_loop().create_task(self.transparency.run())
         try:
             await self.watcher.start()
-            # A checkpoint of the audit tree each second while entries arrive.
-            self._checkpointer = asyncio.get_running_loop().create_task(self.transparency.run())
             # Keys revoked by any process stop verifying here within a second.
             self._key_watcher = asyncio.get_running_loop().create_task(self.keys.run())
         except Exception as exc:  # any store failure: serve 503s rather than crash

@@ -5,9 +5,12 @@ clear (subjects are HMAC-keyed).
 
 A **checkpoint** is a JWT the gateway signs (``typ`` :data:`TokenType.AUDIT_CHECKPOINT`) with
 the claims ``size`` (entries in the tree), ``root`` (hex SHA-256 of the RFC 9162 root) and
-``iat``. Every gateway process makes one each second while entries arrive
-(:meth:`TransparencyLog.run`); they are all kept (one per size), so a witness can ask for
-consistency between any two.
+``iat``. Every gateway process looks each second (:meth:`TransparencyLog.run`) and signs one
+whenever the tree is larger than the latest checkpoint — however the entries got there (a
+request, a console log-in, a ``gateway`` command in another process), so on a quiet gateway
+too its last entry is covered within :attr:`TransparencyLog.interval` seconds. A failed
+attempt is logged and retried at the next tick; nothing ends the loop but cancelling it.
+They are all kept (one per size), so a witness can ask for consistency between any two.
 
 Entry ``index`` (1-based, as answers name it) is leaf ``index − 1`` of the tree; the proofs'
 ``index`` is the entry index, so a consumer passes on what its answer says.
@@ -78,6 +81,12 @@ class TransparencyLog:
         self._gateway_id = gateway_id
         self._interval = interval
 
+    @property
+    def interval(self) -> float:
+        """Seconds between two looks at the tree: the longest an entry stays uncovered while
+        the loop runs and the store answers."""
+        return self._interval
+
     def _read(self, work: Any) -> Any:
         try:
             with self._engine.connect() as conn:
@@ -111,12 +120,18 @@ class TransparencyLog:
         return Checkpoint(size, root, now, token)
 
     async def run(self) -> None:
-        """Checkpoint every ``interval`` seconds while entries arrive, until cancelled."""
+        """Checkpoint every ``interval`` seconds whenever the tree grew, until cancelled.
+
+        Any failure is logged and tried again at the next tick: a loop that ended on one
+        unexpected error would leave every later entry uncovered for the process's life.
+        """
         while True:
             try:
                 await asyncio.to_thread(self.make_checkpoint, dt.datetime.now(dt.UTC))
             except SQLAlchemyError as exc:  # the store is down: try again next tick
                 log.warning("no checkpoint this time: %s", exc)
+            except Exception:
+                log.exception("no checkpoint this time (unexpected); trying again")
             await asyncio.sleep(self._interval)
 
     def latest(self) -> Checkpoint | None:

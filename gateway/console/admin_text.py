@@ -94,6 +94,38 @@ ADMIN_TEXT: Mapping[str, Mapping[str, str]] = {
         "sharing_unconditional": "无条件共享",
         "sharing_conditional": "有条件共享",
         "sharing_not-shared": "不予共享",
+        "revoke_key_link": "吊销此密钥…",
+        "revocation_reason_label": "吊销原因类别（仅吊销时选择）",
+        "confirm_key_heading": "确认吊销部门密钥",
+        "confirm_key_effect": (
+            "吊销不可撤回：一秒内，所有网关进程都将拒绝用该密钥签名的请求；"
+            "该部门须改用另一把有效密钥。"
+        ),
+        "confirm_key_button": "确认吊销此密钥",
+        "cancel": "取消，返回",
+        "key_not_active": "该密钥不是有效状态，无需吊销。",
+        "choose": "请选择",
+        "choose_action": "请选择一项操作。",
+        "choose_revocation_reason": "吊销印章时请选择吊销原因类别。",
+        "continue": "下一步：确认",
+        "confirm_seal_heading": "确认变更印章状态",
+        "confirm_suspend_effect": (
+            "暂停后，该印章不能再为新的证照提供有效印章，直至恢复；暂停前已加盖的证照仍有效。"
+        ),
+        "confirm_reinstate_effect": "恢复后，该印章重新有效，可再为证照盖章。",
+        "confirm_revoke_effect": (
+            "吊销不可撤回：此后该印章不能再为任何证照盖章；吊销前加盖的证照仍有效。"
+        ),
+        "confirm_revoke_compromise_effect": (
+            "吊销印章将使其加盖的全部证照失效：因密钥泄露而吊销，"
+            "该印章加盖过的每一份证照（无论日期）都将核验为“印章无效”。此操作不可撤回。"
+        ),
+        "confirm_suspend": "确认暂停",
+        "confirm_reinstate": "确认恢复",
+        "confirm_revoke": "确认吊销",
+        "seal_action_not_allowed": "该印章当前状态下不能执行此操作。",
+        "no_such_seal": "没有这枚印章。",
+        "seal_current": "当前状态",
     },
     "en": {
         "nav_departments": "Departments and keys",
@@ -185,6 +217,41 @@ ADMIN_TEXT: Mapping[str, Mapping[str, str]] = {
         "sharing_unconditional": "Unconditional",
         "sharing_conditional": "Conditional",
         "sharing_not-shared": "Not shared",
+        "revoke_key_link": "Revoke this key…",
+        "revocation_reason_label": "Revocation reason (revoke only)",
+        "confirm_key_heading": "Confirm: revoke a department key",
+        "confirm_key_effect": (
+            "Revocation is final: within a second every gateway process refuses requests "
+            "signed with this key; the department must use another active key."
+        ),
+        "confirm_key_button": "Revoke this key",
+        "cancel": "Cancel and go back",
+        "key_not_active": "This key is not active; there is nothing to revoke.",
+        "choose": "Choose",
+        "choose_action": "Please choose an action.",
+        "choose_revocation_reason": "Revoking a seal needs a revocation reason.",
+        "continue": "Next: confirm",
+        "confirm_seal_heading": "Confirm the seal's status change",
+        "confirm_suspend_effect": (
+            "While suspended the seal cannot vouch for new licences; licences sealed before "
+            "stay valid."
+        ),
+        "confirm_reinstate_effect": "Reinstated, the seal is valid again for sealing licences.",
+        "confirm_revoke_effect": (
+            "Revocation is final: the seal can seal no licence any more; licences sealed before "
+            "stay valid."
+        ),
+        "confirm_revoke_compromise_effect": (
+            "Revoking the seal invalidates every licence it sealed: revoked for a compromised "
+            "key, every licence it ever sealed (whatever its date) verifies as seal-invalid. "
+            "This is final."
+        ),
+        "confirm_suspend": "Suspend",
+        "confirm_reinstate": "Reinstate",
+        "confirm_revoke": "Revoke",
+        "seal_action_not_allowed": "The seal's status does not allow this action.",
+        "no_such_seal": "There is no such seal.",
+        "seal_current": "Current status",
     },
 }
 

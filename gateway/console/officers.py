@@ -22,9 +22,18 @@ from urllib.parse import urlencode
 
 from litestar import Response, get, post
 from litestar.di import NamedDependency
+from litestar.params import FromPath
 from litestar.response import Redirect, Stream
 
 from gateway.accounts import Role, Session
+from gateway.console.officers_text import (
+    ALERT_KINDS,
+    DAY_NAMES,
+    ENTRY_FIELDS,
+    EVENT_NAMES,
+    VERDICTS,
+    reason_words,
+)
 from gateway.console.routes import (
     _HEADERS,
     AnyRequest,
@@ -38,13 +47,16 @@ from gateway.console.routes import (
 from gateway.console.services import ConsoleServices
 from gateway.console.text import TEXT
 from gateway.core.policy import DISTRICT_TZ
+from gateway.core.protocol import AuditEvent
 from gateway.errors import Error, InvalidInput
 
 __all__ = ["OFFICER_TEXT", "ROUTES"]
 
 PAGE_SIZE = 50
 FILTERS = ("from", "until", "department", "operator", "resource", "item", "case", "decision",
-           "subject")  # fmt: skip
+           "event", "subject")  # fmt: skip
+#: The events the form's select offers, in the order of the protocol.
+EVENTS = tuple(str(e) for e in AuditEvent)
 
 OFFICER_TEXT: Mapping[str, Mapping[str, str]] = {
     "zh": {
@@ -67,7 +79,12 @@ OFFICER_TEXT: Mapping[str, Mapping[str, str]] = {
         "results": "检索结果",
         "no_results": "没有符合条件的记录。",
         "index": "序号",
-        "at": "时间（UTC）",
+        "at": "时间（北京时间）",
+        "outcome": "结果",
+        "all_events": "全部事件",
+        "refused_because": "拒绝",
+        "verdict": "核验结论",
+        "code": "代码",
         "event": "事件",
         "open": "查看",
         "next_page": "下一页",
@@ -112,7 +129,14 @@ OFFICER_TEXT: Mapping[str, Mapping[str, str]] = {
         "proof_verified": "已验证",
         "proof_verified_text": "该记录包含在最新签名检查点中（由网关签名核验）。",
         "proof_failed": "验证未通过",
-        "proof_pending": "该记录尚未进入最新签名检查点，请稍后刷新。",
+        "proof_pending": (
+            "该记录尚未进入签名检查点：网关每 {seconds} 秒检查一次，"
+            "约 {seconds} 秒内签署的下一个检查点将包含它，请稍后刷新。"
+        ),
+        "proof_pending_none": (
+            "尚无签名检查点：网关每 {seconds} 秒检查一次，第一个检查点将在约 {seconds} 秒内签署，"
+            "请稍后刷新。"
+        ),
         "proof_hashes": "证明路径",
         "no_entry": "没有这条审计记录。",
         "back_to_search": "返回检索",
@@ -139,7 +163,12 @@ OFFICER_TEXT: Mapping[str, Mapping[str, str]] = {
         "results": "Results",
         "no_results": "No entry matches.",
         "index": "No.",
-        "at": "Time (UTC)",
+        "at": "Time (Beijing)",
+        "outcome": "Outcome",
+        "all_events": "All events",
+        "refused_because": "Refused",
+        "verdict": "Verdict",
+        "code": "code",
         "event": "Event",
         "open": "Open",
         "next_page": "Next page",
@@ -186,7 +215,14 @@ OFFICER_TEXT: Mapping[str, Mapping[str, str]] = {
             "This entry is in the latest checkpoint (its signature checked with the gateway's key)."
         ),
         "proof_failed": "Not verified",
-        "proof_pending": "This entry is not in the latest signed checkpoint yet; reload soon.",
+        "proof_pending": (
+            "This entry is not in a signed checkpoint yet: the gateway looks every {seconds} s "
+            "and the next checkpoint (within about {seconds} s) covers it; reload soon."
+        ),
+        "proof_pending_none": (
+            "No signed checkpoint yet: the gateway looks every {seconds} s and signs the first "
+            "within about {seconds} s; reload soon."
+        ),
         "proof_hashes": "Proof path",
         "no_entry": "There is no such audit entry.",
         "back_to_search": "Back to the search",
@@ -247,6 +283,171 @@ def _error_words(exc: InvalidInput, o: Mapping[str, str]) -> str:
     return f"{o['bad_filter']}: {o.get(exc.field, exc.field)} — {exc.reason}"
 
 
+# --- entries and alerts in words ----------------------------------------------------------------
+
+
+def local_time(text: str | None) -> str:
+    """An RFC 3339 instant as Beijing time to the second (what the filters take)."""
+    if not text:
+        return ""
+    try:
+        at = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)
+    return f"{at.astimezone(DISTRICT_TZ):%Y-%m-%d %H:%M:%S}"
+
+
+def _event_words(event: str, lang: str) -> str:
+    return EVENT_NAMES[lang].get(event, ENTRY_FIELDS[lang]["event"])
+
+
+def outcome(entry: Mapping[str, Any], lang: str) -> dict[str, Any]:
+    """An entry's outcome as people read it: a verification's verdict, a refusal's reason,
+    else allowed. ``ok`` says whether it went as asked (for the page's colour)."""
+    o = OFFICER_TEXT[lang]
+    code = str(entry.get("reason_code") or "")
+    if entry.get("event") == AuditEvent.VERIFICATION_PERFORMED and code in VERDICTS[lang]:
+        return {"words": VERDICTS[lang][code], "ok": code == "valid", "code": None}
+    if entry.get("decision") == "refused":
+        words, shown = reason_words(code, lang)
+        return {
+            "words": f"{o['refused_because']}：{words}" if lang == "zh" and words
+            else f"{o['refused_because']}: {words}" if words else o["refused"],
+            "ok": False,
+            "code": shown,
+        }  # fmt: skip
+    return {"words": o["allowed"], "ok": True, "code": None}
+
+
+def entry_row(entry: Mapping[str, Any], lang: str, names: Mapping[str, str]) -> dict[str, Any]:
+    """One row of the search results."""
+    department = entry.get("department")
+    return {
+        **entry,
+        "at_local": local_time(entry.get("at")),
+        "event_words": _event_words(str(entry.get("event")), lang),
+        "outcome": outcome(entry, lang),
+        "department_name": names.get(department or "", department or ""),
+    }
+
+
+def entry_fields(entry: Mapping[str, Any], lang: str) -> list[dict[str, Any]]:
+    """The entry page's rows: each field's name in words, its value as people read it (a
+    list as a list, a time in Beijing time, an event, decision or reason in words with its
+    code beside it)."""
+    words = ENTRY_FIELDS[lang]
+    o = OFFICER_TEXT[lang]
+    rows = []
+    for name, value in entry.items():
+        if name == "proof":
+            continue
+        row: dict[str, Any] = {
+            "name": name,
+            "label": words.get(name, name),
+            "empty": value is None,
+            "text": None,  # words
+            "code": None,  # the code beside the words
+            "items": None,  # a list, shown as a list
+            "value": None,  # a value shown as it is (an id, a hash, a number)
+        }
+        if value is None:
+            pass
+        elif name == "at":
+            row["text"] = local_time(str(value))
+        elif name == "event":
+            row.update(text=_event_words(str(value), lang), code=str(value))
+        elif name == "decision":
+            row["text"] = o.get(str(value), str(value))
+        elif name == "reason_code":
+            shown = outcome(entry, lang)
+            row.update(text=shown["words"], code=str(value))
+        elif isinstance(value, list):
+            row["items"] = [str(v) for v in value]
+        else:
+            row["value"] = str(value)
+        rows.append(row)
+    return rows
+
+
+def _when_words(alert: Mapping[str, Any], lang: str) -> str:
+    start, end = local_time(alert["window"]["from"]), local_time(alert["window"]["until"])
+    return start if start == end else f"{start} – {end}"
+
+
+def alert_why(alert: Mapping[str, Any], lang: str, names: Mapping[str, str]) -> str:
+    """An alert's reason in the page's language, from its numbers (English: the rule's own
+    sentence)."""
+    if lang != "zh":
+        return str(alert["why"])
+    n: Mapping[str, Any] = alert["numbers"]
+    department = alert.get("department")
+    who = names.get(department or "", department) if department else "无法识别的发送方"
+    kind = alert["kind"]
+    when = _when_words(alert, lang)
+    if kind == "subject-rate":
+        usual = n.get("usual_per_hour")
+        base = f"{who}在一小时内（{when}）查询了 {n['distinct_subjects']} 个不同的数据主体"
+        if usual is None:
+            return f"{base}，无以往速率可比；告警下限为 {n['floor']} 个。"
+        return f"{base}，是其通常每小时 {usual:g} 个的 {n['distinct_subjects'] / usual:.1f} 倍（超过 {n['factor']:g} 倍即告警）。"  # noqa: E501
+    if kind == "grant-quota":
+        parts = []
+        if n.get("refused_over_quota"):
+            parts.append(f"{n['refused_over_quota']} 次查询因当日上限已满被拒绝")
+        limit = n.get("max_subjects_per_day")
+        if limit is not None and n.get("distinct_subjects_read", 0) > limit:
+            parts.append(f"已读取 {n['distinct_subjects_read']} 个不同主体，超过上限")
+        tail = f"；授权每日上限为 {limit} 个主体" if limit is not None else ""
+        return (
+            f"{who}于 {n['day']}（北京时间）查询数据资源 {n['resource']}："
+            + "；".join(parts)
+            + tail
+            + "。"
+        )
+    if kind == "outside-grant-hours":
+        return f"{who}于 {when} 在授权办公时间以外尝试查询 {n['refused']} 次，均被拒绝。"
+    if kind == "outside-working-hours":
+        days = "、".join(DAY_NAMES["zh"].get(d, d) for d in n.get("working_days", []))
+        hours = n.get("working_time", "")
+        return (
+            f"{who}于 {when} 在工作时间（{days} {hours}，北京时间）以外读取数据 {n['reads']} 次。"
+        )
+    if kind == "closed-case":
+        return f"{who}在已声明办结的办件 {n['case']} 下又查询了 {n['refused']} 次（{when}）。"
+    if kind in ("token-failures", "login-failures"):
+        minutes = int(n["window_seconds"]) // 60
+        reasons = "，".join(
+            f"{reason_words(code, lang)[0] or code} {count} 次"
+            for code, count in sorted(n["reasons"].items(), key=lambda kv: -kv[1])
+        )
+        if kind == "token-failures":
+            subject = f"{who}的 {n['failures']} 个请求令牌未通过校验"
+        else:
+            account = n.get("username")
+            target = f"账户 {account}" if account else "不存在的用户名"
+            subject = f"工作台登录{target}失败 {n['failures']} 次"
+        return (
+            f"{subject}（{when}，{minutes} 分钟内最多 {n['most_within_window']} 次）：{reasons}。"
+        )
+    if kind == "account-locked":
+        return f"工作台账户 {n.get('username')} 因连续登录失败次数过多于 {when} 被锁定。"
+    return ALERT_KINDS[lang].get(kind, kind)
+
+
+def alert_row(alert: Mapping[str, Any], lang: str, names: Mapping[str, str]) -> dict[str, Any]:
+    """One row of the alerts table."""
+    department = alert.get("department")
+    return {
+        "kind": ALERT_KINDS[lang].get(alert["kind"], alert["kind"]),
+        "code": alert["kind"],
+        "department": names.get(department or "", department or ""),
+        "window": _when_words(alert, lang),
+        "why": alert_why(alert, lang, names),
+    }
+
+
 # --- charts -------------------------------------------------------------------------------------
 
 
@@ -288,8 +489,32 @@ def _axis_labels(hours: Sequence[dt.datetime]) -> list[dict[str, Any]]:
     ]
 
 
-def lookups_chart(counts: Sequence[tuple[str, str, int]], now: dt.datetime, title: str) -> Chart:
-    """Stacked bars: lookups per department per hour."""
+_LEGEND_TOP, _LEGEND_ROW = _H + 5, 18
+
+
+def _legend(items: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Legend items laid out in rows across the chart's width, each as wide as its text
+    (a CJK character takes about the font size, 12, a Latin one about half)."""
+    out: list[dict[str, Any]] = []
+    x, y = _LEFT, _LEGEND_TOP
+    for fill, text in items:
+        width = 16 + sum(12 if ord(ch) > 0x2E80 else 7 for ch in text) + 18
+        if x > _LEFT and x + width > _W:
+            x, y = _LEFT, y + _LEGEND_ROW
+        out.append({"x": x, "y": y, "fill": fill, "text": text})
+        x += width
+    return out
+
+
+def lookups_chart(
+    counts: Sequence[tuple[str, str, int]],
+    now: dt.datetime,
+    title: str,
+    names: Mapping[str, str] | None = None,
+) -> Chart:
+    """Stacked bars: lookups per department per hour (``names``: department names for the
+    legend and the bars' titles; an id without one is shown as it is)."""
+    named = names or {}
     hours = _hours(now)
     keys = {f"{h:%Y-%m-%dT%H}": i for i, h in enumerate(hours)}
     departments = sorted({d for d, _, _ in counts})
@@ -314,13 +539,13 @@ def lookups_chart(counts: Sequence[tuple[str, str, int]], now: dt.datetime, titl
             {
                 "x": round(_x(i) + 2, 1), "y": round(y, 1), "w": round(width, 1),
                 "h": round(height, 1), "fill": colour[department],
-                "title": f"{department} {local:%m-%d %H}:00 — {n}",
+                "title": f"{named.get(department, department)} {local:%m-%d %H}:00 — {n}",
             }
         )  # fmt: skip
-    legend = [
-        {"x": _LEFT + 130 * i, "fill": colour[d], "text": d} for i, d in enumerate(departments)
-    ]
-    return Chart(title, _W, _H + 20, bars, "", [], _axis_labels(hours), legend, maximum)
+    legend = _legend([(colour[d], named.get(d, d)) for d in departments])
+    rows = 1 + max((item["y"] - _LEGEND_TOP for item in legend), default=0) // _LEGEND_ROW
+    height = _H + 10 + rows * _LEGEND_ROW
+    return Chart(title, _W, height, bars, "", [], _axis_labels(hours), legend, maximum)
 
 
 def refusals_chart(counts: Sequence[tuple[str, int]], now: dt.datetime, title: str) -> Chart:
@@ -349,6 +574,17 @@ def refusals_chart(counts: Sequence[tuple[str, int]], now: dt.datetime, title: s
 # --- pages --------------------------------------------------------------------------------------
 
 
+def _department_names(console: ConsoleServices) -> dict[str, str]:
+    return {d.id: d.name for d in console.policy.current.departments.values()}
+
+
+def _checkpoint_view(claims: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A checkpoint's claims with its signing time in Beijing time."""
+    if claims is None:
+        return None
+    return {**claims, "at": local_time(str(claims.get("at", "")))}
+
+
 @get("/console/audit", include_in_schema=False)
 async def audit_page(
     request: AnyRequest, console: NamedDependency[ConsoleServices]
@@ -358,6 +594,8 @@ async def audit_page(
     if isinstance(auditor, Response):
         return auditor
     o = _o(request)
+    lang = _lang(request)
+    names = _department_names(console)
     values = _filters(request.query_params)
     cursor = _text(request.query_params, "cursor")
     error = None
@@ -381,7 +619,8 @@ async def audit_page(
     alerts: list[dict[str, Any]] = []
     alerts_error = None
     try:
-        alerts = (await console.officers.alerts(since=None, until=None, now=_now()))["alerts"]
+        found = (await console.officers.alerts(since=None, until=None, now=_now()))["alerts"]
+        alerts = [alert_row(a, lang, names) for a in found]
     except Error as exc:
         alerts_error = f"{o['alerts_failed']}: {exc}"
     lookups, refusals = await console.integrity.hourly_counts(now - dt.timedelta(hours=24))
@@ -394,15 +633,18 @@ async def audit_page(
         form=values,
         error=error,
         results=results,
+        rows=[entry_row(e, lang, names) for e in results["entries"]],
+        events=[(e, EVENT_NAMES[lang][e]) for e in EVENTS],
         next_url=next_url,
         first_url=first_url,
-        checkpoint=checkpoint,
+        checkpoint=_checkpoint_view(checkpoint),
         checkpoint_error=None if checkpoint_error is None else o[checkpoint_error],
         last_verify=console.integrity.last_verification,
+        last_verify_at=local_time((console.integrity.last_verification or {}).get("at")),
         alerts=alerts,
         alerts_error=alerts_error,
         charts=[
-            lookups_chart(lookups, now, o["chart_lookups"]),
+            lookups_chart(lookups, now, o["chart_lookups"], names),
             refusals_chart(refusals, now, o["chart_refusals"]),
         ],
     )
@@ -410,7 +652,7 @@ async def audit_page(
 
 @get("/console/audit/entries/{index:int}", include_in_schema=False)
 async def audit_entry(
-    request: AnyRequest, console: NamedDependency[ConsoleServices], index: int
+    request: AnyRequest, console: NamedDependency[ConsoleServices], index: FromPath[int]
 ) -> Response[Any]:
     """One entry with its inclusion proof checked on the server."""
     auditor = await _auditor(request, console)
@@ -424,6 +666,8 @@ async def audit_entry(
             message=o["no_entry"], back="/console/audit",
         )  # fmt: skip
     proof = found["proof"]
+    seconds = f"{found['checkpoint_interval']:g}"
+    pending = o["proof_pending" if proof["checkpoint"] else "proof_pending_none"]
     return _page(
         request,
         console,
@@ -432,6 +676,9 @@ async def audit_entry(
         o=o,
         index=index,
         found=found,
+        fields=entry_fields(found["entry"], _lang(request)),
+        checkpoint=_checkpoint_view(proof["checkpoint"]),
+        pending=pending.format(seconds=seconds),
         problem=o[proof["problem"]] if proof.get("problem") else None,
     )
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import CookieParameter, HeaderParameter, QueryParameter
 
 from gateway.core.wire import MAX_INDEX, storable, text_problem
 from gateway.errors import InvalidInput
@@ -76,9 +77,13 @@ def _query_parameters(handler: HTTPRouteHandler) -> tuple[frozenset[str], frozen
         definition = field.kwarg_definition
         if name in _NOT_QUERY or name in path_names:
             continue
+        if isinstance(definition, HeaderParameter | CookieParameter):
+            continue  # the markers: FromHeader[...], HeaderParameter(name=...)
         if getattr(definition, "header", None) or getattr(definition, "cookie", None):
-            continue
+            continue  # the older Parameter(header=...)
         alias = getattr(definition, "query", None)
+        if isinstance(definition, QueryParameter):
+            alias = definition.name  # QueryParameter(name="from")
         wire = alias if isinstance(alias, str) and alias else name
         known.add(wire)
         kinds = (

@@ -17,7 +17,11 @@ and returns an :class:`Alert` for each of:
 - ``token-failures`` — at least ``token_failures`` refused tokens (``token:*``) of one
   department within ``token_window`` (a department of ``None``: tokens no key could be
   attributed to, e.g. an unknown key id); requests that ended in an unexpected exception
-  (``internal-error``) count as failures too, so a probe that crashes is not invisible.
+  (``internal-error``) count as failures too, so a probe that crashes is not invisible;
+- ``login-failures`` — at least ``token_failures`` refused console log-ins under one username
+  within ``token_window`` (the same thresholds as the token failures; a username no account
+  has is grouped as ``None``): someone guessing a password;
+- ``account-locked`` — a console account was locked after too many failed log-ins.
 
 "Reads" are the entries of :data:`READ_EVENTS` that were allowed: released records, lookups
 that found no record (the subject was still looked for), licence verifications.
@@ -37,6 +41,7 @@ from gateway.core.policy import DISTRICT_TZ
 from gateway.core.protocol import AuditEvent
 
 __all__ = [
+    "LOGIN_EVENTS",
     "READ_EVENTS",
     "Alert",
     "AlertEntry",
@@ -52,6 +57,8 @@ __all__ = [
 READ_EVENTS = frozenset(
     {AuditEvent.LOOKUP_RELEASED, AuditEvent.LOOKUP_NOT_FOUND, AuditEvent.VERIFICATION_PERFORMED}
 )
+#: Console log-ins refused, and accounts locked by too many of them.
+LOGIN_EVENTS = frozenset({AuditEvent.CONSOLE_LOGIN_FAILED, AuditEvent.ACCOUNT_LOCKED})
 #: Refusal reason codes some rule looks at (``token:*`` besides).
 WATCHED_REASONS = ("outside-hours", "case-closed", "quota-exhausted", "internal-error")
 #: A request that ended in an unexpected exception: counted with the token failures, since a
@@ -69,6 +76,8 @@ class AlertKind(enum.StrEnum):
     OUTSIDE_WORKING_HOURS = "outside-working-hours"
     CLOSED_CASE = "closed-case"
     TOKEN_FAILURES = "token-failures"  # noqa: S105 - an alert kind, not a secret
+    LOGIN_FAILURES = "login-failures"
+    ACCOUNT_LOCKED = "account-locked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +93,7 @@ class AlertEntry:
     grant_id: str | None = None
     resource: str | None = None
     case_number: str | None = None
+    operator: str | None = None
 
     @property
     def is_read(self) -> bool:
@@ -252,10 +262,16 @@ def evaluate(
     after_hours: dict[tuple[str, dt.date], _Span] = {}
     closed: dict[tuple[str | None, str | None], _Span] = {}
     token_times: dict[str | None, list[AlertEntry]] = defaultdict(list)
+    login_times: dict[str | None, list[AlertEntry]] = defaultdict(list)
+    locks: list[AlertEntry] = []
 
     for e in entries:
         code = e.reason_code or ""
-        if e.is_read and e.department is not None:
+        if e.event == AuditEvent.CONSOLE_LOGIN_FAILED:
+            login_times[e.operator].append(e)
+        elif e.event == AuditEvent.ACCOUNT_LOCKED:
+            locks.append(e)
+        elif e.is_read and e.department is not None:
             _span(hourly, (e.department, _hour_of(e.at)), e)
             if not rules.working_hours.contains(e.at):
                 _span(after_hours, (e.department, _day_of(e.at)), e)
@@ -278,6 +294,8 @@ def evaluate(
         *_hours_alerts(grant_hours, after_hours, rules),
         *_closed_case_alerts(closed),
         *_token_alerts(token_times, rules),
+        *_login_alerts(login_times, rules),
+        *_lock_alerts(locks),
     ]
     alerts.sort(key=lambda a: (a.start, str(a.kind), a.department or ""))
     return alerts
@@ -385,6 +403,7 @@ def _hours_alerts(
             f"{_who(department)} tried {span.count} lookups outside its grant's office hours "
             f"on {day} (district date), {_local(span.first)} to {_local(span.last)}",
         )
+    hours = rules.working_hours
     for (department, day), span in after_hours.items():
         yield Alert(
             AlertKind.OUTSIDE_WORKING_HOURS,
@@ -397,6 +416,8 @@ def _hours_alerts(
                 "distinct_subjects": len(span.subjects),
                 "resources": dict(span.resources),
                 "working_hours": str(rules.working_hours),
+                "working_time": f"{hours.start:%H:%M}-{hours.end:%H:%M}",
+                "working_days": [d for d in _DAYS if d in hours.days],
             },
             f"{department} read data {span.count} times outside the district's working hours "
             f"({rules.working_hours}) on {day}, {_local(span.first)} to {_local(span.last)}",
@@ -423,34 +444,42 @@ def _closed_case_alerts(
         )
 
 
+def _bursts(
+    entries: list[AlertEntry], need: int, window: dt.timedelta
+) -> Iterator[list[AlertEntry]]:
+    """The maximal runs of ``entries`` in which every one lies within ``window`` of
+    ``need - 1`` others (a sliding window), oldest first."""
+    entries.sort(key=lambda e: e.at)
+    times = [e.at for e in entries]
+    bursts: list[list[int]] = []  # [first, last] positions
+    lo = 0
+    for hi, at in enumerate(times):
+        while at - times[lo] > window:
+            lo += 1
+        if hi - lo + 1 >= need:
+            if bursts and lo <= bursts[-1][1]:
+                bursts[-1][1] = hi
+            else:
+                bursts.append([lo, hi])
+    for first, last in bursts:
+        yield entries[first : last + 1]
+
+
 def _token_alerts(
     failures: Mapping[str | None, list[AlertEntry]], rules: AlertRules
 ) -> Iterator[Alert]:
-    """One alert per burst: a maximal run of failures in which every failure lies within
-    ``token_window`` of ``token_failures - 1`` others (a sliding window)."""
+    """One alert per burst of refused tokens of one department."""
     need, window = rules.token_failures, rules.token_window
     for department, entries in failures.items():
-        entries.sort(key=lambda e: e.at)
-        times = [e.at for e in entries]
-        bursts: list[list[int]] = []  # [first, last] positions
-        lo = 0
-        for hi, at in enumerate(times):
-            while at - times[lo] > window:
-                lo += 1
-            if hi - lo + 1 >= need:
-                if bursts and lo <= bursts[-1][1]:
-                    bursts[-1][1] = hi
-                else:
-                    bursts.append([lo, hi])
-        for first, last in bursts:
-            burst = entries[first : last + 1]
-            peak = _peak(times[first : last + 1], window)
+        for burst in _bursts(entries, need, window):
+            times = [e.at for e in burst]
+            peak = _peak(times, window)
             reasons = Counter(e.reason_code or "" for e in burst)
             yield Alert(
                 AlertKind.TOKEN_FAILURES,
                 department,
-                times[first],
-                times[last],
+                times[0],
+                times[-1],
                 {
                     "failures": len(burst),
                     "most_within_window": peak,
@@ -459,10 +488,55 @@ def _token_alerts(
                     "reasons": dict(reasons),
                 },
                 f"{len(burst)} request tokens of {_who(department)} refused between "
-                f"{_local(times[first])} and {_local(times[last])} (district time), up to "
+                f"{_local(times[0])} and {_local(times[-1])} (district time), up to "
                 f"{peak} within {int(window.total_seconds() // 60)} minutes: "
                 + ", ".join(f"{r} ×{n}" for r, n in reasons.most_common()),
             )
+
+
+def _login_alerts(
+    failures: Mapping[str | None, list[AlertEntry]], rules: AlertRules
+) -> Iterator[Alert]:
+    """One alert per burst of refused console log-ins under one username."""
+    need, window = rules.token_failures, rules.token_window
+    for username, entries in failures.items():
+        for burst in _bursts(entries, need, window):
+            times = [e.at for e in burst]
+            peak = _peak(times, window)
+            reasons = Counter(e.reason_code or "" for e in burst)
+            who = f"account {username}" if username is not None else "usernames no account has"
+            yield Alert(
+                AlertKind.LOGIN_FAILURES,
+                burst[-1].department,
+                times[0],
+                times[-1],
+                {
+                    "username": username,
+                    "failures": len(burst),
+                    "most_within_window": peak,
+                    "window_seconds": int(window.total_seconds()),
+                    "threshold": need,
+                    "reasons": dict(reasons),
+                },
+                f"{len(burst)} console log-ins refused for {who} between "
+                f"{_local(times[0])} and {_local(times[-1])} (district time), up to "
+                f"{peak} within {int(window.total_seconds() // 60)} minutes: "
+                + ", ".join(f"{r} ×{n}" for r, n in reasons.most_common()),
+            )
+
+
+def _lock_alerts(locks: Sequence[AlertEntry]) -> Iterator[Alert]:
+    """One alert per console account locked by failed log-ins."""
+    for e in locks:
+        yield Alert(
+            AlertKind.ACCOUNT_LOCKED,
+            e.department,
+            e.at,
+            e.at,
+            {"username": e.operator},
+            f"console account {e.operator} was locked at {_local(e.at)} (district time) "
+            "after too many failed log-ins",
+        )
 
 
 def _peak(times: Sequence[dt.datetime], window: dt.timedelta) -> int:

@@ -88,7 +88,9 @@ class IntegrityService:
         return claims, None
 
     async def entry_with_proof(self, index: int) -> dict[str, Any] | None:
-        """The entry, its leaf and its inclusion proof in the latest signed checkpoint."""
+        """The entry, its leaf, its inclusion proof in the latest signed checkpoint (status
+        ``verified``, ``failed``, or ``pending`` while no checkpoint covers it yet) and the
+        seconds between two checkpoints (``checkpoint_interval``); None if no such entry."""
         return await asyncio.to_thread(self._entry_with_proof, index)
 
     def _entry_with_proof(self, index: int) -> dict[str, Any] | None:
@@ -99,7 +101,14 @@ class IntegrityService:
         leaf = leaf_bytes(row._mapping)
         leaf_hash = merkle.leaf_hash(leaf)
         claims, problem = self.checkpoint_claims()
-        proof: dict[str, Any] = {"status": "pending", "problem": problem, "checkpoint": claims}
+        # "pending": no signed checkpoint covers the entry yet (the next one will, within
+        # the checkpoint interval); every key is there whatever the status.
+        proof: dict[str, Any] = {
+            "status": "pending",
+            "problem": problem,
+            "checkpoint": claims,
+            "hashes": [],
+        }
         if claims is not None and index <= int(claims["size"]):
             size = int(claims["size"])
             answer = self._transparency.inclusion(index, size)
@@ -119,6 +128,7 @@ class IntegrityService:
             "leaf": leaf.decode("utf-8", errors="replace"),
             "leaf_hash": leaf_hash.hex(),
             "proof": proof,
+            "checkpoint_interval": self._transparency.interval,
         }
 
     async def hourly_counts(self, since: dt.datetime) -> HourlyCounts:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from litestar import Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, Parameter, QueryParameter
 from litestar.response import Stream
 
 from gateway.core.wire import NAME_PATTERN
@@ -44,8 +44,8 @@ __all__ = [
 REQUEST_TOKEN_HEADER = "Request-Token"  # noqa: S105 - a header name, not a secret
 RequestToken = Annotated[
     str | None,
-    Parameter(
-        header=REQUEST_TOKEN_HEADER,
+    HeaderParameter(
+        name=REQUEST_TOKEN_HEADER,
         required=False,
         description="A compact JWS of typ `yiwang-access-history+jwt` signed by the portal "
         "department.",
@@ -81,8 +81,12 @@ _FILTERS_DOC = (
     "secret on the way in; never stored or logged in clear)."
 )
 
-Text = Annotated[str | None, Parameter(max_length=200)]
+Text = Annotated[str | None, QueryParameter(max_length=200)]
+# The older style for the two renamed parameters (``from``, ``format``), on purpose: with
+# QueryParameter(name=...) Litestar 2.25 names the Python argument in a validation error
+# ("since", "fmt"), and the problem must name the parameter the caller sent.
 From = Annotated[str | None, Parameter(query="from", max_length=200)]
+Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 
 
 def _filters(  # noqa: PLR0917 - one argument per filter, passed on as they came
@@ -139,8 +143,8 @@ async def search_entries(  # noqa: PLR0917 - the query parameters
     event: Text = None,
     subject: Text = None,
     cursor: Text = None,
-    limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
-    order: Annotated[str, Parameter(pattern=r"^(asc|desc)$")] = "asc",
+    limit: Limit = 100,
+    order: Annotated[str, QueryParameter(pattern=r"^(asc|desc)$")] = "asc",
 ) -> Response[dict[str, Any]]:
     params = _filters(
         since, until, department, operator, resource, item, case, decision, event, subject
@@ -218,10 +222,10 @@ async def export_entries(  # noqa: PLR0917 - the query parameters
 )
 async def access_history(
     officers: NamedDependency[OfficerService],
-    subject: str,
+    subject: FromPath[str],
     *,
     request_token: RequestToken = None,
-    limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
+    limit: Limit = 100,
     cursor: Text = None,
 ) -> Response[bytes]:
     token = (request_token or "").encode("utf-8", "replace")
@@ -267,7 +271,7 @@ async def add_embargo(
     responses=problems(400, 401, 403, 503),
 )
 async def list_embargoes(
-    officers: NamedDependency[OfficerService], in_force: bool | None = None
+    officers: NamedDependency[OfficerService], in_force: FromQuery[bool | None] = None
 ) -> Response[dict[str, Any]]:
     return Response(await officers.list_embargoes(in_force=in_force), headers=_NO_STORE)
 
@@ -284,7 +288,7 @@ async def list_embargoes(
 )
 async def lift_embargo(
     officers: NamedDependency[OfficerService],
-    embargo_id: str,
+    embargo_id: FromPath[str],
     operator: Text = None,
     reason: Text = None,
 ) -> Response[dict[str, Any]]:
@@ -301,7 +305,9 @@ async def lift_embargo(
         "`from`, `until` (RFC 3339; default: the last 24 hours; at most 31 days). Kinds: "
         "`subject-rate` (far more distinct subjects in an hour than the department's usual "
         "rate), `grant-quota` (beyond a grant's `max_subjects_per_day`), "
-        "`outside-grant-hours`, `outside-working-hours`, `closed-case`, `token-failures`. "
+        "`outside-grant-hours`, `outside-working-hours`, `closed-case`, `token-failures`, "
+        "`login-failures` (console log-ins refused under one username, the token failures' "
+        "thresholds), `account-locked` (a console account locked by failed log-ins). "
         "Each alert: `kind`, `department`, `window`, `numbers`, `why`."
     ),
     tags=_TAGS,

@@ -37,6 +37,7 @@ from gateway.errors import InvalidInput
 from gateway.storage.schema import audit_entries
 
 __all__ = [
+    "CSV_BOM",
     "EXPORT_COLUMNS",
     "EXPORT_MEDIA_TYPES",
     "MAX_PAGE",
@@ -59,6 +60,8 @@ __all__ = [
 MAX_PAGE = 500
 EXPORT_BATCH = 2000
 _WINDOW = 8  # an export query looks at most this many batches of indexes
+#: What a CSV export starts with: the UTF-8 byte order mark.
+CSV_BOM = "\ufeff".encode()
 #: Media type of each export format.
 EXPORT_MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}  # UTF-8
 #: The columns of an export, in order (CSV header, JSON Lines members).
@@ -439,12 +442,14 @@ def encode_export(rows: Sequence[Any], fmt: str, *, header: bool = False) -> byt
 async def export_chunks(
     engine: sa.Engine, flt: EntryFilter, *, fmt: str, upto: int
 ) -> AsyncIterator[bytes]:
-    """An export's body: the CSV header, then one chunk per batch of entries. Each batch is
+    """An export's body: the CSV byte order mark and header, then one chunk per batch. Each batch is
     read in a worker thread while nothing else is held, so memory stays constant however
     many entries match, and a slow reader only slows the reads."""
     batches = export_batches(engine, flt, upto=upto)
     if fmt == "csv":
-        yield encode_export([], fmt, header=True)
+        # A byte order mark first: without it a spreadsheet opens UTF-8 as the local code
+        # page, and every Chinese reason and name turns to mojibake.
+        yield CSV_BOM + encode_export([], fmt, header=True)
     while True:
         rows = await asyncio.to_thread(next, batches, None)
         if rows is None:

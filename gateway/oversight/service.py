@@ -34,6 +34,7 @@ from gateway.errors import ConfigurationError, InvalidInput, RecordNotFound, Sto
 from gateway.exchange import SignedExchanges
 from gateway.oversight import embargoes
 from gateway.oversight.alerts import (
+    LOGIN_EVENTS,
     READ_EVENTS,
     WATCHED_REASONS,
     AlertEntry,
@@ -134,11 +135,13 @@ def _alert_entries(
         e.grant_id,
         e.resource,
         e.case_number,
+        e.operator,
     ).where(
         e.at >= since.astimezone(dt.UTC),
         e.at < until.astimezone(dt.UTC),
         sa.or_(
             sa.and_(e.event.in_(sorted(READ_EVENTS)), e.decision == "allowed"),
+            e.event.in_(sorted(LOGIN_EVENTS)),
             e.reason_code.in_(WATCHED_REASONS),
             e.reason_code.like("token:%"),
         ),
@@ -155,6 +158,7 @@ def _alert_entries(
                 grant_id=r.grant_id,
                 resource=r.resource,
                 case_number=r.case_number,
+                operator=r.operator,
             )
 
 

@@ -401,8 +401,9 @@ def test_export_as_csv_and_json_lines(served_gateway: GatewayProcess) -> None:
         assert disposition.endswith('.csv"')
         exported_at = int(response.headers["audit-index"])
         assert int(response.headers["audit-tree-size"]) >= made[-1]
-        text = b"".join(response.iter_bytes()).decode("utf-8")
-    rows = list(csv.reader(io.StringIO(text)))
+        body = b"".join(response.iter_bytes())
+    assert body.startswith(b"\xef\xbb\xbfindex,")  # a UTF-8 BOM, so spreadsheets read UTF-8
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
     assert tuple(rows[0]) == EXPORT_COLUMNS
     assert [int(r[0]) for r in rows[1:]] == made
     by_column = [dict(zip(EXPORT_COLUMNS, r, strict=True)) for r in rows[1:]]

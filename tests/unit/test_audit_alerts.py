@@ -374,3 +374,73 @@ def test_alerts_come_in_time_order_as_json() -> None:
     assert as_json["department_name"] == "区税务局"
     assert as_json["window"] == {"from": "2026-06-10T02:30:00Z", "until": "2026-06-10T02:30:04Z"}
     assert as_json["why"].startswith("5 request tokens of tax refused")
+
+
+def login_failures(
+    username: str | None, start: dt.datetime, *gaps: int, code: str = "wrong-password"
+) -> list[AlertEntry]:
+    """Refused console log-ins under one username, ``gaps`` seconds apart."""
+    at, out = start, []
+    for gap in (0, *gaps):
+        at += dt.timedelta(seconds=gap)
+        out.append(
+            AlertEntry(
+                at=at,
+                event="console:login:failed",
+                decision="refused",
+                department=None,
+                reason_code=code if username is not None else "unknown-account",
+                operator=username,
+            )
+        )
+    return out
+
+
+def test_five_failed_console_log_ins_of_one_username_are_an_alert() -> None:
+    burst = login_failures("clerk-wang", WEDNESDAY_10, 60, 60, 60, 60)
+    [alert] = evaluate(burst, rules=RULES)
+    assert alert.kind is AlertKind.LOGIN_FAILURES
+    assert alert.numbers == {
+        "username": "clerk-wang",
+        "failures": 5,
+        "most_within_window": 5,
+        "window_seconds": 600,
+        "threshold": 5,
+        "reasons": {"wrong-password": 5},
+    }
+    assert (alert.start, alert.end) == (WEDNESDAY_10, WEDNESDAY_10 + dt.timedelta(minutes=4))
+    assert "clerk-wang" in alert.why
+
+
+def test_failed_log_ins_too_few_spread_out_or_of_several_usernames_are_not() -> None:
+    assert evaluate(login_failures("clerk-wang", WEDNESDAY_10, 1, 1, 1), rules=RULES) == []
+    spread = login_failures("clerk-wang", WEDNESDAY_10, 200, 200, 200, 200)
+    assert evaluate(spread, rules=RULES) == []
+    mixed = login_failures("a-one", WEDNESDAY_10, 1, 1) + login_failures("a-two", WEDNESDAY_10, 1)
+    assert evaluate(mixed, rules=RULES) == []
+    # Unknown usernames count together: someone trying names.
+    guessing = login_failures(None, WEDNESDAY_10, 1, 1, 1, 1)
+    assert [a.numbers["reasons"] for a in evaluate(guessing, rules=RULES)] == [
+        {"unknown-account": 5}
+    ]
+    # The thresholds are the token failures' ones.
+    strict = AlertRules(token_failures=3, token_window=dt.timedelta(minutes=1))
+    assert kinds(evaluate(login_failures("a-one", WEDNESDAY_10, 20, 20), rules=strict)) == [
+        "login-failures"
+    ]
+
+
+def test_a_locked_console_account_is_an_alert() -> None:
+    locked = AlertEntry(
+        at=WEDNESDAY_10,
+        event="console:account:locked",
+        decision="refused",
+        department="service-centre",
+        reason_code="too-many-failures",
+        operator="clerk-wang",
+    )
+    [alert] = evaluate([locked], rules=RULES)
+    assert alert.kind is AlertKind.ACCOUNT_LOCKED
+    assert (alert.department, alert.numbers) == ("service-centre", {"username": "clerk-wang"})
+    assert "clerk-wang" in alert.why
+    assert "2026-06-10 10:00:00" in alert.why
