@@ -51,7 +51,11 @@ __all__ = [
 
 #: The events that are accesses to a subject's data (allowed reads), unless the catalogue
 #: names others.
-DEFAULT_EVENTS = (AuditEvent.LOOKUP_RELEASED, AuditEvent.VERIFICATION_PERFORMED)
+DEFAULT_EVENTS = (
+    AuditEvent.LOOKUP_RELEASED,
+    AuditEvent.VERIFICATION_PERFORMED,
+    AuditEvent.RECEIPT_PRINTED,  # the print page shows the licence, holder included, again
+)
 #: What a record of an access-history resource can hold (its catalogue fields).
 ACCESS_FIELDS = ("at", "department", "service_item", "case_number", "resource", "fields")
 MAX_PAGE = 500
