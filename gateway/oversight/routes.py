@@ -1,9 +1,11 @@
-"""Route handlers of the security officers' tools and the citizens' access history (see
-:mod:`gateway.oversight.service` and :mod:`gateway.oversight.history`).
+"""Route handlers of the security officers' tools, the citizens' access history and a
+department's own refusals (see :mod:`gateway.oversight.service`,
+:mod:`gateway.oversight.history` and :mod:`gateway.oversight.refusals`).
 
 Officers' endpoints take the ``auditor`` role's bearer token (``Authorization: Bearer …``); a
 department's key is not enough. The access history is for the portal department: a signed
-token (typ ``yiwang-access-history+jwt``) in the ``Request-Token`` header, and a grant.
+token (typ ``yiwang-access-history+jwt``) in the ``Request-Token`` header, and a grant. A
+department's own refusals: a signed body (typ ``yiwang-refusals+jwt``), no grant needed.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from gateway.http.auth import require_role
 from gateway.http.openapi import (
     JWT_MEDIA_TYPE,
     OPERATOR_SECURITY,
+    SIGNED,
+    SignedOperation,
     TableOperation,
     operation_class,
     problems,
 )
-from gateway.http.signed import jwt_response
+from gateway.http.signed import BodyLimits, jwt_response, signed
 from gateway.oversight.service import OfficerService
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "export_entries",
     "lift_embargo",
     "list_embargoes",
+    "own_refusals",
     "search_entries",
 ]
 
@@ -318,8 +323,38 @@ async def alerts(
     return Response(found, headers=_NO_STORE)
 
 
+@post(
+    "/v1/refusals",
+    summary="A department's own recent refusals, with their precise reasons",
+    description=(
+        "本部门近期被拒绝的请求及其确切原因。令牌失败对外一律是不透明的 401，"
+        "确切原因只写入审计日志；部门可用本接口查询自己的拒绝记录，以便排查签名代码。\n\n"
+        "Body: a compact JWS of typ `yiwang-refusals+jwt` signed by the department, claims "
+        "`operator`, optionally `since` (epoch seconds, at most 7 days back; default 24 h), "
+        "`limit` (1-100, default 50), `before` (the previous answer's `next`). Answer: a JWT "
+        "signed by the gateway (typ `yiwang-refusals-result+jwt`): `refusals`, newest first — "
+        "`audit_index`, `at`, `event`, `reason_code`, `reason` (in words), `detail`, "
+        "`request_sha256` (SHA-256 of the refused token) — of every refused request whose "
+        "token named a key registered to the department (never by an unverified `iss`); and "
+        "`next`. The read is itself audited (`audit:refusals:read`)."
+    ),
+    tags=["refusals"],
+    status_code=200,
+    media_type=JWT_MEDIA_TYPE,
+    operation_class=SignedOperation,
+    responses=problems(*SIGNED, 500),
+)
+async def own_refusals(
+    request: Request[Any, Any, Any],
+    officers: NamedDependency[OfficerService],
+    limits: NamedDependency[BodyLimits],
+) -> Response[bytes]:
+    return await signed(request, limits, officers.refusals.refusals)
+
+
 #: Every route of this module, for the app factory.
 ROUTES = [
+    own_refusals,
     search_entries,
     export_entries,
     access_history,
