@@ -9,11 +9,12 @@ administrators' endpoints take a bearer token (security scheme ``operatorToken``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     Components,
@@ -39,6 +40,7 @@ __all__ = [
     "UploadOperation",
     "jwt_answer",
     "operation_class",
+    "operation_id",
     "problems",
 ]
 
@@ -113,6 +115,12 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
         )
         for status in statuses
     }
+
+
+def operation_id(handler: HTTPRouteHandler, _method: str, _path: Sequence[object]) -> str:
+    """An operation's id: its handler's name (``lookup``, ``own_refusals``), short and stable
+    for the clients integrators generate (the default strings path and name together)."""
+    return handler.handler_name
 
 
 def jwt_answer(description: str) -> dict[str, Any]:
