@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIType, Schema
-from litestar.params import Parameter
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 
 from gateway.audit.leaves import LeafReader
 from gateway.audit.transparency import TransparencyLog
@@ -40,8 +40,8 @@ REQUEST_TOKEN_HEADER = "Request-Token"  # noqa: S105 - a header name, not a secr
 _PUBLIC = "public, max-age=1"
 RequestToken = Annotated[
     str | None,
-    Parameter(
-        header=REQUEST_TOKEN_HEADER,
+    HeaderParameter(
+        name=REQUEST_TOKEN_HEADER,
         required=False,
         description="For a department: a compact JWS of typ `yiwang-audit-leaf+jwt`.",
     ),
@@ -74,8 +74,8 @@ async def checkpoint(transparency: NamedDependency[TransparencyLog]) -> Response
 )
 async def checkpoints(
     transparency: NamedDependency[TransparencyLog],
-    before: Annotated[int | None, Parameter(ge=1, le=MAX_INDEX)] = None,
-    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, QueryParameter(ge=1, le=MAX_INDEX)] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     found = await asyncio.to_thread(transparency.checkpoints, before=before, limit=limit)
     return [c.as_json() for c in found]
@@ -90,8 +90,8 @@ async def checkpoints(
 )
 async def inclusion_proof(
     transparency: NamedDependency[TransparencyLog],
-    index: Annotated[int, Parameter(ge=1, le=MAX_INDEX)],
-    size: Annotated[int, Parameter(ge=1, le=MAX_INDEX)],
+    index: Annotated[int, QueryParameter(ge=1, le=MAX_INDEX)],
+    size: Annotated[int, QueryParameter(ge=1, le=MAX_INDEX)],
 ) -> dict[str, Any]:
     return await asyncio.to_thread(transparency.inclusion, index, size)
 
@@ -104,8 +104,8 @@ async def inclusion_proof(
 )
 async def consistency_proof(
     transparency: NamedDependency[TransparencyLog],
-    old_size: Annotated[int, Parameter(query="from", ge=1, le=MAX_INDEX)],
-    new_size: Annotated[int, Parameter(query="to", ge=1, le=MAX_INDEX)],
+    old_size: Annotated[int, QueryParameter(name="from", ge=1, le=MAX_INDEX)],
+    new_size: Annotated[int, QueryParameter(name="to", ge=1, le=MAX_INDEX)],
 ) -> dict[str, Any]:
     return await asyncio.to_thread(transparency.consistency, old_size, new_size)
 
@@ -129,7 +129,7 @@ async def entry_leaf(
     request: Request[Any, Any, Any],
     leaves: NamedDependency[LeafReader],
     operator_tokens: NamedDependency[OperatorTokens],
-    index: int,
+    index: FromPath[int],
     request_token: RequestToken = None,
 ) -> Response[bytes]:
     header = request.headers.get("authorization", "")

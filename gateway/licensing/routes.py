@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from gateway.core.protocol import TokenType
 from gateway.core.wire import Name, Text
@@ -94,7 +95,7 @@ async def change_licence_status(
     request: Request[Any, Any, Any],
     licensing: NamedDependency[LicensingService],
     limits: NamedDependency[BodyLimits],
-    licence_id: str,
+    licence_id: FromPath[str],
 ) -> Response[bytes]:
     return await signed(
         request, limits, functools.partial(licensing.change_status, licence_id=licence_id)
@@ -161,7 +162,9 @@ class SealStatusChange(msgspec.Struct, forbid_unknown_fields=True):
     responses=problems(400, 401, 403, 404, 409, 503),
 )
 async def change_seal_status(
-    licensing: NamedDependency[LicensingService], seal_id: str, data: SealStatusChange
+    licensing: NamedDependency[LicensingService],
+    seal_id: FromPath[str],
+    data: JSONBody[SealStatusChange],
 ) -> dict[str, Any]:
     seal = await licensing.change_seal(
         seal_id,
@@ -212,7 +215,7 @@ async def seal_registry(licensing: NamedDependency[LicensingService]) -> Respons
     responses=problems(400, 404, 503),
 )
 async def status_list(
-    licensing: NamedDependency[LicensingService], list_id: str
+    licensing: NamedDependency[LicensingService], list_id: FromPath[str]
 ) -> Response[bytes]:
     token = await licensing.signed_status_list(list_id, now=time.time())
     if token is None:

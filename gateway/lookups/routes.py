@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
+from litestar.params import FromPath
 
 from gateway.http.openapi import SIGNED, SignedOperation, problems
 from gateway.http.signed import JWT_MEDIA_TYPE, BodyLimits, signed
@@ -111,7 +112,7 @@ async def invalidate_resource(
     request: Request[Any, Any, Any],
     resources: NamedDependency[ResourceService],
     limits: NamedDependency[BodyLimits],
-    resource_id: str,
+    resource_id: FromPath[str],
 ) -> Response[bytes]:
     return await signed(
         request, limits, functools.partial(resources.invalidate, resource_id=resource_id)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from litestar import Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 from litestar.response import Stream
 
 from gateway.core.wire import NAME_PATTERN
@@ -49,8 +49,8 @@ __all__ = [
 REQUEST_TOKEN_HEADER = "Request-Token"  # noqa: S105 - a header name, not a secret
 RequestToken = Annotated[
     str | None,
-    Parameter(
-        header=REQUEST_TOKEN_HEADER,
+    HeaderParameter(
+        name=REQUEST_TOKEN_HEADER,
         required=False,
         description="A compact JWS of typ `yiwang-access-history+jwt` signed by the portal "
         "department.",
@@ -86,8 +86,8 @@ _FILTERS_DOC = (
     "secret on the way in; never stored or logged in clear)."
 )
 
-Text = Annotated[str | None, Parameter(max_length=200)]
-From = Annotated[str | None, Parameter(query="from", max_length=200)]
+Text = Annotated[str | None, QueryParameter(max_length=200)]
+From = Annotated[str | None, QueryParameter(name="from", max_length=200)]
 
 
 def _filters(  # noqa: PLR0917 - one argument per filter, passed on as they came
@@ -144,8 +144,8 @@ async def search_entries(  # noqa: PLR0917 - the query parameters
     event: Text = None,
     subject: Text = None,
     cursor: Text = None,
-    limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
-    order: Annotated[str, Parameter(pattern=r"^(asc|desc)$")] = "asc",
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+    order: Annotated[str, QueryParameter(pattern=r"^(asc|desc)$")] = "asc",
 ) -> Response[dict[str, Any]]:
     params = _filters(
         since, until, department, operator, resource, item, case, decision, event, subject
@@ -174,7 +174,7 @@ async def search_entries(  # noqa: PLR0917 - the query parameters
 )
 async def export_entries(  # noqa: PLR0917 - the query parameters
     officers: NamedDependency[OfficerService],
-    fmt: Annotated[Literal["csv", "jsonl"], Parameter(query="format")] = "csv",
+    fmt: Annotated[Literal["csv", "jsonl"], QueryParameter(name="format")] = "csv",
     since: From = None,
     until: Text = None,
     department: Text = None,
@@ -223,10 +223,10 @@ async def export_entries(  # noqa: PLR0917 - the query parameters
 )
 async def access_history(
     officers: NamedDependency[OfficerService],
-    subject: str,
+    subject: FromPath[str],
     *,
     request_token: RequestToken = None,
-    limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     cursor: Text = None,
 ) -> Response[bytes]:
     token = (request_token or "").encode("utf-8", "replace")
@@ -272,7 +272,7 @@ async def add_embargo(
     responses=problems(400, 401, 403, 503),
 )
 async def list_embargoes(
-    officers: NamedDependency[OfficerService], in_force: bool | None = None
+    officers: NamedDependency[OfficerService], in_force: FromQuery[bool | None] = None
 ) -> Response[dict[str, Any]]:
     return Response(await officers.list_embargoes(in_force=in_force), headers=_NO_STORE)
 
@@ -289,7 +289,7 @@ async def list_embargoes(
 )
 async def lift_embargo(
     officers: NamedDependency[OfficerService],
-    embargo_id: str,
+    embargo_id: FromPath[str],
     operator: Text = None,
     reason: Text = None,
 ) -> Response[dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from litestar import get
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromQuery, QueryParameter
 
 from gateway.core.policy_check import explain_decision
 from gateway.core.wire import NAME_PATTERN
@@ -29,11 +29,11 @@ __all__ = ["ROUTES", "explain_policy"]
 async def explain_policy(
     policy: NamedDependency[PolicyHolder],
     *,
-    consumer: Annotated[str, Parameter(min_length=1, max_length=64, pattern=NAME_PATTERN)],
-    resource: Annotated[str, Parameter(min_length=1, max_length=64, pattern=NAME_PATTERN)],
-    item: Annotated[str, Parameter(min_length=1, max_length=64, pattern=NAME_PATTERN)],
-    fields: Annotated[str | None, Parameter(max_length=2048)] = None,
-    at: dt.datetime | None = None,
+    consumer: Annotated[str, QueryParameter(min_length=1, max_length=64, pattern=NAME_PATTERN)],
+    resource: Annotated[str, QueryParameter(min_length=1, max_length=64, pattern=NAME_PATTERN)],
+    item: Annotated[str, QueryParameter(min_length=1, max_length=64, pattern=NAME_PATTERN)],
+    fields: Annotated[str | None, QueryParameter(max_length=2048)] = None,
+    at: FromQuery[dt.datetime | None] = None,
 ) -> dict[str, Any]:
     """The decision the policy set in force makes, grant by grant (administrators only)."""
     return explain_decision(

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from litestar import post
 from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from gateway.core.wire import Text
 from gateway.http.auth import require_role
@@ -33,7 +34,10 @@ class KeyRevocation(msgspec.Struct, forbid_unknown_fields=True):
     responses=problems(400, 401, 403, 404, 503),
 )
 async def revoke_department_key(
-    keys: NamedDependency[KeyAdministration], department: str, kid: str, data: KeyRevocation
+    keys: NamedDependency[KeyAdministration],
+    department: FromPath[str],
+    kid: FromPath[str],
+    data: JSONBody[KeyRevocation],
 ) -> dict[str, Any]:
     previous = await keys.revoke(
         department=department, kid=kid, reason=data.reason, by="admin", now=time.time()

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Stream
 
 from gateway.http.openapi import SIGNED, TableOperation, UploadOperation, problems
@@ -34,8 +34,8 @@ def _token(header: str | None) -> bytes:
 #: The provider's signed token, in a header (the body is the file).
 UploadToken = Annotated[
     str | None,
-    Parameter(
-        header=TOKEN_HEADER,
+    HeaderParameter(
+        name=TOKEN_HEADER,
         required=False,
         description="A compact JWS signed by the resource's provider.",
     ),
@@ -65,7 +65,7 @@ UploadToken = Annotated[
 async def upload(
     request: Request[Any, Any, Any],
     uploads: NamedDependency[UploadService],
-    resource: str,
+    resource: FromPath[str],
     upload_token: UploadToken = None,
 ) -> Response[bytes]:
     """Stream the body into the upload service; answer its signed receipt."""
@@ -97,10 +97,10 @@ async def upload(
 )
 async def upload_rejections(
     uploads: NamedDependency[UploadService],
-    resource: str,
-    version: int,
+    resource: FromPath[str],
+    version: FromPath[int],
     upload_token: UploadToken = None,
-    fmt: Annotated[Literal["csv", "jsonl"], Parameter(query="format")] = "csv",
+    fmt: Annotated[Literal["csv", "jsonl"], QueryParameter(name="format")] = "csv",
 ) -> Stream:
     """Stream a version's rejection report (CSV or JSON Lines) to its provider."""
     report = await uploads.rejections(
