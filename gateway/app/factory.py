@@ -25,7 +25,7 @@ from gateway.console import officers as console_officers
 from gateway.console import routes as console_routes
 from gateway.http.boundary import check_parameters
 from gateway.http.docs import docs_assets_router, swagger_ui
-from gateway.http.openapi import COMPONENTS, operation_id
+from gateway.http.openapi import COMPONENTS, JWS_CONVENTION, operation_id
 from gateway.http.problems import exception_handlers, record_unexpected
 from gateway.licensing import routes as licences
 from gateway.lookups import routes as lookups
@@ -90,7 +90,8 @@ class GatewayPlugin(InitPluginProtocol):
         app_config.openapi_config = OpenAPIConfig(
             title="Yiwang Gateway",
             version=__version__,
-            description="Signed, policy-bound, audited lookups between departments.",
+            description="Signed, policy-bound, audited lookups between departments.\n\n"
+            + JWS_CONVENTION,
             path="/docs",
             components=COMPONENTS,
             operation_id_creator=operation_id,

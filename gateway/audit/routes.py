@@ -16,10 +16,17 @@ from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 
-from gateway.audit.leaves import LeafReader
+from gateway.audit.leaves import LeafClaims, LeafReader
 from gateway.audit.transparency import TransparencyLog
+from gateway.core.protocol import TokenType
 from gateway.core.wire import MAX_INDEX
-from gateway.http.openapi import OPERATOR_SECURITY, operation_class, problems
+from gateway.http.openapi import (
+    OPERATOR_SECURITY,
+    REQUEST_TOKEN_SECURITY,
+    jws_token,
+    operation_class,
+    problems,
+)
 from gateway.http.problems import problem_response
 from gateway.http.signed import JWT_MEDIA_TYPE
 from gateway.registry.operators import OperatorTokens
@@ -69,6 +76,10 @@ async def checkpoint(transparency: NamedDependency[TransparencyLog]) -> Response
 @get(
     "/v1/audit/checkpoints",
     summary="Older checkpoints, newest first (all are kept)",
+    description=(
+        "历史检查点，最新的在前。Every signed checkpoint the gateway made, newest first: "
+        "`before` (a tree size) and `limit` (1-1000, default 100) page through them. Public."
+    ),
     tags=["audit log"],
     responses=problems(400, 503),
 )
@@ -99,6 +110,11 @@ async def inclusion_proof(
 @get(
     "/v1/audit/proofs/consistency",
     summary="Consistency proof between the trees of `from` and `to` entries (RFC 9162)",
+    description=(
+        "两个树规模之间的一致性证明。RFC 9162 consistency proof that the tree of `to` "
+        "entries extends the tree of `from` entries (hex hashes in RFC order). Public: what "
+        "witnesses check between two checkpoints."
+    ),
     tags=["audit log"],
     responses=problems(400, 503),
 )
@@ -121,8 +137,11 @@ async def consistency_proof(
     ),
     tags=["audit log"],
     media_type="application/json",
-    operation_class=operation_class(answers={"application/json": Schema(type=OpenAPIType.OBJECT)}),
-    security=[*OPERATOR_SECURITY, {}],
+    operation_class=operation_class(
+        answers={"application/json": Schema(type=OpenAPIType.OBJECT)},
+        headers={REQUEST_TOKEN_HEADER: jws_token(TokenType.AUDIT_LEAF, LeafClaims)},
+    ),
+    security=[*OPERATOR_SECURITY, *REQUEST_TOKEN_SECURITY],
     responses=problems(400, 401, 403, 404, 409, 429, 503),
 )
 async def entry_leaf(

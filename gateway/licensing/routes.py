@@ -20,10 +20,10 @@ from litestar.params import FromPath, JSONBody
 from gateway.core.protocol import TokenType
 from gateway.core.wire import Name, Text
 from gateway.http.auth import require_role
-from gateway.http.openapi import OPERATOR_SECURITY, SIGNED, SignedOperation, problems
+from gateway.http.openapi import OPERATOR_SECURITY, SIGNED, problems, signed_operation
 from gateway.http.problems import problem_response
 from gateway.http.signed import JWT_MEDIA_TYPE, BodyLimits, signed
-from gateway.licensing.claims import LICENCE_TOKEN_MAX_BYTES
+from gateway.licensing.claims import CLAIM_TYPES, LICENCE_TOKEN_MAX_BYTES
 from gateway.licensing.service import LicensingService
 
 __all__ = [
@@ -49,7 +49,11 @@ _PUBLIC_CACHE = "public, max-age=60"
     tags=["licences"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.LICENCE_RESERVE,
+        CLAIM_TYPES[TokenType.LICENCE_RESERVE],
+        answer=TokenType.LICENCE_RESERVED,
+    ),
     responses=problems(*SIGNED, 500),
 )
 async def reserve_status_entry(
@@ -67,7 +71,11 @@ async def reserve_status_entry(
     tags=["licences"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.LICENCE_ISSUE,
+        CLAIM_TYPES[TokenType.LICENCE_ISSUE],
+        answer=TokenType.LICENCE_ISSUED,
+    ),
     responses=problems(*SIGNED, 404, 500),
 )
 async def issue_licence(
@@ -88,7 +96,11 @@ async def issue_licence(
     tags=["licences"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.LICENCE_STATUS,
+        CLAIM_TYPES[TokenType.LICENCE_STATUS],
+        answer=TokenType.LICENCE_STATUS_CHANGED,
+    ),
     responses=problems(*SIGNED, 404, 500),
 )
 async def change_licence_status(
@@ -112,7 +124,11 @@ async def change_licence_status(
     tags=["licences"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.VERIFICATION,
+        CLAIM_TYPES[TokenType.VERIFICATION],
+        answer=TokenType.VERIFICATION_RECEIPT,
+    ),
     responses=problems(*SIGNED, 500),
 )
 async def verify_licence(
@@ -133,7 +149,11 @@ async def verify_licence(
     tags=["seals"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.SEAL_REGISTER,
+        CLAIM_TYPES[TokenType.SEAL_REGISTER],
+        answer=TokenType.SEAL_REGISTERED,
+    ),
     responses=problems(*SIGNED, 500),
 )
 async def register_seal(
@@ -155,6 +175,11 @@ class SealStatusChange(msgspec.Struct, forbid_unknown_fields=True):
 @post(
     "/v1/seals/{seal_id:str}/status",
     summary="Suspend, reinstate or revoke a seal (administrators)",
+    description=(
+        "暂停、恢复或吊销电子印章（管理员）。JSON body `action` (`suspend` | `reinstate` | "
+        "`revoke`), `reason`, and for a revocation why (`key-compromise` reaches back to "
+        "every licence the seal sealed). Bearer token of the `admin` role; audited."
+    ),
     tags=["seals"],
     status_code=200,
     guards=[require_role("admin")],
@@ -181,6 +206,11 @@ async def change_seal_status(
 @get(
     "/v1/seals",
     summary="Every registered seal with its history",
+    description=(
+        "所有已登记的电子印章及其状态历史。Every registered e-seal: owner department, public "
+        "JWK, validity and its status history (suspensions, revocations with their reasons). "
+        "Public: offline verifiers need it."
+    ),
     tags=["seals"],
     responses=problems(503),
 )

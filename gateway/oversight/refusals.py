@@ -52,6 +52,7 @@ __all__ = [
     "REFUSALS",
     "REFUSAL_EVENTS",
     "RefusalService",
+    "RefusalsClaims",
     "explain",
 ]
 
@@ -143,7 +144,7 @@ def explain(reason_code: str | None) -> str | None:
     return _REASONS.get(reason_code)
 
 
-class _RefusalsClaims(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class RefusalsClaims(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The request's own claims (the registered ones are checked by the token verifier)."""
 
     operator: Name
@@ -155,9 +156,9 @@ class _RefusalsClaims(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 _REGISTERED = frozenset({"iss", "aud", "iat", "exp", "nbf", "jti"})
 
 
-def _parse(_department: str, claims: dict[str, Any]) -> _RefusalsClaims:
+def _parse(_department: str, claims: dict[str, Any]) -> RefusalsClaims:
     own = {name: value for name, value in claims.items() if name not in _REGISTERED}
-    return convert(own, _RefusalsClaims)
+    return convert(own, RefusalsClaims)
 
 
 #: The signed exchange of ``POST /v1/refusals``.
@@ -180,7 +181,7 @@ class RefusalService:
     async def refusals(self, token: bytes, *, now: float) -> SignedAnswer:
         """The sender's refusals in the window it asks for, newest first, as a signed answer."""
 
-        def check(received: Received[_RefusalsClaims]) -> Admit:
+        def check(received: Received[RefusalsClaims]) -> Admit:
             claims = received.request
             earliest = now - MAX_WINDOW.total_seconds()
             since = now - DEFAULT_WINDOW.total_seconds() if claims.since is None else claims.since
@@ -190,7 +191,7 @@ class RefusalService:
                 raise InvalidInput("since", "must not be in the future")
             return Admit(plan=dt.datetime.fromtimestamp(since, dt.UTC))
 
-        async def work(received: Received[_RefusalsClaims], admit: Admit, _a: Admission) -> Done:
+        async def work(received: Received[RefusalsClaims], admit: Admit, _a: Admission) -> Done:
             claims = received.request
             since: dt.datetime = admit.plan
             try:

@@ -19,18 +19,24 @@ from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 from litestar.response import Stream
 
+from gateway.core.protocol import TokenType
 from gateway.core.wire import NAME_PATTERN
 from gateway.http.auth import require_role
 from gateway.http.openapi import (
     JWT_MEDIA_TYPE,
     OPERATOR_SECURITY,
+    REQUEST_TOKEN_SECURITY,
     SIGNED,
-    SignedOperation,
     TableOperation,
+    jws_answer,
+    jws_token,
     operation_class,
     problems,
+    signed_operation,
 )
 from gateway.http.signed import BodyLimits, jwt_response, signed
+from gateway.oversight.history import HistoryClaims
+from gateway.oversight.refusals import RefusalsClaims
 from gateway.oversight.service import OfficerService
 
 __all__ = [
@@ -219,6 +225,11 @@ async def export_entries(  # noqa: PLR0917 - the query parameters
     tags=_TAGS,
     cache_control=None,
     media_type=JWT_MEDIA_TYPE,
+    operation_class=operation_class(
+        answers={JWT_MEDIA_TYPE: jws_answer(TokenType.ACCESS_HISTORY_RESULT)},
+        headers={REQUEST_TOKEN_HEADER: jws_token(TokenType.ACCESS_HISTORY, HistoryClaims)},
+    ),
+    security=REQUEST_TOKEN_SECURITY,
     responses=problems(400, 401, 403, 409, 429, 503),
 )
 async def access_history(
@@ -341,7 +352,9 @@ async def alerts(
     tags=["refusals"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.REFUSALS, RefusalsClaims, answer=TokenType.REFUSALS_RESULT
+    ),
     responses=problems(*SIGNED, 500),
 )
 async def own_refusals(

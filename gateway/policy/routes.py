@@ -21,6 +21,11 @@ __all__ = ["ROUTES", "explain_policy"]
 @get(
     "/v1/policy/explain",
     summary="Explain the policy decision for a consumer, resource, item and fields",
+    description=(
+        "解释共享策略的决定（管理员）。Query `consumer`, `resource`, `item`, optionally "
+        "`fields` (comma-separated) and `at` (RFC 3339): the decision the policy set in force "
+        "would make, the grant that decides and why. Bearer token of the `admin` role."
+    ),
     tags=["policy"],
     guards=[require_role("admin")],
     security=OPERATOR_SECURITY,

@@ -27,6 +27,10 @@ class KeyRevocation(msgspec.Struct, forbid_unknown_fields=True):
 @post(
     "/v1/departments/{department:str}/keys/{kid:str}/revoke",
     summary="Revoke a department's key: its requests are refused within a second, everywhere",
+    description=(
+        "吊销部门密钥（管理员）。JSON body `reason`; bearer token of the `admin` role. Every "
+        "gateway process refuses the key within a second; audited `key:department:revoked`."
+    ),
     tags=["registry"],
     status_code=200,
     guards=[require_role("admin")],
