@@ -1,8 +1,9 @@
 """The Java and Go examples of ``docs/integrators/`` run for real against a served gateway:
 each signs a lookup (ES256), sends it, verifies the answer against the JWKS and prints its
 claims; an answer altered on the way (through a proxy) is rejected and nothing printed.
-Skipped with a message where the toolchain is missing (JDK 17+ ``java``, Go ``go``) — except
-under ``CI=true``, where a missing toolchain fails."""
+A missing toolchain is installed with apt-get when running as root (Debian's
+``openjdk-17-jdk-headless``, ``golang-go``), as the browser tests install Chromium; otherwise
+the tests skip with a message — except under ``CI=true``, where they fail."""
 
 from __future__ import annotations
 
@@ -21,8 +22,40 @@ import pytest
 from tests.integration.test_lookups import COMPANY, QUERY
 from tests.support import ROOT, GatewayProcess, unavailable
 
+# Room for apt-get to install a missing toolchain on the first test (an installed one takes
+# seconds).
+pytestmark = pytest.mark.timeout(900)
+
 EXAMPLES = ROOT / "docs" / "integrators"
 DEPARTMENT = "service-centre"  # an ES256 key in the demo district
+
+
+#: The Debian package that brings each toolchain.
+PACKAGES = {"java": "openjdk-17-jdk-headless", "go": "golang-go"}
+
+
+def _toolchain(name: str) -> None:
+    """Install ``name`` if it is missing and this can be done; skip (fail in CI) if not."""
+    if shutil.which(name) is not None:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        unavailable(name, f"not root or no apt-get: install the Debian package {PACKAGES[name]}")
+    for command in (
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "--no-install-recommends", PACKAGES[name]],
+    ):
+        done = subprocess.run(
+            command,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        if done.returncode != 0:
+            unavailable(name, f"{' '.join(command)} failed: {done.stderr.strip()[-300:]}")
+    if shutil.which(name) is None:
+        unavailable(name, f"apt-get installed {PACKAGES[name]} but there is no {name}")
 
 
 def _command(toolchain: str, tmp_path: Path, env: dict[str, str]) -> list[str]:
@@ -47,8 +80,7 @@ def _command(toolchain: str, tmp_path: Path, env: dict[str, str]) -> list[str]:
 def _run(
     toolchain: str, url: str, gw: GatewayProcess, tmp_path: Path
 ) -> subprocess.CompletedProcess[str]:
-    if shutil.which(toolchain) is None:
-        unavailable(toolchain, f"install {'a JDK 17+' if toolchain == 'java' else 'Go'}")
+    _toolchain(toolchain)
     env = {
         **os.environ,
         "GATEWAY_ID": "yiwang-gateway",
