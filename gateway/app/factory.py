@@ -82,7 +82,10 @@ class GatewayPlugin(InitPluginProtocol):
             {name: Provide(_service(name), sync_to_thread=False) for name in SERVICES}
         )
         app_config.route_handlers.append(docs_assets_router())
-        app_config.exception_handlers.update(exception_handlers)  # type: ignore[arg-type]
+        # RFC 9457 problems for the API; the console's own 404 / 500 pages under /console.
+        app_config.exception_handlers.update(
+            console_routes.console_error_pages(exception_handlers)  # type: ignore[arg-type]
+        )
         # Durable entry for any request that ends in an unexpected exception, before its 500.
         app_config.after_exception.append(record_unexpected)
         app_config.before_request = check_parameters

@@ -5,9 +5,12 @@ reason; the gateway decides every material the item requires with the same code 
 JSON API uses (:meth:`~gateway.lookups.manifests.ManifestService.manifest_for_console`,
 audited as ``manifest:…`` with the clerk as operator) and the page says, in words, what the
 applicant need not bring (and which department's resource supplies it) and what is still
-missing. The same page prints as the notice: a print stylesheet hides the navigation and the
-form and shows the date, the item, the case and the masked applicant. No script (the CSP
-forbids it): printing is the browser's own print command.
+missing. The same page prints as the one-time notice (一次性告知单): a print stylesheet hides
+the navigation and the form and shows the issuing department, the window, the clerk, the date,
+the item, the case, the applicant's name and masked ID number, and a signature line for the
+applicant and the clerk. The applicant's name is what the clerk types from the application:
+the manifest answer itself says only which materials are available, never a holder's name. No
+script (the CSP forbids it): printing is the browser's own print command.
 
 Reuses the clerk slice's helpers in :mod:`gateway.console.routes` (sessions, CSRF, role
 check, page rendering); its own texts are here, Chinese by default, English on request.
@@ -25,7 +28,7 @@ from litestar.di import NamedDependency
 from gateway.console.routes import AnyRequest, _clerk, _csrf_refused, _lang, _now, _page, _text
 from gateway.console.services import ConsoleServices
 from gateway.core.masks import parse_mask
-from gateway.core.policy import PolicySet
+from gateway.core.policy import DISTRICT_TZ, PolicySet
 from gateway.errors import (
     InvalidInput,
     PolicyDenied,
@@ -38,8 +41,9 @@ from gateway.errors import (
 __all__ = ["MANIFEST_TEXT", "ROUTES"]
 
 _ID_MASK = parse_mask("id-number")
-_DISTRICT = dt.timezone(dt.timedelta(hours=8))
 APPLICANT_TYPES = ("uscc", "resident-id")
+APPLICANT_NAME_MAX = 100
+WINDOW_MAX = 40
 
 MANIFEST_TEXT: Mapping[str, Mapping[str, str]] = {
     "zh": {
@@ -68,7 +72,7 @@ MANIFEST_TEXT: Mapping[str, Mapping[str, str]] = {
         "missing_none": "无需再提交其他材料。",
         "material": "材料",
         "source": "来源或原因",
-        "print_heading": "打印 / Print",
+        "print_heading": "打印",
         "print_hint": (
             "请使用浏览器的打印功能（Ctrl+P，或菜单中的“打印”）打印本页；打印时只输出告知单。"
         ),
@@ -80,6 +84,22 @@ MANIFEST_TEXT: Mapping[str, Mapping[str, str]] = {
         "reason_no-record": "{provider}没有该申请人的记录，需申请人提交",
         "reason_not-granted": "本部门未获授权为此事项使用{provider}的“{resource}”，需申请人提交",
         "error_input": "输入有误，请检查：",
+        "error_reason": "格式不正确",
+        "error_unknown_item": "该事项不在本区的事项目录中，请从列表中选择办理事项。",
+        "error_applicant_name": "请填写申请人姓名或名称（不超过 100 个字）。",
+        "applicant_name": "申请人姓名或名称",
+        "window": "受理窗口",
+        "window_hint": "窗口编号或名称，例如“3号窗口”；不填则打印空白处，由窗口手写。",
+        "office": "告知部门",
+        "clerk": "窗口工作人员",
+        "applicant_id_label": "证件号码",
+        "notice_intro": (
+            "您申请办理的事项所需材料如下。本告知单所列“仍需提交的材料”之外，"
+            "本部门不再要求您提交其他材料。"
+        ),
+        "sign_applicant": "申请人（签字）",
+        "sign_clerk": "窗口工作人员（签字）",
+        "sign_date": "日期",
         "error_case-closed": "该办件已办结，不能再为它生成告知单。",
         "error_denied": "该操作未获授权。",
         "error_rate": "请求过于频繁，请稍后再试。",
@@ -121,7 +141,7 @@ MANIFEST_TEXT: Mapping[str, Mapping[str, str]] = {
         "missing_none": "Nothing else is needed.",
         "material": "Material",
         "source": "Source or reason",
-        "print_heading": "打印 / Print",
+        "print_heading": "Print",
         "print_hint": (
             "Print this page with the browser's print command (Ctrl+P, or Print in its "
             "menu); only the notice is printed."
@@ -137,6 +157,22 @@ MANIFEST_TEXT: Mapping[str, Mapping[str, str]] = {
             "This department may not use “{resource}” of {provider} for this item: bring it"
         ),
         "error_input": "Please correct this:",
+        "error_reason": "is malformed",
+        "error_unknown_item": "This service item is not in the district's catalogue: choose one.",
+        "error_applicant_name": "Give the applicant's name (at most 100 characters).",
+        "applicant_name": "Applicant's name",
+        "window": "Window",
+        "window_hint": "The window's number or name (e.g. Window 3); if empty, a blank to fill in.",
+        "office": "Issued by",
+        "clerk": "Clerk",
+        "applicant_id_label": "ID number",
+        "notice_intro": (
+            "These are the materials the service item needs. Beyond what is listed as still to "
+            "bring, this department asks you for nothing else."
+        ),
+        "sign_applicant": "Applicant (signature)",
+        "sign_clerk": "Clerk (signature)",
+        "sign_date": "Date",
         "error_case-closed": "The case was declared closed; no notice can be made for it.",
         "error_denied": "This is not permitted.",
         "error_rate": "Too many requests; try again shortly.",
@@ -154,7 +190,9 @@ MANIFEST_TEXT: Mapping[str, Mapping[str, str]] = {
 }
 
 _EMPTY_FORM = {
+    "window": "",
     "service_item": "",
+    "applicant_name": "",
     "applicant_type": "uscc",
     "applicant_id": "",
     "case_number": "",
@@ -224,7 +262,7 @@ def _notice(policy: PolicySet, claims: Mapping[str, Any], m: Mapping[str, str]) 
             missing.append({"name": material["name"], "why": why})
     applicant = claims["applicant"]
     return {
-        "date": dt.datetime.fromtimestamp(_now(), _DISTRICT).strftime("%Y-%m-%d"),
+        "date": dt.datetime.fromtimestamp(_now(), DISTRICT_TZ).strftime("%Y-%m-%d"),
         "item": claims["item"],
         "case": claims["purpose"]["case"],
         "applicant_type": applicant["type"],
@@ -259,6 +297,12 @@ async def manifest(request: AnyRequest, console: NamedDependency[ConsoleServices
         return await _csrf_refused(request, console, session, "/console/manifest")
     m = MANIFEST_TEXT[_lang(request)]
     values = {name: _text(form, name) for name in _EMPTY_FORM}
+    if values["service_item"] not in console.policy.current.items:
+        return _render(request, console, session, values, error=m["error_unknown_item"], status=400)
+    if not 0 < len(values["applicant_name"]) <= APPLICANT_NAME_MAX:
+        return _render(
+            request, console, session, values, error=m["error_applicant_name"], status=400
+        )
     try:
         claims = await console.manifests.manifest_for_console(
             department=department,
@@ -272,7 +316,7 @@ async def manifest(request: AnyRequest, console: NamedDependency[ConsoleServices
         )
     except InvalidInput as exc:
         field = m.get(f"field_{exc.field}", exc.field)
-        error = f"{m['error_input']} {field}（{exc.reason}）"
+        error = f"{m['error_input']} {field}（{m['error_reason']}）"
         return _render(request, console, session, values, error=error, status=400)
     except PolicyDenied as exc:
         error = m.get(f"error_{exc.reason_code}", m["error_denied"])
@@ -283,7 +327,15 @@ async def manifest(request: AnyRequest, console: NamedDependency[ConsoleServices
         return _render(request, console, session, values, error=m["error_store"], status=503)
     except SourceFailed:
         return _render(request, console, session, values, error=m["error_source"], status=502)
-    notice = _notice(console.policy.current, claims, m)
+    policy = console.policy.current
+    notice = _notice(policy, claims, m)
+    office = policy.departments.get(department)
+    notice.update(
+        office=office.name if office else department,
+        window=values["window"][:WINDOW_MAX],
+        clerk=session.display_name,
+        applicant_name=values["applicant_name"],
+    )
     return _render(request, console, session, values, notice=notice)
 
 

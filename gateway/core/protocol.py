@@ -80,6 +80,7 @@ class AuditEvent(enum.StrEnum):
     LICENCE_STATUS_REFUSED = "licence:status:refused"
     VERIFICATION_PERFORMED = "licence:verification:performed"
     VERIFICATION_REFUSED = "licence:verification:refused"
+    RECEIPT_PRINTED = "licence:receipt:printed"  # a clerk printed a verification's receipt
     SEAL_REGISTERED = "seal:registry:registered"
     SEAL_REFUSED = "seal:registry:refused"
     SEAL_STATUS_CHANGED = "seal:status:changed"

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import jwt
 import msgspec
 
 from gateway.audit import Outcome
@@ -121,6 +122,12 @@ VERIFY = Exchange(
 )
 
 _NAME_MASK = parse_mask("name")
+
+
+def _storable_text(value: object) -> str | None:
+    """A purpose value from a receipt this gateway signed (so already checked when it was
+    made), as the entry's text; None if it is not text."""
+    return value[:256] if isinstance(value, str) else None
 
 
 def _summary(content: LicenceContent) -> dict[str, Any]:
@@ -518,6 +525,80 @@ class LicensingService:
             typ=TokenType.VERIFICATION_RECEIPT,
         )
         return verification, receipt, index
+
+    async def console_receipt(
+        self, token: str, *, department: str, operator: str, now: float
+    ) -> tuple[dict[str, Any], LicenceContent | None] | None:
+        """A receipt a clerk of ``department`` brings back to print: its claims if the
+        gateway signed it for that department (expiry does not matter: it records a check
+        already made), with the licence content it was about if the stored record still
+        holds exactly that content (the receipt's ``content_sha256``); None if the token is
+        not such a receipt. The receipt masks the holder; the content lets the printout say
+        what the licence says, as the verification page did — so the print is an access
+        too: its entry (``licence:receipt:printed``, the clerk as operator, the receipt's
+        purpose and audit index) is durable before anything is returned."""
+        claims = self._own_receipt(token, department)
+        if claims is None:
+            return None
+        summary = claims.get("licence")
+        licence_id = claims.get("licence_id")
+        content: LicenceContent | None = None
+        if isinstance(summary, dict) and isinstance(licence_id, str):
+            record = await asyncio.to_thread(self._store.get, licence_id)
+            if record is not None and content_digest(record.content).hex() == summary.get(
+                "content_sha256"
+            ):
+                content = record.content
+        purpose = claims.get("purpose")
+        purpose = purpose if isinstance(purpose, dict) else {}
+        audit = claims.get("audit")
+        of_entry = audit.get("index") if isinstance(audit, dict) else None
+        draft = AuditDraft(
+            at=dt.datetime.fromtimestamp(now, dt.UTC),
+            started=time.perf_counter(),
+            department=department,
+            operator=operator,
+            service_item=_storable_text(purpose.get("item")),
+            case_number=_storable_text(purpose.get("case")),
+            reason=_storable_text(purpose.get("reason")),
+            policy_version=self._policy.current.version,
+            request_hash=hashlib.sha256(token.strip().encode()).hexdigest(),
+        )
+        fields: dict[str, Any] = {
+            "reason_code": "printed",
+            "detail": f"receipt of entry {of_entry if isinstance(of_entry, int) else '?'}",
+        }
+        if content is not None:
+            fields["resource"] = f"licence:{content.type_code}"
+            fields["subject_hmac"] = self._exchanges.hash_subject(
+                str(content.holder_id_type), content.holder_id
+            )
+        await self._exchanges.audit.append(
+            draft.entry(AuditEvent.RECEIPT_PRINTED, Outcome.ALLOWED, **fields)
+        )
+        return claims, content
+
+    def _own_receipt(self, token: str, department: str) -> dict[str, Any] | None:
+        """The claims of ``token`` if it is a verification receipt this gateway signed for
+        ``department``; else None."""
+        signer = self._exchanges.signer
+        try:
+            compact = parse_compact(token.strip(), allowed_members={"alg", "kid", "typ"})
+        except JoseError:
+            return None
+        header = compact.header
+        if header.typ != TokenType.VERIFICATION_RECEIPT or header.kid != signer.kid:
+            return None
+        key = jwt.PyJWK(signer.public_jwk).key
+        if not verify_signature(compact, alg=signer.algorithm, key=key):
+            return None
+        try:
+            claims = decode_json(compact.payload)
+        except WireError:
+            return None
+        if not isinstance(claims, dict) or claims.get("aud") != department:
+            return None
+        return claims
 
     def _verification(self, request: VerificationRequest, now: dt.datetime) -> Verification:
         """Read what the input names (with the registry's revision, in one round trip) and

@@ -5,8 +5,10 @@ heading. (The page fixture's viewport is 768 px wide.)"""
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
+from gateway.core.policy import load_policy_set
+from gateway.demo.licences import demo_cases
 from tests.browser.conftest import (
     AUDITOR,
     AUDITOR_PASSWORD,
@@ -17,7 +19,9 @@ from tests.browser.conftest import (
     log_in,
     shot,
 )
+from tests.support import ROOT
 
+CASES = demo_cases(load_policy_set(ROOT / "policies").departments)
 ADMIN = "admin-zhao"
 ADMIN_PASSWORD = "Admin-Desk-2026!"
 
@@ -70,3 +74,34 @@ def test_every_page_fits_a_tablet_and_is_reachable_by_keyboard(
         assert page.locator("main h1, main h2").count() >= 1, f"{path} has no heading"
         assert _reaches_main_by_keyboard(page), f"{path}: Tab never reaches the main content"
         shot(page, f"a11y-{role}{path.replace('/', '-')}")
+
+
+def _fits_and_names_itself(page: Page, what: str) -> None:
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"{what} scrolls sideways by {overflow} px at 768 px"
+    assert page.locator("main h1, main h2").count() >= 1, f"{what} has no heading"
+    assert _reaches_main_by_keyboard(page), f"{what}: Tab never reaches the main content"
+
+
+def test_the_clerks_result_receipt_and_404_pages_fit_a_tablet(page: Page, console: Console) -> None:
+    """The pages a clerk reaches only by a form or a wrong address: the verification result
+    (the licence's facts, the checks), the printable receipt with its QR code, the 404."""
+    log_in(page, console.url, CLERK, CLERK_PASSWORD)
+    licence_id = CASES["food-permit"].licence_id
+    page.get_by_label("证照编号").fill(licence_id)
+    page.get_by_label("办理事项").select_option("000201004000")
+    page.get_by_label("办件编号").fill("YW-2026-WEB-A11Y")
+    page.get_by_label("用证事由说明").fill("核验食品经营许可证")
+    page.get_by_role("button", name="核验").click()
+    expect(page.locator("#verdict")).to_have_text("有效")
+    _fits_and_names_itself(page, "the verification result")
+    page.get_by_role("button", name="打印回执").click()
+    expect(page.locator("#receipt-qr svg")).to_have_count(1)
+    _fits_and_names_itself(page, "the receipt page")
+    shot(page, "a11y-clerk-receipt")
+    response = page.goto(console.url + "/no-such-page")
+    assert response is not None
+    assert response.status == 404
+    _fits_and_names_itself(page, "the 404 page")

@@ -1,8 +1,10 @@
 """The clerk's manifest page in a real browser: a clerk opens the one-time notice of
 企业变更登记 for a demo company — 营业执照 is supplied by the gateway, 变更决议 still to bring —
-prints it (print media: navigation and form hidden, the notice with date, item, case and the
-masked applicant shown), and the ``manifest:materials:listed`` audit entry names the clerk.
-A forged CSRF token lists nothing; a closed-case or malformed input is said in words."""
+prints it (print media: navigation and form hidden, the notice with the issuing department,
+window, clerk, date, item, case, the applicant's name and masked ID and the signature lines),
+and the ``manifest:materials:listed`` audit entry names the clerk.
+A forged CSRF token lists nothing; a malformed input, an unknown service item or a missing
+applicant's name is said in Chinese words and lists nothing."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import re
 
 from playwright.sync_api import Page, expect
 
+from gateway.core.policy import load_policy_set
 from gateway.demo.population import companies
 from tests.browser.conftest import (
     AUDITOR,
@@ -21,14 +24,19 @@ from tests.browser.conftest import (
     log_in,
     shot,
 )
+from tests.browser.test_console import english_words
+from tests.support import ROOT
 
 COMPANY = next(c for c in companies() if c.status == "存续")
+CENTRE = load_policy_set(ROOT / "policies").departments["service-centre"].name
 LISTED = "manifest:materials:listed"
 ITEM = "000201002000"
 
 
-def _fill(page: Page, applicant: str, case: str) -> None:
+def _fill(page: Page, applicant: str, case: str, *, window: str = "") -> None:
+    page.get_by_label("受理窗口").fill(window)
     page.get_by_label("办理事项").select_option(ITEM)
+    page.get_by_label("申请人姓名或名称").fill(COMPANY.name)
     page.get_by_label("申请人类型").select_option("uscc")
     page.get_by_label("申请人证件号码").fill(applicant)
     page.get_by_label("办件编号").fill(case)
@@ -43,7 +51,7 @@ def test_clerk_prints_the_one_time_notice(page: Page, console: Console) -> None:
     shot(page, "20-manifest-form")
 
     before = len(audit_events(console.gateway, LISTED))
-    _fill(page, COMPANY.uscc, "YW-2026-WEB-MF-1")
+    _fill(page, COMPANY.uscc, "YW-2026-WEB-MF-1", window="3号窗口")
     supplied, missing = page.locator("#supplied"), page.locator("#missing")
     expect(supplied).to_contain_text("营业执照")
     expect(supplied).not_to_contain_text("变更决议")
@@ -55,7 +63,13 @@ def test_clerk_prints_the_one_time_notice(page: Page, console: Console) -> None:
     applicant = page.locator("#notice-applicant")
     expect(applicant).to_contain_text(COMPANY.uscc[:6] + "*")
     expect(applicant).not_to_contain_text(COMPANY.uscc)
-    expect(page.locator("#notice")).not_to_contain_text(COMPANY.name)  # availability only
+    expect(page.locator("#notice-office")).to_have_text(CENTRE)
+    expect(page.locator("#notice-window")).to_have_text("3号窗口")
+    expect(page.locator("#notice-clerk")).to_have_text(CLERK)
+    expect(page.locator("#notice-applicant-name")).to_have_text(COMPANY.name)  # as typed
+    expect(page.locator("#signatures")).to_contain_text("申请人（签字）")
+    expect(page.locator("#signatures")).to_contain_text("窗口工作人员（签字）")
+    assert english_words(page) == []
     expect(page.locator("#print-hint")).to_be_visible()
     shot(page, "21-manifest-notice")
 
@@ -65,6 +79,8 @@ def test_clerk_prints_the_one_time_notice(page: Page, console: Console) -> None:
     expect(page.locator("#print-hint")).to_be_hidden()
     expect(page.locator("#notice")).to_be_visible()
     expect(page.locator("#notice-date")).to_have_text(re.compile(r"^\d{4}-\d{2}-\d{2}$"))
+    expect(page.locator("#signatures")).to_be_visible()
+    expect(page.locator("#notice-applicant-name")).to_be_visible()
     shot(page, "22-manifest-print")
     page.emulate_media(media="screen")
 
@@ -84,7 +100,26 @@ def test_manifest_errors_in_words_and_csrf(page: Page, console: Console) -> None
     listed = len(audit_events(console.gateway, LISTED))
     _fill(page, "not-a-credit-code", "YW-2026-WEB-MF-2")
     expect(page.get_by_role("alert")).to_contain_text("申请人证件号码")
+    assert english_words(page) == []
     shot(page, "23-manifest-bad-input")
+
+    # a service item the catalogue does not know, and no applicant's name: refused in words
+    page.get_by_label("办理事项").evaluate(
+        "s => { const o = new Option('x', '999999999999'); s.add(o); s.value = o.value; }"
+    )
+    page.get_by_label("申请人证件号码").fill(COMPANY.uscc)
+    page.get_by_role("button", name="生成告知单").click()
+    expect(page.get_by_role("alert")).to_contain_text("不在本区的事项目录中")
+    page.get_by_label("办理事项").select_option(ITEM)
+    page.get_by_label("申请人姓名或名称").evaluate("e => { e.required = false; e.value = '' }")
+    page.get_by_role("button", name="生成告知单").click()
+    expect(page.get_by_role("alert")).to_contain_text("请填写申请人姓名或名称")
+    assert len(audit_events(console.gateway, LISTED)) == listed
+    # an empty window prints a blank to fill in by hand
+    _fill(page, COMPANY.uscc, "YW-2026-WEB-MF-3")
+    expect(page.locator("#notice-window .blank")).to_have_count(1)
+    listed += 1
+    assert len(audit_events(console.gateway, LISTED)) == listed
     assert len(audit_events(console.gateway, LISTED)) == listed
 
     refused = len(audit_events(console.gateway, "console:csrf:refused"))
@@ -106,4 +141,4 @@ def test_manifest_page_is_for_clerks_only(page: Page, console: Console) -> None:
     expect(page).to_have_url(console.url + "/login")
     log_in(page, console.url, AUDITOR, AUDITOR_PASSWORD)
     page.goto(console.url + "/manifest")
-    expect(page.get_by_role("alert")).to_contain_text("clerk")
+    expect(page.get_by_role("alert")).to_contain_text("窗口工作人员")
