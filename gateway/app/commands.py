@@ -31,6 +31,7 @@ FEATURE_COMMANDS = {
     "audit": "gateway.app.commands:audit_commands",
     "licence": "gateway.licensing.commands:licence",
     "policy": "gateway.policy.commands:policy",
+    "refusals": "gateway.oversight.commands:refusals",
     "seal": "gateway.licensing.commands:seal",
     "upload": "gateway.uploads.commands:upload",
     "users": "gateway.accounts.commands:users",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Response, route
@@ -14,10 +13,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins import InitPluginProtocol
-from litestar.static_files import create_static_files_router
-from swagger_ui_bundle import swagger_ui_path
 
 from gateway import __version__
 from gateway.app import health
@@ -28,7 +24,8 @@ from gateway.console import manifests as console_manifests
 from gateway.console import officers as console_officers
 from gateway.console import routes as console_routes
 from gateway.http.boundary import check_parameters
-from gateway.http.openapi import COMPONENTS
+from gateway.http.docs import docs_assets_router, swagger_ui
+from gateway.http.openapi import COMPONENTS, JWS_CONVENTION, operation_id
 from gateway.http.problems import exception_handlers, record_unexpected
 from gateway.licensing import routes as licences
 from gateway.lookups import routes as lookups
@@ -39,8 +36,6 @@ from gateway.settings import Settings, load_settings
 from gateway.uploads import routes as uploads
 
 __all__ = ["GatewayPlugin", "create_app", "create_app_from_environment"]
-
-DOCS_ASSETS = "/docs/assets"
 
 
 class GatewayPlugin(InitPluginProtocol):
@@ -86,11 +81,7 @@ class GatewayPlugin(InitPluginProtocol):
         app_config.dependencies.update(
             {name: Provide(_service(name), sync_to_thread=False) for name in SERVICES}
         )
-        app_config.route_handlers.append(
-            create_static_files_router(
-                path=DOCS_ASSETS, directories=[Path(str(swagger_ui_path))], name="docs-assets"
-            )
-        )
+        app_config.route_handlers.append(docs_assets_router())
         # RFC 9457 problems for the API; the console's own 404 / 500 pages under /console.
         app_config.exception_handlers.update(
             console_routes.console_error_pages(exception_handlers)  # type: ignore[arg-type]
@@ -102,20 +93,14 @@ class GatewayPlugin(InitPluginProtocol):
         app_config.openapi_config = OpenAPIConfig(
             title="Yiwang Gateway",
             version=__version__,
-            description="Signed, policy-bound, audited lookups between departments.",
+            description="Signed, policy-bound, audited lookups between departments.\n\n"
+            + JWS_CONVENTION,
             path="/docs",
             components=COMPONENTS,
+            operation_id_creator=operation_id,
             # The browsable docs load their script and styles from this server, not a CDN:
             # the gateway's networks are closed.
-            render_plugins=[
-                SwaggerRenderPlugin(
-                    js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-                    css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-                    standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
-                    path="/",
-                    favicon="",  # the default points at a CDN
-                )
-            ],
+            render_plugins=[swagger_ui()],
         )
         return app_config
 

@@ -54,6 +54,10 @@ class Readiness:
 @get(
     "/.well-known/jwks.json",
     summary="The gateway's public signing keys",
+    description=(
+        "网关的公开签名密钥（JWKS）。Verify every answer, receipt, checkpoint and status "
+        "list the gateway signs against these keys (select by `kid`). Public."
+    ),
     tags=["keys"],
     cache_control=None,
 )
@@ -61,7 +65,12 @@ async def jwks(signer: NamedDependency[GatewaySigner]) -> dict[str, Any]:
     return signer.jwks()
 
 
-@get("/healthz", summary="Liveness: the process answers", tags=["health"])
+@get(
+    "/healthz",
+    summary="Liveness: the process answers",
+    description="存活检查：进程能应答。The process answers; nothing else is checked.",
+    tags=["health"],
+)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -69,6 +78,10 @@ async def healthz() -> dict[str, str]:
 @get(
     "/readyz",
     summary="Readiness: database, cache and keys",
+    description=(
+        "就绪检查。The database takes a write, the cache answers, keys are loaded; the policy "
+        "version in force. 503 with the failing checks when not ready."
+    ),
     tags=["health"],
     responses=problems(503),
 )

@@ -14,12 +14,19 @@ from typing import Annotated, Any
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIType, Schema
-from litestar.params import Parameter
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 
-from gateway.audit.leaves import LeafReader
+from gateway.audit.leaves import LeafClaims, LeafReader
 from gateway.audit.transparency import TransparencyLog
+from gateway.core.protocol import TokenType
 from gateway.core.wire import MAX_INDEX
-from gateway.http.openapi import OPERATOR_SECURITY, operation_class, problems
+from gateway.http.openapi import (
+    OPERATOR_SECURITY,
+    REQUEST_TOKEN_SECURITY,
+    jws_token,
+    operation_class,
+    problems,
+)
 from gateway.http.problems import problem_response
 from gateway.http.signed import JWT_MEDIA_TYPE
 from gateway.registry.operators import OperatorTokens
@@ -40,8 +47,8 @@ REQUEST_TOKEN_HEADER = "Request-Token"  # noqa: S105 - a header name, not a secr
 _PUBLIC = "public, max-age=1"
 RequestToken = Annotated[
     str | None,
-    Parameter(
-        header=REQUEST_TOKEN_HEADER,
+    HeaderParameter(
+        name=REQUEST_TOKEN_HEADER,
         required=False,
         description="For a department: a compact JWS of typ `yiwang-audit-leaf+jwt`.",
     ),
@@ -69,13 +76,17 @@ async def checkpoint(transparency: NamedDependency[TransparencyLog]) -> Response
 @get(
     "/v1/audit/checkpoints",
     summary="Older checkpoints, newest first (all are kept)",
+    description=(
+        "历史检查点，最新的在前。Every signed checkpoint the gateway made, newest first: "
+        "`before` (a tree size) and `limit` (1-1000, default 100) page through them. Public."
+    ),
     tags=["audit log"],
     responses=problems(400, 503),
 )
 async def checkpoints(
     transparency: NamedDependency[TransparencyLog],
-    before: Annotated[int | None, Parameter(ge=1, le=MAX_INDEX)] = None,
-    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, QueryParameter(ge=1, le=MAX_INDEX)] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     found = await asyncio.to_thread(transparency.checkpoints, before=before, limit=limit)
     return [c.as_json() for c in found]
@@ -90,8 +101,8 @@ async def checkpoints(
 )
 async def inclusion_proof(
     transparency: NamedDependency[TransparencyLog],
-    index: Annotated[int, Parameter(ge=1, le=MAX_INDEX)],
-    size: Annotated[int, Parameter(ge=1, le=MAX_INDEX)],
+    index: Annotated[int, QueryParameter(ge=1, le=MAX_INDEX)],
+    size: Annotated[int, QueryParameter(ge=1, le=MAX_INDEX)],
 ) -> dict[str, Any]:
     return await asyncio.to_thread(transparency.inclusion, index, size)
 
@@ -99,13 +110,18 @@ async def inclusion_proof(
 @get(
     "/v1/audit/proofs/consistency",
     summary="Consistency proof between the trees of `from` and `to` entries (RFC 9162)",
+    description=(
+        "两个树规模之间的一致性证明。RFC 9162 consistency proof that the tree of `to` "
+        "entries extends the tree of `from` entries (hex hashes in RFC order). Public: what "
+        "witnesses check between two checkpoints."
+    ),
     tags=["audit log"],
     responses=problems(400, 503),
 )
 async def consistency_proof(
     transparency: NamedDependency[TransparencyLog],
-    old_size: Annotated[int, Parameter(query="from", ge=1, le=MAX_INDEX)],
-    new_size: Annotated[int, Parameter(query="to", ge=1, le=MAX_INDEX)],
+    old_size: Annotated[int, QueryParameter(name="from", ge=1, le=MAX_INDEX)],
+    new_size: Annotated[int, QueryParameter(name="to", ge=1, le=MAX_INDEX)],
 ) -> dict[str, Any]:
     return await asyncio.to_thread(transparency.consistency, old_size, new_size)
 
@@ -121,15 +137,18 @@ async def consistency_proof(
     ),
     tags=["audit log"],
     media_type="application/json",
-    operation_class=operation_class(answers={"application/json": Schema(type=OpenAPIType.OBJECT)}),
-    security=[*OPERATOR_SECURITY, {}],
+    operation_class=operation_class(
+        answers={"application/json": Schema(type=OpenAPIType.OBJECT)},
+        headers={REQUEST_TOKEN_HEADER: jws_token(TokenType.AUDIT_LEAF, LeafClaims)},
+    ),
+    security=[*OPERATOR_SECURITY, *REQUEST_TOKEN_SECURITY],
     responses=problems(400, 401, 403, 404, 409, 429, 503),
 )
 async def entry_leaf(
     request: Request[Any, Any, Any],
     leaves: NamedDependency[LeafReader],
     operator_tokens: NamedDependency[OperatorTokens],
-    index: int,
+    index: FromPath[int],
     request_token: RequestToken = None,
 ) -> Response[bytes]:
     header = request.headers.get("authorization", "")

@@ -15,10 +15,12 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 
 from gateway.core.identifiers import SubjectId, parse_subject
+from gateway.core.protocol import TokenType
 from gateway.core.wire import Name, Text, convert, invalid_input_from
 from gateway.errors import InvalidInput
 
 __all__ = [
+    "CLAIM_TYPES",
     "MAX_FIELDS",
     "BatchRequest",
     "CaseClosure",
@@ -92,6 +94,17 @@ class _CaseClosureClaims(msgspec.Struct, frozen=True):
     case: _Name
     operator: _Name
     reason: _Text
+
+
+#: The structure each request's own claims decode into, by the request's ``typ``: what the
+#: OpenAPI document shows as its ``x-jws-claims`` (:mod:`gateway.http.openapi`).
+CLAIM_TYPES: dict[str, type[msgspec.Struct]] = {
+    TokenType.LOOKUP: _LookupClaims,
+    TokenType.BATCH: _BatchClaims,
+    TokenType.MANIFEST: _ManifestClaims,
+    TokenType.CASE_CLOSE: _CaseClosureClaims,
+    TokenType.INVALIDATE: _InvalidationClaims,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,8 @@ class TokenType(enum.StrEnum):
     AUDIT_LEAF = "yiwang-audit-leaf+jwt"
     ACCESS_HISTORY = "yiwang-access-history+jwt"
     ACCESS_HISTORY_RESULT = "yiwang-access-history-result+jwt"
+    REFUSALS = "yiwang-refusals+jwt"
+    REFUSALS_RESULT = "yiwang-refusals-result+jwt"
     # Documents the gateway signs for anyone.
     LICENCE = "yiwang-licence+jws"  # sealed by an issuer's e-seal
     SEAL_REGISTRY = "yiwang-seal-registry+jwt"
@@ -90,6 +92,8 @@ class AuditEvent(enum.StrEnum):
     EMBARGO_LIFTED = "audit:embargo:lifted"
     HISTORY_READ = "audit:access-history:read"
     HISTORY_REFUSED = "audit:access-history:refused"
+    REFUSALS_READ = "audit:refusals:read"
+    REFUSALS_REFUSED = "audit:refusals:refused"
     ANSWER_WITHHELD = "audit:answer:withheld"
     # Registry, policy, console, the gateway itself.
     KEY_REVOKED = "key:department:revoked"

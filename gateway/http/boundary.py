@@ -14,8 +14,8 @@ import re
 from typing import Any
 
 from litestar import Request
+from litestar.enums import ParamType
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import CookieParameter, HeaderParameter, QueryParameter
 
 from gateway.core.wire import MAX_INDEX, storable, text_problem
 from gateway.errors import InvalidInput
@@ -60,6 +60,7 @@ def check_parameters(request: Request[Any, Any, Any]) -> None:
 
 #: Handler arguments that are not query parameters.
 _NOT_QUERY = frozenset({"request", "state", "scope", "data", "headers", "cookies", "socket"})
+_NOT_QUERY_MARKERS = frozenset({ParamType.PATH, ParamType.HEADER, ParamType.COOKIE})
 
 
 @functools.cache
@@ -77,13 +78,14 @@ def _query_parameters(handler: HTTPRouteHandler) -> tuple[frozenset[str], frozen
         definition = field.kwarg_definition
         if name in _NOT_QUERY or name in path_names:
             continue
-        if isinstance(definition, HeaderParameter | CookieParameter):
-            continue  # the markers: FromHeader[...], HeaderParameter(name=...)
+        marker = getattr(definition, "param_type", None)  # QueryParameter, HeaderParameter …
+        if marker in _NOT_QUERY_MARKERS:
+            continue
         if getattr(definition, "header", None) or getattr(definition, "cookie", None):
-            continue  # the older Parameter(header=...)
-        alias = getattr(definition, "query", None)
-        if isinstance(definition, QueryParameter):
-            alias = definition.name  # QueryParameter(name="from")
+            continue  # the older Parameter(header=…) spelling (the console's pages)
+        # The name on the wire: QueryParameter(name="from"), or the older Parameter(query=…).
+        alias = getattr(definition, "name", None) if marker is ParamType.QUERY else None
+        alias = alias or getattr(definition, "query", None)
         wire = alias if isinstance(alias, str) and alias else name
         known.add(wire)
         kinds = (

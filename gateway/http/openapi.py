@@ -3,17 +3,31 @@
 The document is the integrators' contract and the fuzzers' oracle (schemathesis checks that
 every answer has a documented status, media type and shape), so each route declares here
 every status it can answer with. Problems are RFC 9457 ``application/problem+json``;
-signed requests are a compact JWS in an ``application/jwt`` body; the officers' and
-administrators' endpoints take a bearer token (security scheme ``operatorToken``).
+signed requests are a compact JWS in an ``application/jwt`` body (or, on a GET, in the
+``Request-Token`` / ``Upload-Token`` header); the officers' and administrators' endpoints take
+a bearer token (security scheme ``operatorToken``).
+
+A JWS is a string to OpenAPI, so its contents are told by two extension members on the
+string's schema (the convention of this document, stated in its ``info.description``):
+
+- ``x-jws-typ``: the ``typ`` its protected header must carry;
+- ``x-jws-claims``: a JSON Schema (2020-12) of its decoded payload — the registered claims
+  and the endpoint's own — as a schema resource of its own (``$id``
+  ``urn:yiwang:jws-claims:<typ>``, its definitions in its ``$defs``). A request's claims
+  schema is generated from the msgspec structure its parser decodes into, so the document
+  cannot drift from the code; an answer's is written here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 import msgspec
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     Components,
@@ -21,25 +35,35 @@ from litestar.openapi.spec import (
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Parameter,
     RequestBody,
     Schema,
     SecurityScheme,
 )
 
 __all__ = [
+    "ANSWER_CLAIMS",
     "COMPACT_JWS_PATTERN",
     "COMPONENTS",
+    "JWS_CONVENTION",
     "JWT_MEDIA_TYPE",
     "OPERATOR_SECURITY",
     "PROBLEM_JSON",
+    "REQUEST_TOKEN_SECURITY",
     "SIGNED",
+    "TABLE_MEDIA_TYPES",
+    "UPLOAD_TOKEN_SECURITY",
+    "JWSString",
     "Problem",
-    "SignedOperation",
     "TableOperation",
-    "UploadOperation",
+    "claims_schema",
+    "jws_answer",
+    "jws_token",
     "jwt_answer",
     "operation_class",
+    "operation_id",
     "problems",
+    "signed_operation",
 ]
 
 JWT_MEDIA_TYPE = "application/jwt"
@@ -49,6 +73,10 @@ COMPACT_JWS_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$"
 
 #: Security requirement of the operator (auditor / admin) endpoints.
 OPERATOR_SECURITY: list[dict[str, list[str]]] = [{"operatorToken": []}]
+#: Security requirement of a GET whose signed token is in the ``Request-Token`` header.
+REQUEST_TOKEN_SECURITY: list[dict[str, list[str]]] = [{"requestToken": []}]
+#: Security requirement of a provider's upload or rejection report (``Upload-Token``).
+UPLOAD_TOKEN_SECURITY: list[dict[str, list[str]]] = [{"uploadToken": []}]
 COMPONENTS = Components(
     security_schemes={
         "operatorToken": SecurityScheme(
@@ -56,8 +84,33 @@ COMPONENTS = Components(
             scheme="bearer",
             description="An operator's bearer token (`keys/operators/<role>.token`): the "
             "`auditor` role for the security officers' endpoints, `admin` for the registry.",
-        )
-    }
+        ),
+        "requestToken": SecurityScheme(
+            type="apiKey",
+            name="Request-Token",
+            security_scheme_in="header",
+            description="On a GET: a compact JWS signed by the department (the operation's "
+            "`Request-Token` parameter says its `typ` and claims).",
+        ),
+        "uploadToken": SecurityScheme(
+            type="apiKey",
+            name="Upload-Token",
+            security_scheme_in="header",
+            description="A provider's compact JWS for an upload or its rejection report (the "
+            "operation's `Upload-Token` parameter says its `typ` and claims).",
+        ),
+    },
+)
+#: What the document's ``info.description`` says of the JWS convention.
+JWS_CONVENTION = (
+    "签名请求与应答均为紧凑序列化的 JWS（RFC 7515）。Every signed request is a compact JWS "
+    "(`application/jwt` body, or the `Request-Token` / `Upload-Token` header on a GET) "
+    "signed with the department's registered key; every answer to one is a JWT signed by "
+    "the gateway (check it against `/.well-known/jwks.json`). A JWS is a string here: its "
+    "schema's `x-jws-typ` is the `typ` of its protected header (which carries `alg`, `typ` "
+    "and `kid` only) and `x-jws-claims` the JSON Schema of its decoded payload. Refusals are "
+    "RFC 9457 problem details; every token failure is the same opaque 401, whose precise "
+    "reason the department reads with `POST /v1/refusals`."
 )
 
 
@@ -115,6 +168,221 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
     }
 
 
+#: The registered claims of every request a department signs (checked by the token verifier).
+_REGISTERED_CLAIMS: dict[str, Any] = {
+    "title": "RegisteredClaims",
+    "description": "Registered claims of a department's request: `iss` its department id, "
+    "`aud` the gateway's id, `iat`/`exp` whole seconds (`exp - iat` at most 300), optional "
+    "`nbf`, `jti` single-use until expiry.",
+    "type": "object",
+    "properties": {
+        "iss": {"type": "string", "minLength": 1, "maxLength": 64},
+        "aud": {"type": "string", "minLength": 1, "maxLength": 128},
+        "iat": {"type": "integer", "minimum": 946684800, "maximum": 4102444800},
+        "exp": {"type": "integer", "minimum": 946684800, "maximum": 4102444800},
+        "nbf": {"type": "integer", "minimum": 946684800, "maximum": 4102444800},
+        "jti": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$"},
+    },
+    "required": ["iss", "aud", "iat", "exp", "jti"],
+}
+#: What every answer the gateway signs for a department carries.
+_ANSWER_CLAIMS: dict[str, Any] = {
+    "title": "AnswerClaims",
+    "description": "Claims of every answer the gateway signs for a department: `iss` the "
+    "gateway's id, `aud` the department, `request` the `jti` and SHA-256 (hex, of the exact "
+    "token sent) of the request it answers, `audit.index` the entry that recorded it.",
+    "type": "object",
+    "properties": {
+        "iss": {"type": "string"},
+        "aud": {"type": "string"},
+        "iat": {"type": "integer"},
+        "exp": {"type": "integer"},
+        "jti": {"type": "string"},
+        "request": {
+            "type": "object",
+            "properties": {
+                "jti": {"type": "string"},
+                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            },
+            "required": ["jti", "sha256"],
+        },
+        "audit": {
+            "type": "object",
+            "properties": {"index": {"type": "integer", "minimum": 1}},
+            "required": ["index"],
+        },
+    },
+    "required": ["iss", "aud", "iat", "exp", "jti", "request", "audit"],
+}
+
+#: Schemas of answers' own claims (besides :data:`_ANSWER_CLAIMS`), by answer ``typ``.
+ANSWER_CLAIMS: dict[str, dict[str, Any]] = {
+    "yiwang-lookup-result+jwt": {
+        "title": "LookupResultClaims",
+        "type": "object",
+        "properties": {
+            "data": {
+                "type": "object",
+                "description": "Only the granted fields, masked where the grant says so.",
+            },
+            "provenance": {
+                "type": "object",
+                "properties": {
+                    "provider": {"type": "string"},
+                    "source": {"type": "string"},
+                    "as_of": {"type": "string"},
+                },
+            },
+            "purpose": {
+                "type": "object",
+                "properties": {
+                    "item": {"type": "string"},
+                    "case": {"type": "string"},
+                    "reason": {"type": "string"},
+                },
+            },
+            "query": {"type": "object"},
+            "grant": {"type": "string", "description": "The grant that allowed it."},
+            "policy_version": {"type": "string"},
+        },
+        "required": ["data", "provenance", "purpose", "query", "grant", "policy_version"],
+    },
+    "yiwang-refusals-result+jwt": {
+        "title": "RefusalsResultClaims",
+        "type": "object",
+        "properties": {
+            "department": {"type": "string"},
+            "since": {"type": "integer", "description": "Epoch seconds: the window's start."},
+            "refusals": {
+                "type": "array",
+                "description": "Newest first.",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "audit_index": {"type": "integer"},
+                        "at": {"type": "string", "format": "date-time"},
+                        "event": {"type": "string"},
+                        "reason_code": {"type": ["string", "null"]},
+                        "reason": {
+                            "type": ["string", "null"],
+                            "description": "The reason code in words (Chinese).",
+                        },
+                        "detail": {"type": ["string", "null"]},
+                        "request_sha256": {
+                            "type": ["string", "null"],
+                            "description": "SHA-256 (hex) of the refused token.",
+                        },
+                        "operator": {"type": ["string", "null"]},
+                        "service_item": {"type": ["string", "null"]},
+                        "case": {"type": ["string", "null"]},
+                        "resource": {"type": ["string", "null"]},
+                    },
+                    "required": ["audit_index", "at", "event", "reason_code", "request_sha256"],
+                },
+            },
+            "next": {
+                "type": ["integer", "null"],
+                "description": "Pass as `before` for the next (older) page; null: no more.",
+            },
+        },
+        "required": ["department", "since", "refusals", "next"],
+    },
+}
+
+
+_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def claims_schema(typ: str, claims: type[Any]) -> dict[str, Any]:
+    """The JSON Schema of the payload of a request of ``typ`` whose own claims decode into the
+    msgspec structure ``claims``: the registered claims and its own.
+
+    A schema resource of its own (``$id`` ``urn:yiwang:jws-claims:<typ>``, its ``$defs``
+    inside), so that an integrator can take it out of the document and validate with it as
+    it is; definitions are named after the structures, without a leading underscore.
+    """
+    generated = msgspec.json.schema(claims)
+    text = json.dumps(generated)
+    for name in generated.get("$defs", {}):
+        public = name.lstrip("_")
+        text = text.replace(f'"#/$defs/{name}"', f'"#/$defs/{public}"')
+        text = text.replace(f'"title": "{name}"', f'"title": "{public}"')
+    renamed = json.loads(text)
+    defs = {name.lstrip("_"): schema for name, schema in renamed.pop("$defs", {}).items()}
+    return {
+        "$schema": _DIALECT,
+        "$id": f"urn:yiwang:jws-claims:{typ}",
+        "allOf": [_REGISTERED_CLAIMS, renamed],
+        "$defs": defs,
+    }
+
+
+def answer_claims_schema(typ: str) -> dict[str, Any]:
+    """The JSON Schema of the payload of an answer of ``typ`` signed by the gateway."""
+    parts: list[dict[str, Any]] = [_ANSWER_CLAIMS]
+    own = ANSWER_CLAIMS.get(typ)
+    if own is not None:
+        parts.append(own)
+    return {"$schema": _DIALECT, "$id": f"urn:yiwang:jws-claims:{typ}", "allOf": parts}
+
+
+@dataclass
+class JWSString(Schema):
+    """The schema of a compact JWS: a string whose ``x-jws-typ`` and ``x-jws-claims`` say
+    what its header and payload carry (see the module's docstring)."""
+
+    jws_typ: str | None = dataclass_field(default=None, metadata={"alias": "x-jws-typ"})
+    jws_claims: dict[str, Any] | None = dataclass_field(
+        default=None, metadata={"alias": "x-jws-claims"}
+    )
+
+
+def jws_token(typ: str, claims: type[Any]) -> JWSString:
+    """The schema of a department's signed request of ``typ`` whose own claims decode into
+    ``claims`` (a body, or a header: see ``headers`` of :func:`operation_class`)."""
+    return JWSString(
+        type=OpenAPIType.STRING,
+        pattern=COMPACT_JWS_PATTERN,
+        jws_typ=typ,
+        jws_claims=claims_schema(typ, claims),
+    )
+
+
+def jws_answer(typ: str) -> JWSString:
+    """The schema of an answer of ``typ`` signed by the gateway for the sender."""
+    return JWSString(
+        type=OpenAPIType.STRING,
+        pattern=COMPACT_JWS_PATTERN,
+        description="A JWT signed by the gateway (ES256) for the sender: check it against "
+        "`/.well-known/jwks.json`.",
+        jws_typ=typ,
+        jws_claims=answer_claims_schema(typ),
+    )
+
+
+def signed_operation(
+    request: str, claims: type[Any], *, answer: str | None, answer_media: str = JWT_MEDIA_TYPE
+) -> type[Operation]:
+    """An operation whose body is a department's signed request of ``typ`` ``request`` (own
+    claims decoded into ``claims``), answered with a JWT of ``typ`` ``answer`` signed by the
+    gateway (``None``: answered with something else, e.g. JSON)."""
+    body = jws_token(request, claims)
+    answers = None if answer is None else {answer_media: jws_answer(answer)}
+    return operation_class(
+        body={JWT_MEDIA_TYPE: body},
+        body_description=f"A compact JWS of typ `{request}` signed with the department's "
+        "registered key (header `alg`, `kid`, `typ` only; times in whole seconds). Its "
+        "payload: `x-jws-claims`.",
+        answers=answers,
+    )
+
+
+def operation_id(handler: HTTPRouteHandler, _method: str, _path: Sequence[object]) -> str:
+    """An operation's id: its handler's name (``lookup``, ``own_refusals``), short and stable
+    for the clients integrators generate (the default strings path and name together)."""
+    return handler.handler_name
+
+
 def jwt_answer(description: str) -> dict[str, Any]:
     """Route keywords of an operation that answers a JWT signed by the gateway."""
     return {"media_type": JWT_MEDIA_TYPE, "response_description": description}
@@ -125,15 +393,25 @@ def operation_class(
     body: Mapping[str, Schema] | None = None,
     body_description: str = "",
     answers: Mapping[str, Schema] | None = None,
+    headers: Mapping[str, Schema] | None = None,
     success: str = "200",
 ) -> type[Operation]:
     """An :class:`Operation` whose request body and success media types are the given ones
     (the framework infers neither for a body read as a stream or an answer in one of two
-    formats)."""
+    formats), and whose header parameters named in ``headers`` have those schemas (a signed
+    token's :class:`JWSString`, which a parameter's declaration cannot say)."""
 
     @dataclass
     class _Operation(Operation):
         def __post_init__(self) -> None:
+            for parameter in self.parameters or ():
+                if (
+                    headers is not None
+                    and isinstance(parameter, Parameter)
+                    and parameter.param_in == "header"
+                    and parameter.name in headers
+                ):
+                    parameter.schema = headers[parameter.name]
             if body is not None:
                 self.request_body = RequestBody(
                     required=True,
@@ -152,18 +430,7 @@ def operation_class(
 
 _TEXT = Schema(type=OpenAPIType.STRING)
 
-#: An operation whose body is a department's signed request: a compact JWS.
-SignedOperation = operation_class(
-    body={JWT_MEDIA_TYPE: Schema(type=OpenAPIType.STRING, pattern=COMPACT_JWS_PATTERN)},
-    body_description="A compact JWS signed with the department's registered key (header "
-    "`alg`, `kid`, `typ` only; registered claims `iss`, `aud`, `iat`, `exp`, `jti` — times "
-    "in whole seconds).",
-)
-#: An operation whose body is an uploaded file.
-UploadOperation = operation_class(
-    body={"text/csv": _TEXT, "application/x-ndjson": _TEXT},
-    body_description="The file: CSV (header row first) or JSON Lines, UTF-8.",
-    answers={JWT_MEDIA_TYPE: _TEXT},
-)
-#: An operation that answers CSV or JSON Lines (``format``).
-TableOperation = operation_class(answers={"text/csv": _TEXT, "application/x-ndjson": _TEXT})
+#: The media types of an answer in CSV or JSON Lines (``format``).
+TABLE_MEDIA_TYPES: Mapping[str, Schema] = {"text/csv": _TEXT, "application/x-ndjson": _TEXT}
+#: An operation that answers CSV or JSON Lines.
+TableOperation = operation_class(answers=TABLE_MEDIA_TYPES)

@@ -122,7 +122,9 @@ def _public_name(request: Request[Any, Any, Any], key: str) -> str:
         definition = handler.parsed_fn_signature.parameters[key].kwarg_definition
     except (AttributeError, KeyError):
         return key
-    for attribute in ("query", "header", "cookie"):
+    # QueryParameter(name="from") / HeaderParameter(name="Request-Token"), or the older
+    # Parameter(query=…, header=…, cookie=…) spelling.
+    for attribute in ("name", "query", "header", "cookie"):
         alias = getattr(definition, attribute, None)
         if isinstance(alias, str) and alias:
             return alias

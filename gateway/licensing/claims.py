@@ -51,10 +51,12 @@ import msgspec
 
 from gateway.core.licences import StatusAction
 from gateway.core.lookup import Purpose
+from gateway.core.protocol import TokenType
 from gateway.core.wire import Name, ShortText, Text, convert
 from gateway.errors import InvalidInput
 
 __all__ = [
+    "CLAIM_TYPES",
     "LICENCE_TOKEN_MAX_BYTES",
     "MAX_SEALED_LICENCE_BYTES",
     "IssueRequest",
@@ -131,6 +133,17 @@ class _SealRegistrationClaims(msgspec.Struct, frozen=True):
     operator: _Name
     seal: _SealClaims
     proof: Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=_PRINTABLE)]
+
+
+#: The structure each request's own claims decode into, by the request's ``typ``: what the
+#: OpenAPI document shows as its ``x-jws-claims`` (:mod:`gateway.http.openapi`).
+CLAIM_TYPES: dict[str, type[msgspec.Struct]] = {
+    TokenType.LICENCE_RESERVE: _ReserveClaims,
+    TokenType.LICENCE_ISSUE: _IssueClaims,
+    TokenType.LICENCE_STATUS: _StatusClaims,
+    TokenType.VERIFICATION: _VerificationClaims,
+    TokenType.SEAL_REGISTER: _SealRegistrationClaims,
+}
 
 
 _T = TypeVar("_T")

@@ -15,14 +15,15 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from gateway.core.protocol import TokenType
 from gateway.core.wire import Name, Text
 from gateway.http.auth import require_role
-from gateway.http.openapi import OPERATOR_SECURITY, SIGNED, SignedOperation, problems
+from gateway.http.openapi import OPERATOR_SECURITY, SIGNED, problems, signed_operation
 from gateway.http.problems import problem_response
 from gateway.http.signed import JWT_MEDIA_TYPE, BodyLimits, signed
-from gateway.licensing.claims import LICENCE_TOKEN_MAX_BYTES
+from gateway.licensing.claims import CLAIM_TYPES, LICENCE_TOKEN_MAX_BYTES
 from gateway.licensing.service import LicensingService
 
 __all__ = [
@@ -48,7 +49,11 @@ _PUBLIC_CACHE = "public, max-age=60"
     tags=["licences"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.LICENCE_RESERVE,
+        CLAIM_TYPES[TokenType.LICENCE_RESERVE],
+        answer=TokenType.LICENCE_RESERVED,
+    ),
     responses=problems(*SIGNED, 500),
 )
 async def reserve_status_entry(
@@ -66,7 +71,11 @@ async def reserve_status_entry(
     tags=["licences"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.LICENCE_ISSUE,
+        CLAIM_TYPES[TokenType.LICENCE_ISSUE],
+        answer=TokenType.LICENCE_ISSUED,
+    ),
     responses=problems(*SIGNED, 404, 500),
 )
 async def issue_licence(
@@ -87,14 +96,18 @@ async def issue_licence(
     tags=["licences"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.LICENCE_STATUS,
+        CLAIM_TYPES[TokenType.LICENCE_STATUS],
+        answer=TokenType.LICENCE_STATUS_CHANGED,
+    ),
     responses=problems(*SIGNED, 404, 500),
 )
 async def change_licence_status(
     request: Request[Any, Any, Any],
     licensing: NamedDependency[LicensingService],
     limits: NamedDependency[BodyLimits],
-    licence_id: str,
+    licence_id: FromPath[str],
 ) -> Response[bytes]:
     return await signed(
         request, limits, functools.partial(licensing.change_status, licence_id=licence_id)
@@ -111,7 +124,11 @@ async def change_licence_status(
     tags=["licences"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.VERIFICATION,
+        CLAIM_TYPES[TokenType.VERIFICATION],
+        answer=TokenType.VERIFICATION_RECEIPT,
+    ),
     responses=problems(*SIGNED, 500),
 )
 async def verify_licence(
@@ -132,7 +149,11 @@ async def verify_licence(
     tags=["seals"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.SEAL_REGISTER,
+        CLAIM_TYPES[TokenType.SEAL_REGISTER],
+        answer=TokenType.SEAL_REGISTERED,
+    ),
     responses=problems(*SIGNED, 500),
 )
 async def register_seal(
@@ -154,6 +175,11 @@ class SealStatusChange(msgspec.Struct, forbid_unknown_fields=True):
 @post(
     "/v1/seals/{seal_id:str}/status",
     summary="Suspend, reinstate or revoke a seal (administrators)",
+    description=(
+        "暂停、恢复或吊销电子印章（管理员）。JSON body `action` (`suspend` | `reinstate` | "
+        "`revoke`), `reason`, and for a revocation why (`key-compromise` reaches back to "
+        "every licence the seal sealed). Bearer token of the `admin` role; audited."
+    ),
     tags=["seals"],
     status_code=200,
     guards=[require_role("admin")],
@@ -161,7 +187,9 @@ class SealStatusChange(msgspec.Struct, forbid_unknown_fields=True):
     responses=problems(400, 401, 403, 404, 409, 503),
 )
 async def change_seal_status(
-    licensing: NamedDependency[LicensingService], seal_id: str, data: SealStatusChange
+    licensing: NamedDependency[LicensingService],
+    seal_id: FromPath[str],
+    data: JSONBody[SealStatusChange],
 ) -> dict[str, Any]:
     seal = await licensing.change_seal(
         seal_id,
@@ -178,6 +206,11 @@ async def change_seal_status(
 @get(
     "/v1/seals",
     summary="Every registered seal with its history",
+    description=(
+        "所有已登记的电子印章及其状态历史。Every registered e-seal: owner department, public "
+        "JWK, validity and its status history (suspensions, revocations with their reasons). "
+        "Public: offline verifiers need it."
+    ),
     tags=["seals"],
     responses=problems(503),
 )
@@ -212,7 +245,7 @@ async def seal_registry(licensing: NamedDependency[LicensingService]) -> Respons
     responses=problems(400, 404, 503),
 )
 async def status_list(
-    licensing: NamedDependency[LicensingService], list_id: str
+    licensing: NamedDependency[LicensingService], list_id: FromPath[str]
 ) -> Response[bytes]:
     token = await licensing.signed_status_list(list_id, now=time.time())
     if token is None:

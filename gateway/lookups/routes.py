@@ -8,8 +8,11 @@ from typing import Any
 
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
+from litestar.params import FromPath
 
-from gateway.http.openapi import SIGNED, SignedOperation, problems
+from gateway.core.lookup import CLAIM_TYPES
+from gateway.core.protocol import TokenType
+from gateway.http.openapi import SIGNED, problems, signed_operation
 from gateway.http.signed import JWT_MEDIA_TYPE, BodyLimits, signed
 from gateway.lookups.cases import CaseService
 from gateway.lookups.manifests import ManifestService
@@ -30,7 +33,9 @@ __all__ = ["ROUTES", "close_case", "invalidate_resource", "lookup", "lookup_batc
     tags=["lookups"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.LOOKUP, CLAIM_TYPES[TokenType.LOOKUP], answer=TokenType.LOOKUP_RESULT
+    ),
     responses=problems(*SIGNED, 404, 500, 502, 504),
 )
 async def lookup(
@@ -48,7 +53,9 @@ async def lookup(
     tags=["lookups"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.BATCH, CLAIM_TYPES[TokenType.BATCH], answer=TokenType.BATCH_RESULT
+    ),
     responses=problems(*SIGNED, 500),
 )
 async def lookup_batch(
@@ -68,7 +75,9 @@ async def lookup_batch(
     tags=["manifests"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.MANIFEST, CLAIM_TYPES[TokenType.MANIFEST], answer=TokenType.MANIFEST_RESULT
+    ),
     responses=problems(*SIGNED, 500),
 )
 async def manifest(
@@ -86,7 +95,9 @@ async def manifest(
     tags=["cases"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.CASE_CLOSE, CLAIM_TYPES[TokenType.CASE_CLOSE], answer=TokenType.CASE_CLOSED
+    ),
     responses=problems(*SIGNED, 500),
 )
 async def close_case(
@@ -104,14 +115,16 @@ async def close_case(
     tags=["resources"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=SignedOperation,
+    operation_class=signed_operation(
+        TokenType.INVALIDATE, CLAIM_TYPES[TokenType.INVALIDATE], answer=TokenType.INVALIDATED
+    ),
     responses=problems(*SIGNED, 500),
 )
 async def invalidate_resource(
     request: Request[Any, Any, Any],
     resources: NamedDependency[ResourceService],
     limits: NamedDependency[BodyLimits],
-    resource_id: str,
+    resource_id: FromPath[str],
 ) -> Response[bytes]:
     return await signed(
         request, limits, functools.partial(resources.invalidate, resource_id=resource_id)

@@ -1,8 +1,10 @@
-"""``gateway audit alerts``: the security officers' alerts, read straight from the database.
+"""``gateway audit alerts``: the security officers' alerts, read straight from the database;
+``gateway refusals``: a department's own refused requests, asked of a running gateway.
 
-Meant for the ``gateway audit`` group (:mod:`gateway.audit.commands`). Needs no running gateway:
-like ``gateway audit verify`` it opens the database the settings name, and reads the grants
-(quotas) from the policy files in force.
+``alerts`` is meant for the ``gateway audit`` group (:mod:`gateway.audit.commands`). It needs
+no running gateway: like ``gateway audit verify`` it opens the database the settings name, and
+reads the grants (quotas) from the policy files in force. ``refusals`` is what a department's
+integrator runs: a signed request with the department's key, the verified answer printed.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from pathlib import Path
 
 import click
 
-from gateway.cli.support import database, settings_or_exit
+from gateway.cli.support import database, department_client, settings_or_exit
 
-__all__ = ["alerts"]
+__all__ = ["alerts", "refusals"]
 
 
 @click.command()
@@ -63,3 +65,43 @@ def alerts(since: str | None, until: str | None, as_json: bool, fail_on_alert: b
             click.echo(f"[{a['kind']}] {who}  {a['window']['from']} .. {a['window']['until']}")
             click.echo(f"    {a['why']}")
     sys.exit(3 if fail_on_alert and found else 0)
+
+
+@click.command()
+@click.option("--as", "department", required=True, help="The department (signs with its key).")
+@click.option("--operator", required=True, help="Who asks (an operator id of the department).")
+@click.option(
+    "--hours", type=click.IntRange(1, 168), default=None, help="How far back [24, at most 168]."
+)
+@click.option("--limit", type=click.IntRange(1, 100), default=None, help="At most [50].")
+@click.option("--before", type=click.IntRange(min=1), default=None, help="A previous `next`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verified answer's claims.")
+@click.option("--url", default=None, help="Gateway base URL [http://HOST:PORT from settings].")
+def refusals(  # noqa: PLR0917 - click passes every option positionally by name
+    department: str,
+    operator: str,
+    hours: int | None,
+    limit: int | None,
+    before: int | None,
+    as_json: bool,
+    url: str | None,
+) -> None:
+    """DEPARTMENT's recently refused requests with their precise reasons (a 401 answer says
+    nothing of why; the audit log does)."""
+    import time
+
+    since = None if hours is None else int(time.time()) - hours * 3600
+    with department_client(department, url) as client:
+        answer = client.refusals(operator=operator, since=since, limit=limit, before=before)
+    claims = answer.claims
+    if as_json:
+        click.echo(json.dumps(claims, ensure_ascii=False, indent=2))
+        return
+    found = claims["refusals"]
+    click.echo(f"{department}: {len(found)} refusals since {claims['since']} (epoch seconds)")
+    for r in found:
+        click.echo(f"[{r['audit_index']}] {r['at']}  {r['event']}  {r['reason_code']}")
+        click.echo(f"    {r['reason'] or r['detail']}")
+        click.echo(f"    request_sha256 {r['request_sha256']}")
+    if claims["next"] is not None:
+        click.echo(f"more: --before {claims['next']}")

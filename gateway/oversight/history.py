@@ -47,6 +47,7 @@ __all__ = [
     "AccessHistoryService",
     "AccessHistorySource",
     "AccessPage",
+    "HistoryClaims",
 ]
 
 ADAPTER = "audit"
@@ -91,14 +92,14 @@ class _Subject(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
 
 
-class _HistoryClaims(msgspec.Struct, frozen=True):
+class HistoryClaims(msgspec.Struct, frozen=True):
     operator: _Name
     purpose: Purpose
     subject: _Subject
 
 
-def _parse(_department: str, claims: dict[str, Any]) -> _HistoryClaims:
-    return convert(claims, _HistoryClaims)
+def _parse(_department: str, claims: dict[str, Any]) -> HistoryClaims:
+    return convert(claims, HistoryClaims)
 
 
 def history_resource(policy: PolicySet, subject_type: str) -> Resource:
@@ -154,7 +155,7 @@ class AccessHistoryService:
     ) -> SignedAnswer:
         """The subject's accesses, newest first, as a signed answer; refusals audited."""
 
-        def check(received: Received[_HistoryClaims]) -> Admit:
+        def check(received: Received[HistoryClaims]) -> Admit:
             claims, policy, draft = received.request, received.policy, received.audit
             draft.service_item = claims.purpose.item
             draft.case_number = claims.purpose.case
@@ -186,7 +187,7 @@ class AccessHistoryService:
                 case=claims.purpose.case, plan=_Plan(kind, ident, before, resource, decision)
             )
 
-        async def work(received: Received[_HistoryClaims], admit: Admit, _a: Admission) -> Done:
+        async def work(received: Received[HistoryClaims], admit: Admit, _a: Admission) -> Done:
             plan: _Plan = admit.plan
             policy = received.policy
             source = self._adapters(policy).get(plan.resource.id)

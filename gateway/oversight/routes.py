@@ -1,9 +1,11 @@
-"""Route handlers of the security officers' tools and the citizens' access history (see
-:mod:`gateway.oversight.service` and :mod:`gateway.oversight.history`).
+"""Route handlers of the security officers' tools, the citizens' access history and a
+department's own refusals (see :mod:`gateway.oversight.service`,
+:mod:`gateway.oversight.history` and :mod:`gateway.oversight.refusals`).
 
 Officers' endpoints take the ``auditor`` role's bearer token (``Authorization: Bearer …``); a
 department's key is not enough. The access history is for the portal department: a signed
-token (typ ``yiwang-access-history+jwt``) in the ``Request-Token`` header, and a grant.
+token (typ ``yiwang-access-history+jwt``) in the ``Request-Token`` header, and a grant. A
+department's own refusals: a signed body (typ ``yiwang-refusals+jwt``), no grant needed.
 """
 
 from __future__ import annotations
@@ -14,19 +16,27 @@ from typing import Annotated, Any, Literal
 from litestar import Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
-from litestar.params import FromPath, FromQuery, HeaderParameter, Parameter, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 from litestar.response import Stream
 
+from gateway.core.protocol import TokenType
 from gateway.core.wire import NAME_PATTERN
 from gateway.http.auth import require_role
 from gateway.http.openapi import (
     JWT_MEDIA_TYPE,
     OPERATOR_SECURITY,
+    REQUEST_TOKEN_SECURITY,
+    SIGNED,
     TableOperation,
+    jws_answer,
+    jws_token,
     operation_class,
     problems,
+    signed_operation,
 )
-from gateway.http.signed import jwt_response
+from gateway.http.signed import BodyLimits, jwt_response, signed
+from gateway.oversight.history import HistoryClaims
+from gateway.oversight.refusals import RefusalsClaims
 from gateway.oversight.service import OfficerService
 
 __all__ = [
@@ -37,6 +47,7 @@ __all__ = [
     "export_entries",
     "lift_embargo",
     "list_embargoes",
+    "own_refusals",
     "search_entries",
 ]
 
@@ -82,11 +93,7 @@ _FILTERS_DOC = (
 )
 
 Text = Annotated[str | None, QueryParameter(max_length=200)]
-# The older style for the two renamed parameters (``from``, ``format``), on purpose: with
-# QueryParameter(name=...) Litestar 2.25 names the Python argument in a validation error
-# ("since", "fmt"), and the problem must name the parameter the caller sent.
-From = Annotated[str | None, Parameter(query="from", max_length=200)]
-Limit = Annotated[int, QueryParameter(ge=1, le=500)]
+From = Annotated[str | None, QueryParameter(name="from", max_length=200)]
 
 
 def _filters(  # noqa: PLR0917 - one argument per filter, passed on as they came
@@ -143,7 +150,7 @@ async def search_entries(  # noqa: PLR0917 - the query parameters
     event: Text = None,
     subject: Text = None,
     cursor: Text = None,
-    limit: Limit = 100,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     order: Annotated[str, QueryParameter(pattern=r"^(asc|desc)$")] = "asc",
 ) -> Response[dict[str, Any]]:
     params = _filters(
@@ -173,7 +180,7 @@ async def search_entries(  # noqa: PLR0917 - the query parameters
 )
 async def export_entries(  # noqa: PLR0917 - the query parameters
     officers: NamedDependency[OfficerService],
-    fmt: Annotated[Literal["csv", "jsonl"], Parameter(query="format")] = "csv",
+    fmt: Annotated[Literal["csv", "jsonl"], QueryParameter(name="format")] = "csv",
     since: From = None,
     until: Text = None,
     department: Text = None,
@@ -218,6 +225,11 @@ async def export_entries(  # noqa: PLR0917 - the query parameters
     tags=_TAGS,
     cache_control=None,
     media_type=JWT_MEDIA_TYPE,
+    operation_class=operation_class(
+        answers={JWT_MEDIA_TYPE: jws_answer(TokenType.ACCESS_HISTORY_RESULT)},
+        headers={REQUEST_TOKEN_HEADER: jws_token(TokenType.ACCESS_HISTORY, HistoryClaims)},
+    ),
+    security=REQUEST_TOKEN_SECURITY,
     responses=problems(400, 401, 403, 409, 429, 503),
 )
 async def access_history(
@@ -225,7 +237,7 @@ async def access_history(
     subject: FromPath[str],
     *,
     request_token: RequestToken = None,
-    limit: Limit = 100,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     cursor: Text = None,
 ) -> Response[bytes]:
     token = (request_token or "").encode("utf-8", "replace")
@@ -324,8 +336,40 @@ async def alerts(
     return Response(found, headers=_NO_STORE)
 
 
+@post(
+    "/v1/refusals",
+    summary="A department's own recent refusals, with their precise reasons",
+    description=(
+        "本部门近期被拒绝的请求及其确切原因。令牌失败对外一律是不透明的 401，"
+        "确切原因只写入审计日志；部门可用本接口查询自己的拒绝记录，以便排查签名代码。\n\n"
+        "Body: a compact JWS of typ `yiwang-refusals+jwt` signed by the department, claims "
+        "`operator`, optionally `since` (epoch seconds, at most 7 days back; default 24 h), "
+        "`limit` (1-100, default 50), `before` (the previous answer's `next`). Answer: a JWT "
+        "signed by the gateway (typ `yiwang-refusals-result+jwt`): `refusals`, newest first — "
+        "`audit_index`, `at`, `event`, `reason_code`, `reason` (in words), `detail`, "
+        "`request_sha256` (SHA-256 of the refused token) — of every refused request whose "
+        "token named a key registered to the department (never by an unverified `iss`); and "
+        "`next`. The read is itself audited (`audit:refusals:read`)."
+    ),
+    tags=["refusals"],
+    status_code=200,
+    media_type=JWT_MEDIA_TYPE,
+    operation_class=signed_operation(
+        TokenType.REFUSALS, RefusalsClaims, answer=TokenType.REFUSALS_RESULT
+    ),
+    responses=problems(*SIGNED, 500),
+)
+async def own_refusals(
+    request: Request[Any, Any, Any],
+    officers: NamedDependency[OfficerService],
+    limits: NamedDependency[BodyLimits],
+) -> Response[bytes]:
+    return await signed(request, limits, officers.refusals.refusals)
+
+
 #: Every route of this module, for the app factory.
 ROUTES = [
+    own_refusals,
     search_entries,
     export_entries,
     access_history,

@@ -45,6 +45,7 @@ from gateway.oversight.alerts import (
     hourly_medians,
 )
 from gateway.oversight.history import AccessHistoryService
+from gateway.oversight.refusals import RefusalService
 from gateway.oversight.search import (
     EXPORT_MEDIA_TYPES,
     MAX_PAGE,
@@ -273,7 +274,8 @@ class _EmbargoRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class OfficerService:
-    """What the auditor role does, and the portal's access history. One per process."""
+    """What the auditor role does, the portal's access history and a department's own
+    refusals. One per process."""
 
     def __init__(
         self,
@@ -292,6 +294,7 @@ class OfficerService:
         self.history = AccessHistoryService(
             exchanges=exchanges, adapters=adapters, source_deadline=source_deadline
         )
+        self.refusals = RefusalService(engine=engine, exchanges=exchanges)
 
     # --- search and export ----------------------------------------------------------------
 

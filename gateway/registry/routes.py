@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from litestar import post
 from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from gateway.core.wire import Text
 from gateway.http.auth import require_role
@@ -26,6 +27,10 @@ class KeyRevocation(msgspec.Struct, forbid_unknown_fields=True):
 @post(
     "/v1/departments/{department:str}/keys/{kid:str}/revoke",
     summary="Revoke a department's key: its requests are refused within a second, everywhere",
+    description=(
+        "吊销部门密钥（管理员）。JSON body `reason`; bearer token of the `admin` role. Every "
+        "gateway process refuses the key within a second; audited `key:department:revoked`."
+    ),
     tags=["registry"],
     status_code=200,
     guards=[require_role("admin")],
@@ -33,7 +38,10 @@ class KeyRevocation(msgspec.Struct, forbid_unknown_fields=True):
     responses=problems(400, 401, 403, 404, 503),
 )
 async def revoke_department_key(
-    keys: NamedDependency[KeyAdministration], department: str, kid: str, data: KeyRevocation
+    keys: NamedDependency[KeyAdministration],
+    department: FromPath[str],
+    kid: FromPath[str],
+    data: JSONBody[KeyRevocation],
 ) -> dict[str, Any]:
     previous = await keys.revoke(
         department=department, kid=kid, reason=data.reason, by="admin", now=time.time()

@@ -268,6 +268,27 @@ class GatewayClient:
             lifetime,
         )
 
+    def refusals(
+        self,
+        *,
+        operator: str,
+        since: int | None = None,
+        limit: int | None = None,
+        before: int | None = None,
+        lifetime: int = 120,
+    ) -> SignedAnswer:
+        """This department's recent refused requests with their precise reasons (a 401 says
+        nothing of why). ``since``: epoch seconds, at most 7 days back (the gateway's
+        default: 24 h); ``limit``: 1..100; ``before``: the previous answer's ``next``. The
+        answer's ``refusals`` name each refused token by its SHA-256 (``request_sha256``)."""
+        claims: dict[str, Any] = {"operator": operator}
+        for name, value in (("since", since), ("limit", limit), ("before", before)):
+            if value is not None:
+                claims[name] = value
+        return self._sign_and_send(
+            "/v1/refusals", claims, TokenType.REFUSALS, TokenType.REFUSALS_RESULT, lifetime
+        )
+
     # --- periodic uploads (provider side) ---------------------------------------------------
 
     def upload(

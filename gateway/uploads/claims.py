@@ -13,10 +13,12 @@ from typing import Annotated, Any
 
 import msgspec
 
+from gateway.core.protocol import TokenType
 from gateway.core.uploads import MEDIA_TYPES, TOKEN_HEADER, UploadFormat
 from gateway.core.wire import Name, convert
 
 __all__ = [
+    "CLAIM_TYPES",
     "MEDIA_TYPES",
     "TOKEN_HEADER",
     "ReportRequest",
@@ -45,6 +47,14 @@ class _ReportClaims(msgspec.Struct, frozen=True):
     resource: _Name
     version: Annotated[int, msgspec.Meta(ge=1, le=2**53)]
     operator: _Name
+
+
+#: The structure each request's own claims decode into, by the request's ``typ``: what the
+#: OpenAPI document shows as its ``x-jws-claims`` (:mod:`gateway.http.openapi`).
+CLAIM_TYPES: dict[str, type[msgspec.Struct]] = {
+    TokenType.UPLOAD: _UploadClaims,
+    TokenType.UPLOAD_REPORT: _ReportClaims,
+}
 
 
 @dataclass(frozen=True, slots=True)

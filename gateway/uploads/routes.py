@@ -15,12 +15,23 @@ from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.openapi.spec import OpenAPIType, Schema
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Stream
 
-from gateway.http.openapi import SIGNED, TableOperation, UploadOperation, problems
-from gateway.http.signed import JWT_MEDIA_TYPE, jwt_response
-from gateway.uploads.claims import TOKEN_HEADER
+from gateway.core.protocol import TokenType
+from gateway.http.openapi import (
+    JWT_MEDIA_TYPE,
+    SIGNED,
+    TABLE_MEDIA_TYPES,
+    UPLOAD_TOKEN_SECURITY,
+    jws_answer,
+    jws_token,
+    operation_class,
+    problems,
+)
+from gateway.http.signed import jwt_response
+from gateway.uploads.claims import CLAIM_TYPES, TOKEN_HEADER
 from gateway.uploads.service import UploadService
 
 __all__ = ["ROUTES", "upload", "upload_rejections"]
@@ -31,13 +42,25 @@ def _token(header: str | None) -> bytes:
     return (header or "").encode("utf-8", "replace")
 
 
+_TEXT = Schema(type=OpenAPIType.STRING)
+
 #: The provider's signed token, in a header (the body is the file).
 UploadToken = Annotated[
     str | None,
-    Parameter(
-        header=TOKEN_HEADER,
+    HeaderParameter(
+        name=TOKEN_HEADER,
         required=False,
-        description="A compact JWS signed by the resource's provider.",
+        description=f"A compact JWS of typ `{TokenType.UPLOAD}` signed by the resource's provider.",
+    ),
+]
+#: The provider's signed token for a version's rejection report.
+ReportToken = Annotated[
+    str | None,
+    HeaderParameter(
+        name=TOKEN_HEADER,
+        required=False,
+        description=f"A compact JWS of typ `{TokenType.UPLOAD_REPORT}` signed by the "
+        "resource's provider.",
     ),
 ]
 
@@ -56,7 +79,13 @@ UploadToken = Annotated[
     tags=["uploads"],
     status_code=200,
     media_type=JWT_MEDIA_TYPE,
-    operation_class=UploadOperation,
+    operation_class=operation_class(
+        body={"text/csv": _TEXT, "application/x-ndjson": _TEXT},
+        body_description="The file: CSV (header row first) or JSON Lines, UTF-8.",
+        answers={JWT_MEDIA_TYPE: jws_answer(TokenType.UPLOAD_RECEIPT)},
+        headers={TOKEN_HEADER: jws_token(TokenType.UPLOAD, CLAIM_TYPES[TokenType.UPLOAD])},
+    ),
+    security=UPLOAD_TOKEN_SECURITY,
     responses=problems(*SIGNED, 404, 500),
     # The body is streamed to a spool file under the resource's own cap (source.max_bytes),
     # enforced by the service; the framework's in-memory body cap does not apply here.
@@ -65,7 +94,7 @@ UploadToken = Annotated[
 async def upload(
     request: Request[Any, Any, Any],
     uploads: NamedDependency[UploadService],
-    resource: str,
+    resource: FromPath[str],
     upload_token: UploadToken = None,
 ) -> Response[bytes]:
     """Stream the body into the upload service; answer its signed receipt."""
@@ -92,15 +121,21 @@ async def upload(
     ),
     tags=["uploads"],
     cache_control=None,
-    operation_class=TableOperation,
+    operation_class=operation_class(
+        answers=TABLE_MEDIA_TYPES,
+        headers={
+            TOKEN_HEADER: jws_token(TokenType.UPLOAD_REPORT, CLAIM_TYPES[TokenType.UPLOAD_REPORT])
+        },
+    ),
+    security=UPLOAD_TOKEN_SECURITY,
     responses=problems(400, 401, 403, 404, 409, 429, 503),
 )
 async def upload_rejections(
     uploads: NamedDependency[UploadService],
-    resource: str,
-    version: int,
-    upload_token: UploadToken = None,
-    fmt: Annotated[Literal["csv", "jsonl"], Parameter(query="format")] = "csv",
+    resource: FromPath[str],
+    version: FromPath[int],
+    upload_token: ReportToken = None,
+    fmt: Annotated[Literal["csv", "jsonl"], QueryParameter(name="format")] = "csv",
 ) -> Stream:
     """Stream a version's rejection report (CSV or JSON Lines) to its provider."""
     report = await uploads.rejections(
