@@ -990,6 +990,10 @@ def read_policy_texts(directory: Path) -> dict[str, str]:
             texts[name] = (directory / name).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise PolicySetInvalid([f"{directory / name}: file is missing"]) from None
+        except UnicodeDecodeError as exc:
+            raise PolicySetInvalid(
+                [f"{directory / name}: byte {exc.start} is not UTF-8 (files are UTF-8 text)"]
+            ) from None
     return texts
 
 

@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 
 #: How often files and store are looked at. Changes take effect within two of these.
 POLL_SECONDS = 0.5
+#: How long changed files must stay unchanged before they are read: an editor or a script
+#: that rewrites a file in place truncates it first, and a set read in between (a grants file
+#: cut in half is still valid TOML) would be put in force for a poll.
+SETTLE_SECONDS = 0.1
 
 
 def _signature(directory: Path) -> tuple[tuple[int, int], ...]:
@@ -49,6 +53,7 @@ class PolicyWatcher:
         on_change: Callable[[PolicySet, PolicySet], Awaitable[None]],
         on_refused: Callable[[list[str]], Awaitable[None]],
         interval: float = POLL_SECONDS,
+        settle: float = SETTLE_SECONDS,
     ) -> None:
         self._dir = directory
         self._store = store
@@ -57,6 +62,7 @@ class PolicyWatcher:
         self._on_change = on_change
         self._on_refused = on_refused
         self._interval = interval
+        self._settle = settle
         self._signature = _signature(directory)
         self._task: asyncio.Task[None] | None = None
         #: Problems of the last refused file set (shown by /readyz), cleared by a good one.
@@ -84,6 +90,8 @@ class PolicyWatcher:
                 await self.tick()
             except Error as exc:  # the store is down: keep the set in force, try again
                 log.warning("policy watcher: %s", exc)
+            except Exception:  # never end the loop: the set in force stays, the next tick retries
+                log.exception("policy watcher: unexpected failure; trying again")
 
     async def _publish(self, policy: PolicySet) -> None:
         await self._store.publish(policy.version, read_policy_texts(self._dir))
@@ -92,10 +100,7 @@ class PolicyWatcher:
         """One look at the files (publishing a valid change) and at the store (applying)."""
         self.last_checked = dt.datetime.now(dt.UTC)
         if files:
-            signature = _signature(self._dir)
-            if signature != self._signature:
-                self._signature = signature
-                await self._files_changed()
+            await self._look_at_files()
         published = await self._store.version()
         if published is None or published == self._current().version:
             return
@@ -114,9 +119,34 @@ class PolicyWatcher:
         log.info("policy set %s now in force (was %s)", candidate.version, old.version)
         await self._on_change(old, candidate)
 
-    async def _files_changed(self) -> None:
+    async def _look_at_files(self) -> None:
+        """Take the files once they are whole: unchanged over the settle time, and unchanged
+        while they were read; otherwise the next tick looks again."""
+        signature = _signature(self._dir)
+        if signature == self._signature:
+            return
+        await asyncio.sleep(self._settle)
+        if _signature(self._dir) != signature:
+            return  # still being written
         try:
             texts = read_policy_texts(self._dir)
+        except PolicySetInvalid as exc:
+            texts, unreadable = None, exc
+        if _signature(self._dir) != signature:
+            return  # written again while being read
+        self._signature = signature
+        if texts is None:
+            await self._refuse(unreadable)
+        else:
+            await self._files_changed(texts)
+
+    async def _refuse(self, exc: PolicySetInvalid) -> None:
+        self.last_refusal = exc.problems
+        log.error("changed policy files refused; the set in force stays: %s", exc)
+        await self._on_refused(exc.problems)
+
+    async def _files_changed(self, texts: dict[str, str]) -> None:
+        try:
             candidate = policy_set_from_texts(texts)
         except PolicySetInvalid as exc:
             self.last_refusal = exc.problems
