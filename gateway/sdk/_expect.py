@@ -22,6 +22,9 @@ __all__ = ["post_expecting_continue"]
 
 #: How long to wait for ``100 Continue`` before sending the body anyway.
 CONTINUE_WAIT_SECONDS = 2.0
+#: The largest answer read: an upload's receipt or problem is a few KB; a server that sends
+#: more is not the gateway, and is not let fill the client's memory.
+MAX_ANSWER_BYTES = 1024 * 1024
 
 
 def post_expecting_continue(
@@ -95,6 +98,8 @@ def _finish(connection: h11.Connection, sock: socket.socket, head: h11.Response)
         event = _next_event(connection, sock)
         if isinstance(event, h11.Data):
             content += event.data
+            if len(content) > MAX_ANSWER_BYTES:
+                raise httpx.RemoteProtocolError(f"an answer over {MAX_ANSWER_BYTES} bytes")
         elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed) or event is None:
             break
     return httpx.Response(
