@@ -33,6 +33,7 @@ from gateway.console.officers_text import (
     EVENT_NAMES,
     VERDICTS,
     reason_words,
+    verify_problem_words,
 )
 from gateway.console.routes import (
     _HEADERS,
@@ -640,6 +641,10 @@ async def audit_page(
         checkpoint=_checkpoint_view(checkpoint),
         checkpoint_error=None if checkpoint_error is None else o[checkpoint_error],
         last_verify=console.integrity.last_verification,
+        last_verify_problems=[
+            verify_problem_words(problem, lang)
+            for problem in (console.integrity.last_verification or {}).get("problems", [])
+        ],
         last_verify_at=local_time((console.integrity.last_verification or {}).get("at")),
         alerts=alerts,
         alerts_error=alerts_error,
