@@ -12,12 +12,15 @@ What each kind of tampering leaves behind, and how it is found:
 - a **truncated** log is shorter than the tree or than a signed checkpoint.
 
 The report names the first entry that differs where the evidence points at one, and every
-problem found otherwise. Checkpoint signatures are checked with the gateway's public key.
+problem found otherwise. Each problem is a :class:`Problem`: a stable code and its numbers
+(what a page in another language builds its own sentence from) with the English sentence the
+command prints. Checkpoint signatures are checked with the gateway's public key.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,9 +34,34 @@ from gateway.core import merkle
 from gateway.core.protocol import TokenType
 from gateway.storage.schema import audit_checkpoints, audit_entries, merkle_nodes
 
-__all__ = ["VerifyReport", "report_json", "verify_log"]
+__all__ = ["Problem", "ProblemCode", "VerifyReport", "report_json", "verify_log"]
 
 _BATCH = 5000
+#: How many problems a report keeps: the first ones say enough.
+PROBLEMS_KEPT = 50
+
+
+class ProblemCode(enum.StrEnum):
+    """Every kind of problem the verification reports; :attr:`Problem.details` holds the
+    numbers named after each."""
+
+    ENTRIES_MISSING = "entries-missing"  # first, last: a gap in the indexes
+    ENTRY_NOT_IN_TREE = "entry-not-in-tree"  # entry: stored past the tree
+    ENTRY_DIFFERS = "entry-differs"  # entry: no longer the leaf written with it
+    LOG_SHORTER_THAN_TREE = "log-shorter-than-tree"  # leaves, entries
+    CHECKPOINT_SIGNATURE = "checkpoint-signature"  # size (the library's reason: ``reason``)
+    CHECKPOINT_CLAIMS = "checkpoint-claims"  # size: signed claims differ from the row
+    LOG_SHORTER_THAN_CHECKPOINT = "log-shorter-than-checkpoint"  # size, entries
+    CHECKPOINT_ROOT = "checkpoint-root"  # size: the stored entries give another root
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One problem found: its code, its numbers, and the English sentence (``message``)."""
+
+    code: ProblemCode
+    details: Mapping[str, int | str]
+    message: str
 
 
 @dataclass
@@ -44,18 +72,25 @@ class VerifyReport:
     tree_size: int = 0
     checkpoints: int = 0
     first_bad_entry: int | None = None
-    problems: list[str] = field(default_factory=list)
+    found: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.found
 
-    def flag(self, index: int | None, problem: str) -> None:
+    @property
+    def problems(self) -> list[str]:
+        """The problems' English sentences (what ``gateway audit verify`` prints)."""
+        return [p.message for p in self.found]
+
+    def flag(
+        self, index: int | None, code: ProblemCode, message: str, **details: int | str
+    ) -> None:
         """Record a problem; ``index`` is the entry it points at, if one."""
         if index is not None and (self.first_bad_entry is None or index < self.first_bad_entry):
             self.first_bad_entry = index
-        if len(self.problems) < 50:  # the first ones say enough; the count is kept below
-            self.problems.append(problem)
+        if len(self.found) < PROBLEMS_KEPT:
+            self.found.append(Problem(code, details, message))
 
 
 def _rows(conn: sa.Connection) -> Iterator[Mapping[Any, Any]]:
@@ -94,7 +129,13 @@ def _check_checkpoint(
         header = jwt.get_unverified_header(row.token)
         claims = jwt.decode(row.token, key, algorithms=["ES256"], options={"verify_aud": False})
     except jwt.PyJWTError as exc:
-        report.flag(None, f"checkpoint of size {size}: signature does not verify ({exc})")
+        report.flag(
+            None,
+            ProblemCode.CHECKPOINT_SIGNATURE,
+            f"checkpoint of size {size}: signature does not verify ({exc})",
+            size=size,
+            reason=str(exc),
+        )
         return
     if (
         header.get("typ") != TokenType.AUDIT_CHECKPOINT
@@ -102,19 +143,29 @@ def _check_checkpoint(
         or claims.get("size") != size
         or claims.get("root") != root
     ):
-        report.flag(None, f"checkpoint of size {size}: its signed claims differ from its row")
+        report.flag(
+            None,
+            ProblemCode.CHECKPOINT_CLAIMS,
+            f"checkpoint of size {size}: its signed claims differ from its row",
+            size=size,
+        )
         return
     if size > tree.size:
         report.flag(
             tree.size + 1,
+            ProblemCode.LOG_SHORTER_THAN_CHECKPOINT,
             f"log truncated: a checkpoint signs {size} entries, only {tree.size} are stored",
+            size=size,
+            entries=tree.size,
         )
         return
     if merkle.root(size, tree).hex() != root:
         report.flag(
             None,
+            ProblemCode.CHECKPOINT_ROOT,
             f"checkpoint of size {size} does not match the stored entries: an entry at or "
             f"before {size} was changed, removed or inserted",
+            size=size,
         )
 
 
@@ -130,24 +181,43 @@ def verify_log(engine: sa.Engine, *, gateway_jwk: Mapping[str, Any], issuer: str
         for row in _rows(conn):
             index = int(row["idx"])
             if index != expected:
-                report.flag(expected, f"entries {expected}..{index - 1} are missing (deleted?)")
+                report.flag(
+                    expected,
+                    ProblemCode.ENTRIES_MISSING,
+                    f"entries {expected}..{index - 1} are missing (deleted?)",
+                    first=expected,
+                    last=index - 1,
+                )
                 # Keep numbering from what is there so later entries are still compared.
             leaf = merkle.leaf_hash(leaf_bytes(row))
             if index - 1 not in stored:
                 stored = _stored_leaves(conn, index - 1, index - 1 + _BATCH)
             written = stored.get(index - 1)
             if written is None:
-                report.flag(index, f"entry {index} is not in the tree (inserted after the fact?)")
+                report.flag(
+                    index,
+                    ProblemCode.ENTRY_NOT_IN_TREE,
+                    f"entry {index} is not in the tree (inserted after the fact?)",
+                    entry=index,
+                )
             elif written != leaf:
-                report.flag(index, f"entry {index} differs from the leaf written with it")
+                report.flag(
+                    index,
+                    ProblemCode.ENTRY_DIFFERS,
+                    f"entry {index} differs from the leaf written with it",
+                    entry=index,
+                )
             tree.append(leaf)
             report.entries += 1
             expected = index + 1
         if report.entries < stored_size:
             report.flag(
                 report.entries + 1,
+                ProblemCode.LOG_SHORTER_THAN_TREE,
                 f"log truncated: the tree holds {stored_size} leaves, "
                 f"{report.entries} entries are stored",
+                leaves=stored_size,
+                entries=report.entries,
             )
         for signed in conn.execute(sa.select(audit_checkpoints).order_by(audit_checkpoints.c.size)):
             report.checkpoints += 1

@@ -33,6 +33,7 @@ from gateway.console.officers_text import (
     EVENT_NAMES,
     VERDICTS,
     reason_words,
+    verify_problem_words,
 )
 from gateway.console.routes import (
     _HEADERS,
@@ -89,6 +90,7 @@ OFFICER_TEXT: Mapping[str, Mapping[str, str]] = {
         "open": "查看",
         "next_page": "下一页",
         "first_page": "回到第一页",
+        "cursor": "翻页位置",
         "bad_filter": "检索条件有误",
         "export_heading": "导出",
         "export_csv": "导出 CSV",
@@ -173,6 +175,7 @@ OFFICER_TEXT: Mapping[str, Mapping[str, str]] = {
         "open": "Open",
         "next_page": "Next page",
         "first_page": "Back to the first page",
+        "cursor": "Page position",
         "bad_filter": "Please correct the search",
         "export_heading": "Export",
         "export_csv": "Export CSV",
@@ -279,8 +282,24 @@ def _service_params(values: Mapping[str, str]) -> dict[str, str | None]:
     return params
 
 
-def _error_words(exc: InvalidInput, o: Mapping[str, str]) -> str:
-    return f"{o['bad_filter']}: {o.get(exc.field, exc.field)} — {exc.reason}"
+#: Why a filter is refused, in Chinese, by the field the search names (English pages show
+#: the search's own reason). ``until`` is also refused when it is not after ``from``.
+_FILTER_PROBLEMS = {
+    "from": "请填写有效的时间，如 2026-06-10 08:00（北京时间）",
+    "until": "请填写有效的时间，如 2026-06-10 18:00（北京时间），且须晚于开始时间",
+    "subject": "请按“类型:号码”填写，如 uscc:91…（统一社会信用代码）",
+    "decision": "请选择“允许”或“拒绝”",
+    "event": "通配符 * 只能放在末尾（表示前缀）",
+    "cursor": "翻页位置无效，请回到第一页",
+}
+_FILTER_TEXT = "只能填写 1 至 64 个字母、数字或 _ . : - 字符"
+
+
+def _error_words(exc: InvalidInput, o: Mapping[str, str], lang: str) -> str:
+    field = o.get(exc.field, exc.field)
+    if lang != "zh":
+        return f"{o['bad_filter']}: {field} — {exc.reason}"
+    return f"{o['bad_filter']}：{field}——{_FILTER_PROBLEMS.get(exc.field, _FILTER_TEXT)}。"
 
 
 # --- entries and alerts in words ----------------------------------------------------------------
@@ -605,7 +624,7 @@ async def audit_page(
             {**_service_params(values), "cursor": cursor or None}, limit=PAGE_SIZE, order="desc"
         )
     except InvalidInput as exc:
-        error = _error_words(exc, o)
+        error = _error_words(exc, o, lang)
     query = {k: v for k, v in values.items() if v}
     next_url = (
         "/console/audit?" + urlencode({**query, "cursor": results["next"]})
@@ -640,6 +659,10 @@ async def audit_page(
         checkpoint=_checkpoint_view(checkpoint),
         checkpoint_error=None if checkpoint_error is None else o[checkpoint_error],
         last_verify=console.integrity.last_verification,
+        last_verify_problems=[
+            verify_problem_words(problem, lang)
+            for problem in (console.integrity.last_verification or {}).get("problems", [])
+        ],
         last_verify_at=local_time((console.integrity.last_verification or {}).get("at")),
         alerts=alerts,
         alerts_error=alerts_error,
@@ -714,7 +737,7 @@ async def audit_export(
         export = await console.officers.export(_service_params(_filters(form)), fmt=fmt, now=_now())
     except InvalidInput as exc:
         return _page(request, console, "error.html", status=400, session=auditor,
-            message=_error_words(exc, _o(request)), back="/console/audit",
+            message=_error_words(exc, _o(request), _lang(request)), back="/console/audit",
         )  # fmt: skip
     headers = {
         **_HEADERS,

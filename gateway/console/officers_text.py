@@ -10,7 +10,9 @@ shown as "other reason" with the code beside it, never alone.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
+from gateway.audit.verify import ProblemCode
 from gateway.console.admin_text import REASON_CODES
 from gateway.console.text import VERDICTS
 from gateway.core.protocol import AuditEvent
@@ -26,7 +28,10 @@ __all__ = [
     "SEAL_TYPES",
     "TOKEN_REASONS",
     "VERDICTS",
+    "VERIFY_PROBLEMS",
     "reason_words",
+    "signed_in_words",
+    "verify_problem_words",
 ]
 
 E = AuditEvent
@@ -394,3 +399,58 @@ DAY_NAMES: Mapping[str, Mapping[str, str]] = {
     "en": {"mon": "Mon", "tue": "Tue", "wed": "Wed", "thu": "Thu", "fri": "Fri",
            "sat": "Sat", "sun": "Sun"},
 }  # fmt: skip
+
+
+P = ProblemCode
+
+#: What each problem the log's verification reports means, in Chinese, filled in from the
+#: problem's numbers (English pages show the verifier's own sentence, as the command prints).
+VERIFY_PROBLEMS: Mapping[str, str] = {
+    P.ENTRIES_MISSING: "第 {first} 至 {last} 条记录缺失（可能被删除）。",
+    P.ENTRY_NOT_IN_TREE: "第 {entry} 条记录不在默克尔树中（可能是事后插入的）。",
+    P.ENTRY_DIFFERS: "第 {entry} 条记录与写入时的叶子不一致（记录已被改动）。",
+    P.LOG_SHORTER_THAN_TREE: "日志被截短：默克尔树有 {leaves} 个叶子，但只存有 {entries} 条记录。",
+    P.CHECKPOINT_SIGNATURE: "覆盖 {size} 条记录的检查点，其签名无法用网关公钥核验。",
+    P.CHECKPOINT_CLAIMS: "覆盖 {size} 条记录的检查点，其签名内容与存储的检查点不一致。",
+    P.LOG_SHORTER_THAN_CHECKPOINT: (
+        "日志被截短：一个签名检查点覆盖 {size} 条记录，但只存有 {entries} 条。"
+    ),
+    P.CHECKPOINT_ROOT: (
+        "覆盖 {size} 条记录的检查点与存储的记录不符：第 {size} 条及之前的记录中有被修改、"
+        "删除或插入的。"
+    ),
+}
+
+_ONE_MISSING = "第 {first} 条记录缺失（可能被删除）。"
+_OTHER_PROBLEM = "校验发现其他问题（代码 {code}）。"
+
+
+def verify_problem_words(problem: Mapping[str, Any], lang: str) -> str:
+    """One problem of a verification (``code``, ``details``, ``message`` as the integrity
+    service keeps it) as a sentence in ``lang``."""
+    if lang != "zh":
+        return str(problem["message"])
+    code = str(problem["code"])
+    details: Mapping[str, Any] = problem["details"]
+    if code == P.ENTRIES_MISSING and details.get("first") == details.get("last"):
+        return _ONE_MISSING.format_map(details)
+    try:
+        return VERIFY_PROBLEMS[code].format_map(details)
+    except KeyError:  # a code without words yet, or its numbers missing
+        return _OTHER_PROBLEM.format(code=code)
+
+
+_SIGNED_IN = {"zh": "当前用户：{name}（{role}）", "en": "Signed in as {name} ({role})"}
+_SIGNED_IN_CLERK = {
+    "zh": "当前用户：{name}（{department} {role}）",
+    "en": "Signed in as {name} ({role}, {department})",
+}
+
+
+def signed_in_words(*, display_name: str, role: str, department: str | None, lang: str) -> str:
+    """The header's "signed in as": the account's display name and its role in words (a
+    clerk's with the department's name)."""
+    words = DEPARTMENT_ROLES[lang].get(role, role)
+    if department:
+        return _SIGNED_IN_CLERK[lang].format(name=display_name, role=words, department=department)
+    return _SIGNED_IN[lang].format(name=display_name, role=words)

@@ -32,6 +32,7 @@ from markupsafe import Markup
 
 from gateway.accounts import LoginRefused, Role, Session, session_cookie
 from gateway.accounts.sessions import cookie_name
+from gateway.console.officers_text import signed_in_words
 from gateway.console.services import ConsoleServices
 from gateway.console.text import (
     CHECKS,
@@ -118,7 +119,18 @@ def _page(
     **context: Any,
 ) -> Response[str]:
     lang = _lang(request)
-    html = _TEMPLATES.get_template(template).render(t=TEXT[lang], session=session, **context)
+    signed_in = None
+    if session is not None:
+        department = console.policy.current.departments.get(session.department or "")
+        signed_in = signed_in_words(
+            display_name=session.display_name,
+            role=str(session.role),
+            department=None if department is None else department.name,
+            lang=lang,
+        )
+    html = _TEMPLATES.get_template(template).render(
+        t=TEXT[lang], session=session, signed_in=signed_in, **context
+    )
     return Response(
         content=html,
         status_code=status,

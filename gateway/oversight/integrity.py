@@ -69,7 +69,11 @@ class IntegrityService:
             "tree_size": report.tree_size,
             "checkpoints": report.checkpoints,
             "first_bad_entry": report.first_bad_entry,
-            "problems": list(report.problems),
+            # Code and numbers for the page's own sentence, the English one for ?lang=en.
+            "problems": [
+                {"code": str(p.code), "details": dict(p.details), "message": p.message}
+                for p in report.found
+            ],
             "by": by,
         }
         return self._last_verification

@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome
 from gateway.audit.transparency import TransparencyLog
 from gateway.audit.tree import leaf_bytes
-from gateway.audit.verify import verify_log
+from gateway.audit.verify import ProblemCode, verify_log
 from gateway.core import merkle
 from gateway.core.keyring import GatewaySigner, public_jwk
 from gateway.storage import migrations
@@ -235,6 +235,10 @@ def test_an_edit_names_its_entry(tmp_path: Path) -> None:
     report = verify_log(engine, gateway_jwk=JWK, issuer=ISSUER)
     assert report.first_bad_entry == 17
     assert "entry 17 differs" in report.problems[0]
+    # The same problem as a code and its numbers, for pages that say it in other words.
+    assert report.found[0].code is ProblemCode.ENTRY_DIFFERS
+    assert report.found[0].details == {"entry": 17}
+    assert report.found[0].message == report.problems[0]
     engine.dispose()
 
 

@@ -8,13 +8,17 @@ import re
 import pytest
 
 from gateway.accounts import Role as AccountRole
+from gateway.audit.verify import ProblemCode
 from gateway.console.officers import alert_why, local_time, outcome
 from gateway.console.officers_text import (
     ALERT_KINDS,
     DEPARTMENT_ROLES,
     EVENT_NAMES,
     REVOCATION_REASONS,
+    VERIFY_PROBLEMS,
     reason_words,
+    signed_in_words,
+    verify_problem_words,
 )
 from gateway.core.policy import ReasonCode
 from gateway.core.policy import Role as DepartmentRole
@@ -144,3 +148,43 @@ def test_the_chart_legend_names_departments_without_overlapping() -> None:
             assert b["x"] > a["x"] + 16 + text_width  # no overlap on a row
     assert all(item["y"] + 12 <= chart.height for item in chart.legend)
     assert len({item["y"] for item in chart.legend}) > 1  # long names wrap to a second row
+
+
+#: Each problem code with the numbers ``verify_log`` reports with it.
+_PROBLEM_DETAILS: dict[ProblemCode, dict[str, int | str]] = {
+    ProblemCode.ENTRIES_MISSING: {"first": 4, "last": 9},
+    ProblemCode.ENTRY_NOT_IN_TREE: {"entry": 12},
+    ProblemCode.ENTRY_DIFFERS: {"entry": 17},
+    ProblemCode.LOG_SHORTER_THAN_TREE: {"leaves": 40, "entries": 38},
+    ProblemCode.CHECKPOINT_SIGNATURE: {"size": 30, "reason": "Signature verification failed"},
+    ProblemCode.CHECKPOINT_CLAIMS: {"size": 30},
+    ProblemCode.LOG_SHORTER_THAN_CHECKPOINT: {"size": 30, "entries": 20},
+    ProblemCode.CHECKPOINT_ROOT: {"size": 30},
+}
+
+
+def test_every_verification_problem_has_a_chinese_sentence() -> None:
+    assert set(_PROBLEM_DETAILS) == set(ProblemCode) == set(VERIFY_PROBLEMS)
+    for code, details in _PROBLEM_DETAILS.items():
+        problem = {"code": str(code), "details": details, "message": "the English sentence"}
+        words = verify_problem_words(problem, "zh")
+        assert not _LATIN_WORD.search(words), (code, words)
+        assert all(str(n) in words for n in details.values() if isinstance(n, int)), words
+        assert verify_problem_words(problem, "en") == "the English sentence"
+
+
+def test_one_missing_entry_and_an_unknown_problem_read_well() -> None:
+    one = {"code": "entries-missing", "details": {"first": 5, "last": 5}, "message": ""}
+    assert verify_problem_words(one, "zh") == "第 5 条记录缺失（可能被删除）。"
+    new = {"code": "something-new", "details": {}, "message": "something new"}
+    assert verify_problem_words(new, "zh") == "校验发现其他问题（代码 something-new）。"
+
+
+def test_the_header_names_the_account_in_words() -> None:
+    assert signed_in_words(display_name="李明", role="auditor", department=None, lang="zh") == (
+        "当前用户：李明（安全审计员）"
+    )
+    clerk = signed_in_words(
+        display_name="李娜", role="clerk", department="区政务服务中心", lang="en"
+    )
+    assert clerk == "Signed in as 李娜 (Clerk, 区政务服务中心)"
