@@ -272,6 +272,9 @@ class SignedExchanges:
         (:func:`~gateway.core.answers.answer_claims`), the one its documented schema is made
         from."""
         own = answer_claims(typ, {k: v for k, v in claims.items() if k != "audit"})
+        # In the order the work gave them: ``audit`` stays where it was (a lookup's comes
+        # before ``policy_version``), so the payload is the one signed before the structures.
+        ordered = {k: claims[k] if k == "audit" else own[k] for k in claims}
         iat = int(now)
         return self.signer.sign(
             {
@@ -281,8 +284,7 @@ class SignedExchanges:
                 "exp": iat + self.answer_lifetime,
                 "jti": uuid.uuid4().hex,
                 "request": {"jti": token.jti, "sha256": token.sha256},
-                **own,
-                "audit": claims["audit"],
+                **ordered,
             },
             typ=str(typ),
         )

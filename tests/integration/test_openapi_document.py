@@ -431,3 +431,24 @@ def test_a_real_answer_validates_against_its_claims_and_a_broken_one_does_not(
         assert list(validator.iter_errors(wrong)), f"{typ} with {member} of another type"
     assert list(validator.iter_errors({**claims, "unexpected": 1})), f"{typ}: unknown member"
     assert list(validator.iter_errors({**claims, "audit": {}})), f"{typ}: no audit index"
+
+
+def test_answers_are_signed_with_their_members_in_the_order_they_always_had(
+    answers: dict[str, str],
+) -> None:
+    # Taking the claims through their structures changed no payload: the same members in
+    # the same order (a lookup's audit index before its policy version, as it always was).
+    common = ["iss", "aud", "iat", "exp", "jti", "request"]
+    lookup = _payload(answers[TokenType.LOOKUP_RESULT])
+    assert list(lookup) == [
+        *common,
+        *("purpose", "query", "data", "masked", "provenance", "grant", "audit"),
+        "policy_version",
+    ]
+    assert list(lookup["provenance"]) == ["provider", "source", "as_of", "cache"]
+    receipt = _payload(answers[TokenType.UPLOAD_RECEIPT])
+    assert list(receipt) == [
+        *common,
+        *("resource", "version", "previous_version", "current", "format", "sha256", "bytes"),
+        *("uploaded_at", "rows", "rejections", "audit"),
+    ]
