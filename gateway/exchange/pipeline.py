@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from gateway.audit import AuditEntry, AuditLog, Outcome, SubjectHasher
 from gateway.audit.promises import CURRENT_CLAIM, TokenClaim
 from gateway.cache import Admission, RequestGuard
+from gateway.core.answers import answer_claims
 from gateway.core.keyring import GatewaySigner
 from gateway.core.protocol import AuditEvent, TokenType
 from gateway.core.tokens import RequestTokenVerifier, VerifiedToken
@@ -265,7 +266,15 @@ class SignedExchanges:
     def sign_answer(
         self, claims: Mapping[str, Any], *, token: VerifiedToken, typ: TokenType | str, now: float
     ) -> str:
-        """Sign an answer to ``token``: for its department, bound to the request's hash."""
+        """Sign an answer to ``token``: for its department, bound to the request's hash.
+
+        Its own claims (all but ``audit``) go through the answer's structure
+        (:func:`~gateway.core.answers.answer_claims`), the one its documented schema is made
+        from."""
+        own = answer_claims(typ, {k: v for k, v in claims.items() if k != "audit"})
+        # In the order the work gave them: ``audit`` stays where it was (a lookup's comes
+        # before ``policy_version``), so the payload is the one signed before the structures.
+        ordered = {k: claims[k] if k == "audit" else own[k] for k in claims}
         iat = int(now)
         return self.signer.sign(
             {
@@ -275,7 +284,7 @@ class SignedExchanges:
                 "exp": iat + self.answer_lifetime,
                 "jti": uuid.uuid4().hex,
                 "request": {"jti": token.jti, "sha256": token.sha256},
-                **claims,
+                **ordered,
             },
             typ=str(typ),
         )

@@ -14,8 +14,9 @@ string's schema (the convention of this document, stated in its ``info.descripti
 - ``x-jws-claims``: a JSON Schema (2020-12) of its decoded payload — the registered claims
   and the endpoint's own — as a schema resource of its own (``$id``
   ``urn:yiwang:jws-claims:<typ>``, its definitions in its ``$defs``). A request's claims
-  schema is generated from the msgspec structure its parser decodes into, so the document
-  cannot drift from the code; an answer's is written here.
+  schema is generated from the msgspec structure its parser decodes into, an answer's from
+  the structure of its claims in :mod:`gateway.core.answers`, so the document cannot drift
+  from the code.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 
+from gateway.core.answers import ANSWER_CLAIMS
+from gateway.core.protocol import TokenType
+
 __all__ = [
-    "ANSWER_CLAIMS",
     "COMPACT_JWS_PATTERN",
     "COMPONENTS",
     "JWS_CONVENTION",
@@ -215,82 +218,21 @@ _ANSWER_CLAIMS: dict[str, Any] = {
     "required": ["iss", "aud", "iat", "exp", "jti", "request", "audit"],
 }
 
-#: Schemas of answers' own claims (besides :data:`_ANSWER_CLAIMS`), by answer ``typ``.
-ANSWER_CLAIMS: dict[str, dict[str, Any]] = {
-    "yiwang-lookup-result+jwt": {
-        "title": "LookupResultClaims",
-        "type": "object",
-        "properties": {
-            "data": {
-                "type": "object",
-                "description": "Only the granted fields, masked where the grant says so.",
-            },
-            "provenance": {
-                "type": "object",
-                "properties": {
-                    "provider": {"type": "string"},
-                    "source": {"type": "string"},
-                    "as_of": {"type": "string"},
-                },
-            },
-            "purpose": {
-                "type": "object",
-                "properties": {
-                    "item": {"type": "string"},
-                    "case": {"type": "string"},
-                    "reason": {"type": "string"},
-                },
-            },
-            "query": {"type": "object"},
-            "grant": {"type": "string", "description": "The grant that allowed it."},
-            "policy_version": {"type": "string"},
-        },
-        "required": ["data", "provenance", "purpose", "query", "grant", "policy_version"],
-    },
-    "yiwang-refusals-result+jwt": {
-        "title": "RefusalsResultClaims",
-        "type": "object",
-        "properties": {
-            "department": {"type": "string"},
-            "since": {"type": "integer", "description": "Epoch seconds: the window's start."},
-            "refusals": {
-                "type": "array",
-                "description": "Newest first.",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "audit_index": {"type": "integer"},
-                        "at": {"type": "string", "format": "date-time"},
-                        "event": {"type": "string"},
-                        "reason_code": {"type": ["string", "null"]},
-                        "reason": {
-                            "type": ["string", "null"],
-                            "description": "The reason code in words (Chinese).",
-                        },
-                        "detail": {"type": ["string", "null"]},
-                        "request_sha256": {
-                            "type": ["string", "null"],
-                            "description": "SHA-256 (hex) of the refused token.",
-                        },
-                        "operator": {"type": ["string", "null"]},
-                        "service_item": {"type": ["string", "null"]},
-                        "case": {"type": ["string", "null"]},
-                        "resource": {"type": ["string", "null"]},
-                    },
-                    "required": ["audit_index", "at", "event", "reason_code", "request_sha256"],
-                },
-            },
-            "next": {
-                "type": ["integer", "null"],
-                "description": "Pass as `before` for the next (older) page; null: no more.",
-            },
-        },
-        "required": ["department", "since", "refusals", "next"],
-    },
-}
-
-
 _DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _struct_schema(claims: type[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON Schema msgspec generates for ``claims``, and its definitions, named after
+    the structures without a leading underscore."""
+    generated = msgspec.json.schema(claims)
+    text = json.dumps(generated)
+    for name in generated.get("$defs", {}):
+        public = name.lstrip("_")
+        text = text.replace(f'"#/$defs/{name}"', f'"#/$defs/{public}"')
+        text = text.replace(f'"title": "{name}"', f'"title": "{public}"')
+    renamed = json.loads(text)
+    defs = {name.lstrip("_"): schema for name, schema in renamed.pop("$defs", {}).items()}
+    return renamed, defs
 
 
 def claims_schema(typ: str, claims: type[Any]) -> dict[str, Any]:
@@ -301,29 +243,32 @@ def claims_schema(typ: str, claims: type[Any]) -> dict[str, Any]:
     inside), so that an integrator can take it out of the document and validate with it as
     it is; definitions are named after the structures, without a leading underscore.
     """
-    generated = msgspec.json.schema(claims)
-    text = json.dumps(generated)
-    for name in generated.get("$defs", {}):
-        public = name.lstrip("_")
-        text = text.replace(f'"#/$defs/{name}"', f'"#/$defs/{public}"')
-        text = text.replace(f'"title": "{name}"', f'"title": "{public}"')
-    renamed = json.loads(text)
-    defs = {name.lstrip("_"): schema for name, schema in renamed.pop("$defs", {}).items()}
+    own, defs = _struct_schema(claims)
     return {
         "$schema": _DIALECT,
         "$id": f"urn:yiwang:jws-claims:{typ}",
-        "allOf": [_REGISTERED_CLAIMS, renamed],
+        "allOf": [_REGISTERED_CLAIMS, own],
         "$defs": defs,
     }
 
 
 def answer_claims_schema(typ: str) -> dict[str, Any]:
-    """The JSON Schema of the payload of an answer of ``typ`` signed by the gateway."""
-    parts: list[dict[str, Any]] = [_ANSWER_CLAIMS]
-    own = ANSWER_CLAIMS.get(typ)
-    if own is not None:
-        parts.append(own)
-    return {"$schema": _DIALECT, "$id": f"urn:yiwang:jws-claims:{typ}", "allOf": parts}
+    """The JSON Schema of the payload of an answer of ``typ`` signed by the gateway: the
+    common claims and the answer's own, generated from its structure in
+    :data:`gateway.core.answers.ANSWER_CLAIMS` (a ``typ`` without one is a KeyError: an
+    answer is not documented without its claims)."""
+    structure = ANSWER_CLAIMS[TokenType(typ)]
+    own, defs = _struct_schema(structure)
+    # The structure names only the answer's own members: the common ones are allowed by
+    # ``unevaluatedProperties`` (which sees through ``allOf``) rather than by the structure.
+    defs[structure.__name__].pop("additionalProperties", None)
+    return {
+        "$schema": _DIALECT,
+        "$id": f"urn:yiwang:jws-claims:{typ}",
+        "allOf": [_ANSWER_CLAIMS, own],
+        "unevaluatedProperties": False,
+        "$defs": defs,
+    }
 
 
 @dataclass

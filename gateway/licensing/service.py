@@ -21,6 +21,7 @@ import msgspec
 
 from gateway.audit import Outcome
 from gateway.cache import Admission
+from gateway.core.answers import answer_claims
 from gateway.core.identifiers import LicenceId
 from gateway.core.jose import JoseError, parse_compact
 from gateway.core.jose import verify as verify_signature
@@ -451,20 +452,25 @@ class LicensingService:
                 str(content.holder_id_type), content.holder_id
             )
         record_ref = content.status if content is not None else None
-        claims = {
-            "verdict": str(verification.verdict),
-            "checks": [msgspec.to_builtins(c) for c in verification.checks],
-            "licence_id": verification.licence_id,
-            "input": {
-                "kind": given.kind,
-                "sha256": hashlib.sha256(given.value.encode()).hexdigest(),
+        # Through the receipt's structure here, not only when the pipeline signs it: the
+        # console signs its receipts itself.
+        claims = answer_claims(
+            TokenType.VERIFICATION_RECEIPT,
+            {
+                "verdict": str(verification.verdict),
+                "checks": [msgspec.to_builtins(c) for c in verification.checks],
+                "licence_id": verification.licence_id,
+                "input": {
+                    "kind": given.kind,
+                    "sha256": hashlib.sha256(given.value.encode()).hexdigest(),
+                },
+                "licence": None if content is None else _summary(content),
+                "status": None if record_ref is None else msgspec.to_builtins(record_ref),
+                "checked_at": when.isoformat(),
+                "purpose": msgspec.to_builtins(request.purpose),
+                "operator": request.operator,
             },
-            "licence": None if content is None else _summary(content),
-            "status": None if record_ref is None else msgspec.to_builtins(record_ref),
-            "checked_at": when.isoformat(),
-            "purpose": msgspec.to_builtins(request.purpose),
-            "operator": request.operator,
-        }
+        )
         return claims, audit
 
     async def verify_for_console(

@@ -13,6 +13,7 @@ import json
 import pkgutil
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,11 +23,18 @@ from openapi_spec_validator import validate
 
 import gateway
 from gateway import errors
+from gateway.core.answers import ANSWER_CLAIMS
 from gateway.core.protocol import TokenType
+from gateway.demo.population import people
 from gateway.exchange import Exchange
 from gateway.http.openapi import PROBLEM_JSON, SIGNED, Problem
-from tests.inprocess import InProcessGateway
+from tests.inprocess import InProcessGateway, in_process_gateway
+from tests.integration.test_audit_officers import history, identity_lookup
+from tests.integration.test_licences import MARKET_USCC, Issuer, register_seal
+from tests.integration.test_licences import PURPOSE as LICENCE_PURPOSE
+from tests.integration.test_licences import _call as licence_call
 from tests.integration.test_lookups import QUERY
+from tests.support import ROOT
 
 METHODS = ("get", "put", "post", "delete", "patch")
 
@@ -242,3 +250,205 @@ def test_a_bad_query_parameter_is_named_in_the_problem(
     assert response.status_code == 400
     assert response.headers["content-type"].startswith(PROBLEM_JSON)
     assert response.json()["field"] == field
+
+
+# --- answers and receipts -----------------------------------------------------------------------
+
+
+def _answer_schemas(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``x-jws-claims`` of every signed answer the document declares, by its ``typ``."""
+    found: dict[str, dict[str, Any]] = {}
+    for _method, _path, operation in _operations(document):
+        for response in operation["responses"].values():
+            schema = response.get("content", {}).get("application/jwt", {}).get("schema", {})
+            if "x-jws-typ" in schema:
+                found[schema["x-jws-typ"]] = schema["x-jws-claims"]
+    return found
+
+
+def _signed_answers() -> set[str]:
+    """The answer ``typ`` of every signed exchange the gateway defines."""
+    typs = set()
+    for module in pkgutil.walk_packages(gateway.__path__, "gateway."):
+        skipped = ("gateway.console", "gateway.demo", "gateway.storage", "gateway.app.__main__")
+        if module.name.startswith(skipped):
+            continue
+        for value in vars(importlib.import_module(module.name)).values():
+            if isinstance(value, Exchange) and value.answer is not None:
+                typs.add(str(value.answer))
+    # The batch's spec is built per service (its query limit comes from the settings).
+    return typs | {TokenType.BATCH_RESULT}
+
+
+def _own_part(schema: dict[str, Any]) -> dict[str, Any]:
+    """The answer's own claims in its claims schema (besides the common ones)."""
+    common, own = schema["allOf"]
+    assert common["title"] == "AnswerClaims"
+    name = own["$ref"].removeprefix("#/$defs/")
+    part: dict[str, Any] = schema["$defs"][name]
+    return part
+
+
+def test_every_answer_the_gateway_signs_is_documented_with_its_own_claims(
+    document: dict[str, Any],
+) -> None:
+    documented = _answer_schemas(document)
+    # A new exchange whose answer has no structure in gateway.core.answers fails here (and
+    # the document is not built at all: answer_claims_schema has nothing to generate from).
+    assert set(documented) == _signed_answers() == {str(t) for t in ANSWER_CLAIMS}
+    for typ, schema in documented.items():
+        Draft202012Validator.check_schema(schema)
+        assert schema["$id"] == f"urn:yiwang:jws-claims:{typ}"
+        assert schema["unevaluatedProperties"] is False
+        own = _own_part(schema)
+        assert own["properties"], typ  # more than the common part
+        assert set(own["required"]) == set(own["properties"]), typ  # each always there
+
+
+@pytest.fixture(scope="module")
+def answers(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[dict[str, str]]:
+    """One real answer of every ``typ``, by ``typ``: obtained through a gateway of the demo
+    district of its own (it takes an upload and a licence), in process, with the SDK."""
+    root = tmp_path_factory.mktemp("answers")
+    tokens: dict[str, str] = {}
+    with in_process_gateway(root / "data", keys_dir) as gw:
+        with gw.client("service-centre") as c:
+            tokens[TokenType.LOOKUP_RESULT] = c.lookup(fields=["name"], **QUERY).token
+            good = {"resource": QUERY["resource"], "subject": QUERY["subject"]}
+            queries = [  # a released record, a refusal, an invalid subject
+                {**good, "fields": ["name"]},
+                {**good, "fields": ["registered_capital"]},
+                {**good, "subject": ("uscc", "91"), "fields": ["name"]},
+            ]
+            batch = c.lookup_batch(
+                queries=queries, item=QUERY["item"], case="ANS-1", reason="r", operator="o"
+            )
+            assert [r["status"] for r in batch.claims["results"]] == [200, 403, 400]
+            tokens[TokenType.BATCH_RESULT] = batch.token
+            tokens[TokenType.MANIFEST_RESULT] = c.manifest(
+                applicant=QUERY["subject"],
+                item=QUERY["item"],
+                case="ANS-1",
+                reason="r",
+                operator="o",
+            ).token
+            tokens[TokenType.CASE_CLOSED] = c.close_case(
+                case="ANS-1", reason="办结", operator="o"
+            ).token
+            tokens[TokenType.REFUSALS_RESULT] = c.refusals(operator="o").token
+        with gw.client("market") as market:
+            tokens[TokenType.INVALIDATED] = market.invalidate(
+                resource=QUERY["resource"], reason="更正", operator="m"
+            ).token
+        sample = root / "employment.csv"
+        sample.write_text(
+            (ROOT / "docs/examples/employment-registration.csv").read_text(encoding="utf-8")
+            + "123,无效,就业,,2024-01-01\n",
+            encoding="utf-8",
+        )
+        with gw.client("hrss") as hrss:
+            receipt = hrss.upload(resource="employment-registration", path=sample, operator="h")
+        assert receipt.claims["rejections"]["sample"], "the receipt quotes a rejection"
+        tokens[TokenType.UPLOAD_RECEIPT] = receipt.token
+        # E-licences: a seal, a reserved entry, a published licence, a status change, a check.
+        registered, seal, key = register_seal(gw, "market")
+        tokens[TokenType.SEAL_REGISTERED] = registered.text
+        with gw.client("market") as market:
+            issuer = Issuer(gw, market, MARKET_USCC, seal, key)
+            content = issuer.content()
+            reserved = issuer.reserve(content.licence_id)
+            tokens[TokenType.LICENCE_RESERVED] = reserved.text
+            tokens[TokenType.LICENCE_ISSUED] = issuer.publish(issuer.sealed(content)).text
+            tokens[TokenType.LICENCE_STATUS_CHANGED] = issuer.status(
+                content.licence_id, "suspend"
+            ).text
+        with gw.client("service-centre") as c:
+            tokens[TokenType.VERIFICATION_RECEIPT] = licence_call(
+                c,
+                "/v1/verifications",
+                {
+                    "operator": "clerk-1",
+                    "purpose": LICENCE_PURPOSE,
+                    "licence_id": content.licence_id,
+                },
+                TokenType.VERIFICATION,
+            ).text
+        person = people()[5].id_number
+        identity_lookup(gw, "market", person, "ANS-2")
+        response, _token = history(gw, "service-centre", ("resident-id", person))
+        tokens[TokenType.ACCESS_HISTORY_RESULT] = response.text
+        # Each is what the SDK accepts as an answer of its typ, for its department.
+        for typ, token in tokens.items():
+            department = (
+                "hrss"
+                if typ == TokenType.UPLOAD_RECEIPT
+                else ("market" if typ in _MARKET_ANSWERS else "service-centre")
+            )
+            with gw.client(department) as client:
+                client.verify_answer(token, typ=typ)
+        # The lists and nullable parts the schemas describe are there to be checked.
+        claims = {typ: _payload(token) for typ, token in tokens.items()}
+        assert claims[TokenType.REFUSALS_RESULT]["refusals"]
+        assert claims[TokenType.ACCESS_HISTORY_RESULT]["accesses"]
+        assert {m["status"] for m in claims[TokenType.MANIFEST_RESULT]["materials"]} >= {
+            "available",
+            "bring",
+        }
+        assert claims[TokenType.VERIFICATION_RECEIPT]["licence"] is not None
+        assert claims[TokenType.VERIFICATION_RECEIPT]["checks"]
+        yield tokens
+
+
+_MARKET_ANSWERS = {
+    TokenType.INVALIDATED,
+    TokenType.SEAL_REGISTERED,
+    TokenType.LICENCE_RESERVED,
+    TokenType.LICENCE_ISSUED,
+    TokenType.LICENCE_STATUS_CHANGED,
+}
+
+
+def _wrong_type(value: Any) -> Any:
+    """A value of a JSON type that ``value``'s member does not take."""
+    if value is None:  # a member that may be null: an array is neither null nor its type
+        return []
+    return 12345 if isinstance(value, str) else "not-this-type"
+
+
+@pytest.mark.parametrize("typ", sorted(str(t) for t in ANSWER_CLAIMS))
+def test_a_real_answer_validates_against_its_claims_and_a_broken_one_does_not(
+    document: dict[str, Any], answers: dict[str, str], typ: str
+) -> None:
+    schema = _answer_schemas(document)[typ]
+    validator = Draft202012Validator(schema)
+    claims = _payload(answers[typ])
+    assert list(validator.iter_errors(claims)) == []
+    own = _own_part(schema)
+    for member in own["required"]:
+        missing = {k: v for k, v in claims.items() if k != member}
+        assert list(validator.iter_errors(missing)), f"{typ} without {member}"
+        wrong = {**claims, member: _wrong_type(claims[member])}
+        assert list(validator.iter_errors(wrong)), f"{typ} with {member} of another type"
+    assert list(validator.iter_errors({**claims, "unexpected": 1})), f"{typ}: unknown member"
+    assert list(validator.iter_errors({**claims, "audit": {}})), f"{typ}: no audit index"
+
+
+def test_answers_are_signed_with_their_members_in_the_order_they_always_had(
+    answers: dict[str, str],
+) -> None:
+    # Taking the claims through their structures changed no payload: the same members in
+    # the same order (a lookup's audit index before its policy version, as it always was).
+    common = ["iss", "aud", "iat", "exp", "jti", "request"]
+    lookup = _payload(answers[TokenType.LOOKUP_RESULT])
+    assert list(lookup) == [
+        *common,
+        *("purpose", "query", "data", "masked", "provenance", "grant", "audit"),
+        "policy_version",
+    ]
+    assert list(lookup["provenance"]) == ["provider", "source", "as_of", "cache"]
+    receipt = _payload(answers[TokenType.UPLOAD_RECEIPT])
+    assert list(receipt) == [
+        *common,
+        *("resource", "version", "previous_version", "current", "format", "sha256", "bytes"),
+        *("uploaded_at", "rows", "rejections", "audit"),
+    ]
