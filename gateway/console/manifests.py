@@ -25,7 +25,16 @@ from typing import Any
 from litestar import Response, get, post
 from litestar.di import NamedDependency
 
-from gateway.console.routes import AnyRequest, _clerk, _csrf_refused, _lang, _now, _page, _text
+from gateway.console.routes import (
+    AnyRequest,
+    _clerk,
+    _clerk_form,
+    _lang,
+    _now,
+    _page,
+    _text,
+    service_items,
+)
 from gateway.console.services import ConsoleServices
 from gateway.core.masks import parse_mask
 from gateway.core.policy import DISTRICT_TZ, PolicySet
@@ -200,13 +209,6 @@ _EMPTY_FORM = {
 }
 
 
-def _items(policy: PolicySet) -> list[dict[str, str]]:
-    return [
-        {"code": item.code, "name": item.name}
-        for item in sorted(policy.items.values(), key=lambda i: i.code)
-    ]
-
-
 def _render(
     request: AnyRequest,
     console: ConsoleServices,
@@ -225,7 +227,7 @@ def _render(
         status=status,
         session=session,
         m=MANIFEST_TEXT[lang],
-        items=_items(console.policy.current),
+        items=service_items(console),
         applicant_types=APPLICANT_TYPES,
         form=form,
         notice=notice,
@@ -288,13 +290,10 @@ async def manifest_form(
 @post("/console/manifest", include_in_schema=False, status_code=200)
 async def manifest(request: AnyRequest, console: NamedDependency[ConsoleServices]) -> Response[Any]:
     """Decide the materials (audited, the clerk as operator) and show the printable notice."""
-    clerk = await _clerk(request, console)
-    if isinstance(clerk, Response):
-        return clerk
-    session, department = clerk
-    form = await request.form()
-    if not console.accounts.csrf_ok(session, _text(form, "csrf_token")):
-        return await _csrf_refused(request, console, session, "/console/manifest")
+    posted = await _clerk_form(request, console, "/console/manifest")
+    if isinstance(posted, Response):
+        return posted
+    session, department, form = posted
     m = MANIFEST_TEXT[_lang(request)]
     values = {name: _text(form, name) for name in _EMPTY_FORM}
     if values["service_item"] not in console.policy.current.items:

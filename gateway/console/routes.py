@@ -24,7 +24,7 @@ import jinja2
 import msgspec
 import segno
 from litestar import Request, Response, get, post
-from litestar.datastructures import Cookie, UploadFile
+from litestar.datastructures import Cookie, FormMultiDict, UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import MediaType
 from litestar.response import Redirect
@@ -352,6 +352,22 @@ async def _clerk(
     return session, session.department
 
 
+async def _clerk_form(
+    request: AnyRequest, console: ConsoleServices, back: str
+) -> tuple[Session, str, FormMultiDict] | Response[Any]:
+    """A clerk's posted form with its CSRF token checked: the session, the department and the
+    form, or the answer instead (the login page, a 403 page for another role, or the refusal
+    of a form whose token is not this session's, with a way ``back``)."""
+    clerk = await _clerk(request, console)
+    if isinstance(clerk, Response):
+        return clerk
+    session, department = clerk
+    form = await request.form()
+    if not console.accounts.csrf_ok(session, _text(form, "csrf_token")):
+        return await _csrf_refused(request, console, session, back)
+    return session, department, form
+
+
 def service_items(console: ConsoleServices) -> list[dict[str, str]]:
     """The service items of the catalogue in force, by code, for a ``<select>``."""
     items = console.policy.current.items.values()
@@ -508,13 +524,10 @@ def _form_error(t: Mapping[str, str], exc: InvalidInput) -> str:
 async def verify(request: AnyRequest, console: NamedDependency[ConsoleServices]) -> Response[Any]:
     """Verify what the clerk gave; the verdict, the licence's facts, the checks in words and
     the signed receipt (folded away, and printable on its own page)."""
-    clerk = await _clerk(request, console)
-    if isinstance(clerk, Response):
-        return clerk
-    session, department = clerk
-    form = await request.form()
-    if not console.accounts.csrf_ok(session, _text(form, "csrf_token")):
-        return await _csrf_refused(request, console, session, "/console/verify")
+    posted = await _clerk_form(request, console, "/console/verify")
+    if isinstance(posted, Response):
+        return posted
+    session, department, form = posted
     lang = _lang(request)
     t = TEXT[lang]
     values = {name: _text(form, name) for name in _EMPTY_FORM}
@@ -596,13 +609,10 @@ async def receipt_print(
 ) -> Response[Any]:
     """The print-ready receipt of one verification: the clerk's page posts the signed
     receipt back; only a receipt the gateway signed for the clerk's department is shown."""
-    clerk = await _clerk(request, console)
-    if isinstance(clerk, Response):
-        return clerk
-    session, department = clerk
-    form = await request.form()
-    if not console.accounts.csrf_ok(session, _text(form, "csrf_token")):
-        return await _csrf_refused(request, console, session, "/console/verify")
+    posted = await _clerk_form(request, console, "/console/verify")
+    if isinstance(posted, Response):
+        return posted
+    session, department, form = posted
     lang = _lang(request)
     t = TEXT[lang]
     read = await console.licensing.console_receipt(

@@ -465,21 +465,30 @@ def _bursts(
         yield entries[first : last + 1]
 
 
-def _token_alerts(
+@dataclass(frozen=True, slots=True)
+class _FailureBurst:
+    """A burst of refusals (tokens or log-ins) under one key, with what its alert says."""
+
+    key: str | None
+    entries: list[AlertEntry]
+    details: dict[str, Any]  # failures, peak, window, threshold, reasons
+    words: str  # "between … and … (district time), up to … within … minutes: reason ×n, …"
+
+
+def _failure_bursts(
     failures: Mapping[str | None, list[AlertEntry]], rules: AlertRules
-) -> Iterator[Alert]:
-    """One alert per burst of refused tokens of one department."""
+) -> Iterator[_FailureBurst]:
+    """The bursts of refusals under each key, by the token-failure thresholds (log-ins share
+    them: both are someone trying credentials)."""
     need, window = rules.token_failures, rules.token_window
-    for department, entries in failures.items():
+    for key, entries in failures.items():
         for burst in _bursts(entries, need, window):
             times = [e.at for e in burst]
             peak = _peak(times, window)
             reasons = Counter(e.reason_code or "" for e in burst)
-            yield Alert(
-                AlertKind.TOKEN_FAILURES,
-                department,
-                times[0],
-                times[-1],
+            yield _FailureBurst(
+                key,
+                burst,
                 {
                     "failures": len(burst),
                     "most_within_window": peak,
@@ -487,42 +496,41 @@ def _token_alerts(
                     "threshold": need,
                     "reasons": dict(reasons),
                 },
-                f"{len(burst)} request tokens of {_who(department)} refused between "
-                f"{_local(times[0])} and {_local(times[-1])} (district time), up to "
+                f"between {_local(times[0])} and {_local(times[-1])} (district time), up to "
                 f"{peak} within {int(window.total_seconds() // 60)} minutes: "
                 + ", ".join(f"{r} ×{n}" for r, n in reasons.most_common()),
             )
+
+
+def _token_alerts(
+    failures: Mapping[str | None, list[AlertEntry]], rules: AlertRules
+) -> Iterator[Alert]:
+    """One alert per burst of refused tokens of one department."""
+    for b in _failure_bursts(failures, rules):
+        yield Alert(
+            AlertKind.TOKEN_FAILURES,
+            b.key,
+            b.entries[0].at,
+            b.entries[-1].at,
+            b.details,
+            f"{len(b.entries)} request tokens of {_who(b.key)} refused {b.words}",
+        )
 
 
 def _login_alerts(
     failures: Mapping[str | None, list[AlertEntry]], rules: AlertRules
 ) -> Iterator[Alert]:
     """One alert per burst of refused console log-ins under one username."""
-    need, window = rules.token_failures, rules.token_window
-    for username, entries in failures.items():
-        for burst in _bursts(entries, need, window):
-            times = [e.at for e in burst]
-            peak = _peak(times, window)
-            reasons = Counter(e.reason_code or "" for e in burst)
-            who = f"account {username}" if username is not None else "usernames no account has"
-            yield Alert(
-                AlertKind.LOGIN_FAILURES,
-                burst[-1].department,
-                times[0],
-                times[-1],
-                {
-                    "username": username,
-                    "failures": len(burst),
-                    "most_within_window": peak,
-                    "window_seconds": int(window.total_seconds()),
-                    "threshold": need,
-                    "reasons": dict(reasons),
-                },
-                f"{len(burst)} console log-ins refused for {who} between "
-                f"{_local(times[0])} and {_local(times[-1])} (district time), up to "
-                f"{peak} within {int(window.total_seconds() // 60)} minutes: "
-                + ", ".join(f"{r} ×{n}" for r, n in reasons.most_common()),
-            )
+    for b in _failure_bursts(failures, rules):
+        who = f"account {b.key}" if b.key is not None else "usernames no account has"
+        yield Alert(
+            AlertKind.LOGIN_FAILURES,
+            b.entries[-1].department,
+            b.entries[0].at,
+            b.entries[-1].at,
+            {"username": b.key, **b.details},
+            f"{len(b.entries)} console log-ins refused for {who} {b.words}",
+        )
 
 
 def _lock_alerts(locks: Sequence[AlertEntry]) -> Iterator[Alert]:
