@@ -6,6 +6,7 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from hashlib import sha256
 from typing import Any, TypeVar
 
@@ -112,6 +113,11 @@ class SignedExchanges:
         except Error as exc:
             await self._refused(exc, received)
             raise
+        if spec.answer is not None:
+            # Through the answer's structure before its entry is written: an answer unlike its
+            # documented schema is a bug, and must not leave an entry saying it was answered.
+            # (Lookups write their entries inside the work, so theirs is checked after it.)
+            done = replace(done, claims=_documented(spec.answer, done.claims))
         index = done.index
         if index is None:
             assert spec.done is not None, "an exchange without a done event writes its entries"
@@ -260,21 +266,28 @@ class SignedExchanges:
         typ = received.spec.answer
         assert typ is not None, "an unsigned exchange has no answer to sign"
         return self.sign_answer(
-            {**claims, "audit": {"index": index}}, token=received.token, typ=typ, now=received.now
+            {**claims, "audit": {"index": index}},
+            token=received.token,
+            typ=typ,
+            now=received.now,
+            documented=True,  # :meth:`_run` took them through the structure
         )
 
     def sign_answer(
-        self, claims: Mapping[str, Any], *, token: VerifiedToken, typ: TokenType | str, now: float
+        self,
+        claims: Mapping[str, Any],
+        *,
+        token: VerifiedToken,
+        typ: TokenType | str,
+        now: float,
+        documented: bool = False,
     ) -> str:
         """Sign an answer to ``token``: for its department, bound to the request's hash.
 
         Its own claims (all but ``audit``) go through the answer's structure
         (:func:`~gateway.core.answers.answer_claims`), the one its documented schema is made
-        from."""
-        own = answer_claims(typ, {k: v for k, v in claims.items() if k != "audit"})
-        # In the order the work gave them: ``audit`` stays where it was (a lookup's comes
-        # before ``policy_version``), so the payload is the one signed before the structures.
-        ordered = {k: claims[k] if k == "audit" else own[k] for k in claims}
+        from — unless ``documented``: the pipeline took them through it already."""
+        ordered = claims if documented else _documented(typ, claims)
         iat = int(now)
         return self.signer.sign(
             {
@@ -288,3 +301,11 @@ class SignedExchanges:
             },
             typ=str(typ),
         )
+
+
+def _documented(typ: TokenType | str, claims: Mapping[str, Any]) -> dict[str, Any]:
+    """``claims`` with its own members (all but ``audit``) taken through the answer's
+    structure, in the order the work gave them: ``audit`` stays where it was (a lookup's comes
+    before ``policy_version``), so the payload is the one signed before the structures."""
+    own = answer_claims(typ, {k: v for k, v in claims.items() if k != "audit"})
+    return {k: claims[k] if k == "audit" else own[k] for k in claims}
