@@ -63,10 +63,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import math
 import random
 import re
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -122,6 +124,14 @@ _OPTIONS = frozenset(
         "missing_fields",
     }
 )
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every source this process calls (httpx's defaults, the process's
+    environment left out): httpx would otherwise load the whole CA bundle again for each
+    adapter it builds."""
+    return httpx.create_ssl_context(trust_env=False)
 
 
 class _Failure(Exception):
@@ -576,6 +586,7 @@ def create(
         missing_fail=missing == "fail",
     )
     client = httpx.AsyncClient(
+        verify=_tls_context(),
         timeout=httpx.Timeout(
             connect=settings.connect_timeout,
             read=settings.read_timeout,

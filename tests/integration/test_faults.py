@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from gateway.audit.verify import verify_log
 from gateway.demo.population import companies, people
 from gateway.registry.keystore import department_private_jwk
+from gateway.sdk import tls_context
 from tests.faults import private_postgres, private_redis
 from tests.support import ROOT, GatewayProcess, copy_policies, edit_file, postgres_database
 
@@ -88,7 +89,11 @@ class Sender:
 
     def send(self, token: str, timeout: float = 30) -> httpx.Response:
         return httpx.post(
-            self.gateway.url + "/v1/lookups", content=token, headers=JWT, timeout=timeout
+            self.gateway.url + "/v1/lookups",
+            content=token,
+            headers=JWT,
+            timeout=timeout,
+            verify=tls_context(),  # a new connection each time, but not a new CA bundle
         )
 
 

@@ -16,7 +16,6 @@ import time
 import uuid
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 import schemathesis
@@ -228,16 +227,11 @@ def test_no_success_for_a_time_no_gateway_may_accept(
         claims[which] = bad
     token = signer.sign(claims, typ)
     if method == "POST":
-        response = httpx.post(
-            embedded_gateway.url + path,
-            content=token,
-            headers={"Content-Type": "application/jwt"},
-            timeout=30,
+        response = embedded_gateway.http.post(
+            path, content=token, headers={"Content-Type": "application/jwt"}, timeout=30
         )
     else:
-        response = httpx.get(
-            embedded_gateway.url + path, headers={"Request-Token": token}, timeout=30
-        )
+        response = embedded_gateway.http.get(path, headers={"Request-Token": token}, timeout=30)
     assert response.status_code == 401, (claims, response.text)
     problem = json.loads(response.content)
     assert problem["type"] == "urn:yiwang:problem:token-rejected"

@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import msgspec
 import pytest
@@ -916,8 +915,8 @@ def send_at(
             },
             typ=TokenType.BATCH,
         )
-        response = httpx.post(
-            gw.url + "/v1/lookups:batch",
+        response = gw.http.post(
+            "/v1/lookups:batch",
             content=token.encode(),
             headers={"Content-Type": "application/jwt"},
             timeout=30,

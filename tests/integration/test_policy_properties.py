@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 from hypothesis import HealthCheck, assume, event, example, given, settings
@@ -326,8 +325,8 @@ def lookup_at(
     try:
         now = setup.clock.now()
         token = client.lookup_token(**request.query(subject), now=now)
-        response = httpx.post(
-            setup.gw.url + "/v1/lookups",
+        response = setup.gw.http.post(
+            "/v1/lookups",
             content=token.encode(),
             headers={"Content-Type": "application/jwt"},
             timeout=10,
