@@ -20,7 +20,7 @@ UV_INSTALL := $(UV) pip install --quiet --python $(BIN)/python --compile-bytecod
 PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	--no-emit-find-links --no-emit-index-url
 
-.PHONY: run test lint bench coverage install install-dev lock clean typecheck suite
+.PHONY: run test lint bench coverage install install-dev lock clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "need python3.11 on PATH (or set PYTHON=...)"; exit 1; }
@@ -49,18 +49,13 @@ install-dev: $(DEV)
 run: $(RUNTIME)
 	$(BIN)/gateway serve
 
-# mypy runs beside the suite, not before it: the suite leaves a core idle while its tests wait
-# on real time (fault injection), and mypy fills it. Either failing fails `make test`.
+# Bytecode is written (a fresh clone compiles each module once, not once per process). mypy
+# runs before the suite, not beside it: the suite keeps both cores busy, and what mypy took
+# from it came back as latency in its concurrency tests.
 test: $(DEV)
 	$(BIN)/ruff check .
-	$(BIN)/lint-imports
-	@$(MAKE) --no-print-directory -j2 typecheck suite
-
-typecheck: $(DEV)
 	$(BIN)/mypy
-
-# Bytecode is written (a fresh clone compiles each module once, not once per process).
-suite: $(DEV)
+	$(BIN)/lint-imports
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q -n 3 --dist worksteal
 
 lint: $(DEV)
@@ -81,7 +76,7 @@ lock: $(BIN)/python
 # The whole suite under coverage.py, subprocess gateways included (see [tool.coverage.*]).
 coverage: $(DEV)
 	$(BIN)/coverage erase
-	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(BIN)/coverage run -m pytest -q -n 3 --dist worksteal
+	env -u PYTHONDONTWRITEBYTECODE COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(BIN)/coverage run -m pytest -q -n 3 --dist worksteal
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report --sort=cover | tail -n 25
 
