@@ -150,10 +150,19 @@ class PostgresCluster:
         return [postmaster, *postmaster.children(recursive=True)]
 
     def freeze(self) -> None:
-        """SIGSTOP the server and every backend: connections stay open, nothing answers."""
-        for p in self._processes():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.send_signal(signal.SIGSTOP)
+        """SIGSTOP the server and every backend: connections stay open, nothing answers.
+
+        The postmaster first, so that it forks no backend after the children are listed (one
+        forked between a listing and the postmaster's stop would go on answering); then the
+        children, listed again until a listing finds none that is not stopped yet."""
+        postmaster, *_ = self._processes()
+        postmaster.send_signal(signal.SIGSTOP)
+        stopped: set[int] = {postmaster.pid}
+        while fresh := [p for p in postmaster.children(recursive=True) if p.pid not in stopped]:
+            for p in fresh:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.send_signal(signal.SIGSTOP)
+                stopped.add(p.pid)
 
     def thaw(self) -> None:
         for p in self._processes():
