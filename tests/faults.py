@@ -189,8 +189,8 @@ class PostgresCluster:
 @contextlib.contextmanager
 def private_postgres() -> Iterator[PostgresCluster]:
     # Not under pytest's tmp_path: its parents are private to root, and the server runs as
-    # another user.
-    root = Path(tempfile.mkdtemp(prefix="yiwang-pg-", dir="/tmp"))
+    # another user. In the temporary directory the suite was given (``make test``: a tmpfs).
+    root = Path(tempfile.mkdtemp(prefix="yiwang-pg-"))
     cluster = PostgresCluster(root / "cluster").start()
     try:
         yield cluster
