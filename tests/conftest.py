@@ -91,13 +91,19 @@ def served_gateway(request: pytest.FixtureRequest) -> GatewayProcess:
     return gw
 
 
+#: The session's subprocess gateways (the smoke tier's shared ones).
+_SESSION_GATEWAYS = {"embedded_gateway", "server_gateway", "served_gateway"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Longest first, spread over the workers: xdist's work-stealing scheduler hands each
     worker a contiguous share of the run, so each ``long`` test is put at the head of a
     share (a long test left for the end would keep one core busy while the other idles).
     The browser tests follow the long ones of the last share, together: they share one
     Chromium and one console gateway per worker, which then start once, not on every worker
-    (stealing takes from the end of a share, so they stay where they are)."""
+    (stealing takes from the end of a share, so they stay where they are). Likewise the
+    tests of the session's subprocess gateways lead the first share, so that those gateways
+    (four processes with the server setup's two workers) start on one worker, not on each."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers < 2:
         return
@@ -107,10 +113,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not long and not browser:
         return
     placed = {id(i) for i in (*long, *browser)}
+    smoke = [
+        i
+        for i in items
+        if id(i) not in placed and _SESSION_GATEWAYS & set(getattr(i, "fixturenames", ()))
+    ]
+    placed |= {id(i) for i in smoke}
     rest = [i for i in items if id(i) not in placed]
     shares: list[list[pytest.Item]] = [[] for _ in range(workers)]
     for n, item in enumerate(long):
         shares[n % workers].append(item)
+    shares[0].extend(smoke)
     shares[-1].extend(browser)
     size = -(-len(items) // workers)  # the scheduler's shares, rounded up
     ordered: list[pytest.Item] = []
