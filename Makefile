@@ -14,6 +14,11 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 UV := $(BIN)/uv
+# mypy's incremental cache is kept per user, beside pip's and uv's, not in the clone: a fresh
+# clone type-checks in about a second instead of 17 (it re-checks what differs from the last
+# check on this machine; mypy validates each cached module against its source's hash and the
+# options, so a stale entry is never used). MYPY_CACHE_DIR=.mypy_cache keeps one per clone.
+export MYPY_CACHE_DIR ?= $(if $(HOME),$(HOME)/.cache/yiwang-gateway/mypy,.mypy_cache)
 # Byte-compiled at install: the suite starts dozens of Python processes, and every one of them
 # would otherwise compile what it imports again (PYTHONDONTWRITEBYTECODE is set on some machines).
 UV_INSTALL := $(UV) pip install --quiet --python $(BIN)/python --compile-bytecode
