@@ -58,11 +58,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import httpx
 import psutil
 
 from gateway.demo.population import companies, people
-from gateway.sdk import GatewayClient, GatewayProblem, tls_context
+from gateway.sdk import GatewayClient, GatewayProblem, http_client
 from loadtests.launcher import GatewayLauncher, LaunchError
 from loadtests.tokens import (
     MAX_LIFETIME,
@@ -668,7 +667,7 @@ def _check_gateway_after(gateway: Gateway) -> int:
     if not gateway.alive():
         print(f"\nTHE GATEWAY DIED during the run:\n{gateway.log_tail()}")
         return 1
-    with httpx.Client(base_url=gateway.base_url, timeout=5.0, verify=tls_context()) as http:
+    with http_client(gateway.base_url, timeout=5.0) as http:
         ready = http.get("/readyz")
     if ready.status_code != 200:
         print(f"\nAfter the run /readyz answers {ready.status_code}: {ready.text}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.sdk import tls_context
+from gateway.sdk import http_client
 
 __all__ = ["GatewayLauncher", "LaunchError"]
 
@@ -50,7 +50,7 @@ class GatewayLauncher:
                 start_new_session=self.new_session,
             )
         deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.base_url, timeout=2.0, verify=tls_context()) as http:
+        with http_client(self.base_url, timeout=2.0) as http:
             while True:
                 if self.proc.poll() is not None:
                     code = self.proc.returncode

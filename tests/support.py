@@ -22,7 +22,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from gateway.sdk import GatewayClient, tls_context
+from gateway.sdk import GatewayClient, http_client
 from loadtests.launcher import GatewayLauncher, LaunchError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,7 +212,7 @@ class GatewayProcess:
     def http(self) -> httpx.Client:
         """An HTTP client of this gateway (relative paths, or absolute URLs under ``url``)."""
         if self._http is None:
-            self._http = httpx.Client(base_url=self.url, timeout=30, verify=tls_context())
+            self._http = http_client(self.url, timeout=30)
         return self._http
 
     @property

@@ -15,7 +15,7 @@ import jwt
 
 from gateway.cli.support import database, settings_or_exit
 from gateway.core.protocol import TokenType
-from gateway.sdk import tls_context
+from gateway.sdk import http_client
 
 __all__ = ["audit"]
 
@@ -101,7 +101,7 @@ def witness(url: str, state: Path, issuer: str | None, watch: float | None) -> N
     proof), then remember it. Exit status 1 the moment the log was rewritten."""
     from gateway.core import merkle
 
-    with httpx.Client(base_url=url, timeout=10.0, verify=tls_context()) as http:
+    with http_client(url, timeout=10.0) as http:
         while True:
             try:
                 claims, token = _checkpoint(http, issuer)

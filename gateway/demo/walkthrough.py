@@ -60,8 +60,8 @@ from gateway.sdk import (
     GatewayClient,
     GatewayProblem,
     PublicDocuments,
+    http_client,
     sealed_status_list_id,
-    tls_context,
 )
 from gateway.settings import load_settings
 
@@ -491,7 +491,7 @@ def _offline(
     list_id = sealed_status_list_id(sealed)
     now = dt.datetime.now(dt.UTC)
     try:
-        with httpx.Client(base_url=base_url, timeout=10.0, verify=tls_context()) as anonymous:
+        with http_client(base_url, timeout=10.0) as anonymous:
             documents = PublicDocuments.fetch(anonymous, list_ids=[list_id] if list_id else [])
         verification = documents.verifier(issuer=audience, now=now).verify(sealed, now=now)
     except (GatewayProblem, Error, httpx.HTTPError) as exc:

@@ -43,9 +43,9 @@ from gateway.sdk import (
     GatewayProblem,
     OfflineVerifier,
     PublicDocuments,
+    http_client,
     load_private_jwk,
     sealed_status_list_id,
-    tls_context,
 )
 
 __all__ = ["content_problems", "licence", "seal"]
@@ -296,7 +296,7 @@ def _public_documents(
     saved = _saved_documents(directory, list_ids) if directory is not None else None
     if saved is not None:
         return saved
-    with httpx.Client(base_url=gateway_url, timeout=10.0, verify=tls_context()) as http:
+    with http_client(gateway_url, timeout=10.0) as http:
         fetched = PublicDocuments.fetch(http, list_ids=list_ids)
     if directory is not None:
         _save_documents(directory, fetched)
@@ -507,7 +507,7 @@ def list_seals(url: str | None) -> None:
     settings = settings_or_exit()
     gateway_url = base_url(settings, url)
     try:
-        with httpx.Client(base_url=gateway_url, timeout=10.0, verify=tls_context()) as http:
+        with http_client(gateway_url, timeout=10.0) as http:
             response = http.get("/v1/seals")
             response.raise_for_status()
             seals: list[dict[str, Any]] = response.json()

@@ -41,7 +41,7 @@ from gateway.core.keyring import load_private_jwk
 from gateway.core.status_lists import StatusListRejected
 from gateway.sdk._answers import IssuedLicence, JwksCache, SignedAnswer, VerificationReceipt
 from gateway.sdk._client import GatewayClient
-from gateway.sdk._http import tls_context
+from gateway.sdk._http import http_client, tls_context
 from gateway.sdk._offline import OfflineVerifier, PublicDocuments, sealed_status_list_id
 from gateway.sdk._problems import (
     AnswerRejected,
@@ -75,6 +75,7 @@ __all__ = [
     "StatusListRejected",
     "Unauthorized",
     "VerificationReceipt",
+    "http_client",
     "load_private_jwk",
     "sealed_status_list_id",
     "tls_context",

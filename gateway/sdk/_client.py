@@ -29,7 +29,7 @@ from gateway.sdk._answers import (
     verify_answer,
 )
 from gateway.sdk._expect import post_expecting_continue
-from gateway.sdk._http import get, quoted, tls_context
+from gateway.sdk._http import get, http_client, quoted
 from gateway.sdk._offline import OfflineVerifier, PublicDocuments
 from gateway.sdk._problems import problem_from
 
@@ -69,7 +69,7 @@ class GatewayClient:
         self._key = key
         # A client handed in (a shared pool, a test client) belongs to the caller: not closed here.
         self._owns_http = http is None
-        self._http = http or httpx.Client(base_url=base_url, timeout=timeout, verify=tls_context())
+        self._http = http or http_client(base_url, timeout=timeout)
         self.jwks = JwksCache(http=self._http, url="/.well-known/jwks.json")
 
     @classmethod

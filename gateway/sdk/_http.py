@@ -10,7 +10,7 @@ import httpx
 
 from gateway.sdk._problems import problem_from
 
-__all__ = ["get", "quoted", "tls_context"]
+__all__ = ["get", "http_client", "quoted", "tls_context"]
 
 
 @functools.cache
@@ -23,6 +23,11 @@ def tls_context() -> ssl.SSLContext:
     One context may serve any number of clients and threads (httpx's own advice).
     """
     return httpx.create_ssl_context()
+
+
+def http_client(base_url: str, *, timeout: float) -> httpx.Client:
+    """A client of ``base_url`` with this process's one TLS context (see :func:`tls_context`)."""
+    return httpx.Client(base_url=base_url, timeout=timeout, verify=tls_context())
 
 
 def get(http: httpx.Client, path: str) -> httpx.Response:
