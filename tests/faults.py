@@ -143,10 +143,12 @@ class PostgresCluster:
         )
         return self
 
-    def _processes(self) -> list[psutil.Process]:
+    def _postmaster(self) -> psutil.Process:
         pid_file = self.root / "data" / "postmaster.pid"
-        pid = int(pid_file.read_text().split()[0])
-        postmaster = psutil.Process(pid)
+        return psutil.Process(int(pid_file.read_text().split()[0]))
+
+    def _processes(self) -> list[psutil.Process]:
+        postmaster = self._postmaster()
         return [postmaster, *postmaster.children(recursive=True)]
 
     def freeze(self) -> None:
@@ -155,7 +157,7 @@ class PostgresCluster:
         The postmaster first, so that it forks no backend after the children are listed (one
         forked between a listing and the postmaster's stop would go on answering); then the
         children, listed again until a listing finds none that is not stopped yet."""
-        postmaster, *_ = self._processes()
+        postmaster = self._postmaster()
         postmaster.send_signal(signal.SIGSTOP)
         stopped: set[int] = {postmaster.pid}
         while fresh := [p for p in postmaster.children(recursive=True) if p.pid not in stopped]:

@@ -124,6 +124,28 @@ def unavailable(what: str, why: str) -> None:
     pytest.skip(message + "; skipping")
 
 
+def apt_install(*packages: str) -> str | None:
+    """Install Debian ``packages`` with apt-get (when running as root); why not, if it cannot
+    be done. What the suite needs beyond Python — a browser, a JDK, Go — comes this way."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return f"not root or no apt-get: install the Debian packages {', '.join(packages)}"
+    for command in (
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "--no-install-recommends", *packages],
+    ):
+        done = subprocess.run(
+            command,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        if done.returncode != 0:
+            return f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}"
+    return None
+
+
 def postgres_reachable() -> str | None:
     try:
         engine = sa.create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 2})

@@ -15,8 +15,6 @@ Screenshots of every step go to ``test-artifacts/screenshots/``.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,7 +26,7 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.support import ROOT, GatewayProcess, running_gateway, unavailable
+from tests.support import ROOT, GatewayProcess, apt_install, running_gateway, unavailable
 
 CHROMIUM = Path("/usr/bin/chromium-headless-shell")
 CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")
@@ -49,34 +47,13 @@ AUDITOR_PASSWORD = "Audit-Desk-2026!"
 
 
 def _install_browser() -> str | None:
-    """Install Chromium and the CJK font if missing; why not, if it cannot be done."""
+    """Install the headless shell and the CJK font if missing; why not, if it cannot be done."""
     if CHROMIUM.exists() and CJK_FONT.exists():
         return None
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return (
-            "not root or no apt-get: install the Debian packages chromium-headless-shell, "
-            "fonts-wqy-zenhei"
-        )
-    for command in (
-        ["apt-get", "update"],
-        [
-            *("apt-get", "install", "-y", "--no-install-recommends"),
-            *("chromium-headless-shell", "fonts-wqy-zenhei"),
-        ],
-    ):
-        done = subprocess.run(
-            command,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
-        if done.returncode != 0:
-            return f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}"
-    if not (CHROMIUM.exists() and CJK_FONT.exists()):
-        return "apt-get finished but chromium-headless-shell or fonts-wqy-zenhei is still missing"
-    return None
+    why = apt_install("chromium-headless-shell", "fonts-wqy-zenhei")
+    if why is None and not (CHROMIUM.exists() and CJK_FONT.exists()):
+        why = "apt-get finished but chromium-headless-shell or fonts-wqy-zenhei is still missing"
+    return why
 
 
 @pytest.fixture(scope="package")

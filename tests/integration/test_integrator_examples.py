@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.integration.test_lookups import COMPANY, QUERY
-from tests.support import ROOT, GatewayProcess, unavailable
+from tests.support import ROOT, GatewayProcess, apt_install, unavailable
 
 # Room for apt-get to install a missing toolchain on the first test (an installed one takes
 # seconds).
@@ -38,22 +38,9 @@ def _toolchain(name: str) -> None:
     """Install ``name`` if it is missing and this can be done; skip (fail in CI) if not."""
     if shutil.which(name) is not None:
         return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        unavailable(name, f"not root or no apt-get: install the Debian package {PACKAGES[name]}")
-    for command in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", PACKAGES[name]],
-    ):
-        done = subprocess.run(
-            command,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
-        if done.returncode != 0:
-            unavailable(name, f"{' '.join(command)} failed: {done.stderr.strip()[-300:]}")
+    why = apt_install(PACKAGES[name])
+    if why is not None:
+        unavailable(name, why)
     if shutil.which(name) is None:
         unavailable(name, f"apt-get installed {PACKAGES[name]} but there is no {name}")
 
