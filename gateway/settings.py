@@ -56,6 +56,10 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     workers: int
     worker_healthcheck_seconds: int
     log_level: str
+    log_format: str  # text or json
+    access_log: bool
+    metrics_port: int  # 0: /metrics on the main port only
+    metrics_refresh_seconds: float
 
 
 class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -160,6 +164,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     worker_healthcheck_seconds: Annotated[int, msgspec.Meta(ge=1, le=600)] = 30
     audit_hmac_key: str = ""  # hex; empty: keys_dir/audit-hmac.key, made by `gateway init`
     log_level: str = "info"
+    # Operations (gateway.telemetry): log lines as text or JSON, the access log (one line per
+    # request), Prometheus metrics at /metrics behind the metrics operator token, and on a
+    # separate port of their own when one is set (0: none).
+    log_format: Annotated[str, msgspec.Meta(pattern=r"^(text|json)$")] = "text"
+    access_log: bool = True
+    metrics_port: _Port = 0
+    metrics_refresh_seconds: Annotated[float, msgspec.Meta(ge=0.5, le=3600)] = 5.0
     # Security officers' alerts (gateway.oversight.alerts): a department reading more distinct
     # subjects in an hour than factor × its usual rate (median over its active hours in the
     # baseline days) and at least the floor; token failures of one department within a
@@ -196,6 +207,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             workers=self.workers,
             worker_healthcheck_seconds=self.worker_healthcheck_seconds,
             log_level=self.log_level,
+            log_format=self.log_format,
+            access_log=self.access_log,
+            metrics_port=self.metrics_port,
+            metrics_refresh_seconds=self.metrics_refresh_seconds,
         )
 
     @property
@@ -392,5 +407,9 @@ def _check_consistency(s: Settings, problems: list[str]) -> None:
                 problems.append("GATEWAY_AUDIT_HMAC_KEY: must be at least 32 bytes (64 hex)")
         except ValueError:
             problems.append("GATEWAY_AUDIT_HMAC_KEY: must be hexadecimal")
+    if s.metrics_port and s.metrics_port == s.port:
+        problems.append(
+            f"GATEWAY_METRICS_PORT={s.metrics_port}: must differ from GATEWAY_PORT (or be 0)"
+        )
     if s.log_level.lower() not in {"debug", "info", "warning", "error", "critical"}:
         problems.append(f"GATEWAY_LOG_LEVEL={s.log_level!r}: not a log level")

@@ -52,6 +52,7 @@ def initialise(settings: Settings, *, demo: bool = True) -> InitReport:
     keystore.ensure_gateway_key(keys_dir)
     keystore.ensure_operator_token(keys_dir, "admin")
     keystore.ensure_operator_token(keys_dir, "auditor")  # security officers
+    keystore.ensure_operator_token(keys_dir, "metrics")  # Prometheus, for /metrics
     if not settings.audit_hmac_key:
         keystore.ensure_audit_hmac_key(keys_dir)
     if demo:

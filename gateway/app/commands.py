@@ -4,13 +4,17 @@ not the database layer of the accounts)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import importlib
 import json
+import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,6 +128,13 @@ def init(demo: bool) -> None:
 def serve(host: str | None, port: int | None, workers: int | None, run_init: bool) -> None:
     """Start the gateway."""
     settings = settings_or_exit(host=host, port=port, workers=workers)
+    # Before anything imports prometheus-client: its mode is chosen when it is imported.
+    _metrics_directory(settings)
+    from gateway.telemetry.logs import configure_logging
+
+    configure_logging(
+        level=settings.log_level, fmt=settings.log_format, access_log=settings.access_log
+    )
     if run_init:
         from gateway.app.bootstrap import initialise
 
@@ -136,6 +147,8 @@ def serve(host: str | None, port: int | None, workers: int | None, run_init: boo
         if value is not None:
             os.environ[f"GATEWAY_{name}"] = str(value)
     listening = _bind(settings.host, settings.port)
+    if settings.metrics_port:
+        _serve_metrics(settings)
     import uvicorn  # here, not above: the other commands start without it
 
     config = uvicorn.Config(
@@ -145,7 +158,10 @@ def serve(host: str | None, port: int | None, workers: int | None, run_init: boo
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        # The gateway writes its own access log (gateway.telemetry.access); in JSON mode
+        # uvicorn's lines go through the gateway's handler too, so every line is JSON.
         access_log=False,
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         # A worker that does not answer the supervisor's ping this long is killed and
         # replaced; uvicorn's 5 s default killed workers that were only busy.
         timeout_worker_healthcheck=settings.worker_healthcheck_seconds,
@@ -153,7 +169,7 @@ def serve(host: str | None, port: int | None, workers: int | None, run_init: boo
         http="httptools",
     )
     if settings.workers == 1:
-        server = _announcing_server(config, _banner(settings, "ready"))
+        server = _announcing_server(config, _banner(settings, "ready"), settings.log_format)
         with contextlib.suppress(KeyboardInterrupt):
             server.run(sockets=[listening])
         if not server.started:
@@ -162,9 +178,44 @@ def serve(host: str | None, port: int | None, workers: int | None, run_init: boo
     from uvicorn.supervisors import Multiprocess
 
     # Each worker starts the app itself; the port is bound already, the supervisor says so.
-    click.echo(f"{_banner(settings, 'listening')}\n  {settings.workers} workers starting")
+    _announce(
+        f"{_banner(settings, 'listening')}\n  {settings.workers} workers starting",
+        settings.log_format,
+    )
     with contextlib.suppress(KeyboardInterrupt):
         Multiprocess(config, sockets=[listening]).run()
+
+
+def _metrics_directory(settings: Settings) -> str | None:
+    """With several workers (or metrics on a port of their own, served by this process),
+    the metrics of every worker go to files in a fresh directory that the exposition merges:
+    prometheus-client's multiprocess mode. ``PROMETHEUS_MULTIPROC_DIR`` set by the operator
+    is used as it is. Returns the directory this command made (removed when it exits)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    if settings.workers == 1 and not settings.metrics_port:
+        return None
+    made = tempfile.mkdtemp(prefix="yiwang-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    atexit.register(shutil.rmtree, made, ignore_errors=True)  # this process's exit only
+    return made
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """The metrics of every worker on ``GATEWAY_METRICS_PORT`` (no token: a port operators
+    expose to their monitoring network only), from this process."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    try:
+        start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+    except OSError as exc:
+        raise click.ClickException(
+            f"metrics port {settings.metrics_port} cannot be bound ({exc.strerror});"
+            " choose another (GATEWAY_METRICS_PORT)"
+        ) from None
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -203,7 +254,17 @@ def _banner(settings: Settings, state: str) -> str:
     )
 
 
-def _announcing_server(config: uvicorn.Config, banner: str) -> uvicorn.Server:
+def _announce(banner: str, log_format: str) -> None:
+    """The banner on the terminal; with JSON logs, one log line like every other."""
+    if log_format == "json":
+        from gateway.telemetry.logs import BANNER_LOGGER
+
+        logging.getLogger(BANNER_LOGGER).info(banner)
+    else:
+        click.echo(banner)
+
+
+def _announcing_server(config: uvicorn.Config, banner: str, log_format: str) -> uvicorn.Server:
     """uvicorn's server that prints ``banner`` once the app has started and the port
     listens — never before a failed start."""
     import uvicorn
@@ -212,7 +273,7 @@ def _announcing_server(config: uvicorn.Config, banner: str) -> uvicorn.Server:
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if not self.should_exit and self.started:
-                click.echo(banner)
+                _announce(banner, log_format)
 
     return AnnouncingServer(config)
 

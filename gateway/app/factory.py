@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,6 +32,9 @@ from gateway.oversight import routes as oversight
 from gateway.policy import routes as policy
 from gateway.registry import routes as registry
 from gateway.settings import Settings, load_settings
+from gateway.telemetry import routes as telemetry
+from gateway.telemetry.access import AccessMiddleware
+from gateway.telemetry.logs import configure_logging
 from gateway.uploads import routes as uploads
 
 __all__ = ["GatewayPlugin", "create_app", "create_app_from_environment"]
@@ -56,6 +58,7 @@ class GatewayPlugin(InitPluginProtocol):
             # records unexpected failures, and the operators' tokens.
             app.state.exchanges = runtime.exchanges
             app.state.operator_tokens = runtime.operator_tokens
+            app.state.metrics = runtime.metrics
             try:
                 yield
             finally:
@@ -71,6 +74,7 @@ class GatewayPlugin(InitPluginProtocol):
                 *oversight.ROUTES,
                 *policy.ROUTES,
                 *health.ROUTES,
+                *telemetry.ROUTES,
                 *console_routes.ROUTES,
                 *console_officers.ROUTES,
                 *console_admin.ROUTES,
@@ -123,6 +127,7 @@ SERVICES = (
     "readiness",
     "limits",
     "console",
+    "metrics",
 )
 
 
@@ -169,9 +174,18 @@ def _options(path: str, allowed: set[str]) -> HTTPRouteHandler:
 
 
 def create_app(settings: Settings) -> Litestar:
-    """A gateway app for ``settings``."""
-    logging.basicConfig(level=settings.log_level.upper())
-    return Litestar(plugins=[GatewayPlugin(settings)], debug=False)
+    """A gateway app for ``settings``: every request goes through the access layer (request
+    id, access-log line, metrics) first, 404s included."""
+    server = settings.server
+    configure_logging(level=server.log_level, fmt=server.log_format, access_log=server.access_log)
+    # Logging is the gateway's own (text or JSON lines, gateway.telemetry.logs), not Litestar's.
+    app = Litestar(plugins=[GatewayPlugin(settings)], debug=False, logging_config=None)
+    app.asgi_handler = AccessMiddleware(
+        app.asgi_handler,
+        metrics=lambda: app.state.get("metrics"),
+        access_log=server.access_log,
+    )
+    return app
 
 
 def create_app_from_environment() -> Litestar:

@@ -23,12 +23,14 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters import create_adapter
+from adapters.http import CircuitBreaker
 from gateway.accounts import AccountService
 from gateway.app.health import Readiness
 from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome, SubjectHasher
 from gateway.audit.leaves import LeafReader
 from gateway.audit.promises import durable_state
 from gateway.audit.transparency import TransparencyLog
+from gateway.audit.tree import tree_size
 from gateway.cache import RequestGuard
 from gateway.cache.memory import InProcessGuard
 from gateway.cache.protocol import DurableState, district_day
@@ -37,7 +39,7 @@ from gateway.cache.redis import connect as connect_redis
 from gateway.console.services import ConsoleServices
 from gateway.console.settings import console_session_policy
 from gateway.core.keyring import GatewaySigner, KeyRing
-from gateway.core.policy import PolicySet, load_policy_set
+from gateway.core.policy import DISTRICT_TZ, PolicySet, load_policy_set
 from gateway.core.protocol import AuditEvent
 from gateway.core.sources import AdapterContext, SourceAdapter
 from gateway.core.tokens import RequestTokenVerifier
@@ -62,6 +64,8 @@ from gateway.registry.store import load_keyring
 from gateway.settings import Settings
 from gateway.storage.database import create_database_engine
 from gateway.storage.readiness import ReadinessProbe
+from gateway.telemetry.metrics import GatewayMetrics
+from gateway.telemetry.refresh import MetricsRefresher, Readings
 from gateway.uploads.service import UploadService
 
 __all__ = ["AdapterPool", "GatewayRuntime"]
@@ -197,6 +201,42 @@ def _refusal_recorder(
     return refused
 
 
+def _metric_readings(
+    engine: sa.Engine,
+    transparency: TransparencyLog,
+    store: LicenceStore,
+    adapters: AdapterPool,
+    policy: PolicyHolder,
+) -> Callable[[], Readings]:
+    """What the stores' gauges read (:class:`MetricsRefresher`), each from its own service."""
+
+    def read() -> Readings:
+        with engine.connect() as conn:
+            size = tree_size(conn)
+        latest = transparency.latest()
+        seals = {
+            # valid_until is a district date, inclusive: the seal expires at the next midnight.
+            seal.seal_id: dt.datetime.combine(
+                seal.valid_until + dt.timedelta(days=1), dt.time(), DISTRICT_TZ
+            ).timestamp()
+            for seal in store.seals()
+        }
+        circuits = [
+            (rid, breaker.state)
+            for rid, adapter in adapters(policy.current).items()
+            if isinstance(breaker := getattr(adapter, "breaker", None), CircuitBreaker)
+        ]
+        return Readings(
+            tree_size=size,
+            checkpoint_size=None if latest is None else latest.size,
+            checkpoint_at=None if latest is None else latest.at.timestamp(),
+            seal_expiry=seals,
+            circuits=circuits,
+        )
+
+    return read
+
+
 @dataclass
 class GatewayRuntime:
     """Everything a gateway process holds while it serves."""
@@ -227,8 +267,11 @@ class GatewayRuntime:
     console: ConsoleServices  # what the console's pages work with
     limits: BodyLimits  # how large a signed request may be
     watcher: PolicyWatcher
+    metrics: GatewayMetrics  # this process's Prometheus metrics
+    metrics_refresher: MetricsRefresher  # the gauges read from the stores
     _checkpointer: asyncio.Task[None] | None = field(default=None, repr=False)
     _key_watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    _metrics_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _redis: aioredis.Redis | None = field(default=None, repr=False)
 
     @classmethod
@@ -297,11 +340,13 @@ class GatewayRuntime:
                 warm=warm,
             )
             store = InProcessPolicyStore()
+        metrics = GatewayMetrics()
         audit = GroupCommitAuditLog(
             engine=engine,
             max_batch=audit_settings.batch_max,
             timeout=audit_settings.timeout_seconds,
             grace=audit_settings.commit_grace_seconds,
+            on_commit=metrics.committed,
         )
         adapters = AdapterPool(
             context=AdapterContext(
@@ -346,9 +391,10 @@ class GatewayRuntime:
         accounts = AccountService(
             engine=engine, audit=audit, sessions=console_session_policy(settings)
         )
+        licence_store = LicenceStore(engine)
         licensing = LicensingService(
             exchanges=exchanges,
-            store=LicenceStore(engine),
+            store=licence_store,
             on_change=_licence_invalidator(guard, policy),
             status_list_ttl=dt.timedelta(seconds=settings.licensing.status_list_ttl_seconds),
             registry_ttl=dt.timedelta(seconds=settings.licensing.seal_registry_ttl_seconds),
@@ -440,6 +486,12 @@ class GatewayRuntime:
                 batch_token_max_bytes=tokens.batch_max_bytes,
             ),
             watcher=watcher,
+            metrics=metrics,
+            metrics_refresher=MetricsRefresher(
+                metrics=metrics,
+                read=_metric_readings(engine, transparency, licence_store, adapters, policy),
+                interval=settings.server.metrics_refresh_seconds,
+            ),
             _redis=redis_client,
         )
 
@@ -454,6 +506,7 @@ class GatewayRuntime:
         # the log's last entries are always covered within a bounded time (the loop retries
         # on its own while a store is down).
         self._checkpointer = asyncio.get_running_loop().create_task(self.transparency.run())
+        self._metrics_task = asyncio.get_running_loop().create_task(self.metrics_refresher.run())
         try:
             await self.watcher.start()
             # Keys revoked by any process stop verifying here within a second.
@@ -465,7 +518,7 @@ class GatewayRuntime:
         """Stop the watchers, flush the audit log and release connections. Every step is
         bounded: a part that does not close in time is logged and left, so a stopping
         process never hangs on one."""
-        for task in (self._checkpointer, self._key_watcher):
+        for task in (self._checkpointer, self._key_watcher, self._metrics_task):
             if task is not None:
                 task.cancel()
         await _bounded(self.watcher.stop(), "the policy watcher")

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from gateway.core.wire import storable
 from gateway.storage.schema import audit_entries
+from gateway.telemetry.context import current_request_id
 
 __all__ = ["AuditEntry", "Outcome", "SubjectHasher"]
 
@@ -54,8 +55,13 @@ class AuditEntry:
     detail: str | None = None
     #: On a correction entry: the index of the entry whose answer was never handed over.
     withholds: int | None = None
+    #: The id of the HTTP request that wrote the entry; by default the request being served
+    #: (:func:`gateway.telemetry.context.current_request_id`), none outside a request.
+    request_id: str | None = None
 
     def __post_init__(self) -> None:
+        if self.request_id is None:
+            object.__setattr__(self, "request_id", current_request_id())
         # Storable by construction: whatever a sender managed to put into a field (a claim
         # value, a header member's name inside a message) cannot fail the entry's write —
         # and with it the group commit of other departments' entries. Text that is already

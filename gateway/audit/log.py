@@ -10,6 +10,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ from gateway.core.policy import DISTRICT_TZ
 from gateway.core.protocol import AuditEvent
 from gateway.errors import PolicyDenied, StoreUnavailable
 from gateway.storage.schema import audit_entries
+from gateway.telemetry.context import current_request
 
 __all__ = ["WITHHELD_EVENT", "AuditLog", "GroupCommitAuditLog"]
 
@@ -125,8 +127,12 @@ class GroupCommitAuditLog:
         max_batch: int = 512,
         timeout: float = 5.0,
         grace: float | None = None,
+        on_commit: Callable[[Sequence[AuditEntry], float], None] | None = None,
     ) -> None:
+        """``on_commit`` is told of every batch made durable (its entries and how long the
+        commit took), on the writer's thread: the metrics count entries there, off the loop."""
         self._engine = engine
+        self._on_commit = on_commit
         self._max_batch = max_batch
         self._timeout = timeout
         self._grace = timeout if grace is None else grace
@@ -157,6 +163,8 @@ class GroupCommitAuditLog:
         if self._thread is None:
             raise StoreUnavailable("audit log")
         claim = CURRENT_CLAIM.get()
+        record = current_request()
+        started = time.perf_counter()
         try:
             index = await self._append(Pending(entry, claim, quota))
         except PolicyDenied:
@@ -165,6 +173,9 @@ class GroupCommitAuditLog:
             if claim is not None:
                 claim.durable = True
             raise
+        finally:
+            if record is not None:  # the request's wait for durability: its audit phase
+                record.add("audit", time.perf_counter() - started)
         if claim is not None:
             claim.durable = True
         return index
@@ -259,6 +270,7 @@ class GroupCommitAuditLog:
         costs other requests their answer.
         """
         attempt: list[tuple[int, AuditEntry]] = []
+        started = time.perf_counter()
         try:
             first = self._insert(batch, attempt)
         except Exception as exc:  # whatever failed, nothing of this transaction is known
@@ -275,6 +287,8 @@ class GroupCommitAuditLog:
                 return self._write(batch[:half]) + self._write(batch[half:])
             return [self._unstorable(batch[0].entry, exc)]
         self.batches_committed += 1
+        if self._on_commit is not None:
+            self._on_commit([p.entry for p in batch], time.perf_counter() - started)
         out: list[int | BaseException] = []
         for offset, p in enumerate(batch):
             if p.refusal is not None:

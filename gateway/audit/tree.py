@@ -33,7 +33,9 @@ LEAF_VERSION = 1
 
 #: The recorded fields of an entry, in the leaf under the same names (``idx`` as ``index``).
 _FIELDS = tuple(
-    c.name for c in audit_entries.columns if c.name not in ("idx", "at", "fields", "withholds")
+    c.name
+    for c in audit_entries.columns
+    if c.name not in ("idx", "at", "fields", "withholds", "request_id")
 )
 
 
@@ -65,6 +67,10 @@ def leaf_bytes(row: Mapping[Any, Any]) -> bytes:
     withholds = row.get("withholds")
     if withholds is not None:
         doc["withholds"] = int(withholds)
+    # Added with migration 0009, likewise only where set.
+    request_id = row.get("request_id")
+    if request_id is not None:
+        doc["request_id"] = request_id
     # Sorted keys, no whitespace, minimal escaping: for these values (text, integers, null,
     # lists of text) exactly the RFC 8785 bytes — a test holds it to rfc8785 — at a
     # fiftieth of the pure-Python encoder's cost, on the audit writer's path.

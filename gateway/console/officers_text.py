@@ -162,6 +162,7 @@ ENTRY_FIELDS: Mapping[str, Mapping[str, str]] = {
         "latency_ms": "耗时（毫秒）",
         "detail": "说明",
         "withholds": "更正的记录序号",
+        "request_id": "请求编号",
     },
     "en": {
         "index": "No.",
@@ -184,6 +185,7 @@ ENTRY_FIELDS: Mapping[str, Mapping[str, str]] = {
         "latency_ms": "Time taken (ms)",
         "detail": "Detail",
         "withholds": "Entry it corrects",
+        "request_id": "Request id",
     },
 }
 

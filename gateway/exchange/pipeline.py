@@ -21,6 +21,7 @@ from gateway.errors import Error, InvalidInput, PolicyDenied, StoreUnavailable, 
 from gateway.exchange.draft import AuditDraft
 from gateway.exchange.spec import Admit, Done, Exchange, Received, SignedAnswer
 from gateway.policy import PolicyHolder
+from gateway.telemetry.context import RequestRecord, current_request
 
 __all__ = ["Check", "SignedExchanges", "Work"]
 
@@ -99,14 +100,18 @@ class SignedExchanges:
         check: Check[R] | None,
     ) -> tuple[Received[R], Done, int]:
         received = await self.receive(spec, token, now=now)
+        record = current_request()
+        started = time.perf_counter()
         try:
             self._check_role(received)
             admit = Admit() if check is None else check(received)
             if not isinstance(admit, Admit):
                 admit = await admit
         except Error as exc:
+            _spent(record, "decide", started)
             await self._refused(exc, received)
             raise
+        _spent(record, "decide", started)
         admission = await self.admit(received, admit)
         try:
             done = await work(received, admit, admission)
@@ -124,6 +129,10 @@ class SignedExchanges:
             index = await self.audit.append(
                 received.audit.entry(spec.done, Outcome.ALLOWED, **done.audit)
             )
+        if record is not None:
+            record.audit_index = index
+            record.resource = record.resource or received.audit.resource
+            record.service_item = record.service_item or received.audit.service_item
         return received, done, index
 
     async def receive(self, spec: Exchange[R], token: bytes, *, now: float) -> Received[R]:
@@ -131,17 +140,22 @@ class SignedExchanges:
         yet (nothing is admitted)."""
         CURRENT_CLAIM.set(None)
         policy = self.policy.current
+        started = time.perf_counter()
         audit = AuditDraft(
             at=dt.datetime.fromtimestamp(now, dt.UTC),
-            started=time.perf_counter(),
+            started=started,
             request_hash=sha256(token.strip()).hexdigest(),
             policy_version=policy.version,
         )
+        record = current_request()
+        if record is not None:
+            record.exchange = _exchange_name(spec.request)
         try:
             verified = self.verifier.verify(
                 token, typ=spec.request, now=now, max_bytes=spec.max_bytes
             )
         except TokenRejected as exc:
+            _spent(record, "verify", started)
             # Only the key's owner is recorded, never unverified claims.
             audit.department = exc.claimed_issuer
             await self.refuse(exc, audit, spec.refused)
@@ -150,8 +164,12 @@ class SignedExchanges:
         try:
             request = spec.parse(verified.department, verified.claims)
         except InvalidInput as exc:
+            _spent(record, "verify", started)
             await self.refuse(exc, audit, spec.refused)
             raise
+        _spent(record, "verify", started)
+        if record is not None:
+            record.department = verified.department
         operator = getattr(request, "operator", None)
         if isinstance(operator, str):
             audit.operator = operator
@@ -175,6 +193,8 @@ class SignedExchanges:
         """
         token = received.token
         nonce = uuid.uuid4().hex
+        record = current_request()
+        started = time.perf_counter()
         try:
             admission = await self.guard.admit(
                 department=token.department,
@@ -188,8 +208,10 @@ class SignedExchanges:
                 nonce=nonce,
             )
         except Error as exc:
+            _spent(record, "admit", started)
             await self._refused(exc, received)
             raise
+        _spent(record, "admit", started)
         CURRENT_CLAIM.set(
             TokenClaim(
                 department=token.department,
@@ -218,6 +240,11 @@ class SignedExchanges:
             audit.entry(event, Outcome.REFUSED, reason_code=exc.audit_code, detail=detail[:500])
         )
         exc.audit_index = index
+        record = current_request()
+        if record is not None:
+            record.audit_index, record.outcome = index, exc.audit_code
+            record.resource = record.resource or audit.resource
+            record.service_item = record.service_item or audit.service_item
         return index
 
     async def release_unanswered(self, failure: StoreUnavailable) -> bool | None:
@@ -287,9 +314,11 @@ class SignedExchanges:
         Its own claims (all but ``audit``) go through the answer's structure
         (:func:`~gateway.core.answers.answer_claims`), the one its documented schema is made
         from — unless ``documented``: the pipeline took them through it already."""
+        record = current_request()
+        started = time.perf_counter()
         ordered = claims if documented else _documented(typ, claims)
         iat = int(now)
-        return self.signer.sign(
+        signed = self.signer.sign(
             {
                 "iss": self.gateway_id,
                 "aud": token.department,
@@ -301,6 +330,20 @@ class SignedExchanges:
             },
             typ=str(typ),
         )
+        _spent(record, "sign", started)
+        return signed
+
+
+def _spent(record: RequestRecord | None, phase: str, started: float) -> None:
+    """Add the time since ``started`` to ``phase`` of the request's telemetry (if any)."""
+    if record is not None:
+        record.add(phase, time.perf_counter() - started)
+
+
+def _exchange_name(typ: TokenType) -> str:
+    """The exchange's name in metrics and logs: its request's ``typ`` without the framing
+    (``yiwang-lookup+jwt`` → ``lookup``)."""
+    return str(typ).removeprefix("yiwang-").removesuffix("+jwt")
 
 
 def _documented(typ: TokenType | str, claims: Mapping[str, Any]) -> dict[str, Any]:

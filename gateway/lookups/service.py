@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,7 @@ from gateway.exchange import (
     SignedAnswer,
     SignedExchanges,
 )
+from gateway.telemetry.context import current_request
 
 __all__ = ["LOOKUP", "LookupService", "fetch_within"]
 
@@ -297,6 +299,11 @@ class LookupService:
         draft = draft.but(grant_id=decision.grant_id)
         cache: dict[str, Any] = {"hit": False}
         record: SourceRecord | None
+        telemetry = current_request()
+        if telemetry is not None:
+            telemetry.resource, telemetry.service_item = query.resource, draft.service_item
+            if plan.probe is not None:
+                telemetry.cache_reads.append((query.resource, plan.cached is not None))
         if plan.cached is not None:
             hit = msgspec.json.decode(plan.cached.payload, type=_CachedSourceRecord)
             record = SourceRecord(hit.values, hit.source, hit.as_of, hit.version)
@@ -378,11 +385,27 @@ async def fetch_within(
     adapter: SourceAdapter, resource: str, subject: str, deadline: float
 ) -> SourceRecord | None:
     """The adapter's fetch under the gateway's own deadline: a backstop behind the adapter's
-    timeouts, so a source can never hold a request (and its audit entry) open."""
+    timeouts, so a source can never hold a request (and its audit entry) open. The time it
+    took is the request's ``source`` phase, and a source read of its telemetry."""
+    record = current_request()
+    started = time.perf_counter()
+    outcome = "failed"
     try:
-        return await asyncio.wait_for(adapter.fetch(subject), deadline)
+        found = await asyncio.wait_for(adapter.fetch(subject), deadline)
     except TimeoutError:
+        outcome = "timeout"
         raise SourceTimeout(resource, f"no answer within {deadline:g} s") from None
+    except SourceTimeout:
+        outcome = "timeout"
+        raise
+    else:
+        outcome = "found" if found is not None else "not-found"
+        return found
+    finally:
+        if record is not None:
+            spent = time.perf_counter() - started
+            record.add("source", spent)
+            record.sources.append((resource, type(adapter).__name__, outcome, spent))
 
 
 def _purpose_into(draft: AuditDraft, purpose: Purpose) -> None:

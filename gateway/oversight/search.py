@@ -86,6 +86,7 @@ EXPORT_COLUMNS = (
     "latency_ms",
     "detail",
     "withholds",
+    "request_id",
 )
 
 Order = Literal["asc", "desc"]
@@ -327,6 +328,7 @@ def _values(row: Any) -> dict[str, Any]:
         "latency_ms": row.latency_ms,
         "detail": row.detail,
         "withholds": None if row.withholds is None else int(row.withholds),
+        "request_id": row.request_id,
     }
 
 

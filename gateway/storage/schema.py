@@ -73,6 +73,9 @@ audit_entries = sa.Table(
     sa.Column("detail", sa.Text(), nullable=True),
     # Set on a correction entry: the index of the entry whose answer was never handed over.
     sa.Column("withholds", sa.BigInteger(), nullable=True, index=True),
+    # The request id of the HTTP request that wrote the entry (X-Request-Id; migration 0009):
+    # what ties an access-log line, a proxy's log and the entry together.
+    sa.Column("request_id", sa.String(128), nullable=True),
     sqlite_autoincrement=True,  # never reuse an index, even after the newest row is removed
 )
 
