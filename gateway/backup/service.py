@@ -716,7 +716,9 @@ def _place_policies(source: Path, manifest: Manifest, policies_dir: Path) -> tup
     for entry in entries:
         target = policies_dir / entry.path.removeprefix("policies/")
         target.parent.mkdir(parents=True, exist_ok=True)
-        _copy_new(source / entry.path, target, mode=0o644)
+        if _copy_new(source / entry.path, target, mode=0o644) != (entry.size, entry.sha256):
+            target.unlink()
+            raise BackupFailed(f"{entry.path} changed while it was being restored")
     return len(entries), []
 
 
