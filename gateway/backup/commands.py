@@ -85,7 +85,7 @@ def restore(directory: Path, check_only: bool, replace_database: bool, keep_keys
     and, if the backup holds them, its keys into an empty key store. Every file is checked
     against the manifest before anything is written. Stop the gateway first."""
     from gateway.backup.manifest import BackupInvalid, check_backup
-    from gateway.backup.service import BackupFailed, restore_backup
+    from gateway.backup.service import BackupFailed, RestoreRefused, restore_backup
 
     settings = settings_or_exit()
     try:
@@ -105,8 +105,10 @@ def restore(directory: Path, check_only: bool, replace_database: bool, keep_keys
         for problem in exc.problems:
             click.echo(f"  - {problem}", err=True)
         sys.exit(1)
+    except RestoreRefused as exc:
+        raise click.ClickException(f"not restored, nothing was written: {exc}") from None
     except (BackupFailed, Error, OSError) as exc:
-        raise click.ClickException(f"not restored: {exc}") from None
+        raise click.ClickException(f"the restore failed: {exc}") from None
     secrets = "with secrets" if manifest.holds_secrets else "without secrets"
     click.echo(
         f"backup of {manifest.created_at.isoformat()} ({manifest.setup}, gateway"

@@ -20,7 +20,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -30,6 +30,7 @@ __all__ = [
     "AuditState",
     "BackupFile",
     "BackupInvalid",
+    "GatewayKey",
     "Manifest",
     "check_backup",
     "decode_manifest",
@@ -78,6 +79,21 @@ class AuditState(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     checkpoint_root: Sha256 | None
 
 
+_Base64Url = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+
+
+class GatewayKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The public JWK of the gateway's signing key (P-256, ES256), as its JWKS publishes it."""
+
+    kty: Literal["EC"]
+    crv: Literal["P-256"]
+    x: _Base64Url
+    y: _Base64Url
+    kid: _Base64Url  # its RFC 7638 thumbprint
+    alg: Literal["ES256"]
+    use: Literal["sig"]
+
+
 class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What a backup holds and how it was made."""
 
@@ -91,7 +107,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     made_with: _Text  # the tool and version that made the database copy
     audit: AuditState
     #: The public key the copy's checkpoints were signed with, when the key store had it.
-    gateway_public_jwk: dict[str, Any] | None
+    gateway_public_jwk: GatewayKey | None
     holds_secrets: bool
     #: The key material this backup does not hold, in words: the operator keeps it.
     not_included: list[Annotated[str, msgspec.Meta(max_length=512)]]

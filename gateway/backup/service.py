@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -49,6 +50,7 @@ from gateway.backup.manifest import (
     AuditState,
     BackupFile,
     FileKind,
+    GatewayKey,
     Manifest,
     Setup,
     check_backup,
@@ -64,6 +66,7 @@ from gateway.storage.schema import audit_checkpoints
 __all__ = [
     "BackupFailed",
     "BackupReport",
+    "RestoreRefused",
     "RestoreReport",
     "create_backup",
     "find_pg_tool",
@@ -81,6 +84,10 @@ TOOL_TIMEOUT_SECONDS = 3600
 
 class BackupFailed(Exception):
     """A backup or restore that could not be done, or was refused, with its reason."""
+
+
+class RestoreRefused(BackupFailed):
+    """A restore refused before it wrote anything (its targets are not fit)."""
 
 
 @dataclass
@@ -393,7 +400,7 @@ def _backup_postgres(url: str, dump: Path) -> tuple[str, AuditState, str | None]
     return f"pg_dump {tool.version} (custom format) of PostgreSQL {server}", state, revision
 
 
-def _gateway_public_jwk(keys_dir: Path) -> dict[str, Any] | None:
+def _gateway_public_jwk(keys_dir: Path) -> GatewayKey | None:
     """The public half of the gateway's signing key, if the key store holds it (never made
     here: a backup creates no key)."""
     path = keys_dir / GATEWAY_KEY
@@ -406,7 +413,7 @@ def _gateway_public_jwk(keys_dir: Path) -> dict[str, Any] | None:
 
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise BackupFailed(f"{path}: not an EC private key")
-    return public_jwk(key, alg="ES256")
+    return msgspec.convert(public_jwk(key, alg="ES256"), GatewayKey)
 
 
 def _not_included(settings: Settings, *, with_secrets: bool) -> list[str]:
@@ -450,14 +457,17 @@ class _Listing:
 
 def _copy_keys_and_policies(
     settings: Settings, listing: _Listing, *, with_secrets: bool
-) -> dict[str, Any] | None:
+) -> GatewayKey | None:
     """The public key material, the policy set and (``with_secrets``) the key store into the
     backup; the gateway's public key, if the key store holds the gateway's key."""
     keys_dir = Path(settings.keys_dir)
     gateway_jwk = _gateway_public_jwk(keys_dir)
     _owner_only_dir(listing.target / "public")
     if gateway_jwk is not None:
-        _write_new(listing.target / "public" / "gateway.public.jwk.json", _json(gateway_jwk))
+        _write_new(
+            listing.target / "public" / "gateway.public.jwk.json",
+            _json(msgspec.structs.asdict(gateway_jwk)),
+        )
         listing.written("public/gateway.public.jwk.json", "public-key")
     departments = keys_dir / "departments"
     for path in sorted(departments.glob("*.public.jwk.json")) if departments.is_dir() else ():
@@ -626,19 +636,55 @@ def _check_targets(
         )
     if problems:
         # One reason on the line; several, one a line.
-        raise BackupFailed(problems[0] if len(problems) == 1 else "\n  - ".join(["", *problems]))
+        raise RestoreRefused(problems[0] if len(problems) == 1 else "\n  - ".join(["", *problems]))
 
 
-def _restore_sqlite(source: Path, entry: BackupFile, database: Path, *, stamp: str) -> list[Path]:
+def _check_tree(found: AuditState, expected: AuditState, what: str) -> None:
+    if (found.tree_size, found.root) != (expected.tree_size, expected.root):
+        raise BackupFailed(
+            f"{what} holds an audit tree of {found.tree_size} entries, root {found.root};"
+            f" the manifest's has {expected.tree_size} entries, root {expected.root}"
+        )
+
+
+def _check_sqlite_copy(copy: Path, expected: AuditState) -> None:
+    """``copy`` is a sound SQLite database holding the manifest's audit tree."""
+    try:
+        conn = sqlite3.connect(copy.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            (verdict,) = conn.execute("PRAGMA integrity_check").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise BackupFailed(f"the backup's database is not a sound SQLite file: {exc}") from None
+    if verdict != "ok":
+        raise BackupFailed(f"the backup's database fails SQLite's integrity check: {verdict}")
+    try:
+        found, _ = _read_copy(copy)
+    except SQLAlchemyError as exc:
+        raise BackupFailed(f"the backup's database cannot be read: {exc}") from None
+    _check_tree(found, expected, "the backup's database")
+
+
+def _restore_sqlite(
+    source: Path, entry: BackupFile, database: Path, *, expected: AuditState, stamp: str
+) -> list[Path]:
     """Put the copy in place of ``database`` (an existing one, and its -wal and -shm, moved
-    aside); the paths moved aside."""
+    aside) once it is checked; the paths moved aside."""
     database.parent.mkdir(parents=True, exist_ok=True)
     incoming = database.with_name(database.name + ".restoring")
     incoming.unlink(missing_ok=True)
-    size, sha256 = _copy_new(source, incoming)
-    if (size, sha256) != (entry.size, entry.sha256):
-        incoming.unlink()
-        raise BackupFailed(f"{entry.path} changed while it was being restored: nothing restored")
+    try:
+        if _copy_new(source, incoming) != (entry.size, entry.sha256):
+            raise BackupFailed(f"{entry.path} changed while it was being restored")
+        # Before it takes the place of anything: sound, and holding the manifest's tree.
+        _check_sqlite_copy(incoming, expected)
+    except BackupFailed as exc:
+        incoming.unlink(missing_ok=True)
+        raise RestoreRefused(str(exc)) from None
+    except BaseException:
+        incoming.unlink(missing_ok=True)
+        raise
     moved: list[Path] = []
     # The -wal and -shm of a replaced database go with it: a stale -wal beside the restored
     # file would be replayed into it.
@@ -733,10 +779,10 @@ def _key_warnings(settings: Settings, manifest: Manifest) -> list[str]:
             " kept before `gateway serve` or `gateway audit verify`, which would make a new one"
             " — the log's checkpoints verify only with the key that signed them"
         )
-    elif expected is not None and found["kid"] != expected["kid"]:
+    elif expected is not None and found.kid != expected.kid:
         warnings.append(
-            f"the gateway signing key in {keys_dir / GATEWAY_KEY} (kid {found['kid']}) is not"
-            f" the one that signed the backup's checkpoints (kid {expected['kid']}):"
+            f"the gateway signing key in {keys_dir / GATEWAY_KEY} (kid {found.kid}) is not"
+            f" the one that signed the backup's checkpoints (kid {expected.kid}):"
             " `gateway audit verify` will report their signatures"
         )
     if not settings.audit_hmac_key and not (keys_dir / "audit-hmac.key").is_file():
@@ -746,6 +792,19 @@ def _key_warnings(settings: Settings, manifest: Manifest) -> list[str]:
             " log cannot be resolved again"
         )
     return warnings
+
+
+def _restored_state(settings: Settings) -> AuditState:
+    engine = create_database_engine(
+        settings.effective_database_url, busy_timeout_ms=settings.db_busy_timeout_ms
+    )
+    try:
+        with engine.connect() as conn:
+            return _audit_state(conn)
+    except SQLAlchemyError as exc:
+        raise BackupFailed(f"the restored database does not answer: {exc}") from None
+    finally:
+        engine.dispose()
 
 
 def restore_backup(
@@ -758,8 +817,8 @@ def restore_backup(
 ) -> RestoreReport:
     """Restore the backup in ``source`` into the gateway of ``settings``: check everything
     first, then the database, the keys (with a backup that holds them, into an empty key
-    store) and the policy set (where there is none); then hold the restored tree against the
-    manifest."""
+    store) and the policy set (where there is none). The restored audit tree is held against
+    the manifest's: SQLite's before the copy takes its place, PostgreSQL's after pg_restore."""
     manifest = check_backup(source)
     _check_targets(settings, manifest, replace_database=replace_database, keep_keys=keep_keys)
     url = settings.effective_database_url
@@ -770,29 +829,21 @@ def restore_backup(
             source / database.path,
             database,
             _sqlite_path(url),
+            expected=manifest.audit,
             stamp=now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ"),
         )
     else:
         _restore_postgres(source / database.path, url, replace_database=replace_database)
+        _check_tree(
+            _restored_state(settings),
+            manifest.audit,
+            f"the database restored into {report.database} (from the backup's dump, whose hash"
+            " matched)",
+        )
     if manifest.holds_secrets and not keep_keys:
         report.keys_placed = _place_keys(source, manifest, Path(settings.keys_dir))
     report.policies_placed, report.notes = _place_policies(
         source, manifest, Path(settings.policies_dir)
     )
-
-    engine = create_database_engine(url, busy_timeout_ms=settings.db_busy_timeout_ms)
-    try:
-        with engine.connect() as conn:
-            restored = _audit_state(conn)
-    except SQLAlchemyError as exc:
-        raise BackupFailed(f"the restored database does not answer: {exc}") from None
-    finally:
-        engine.dispose()
-    expected = manifest.audit
-    if (restored.tree_size, restored.root) != (expected.tree_size, expected.root):
-        raise BackupFailed(
-            f"the restored audit tree ({restored.tree_size} entries, root {restored.root})"
-            f" is not the backup's ({expected.tree_size} entries, root {expected.root})"
-        )
     report.warnings = _key_warnings(settings, manifest)
     return report

@@ -387,6 +387,28 @@ def test_a_tampered_backup_is_refused_and_nothing_is_written(
     assert "its SHA-256 differs" in checked.stderr
 
 
+def test_a_manifest_that_says_another_tree_than_its_database_is_caught(
+    original: Original, backed: Backed, tmp_path: Path
+) -> None:
+    """The manifest is not hashed: one rewritten to describe another log still lists true
+    hashes, and the restore finds the lie in the database itself."""
+    copy = tmp_path / "backup"
+    shutil.copytree(backed.directory, copy)
+    raw = json.loads((copy / MANIFEST_NAME).read_text())
+    raw["audit"]["root"] = "0" * 64
+    (copy / MANIFEST_NAME).write_text(json.dumps(raw))
+    env = original.new_target(tmp_path / "target")
+    refused = gateway_command("restore", str(copy), env=env)
+    assert refused.returncode == 1
+    assert f"the manifest's has {backed.manifest.audit.tree_size} entries, root {'0' * 64}" in (
+        refused.stderr
+    )
+    if original.setup == "embedded":  # checked before the copy takes its place
+        assert "nothing was written" in refused.stderr
+        assert not list(Path(env["GATEWAY_DATA_DIR"]).iterdir())
+        assert not Path(env["GATEWAY_KEYS_DIR"]).exists()
+
+
 def test_an_unfinished_backup_is_refused(
     original: Original, backed: Backed, tmp_path: Path
 ) -> None:
@@ -406,6 +428,7 @@ def test_a_restore_into_a_store_that_holds_data_or_keys_is_refused(
     before = _entries(original)
     refused = original.command("restore", str(backed.directory))
     assert refused.returncode == 1
+    assert "not restored, nothing was written" in refused.stderr
     assert "is not empty" in refused.stderr
     assert "already holds keys" in refused.stderr
     assert "restore never overwrites keys" in refused.stderr

@@ -20,6 +20,7 @@ from gateway.backup.manifest import (
     BackupFile,
     BackupInvalid,
     FileKind,
+    GatewayKey,
     Manifest,
     check_backup,
     decode_manifest,
@@ -34,6 +35,17 @@ CONTENTS: dict[str, tuple[FileKind, bytes]] = {
 }
 
 
+GATEWAY_KEY = {
+    "kty": "EC",
+    "crv": "P-256",
+    "x": "wXpCUo_XCsYRFaujcAAHc4KsaxaPx9kLQNSIOm8TG8A",
+    "y": "hVaC1FVsDkeQiejT-TbOEwYYfuEGrhyHiHJswmlHusc",
+    "kid": "82anPncjLCrtavSKtpaeXokCGTLa2T0FWG7Elm8TNek",
+    "alg": "ES256",
+    "use": "sig",
+}
+
+
 def _manifest(files: list[BackupFile], **changes: object) -> Manifest:
     manifest = Manifest(
         format=FORMAT,
@@ -45,7 +57,7 @@ def _manifest(files: list[BackupFile], **changes: object) -> Manifest:
         database="database.sqlite3",
         made_with="SQLite online backup",
         audit=AuditState(tree_size=3, root="ab" * 32, checkpoint_size=3, checkpoint_root="ab" * 32),
-        gateway_public_jwk=None,
+        gateway_public_jwk=msgspec.convert(GATEWAY_KEY, GatewayKey),
         holds_secrets=any(f.kind == "secret" for f in files),
         not_included=[],
         files=files,
@@ -167,6 +179,11 @@ def test_a_manifest_that_hides_its_secrets_is_refused(tmp_path: Path) -> None:
         ),
         (lambda m: {k: v for k, v in m.items() if k != "database"}, "missing required field"),
         (lambda m: {**m, "created_at": "2026-12-01T08:00:00"}, "created_at has no time zone"),
+        (lambda m: {**m, "gateway_public_jwk": {"kty": "EC"}}, "`$.gateway_public_jwk`"),
+        (
+            lambda m: {**m, "gateway_public_jwk": {**GATEWAY_KEY, "kty": "oct", "k": "c2VjcmV0"}},
+            "`$.gateway_public_jwk",
+        ),
     ],
 )
 def test_a_manifest_is_decoded_strictly_and_the_field_named(
