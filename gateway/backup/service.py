@@ -322,9 +322,12 @@ def _backup_sqlite(database: Path, copy: Path, *, busy_timeout_ms: int) -> str:
         source.backup(target, pages=-1)
         # One self-contained file: no -wal beside the copy.
         target.execute("PRAGMA journal_mode=DELETE")
-        (verdict,) = target.execute("PRAGMA integrity_check").fetchone()
+        # quick_check: every page and b-tree sound, at a fifth of integrity_check's time (which
+        # also matches each index to its table: 2.1 s against 0.4 s for 56 MB here). The log's
+        # content is checked by the tree's root, and in depth by `gateway audit verify`.
+        (verdict,) = target.execute("PRAGMA quick_check").fetchone()
         if verdict != "ok":
-            raise BackupFailed(f"the copy of {database} fails SQLite's integrity check: {verdict}")
+            raise BackupFailed(f"the copy of {database} fails SQLite's quick check: {verdict}")
     except sqlite3.Error as exc:
         raise BackupFailed(f"SQLite's online backup of {database} failed: {exc}") from None
     finally:
@@ -652,13 +655,13 @@ def _check_sqlite_copy(copy: Path, expected: AuditState) -> None:
     try:
         conn = sqlite3.connect(copy.resolve().as_uri() + "?mode=ro", uri=True)
         try:
-            (verdict,) = conn.execute("PRAGMA integrity_check").fetchone()
+            (verdict,) = conn.execute("PRAGMA quick_check").fetchone()
         finally:
             conn.close()
     except sqlite3.Error as exc:
         raise BackupFailed(f"the backup's database is not a sound SQLite file: {exc}") from None
     if verdict != "ok":
-        raise BackupFailed(f"the backup's database fails SQLite's integrity check: {verdict}")
+        raise BackupFailed(f"the backup's database fails SQLite's quick check: {verdict}")
     try:
         found, _ = _read_copy(copy)
     except SQLAlchemyError as exc:
