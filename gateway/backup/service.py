@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
+import hashlib
 import json
 import os
 import re
@@ -75,8 +76,8 @@ __all__ = [
 
 SQLITE_COPY = "database.sqlite3"
 POSTGRES_DUMP = "database.pgdump"
-#: The parts of the key store (``gateway.registry.keystore``) a backup with secrets copies.
-KEY_STORE_PARTS = ("gateway", "audit-hmac.key", "departments", "seals", "operators")
+#: The one file of a key store directory that is no key (``keys/README.md`` of a checkout).
+KEY_STORE_NOTE = Path("README.md")
 GATEWAY_KEY = Path("gateway") / "signing.private.pem"
 #: How long a tool (pg_dump, pg_restore) may take before the backup or restore gives up.
 TOOL_TIMEOUT_SECONDS = 3600
@@ -140,8 +141,6 @@ def _write_new(path: Path, data: bytes, *, mode: int = 0o600) -> None:
 def _copy_new(source: Path, target: Path, *, mode: int = 0o600) -> tuple[int, str]:
     """Copy ``source`` to ``target`` (which must not exist yet) durably; the size and SHA-256
     of what was written, hashed as it was copied."""
-    import hashlib
-
     digest = hashlib.sha256()
     size = 0
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
@@ -164,15 +163,11 @@ def _regular_files(directory: Path) -> Iterator[Path]:
 
 
 def _holds_keys(keys_dir: Path) -> list[Path]:
-    """The files of the key store's parts under ``keys_dir`` (its README is not a key)."""
-    found: list[Path] = []
-    for part in KEY_STORE_PARTS:
-        path = keys_dir / part
-        if path.is_file():
-            found.append(path)
-        elif path.is_dir():
-            found.extend(_regular_files(path))
-    return found
+    """Every file of the key store: all under ``keys_dir`` but its README (the checkout's
+    note on the layout) — so that a part added to the layout later is not left out."""
+    if not keys_dir.is_dir():
+        return []
+    return [p for p in _regular_files(keys_dir) if p.relative_to(keys_dir) != KEY_STORE_NOTE]
 
 
 def _safe_url(url: str) -> str:
@@ -538,6 +533,9 @@ def create_backup(
     that fails leaves nothing behind (what it had written is removed)."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise BackupFailed(f"{target} exists and is not an empty directory: back up into a new one")
+    for copied in (Path(settings.keys_dir), Path(settings.policies_dir)):
+        if target.resolve().is_relative_to(copied.resolve()):
+            raise BackupFailed(f"{target} is inside {copied}, which the backup copies")
     created = not target.exists()
     _owner_only_dir(target)
     try:

@@ -477,6 +477,11 @@ def test_a_backup_says_why_it_cannot_be_made_and_leaves_nothing(
     assert refused.returncode == 1
     assert "is not an empty directory" in refused.stderr
     assert [p.name for p in full.iterdir()] == ["earlier.txt"]
+    inside = Path(original.settings.policies_dir) / "backup"
+    refused = original.command("backup", str(inside))
+    assert refused.returncode == 1
+    assert "which the backup copies" in refused.stderr
+    assert not inside.exists()
 
     if original.setup == "embedded":
         down = {"GATEWAY_DATA_DIR": str(tmp_path / "no-data")}
