@@ -71,6 +71,7 @@ __all__ = [
     "RestoreReport",
     "create_backup",
     "find_pg_tool",
+    "libpq_connection",
     "restore_backup",
 ]
 
@@ -217,13 +218,19 @@ def find_pg_tool(name: str, *, at_least: int) -> PgTool:
     return max(usable, key=lambda tool: tool.major)
 
 
-def _libpq(url: str) -> tuple[str, dict[str, str]]:
+def libpq_connection(url: str) -> tuple[str, dict[str, str]]:
     """The database URL as the PostgreSQL programs take it (no driver name, no password),
     and their environment: the password goes through PGPASSWORD, never the command line."""
     parsed = make_url(url)
-    conninfo = parsed.set(drivername="postgresql", password=None).render_as_string(
-        hide_password=False
-    )
+    # Built anew: URL.set(password=None) keeps the password (None there means "unchanged").
+    conninfo = sa.URL.create(
+        drivername="postgresql",
+        username=parsed.username,
+        host=parsed.host,
+        port=parsed.port,
+        database=parsed.database,
+        query=parsed.query,
+    ).render_as_string(hide_password=False)
     env = dict(os.environ)
     if parsed.password is not None:
         env["PGPASSWORD"] = str(parsed.password)
@@ -368,7 +375,7 @@ def _backup_postgres(url: str, dump: Path) -> tuple[str, AuditState, str | None]
             _require_schema(conn, f"the database {_safe_url(url)}")
             state, revision = _audit_state(conn), _schema_revision(conn)
             tool = find_pg_tool("pg_dump", at_least=server_num // 10000)
-            conninfo, env = _libpq(url)
+            conninfo, env = libpq_connection(url)
             _run_tool(
                 [
                     tool.path,
@@ -701,7 +708,7 @@ def _restore_sqlite(
 
 
 def _restore_postgres(dump: Path, url: str, *, replace_database: bool) -> None:
-    conninfo, env = _libpq(url)
+    conninfo, env = libpq_connection(url)
     tool = find_pg_tool("pg_restore", at_least=0)
     _run_tool(
         [
