@@ -810,7 +810,9 @@ def _restored_state(settings: Settings) -> AuditState:
         with engine.connect() as conn:
             return _audit_state(conn)
     except SQLAlchemyError as exc:
-        raise BackupFailed(f"the restored database does not answer: {exc}") from None
+        raise BackupFailed(
+            f"the restored database does not answer: {str(exc).splitlines()[0]}"
+        ) from None
     finally:
         engine.dispose()
 

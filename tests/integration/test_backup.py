@@ -352,16 +352,15 @@ def test_without_secrets_no_private_key_is_in_any_file_and_the_kept_keys_restore
     assert not Path(bare["GATEWAY_KEYS_DIR"]).exists()
 
 
-def _untouched(original: Original, env: dict[str, str]) -> None:
+def _untouched(env: dict[str, str]) -> None:
     """The target of a refused restore holds nothing: no database, no keys, no policies."""
-    if original.setup == "embedded":
-        assert not Path(env["GATEWAY_DATA_DIR"]).exists()
-    else:
+    if "GATEWAY_DATABASE_URL" in env:
         engine = sa.create_engine(env["GATEWAY_DATABASE_URL"])
         try:
             assert not sa.inspect(engine).get_table_names()
         finally:
             engine.dispose()
+    assert not Path(env["GATEWAY_DATA_DIR"]).exists()
     assert not Path(env["GATEWAY_KEYS_DIR"]).exists()
     assert not Path(env["GATEWAY_POLICIES_DIR"]).exists()
 
@@ -381,7 +380,7 @@ def test_a_tampered_backup_is_refused_and_nothing_is_written(
     assert refused.returncode == 1
     assert "REFUSED" in refused.stderr
     assert f"{path.relative_to(copy)}: its SHA-256 differs from the manifest's" in refused.stderr
-    _untouched(original, env)
+    _untouched(env)
     checked = gateway_command("restore", "--check", str(copy), env=env)
     assert checked.returncode == 1
     assert "its SHA-256 differs" in checked.stderr
@@ -409,6 +408,22 @@ def test_a_manifest_that_says_another_tree_than_its_database_is_caught(
         assert not Path(env["GATEWAY_KEYS_DIR"]).exists()
 
 
+def test_a_backup_is_restored_only_into_its_own_setup(
+    original: Original, backed: Backed, tmp_path: Path
+) -> None:
+    env = original.new_target(tmp_path / "target")
+    if original.setup == "embedded":
+        env["GATEWAY_DATABASE_URL"] = original.stack.enter_context(postgres_database())
+        other = "the backup is of the sqlite setup, the gateway's database is postgresql"
+    else:
+        del env["GATEWAY_DATABASE_URL"]
+        other = "the backup is of the postgresql setup, the gateway's database is sqlite"
+    refused = gateway_command("restore", str(backed.directory), env=env)
+    assert refused.returncode == 1
+    assert other in refused.stderr
+    _untouched(env)
+
+
 def test_an_unfinished_backup_is_refused(
     original: Original, backed: Backed, tmp_path: Path
 ) -> None:
@@ -419,7 +434,7 @@ def test_an_unfinished_backup_is_refused(
     refused = gateway_command("restore", str(copy), env=env)
     assert refused.returncode == 1
     assert "did not finish" in refused.stderr
-    _untouched(original, env)
+    _untouched(env)
 
 
 def test_a_restore_into_a_store_that_holds_data_or_keys_is_refused(
