@@ -31,6 +31,7 @@ from gateway.app.factory import create_app
 from gateway.backup.manifest import MANIFEST_NAME, Manifest, decode_manifest
 from gateway.backup.service import BackupFailed, find_pg_tool
 from gateway.demo.population import people
+from gateway.registry.keystore import ensure_gateway_key
 from gateway.sdk import GatewayClient, http_client
 from gateway.settings import Settings
 from tests.inprocess import district_settings
@@ -314,6 +315,8 @@ def _secrets_of(keys_dir: Path) -> dict[str, bytes]:
 def test_without_secrets_no_private_key_is_in_any_file_and_the_kept_keys_restore_it(
     original: Original, tmp_path: Path
 ) -> None:
+    with original.client("hrss") as c:  # a log with a signed checkpoint, whatever ran before
+        _wait_for_checkpoint(original, _lookup(c, 500))
     directory = tmp_path / "backup"
     made = original.command("backup", str(directory))
     assert made.returncode == 0, made.stderr
@@ -350,6 +353,16 @@ def test_without_secrets_no_private_key_is_in_any_file_and_the_kept_keys_restore
     assert "WARNING: there is no gateway signing key" in done.stderr
     assert "WARNING: there is no audit HMAC key" in done.stderr
     assert not Path(bare["GATEWAY_KEYS_DIR"]).exists()
+
+    # Restored beside another gateway key: the restore says the checkpoints will not verify.
+    other = original.new_target(tmp_path / "other")
+    ensure_gateway_key(Path(other["GATEWAY_KEYS_DIR"]))
+    done = gateway_command("restore", str(directory), env=other)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "is not the one that signed the backup's checkpoints" in done.stderr
+    verified = gateway_command("audit", "verify", env=other)
+    assert verified.returncode == 1
+    assert "signature does not verify" in verified.stdout
 
 
 def _untouched(env: dict[str, str]) -> None:
