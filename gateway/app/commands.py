@@ -33,9 +33,11 @@ __all__ = ["main"]
 #: Each feature's command group: its name and where it is defined (``module:attribute``).
 FEATURE_COMMANDS = {
     "audit": "gateway.app.commands:audit_commands",
+    "backup": "gateway.backup.commands:backup",
     "licence": "gateway.licensing.commands:licence",
     "policy": "gateway.policy.commands:policy",
     "refusals": "gateway.oversight.commands:refusals",
+    "restore": "gateway.backup.commands:restore",
     "seal": "gateway.licensing.commands:seal",
     "upload": "gateway.uploads.commands:upload",
     "users": "gateway.accounts.commands:users",

@@ -1,0 +1,1 @@
+"""What operators watch: request ids, the access log, Prometheus metrics (docs/monitoring.md)."""
