@@ -135,16 +135,21 @@ class RedisCluster:
 
     def wait_ok(self, timeout: float = 20) -> None:
         """Until every node says ``cluster_state:ok`` and knows all three masters."""
+        self.wait_state("ok", among=self.nodes, timeout=timeout)
+
+    def wait_state(self, state: str, *, among: list[ClusterNode], timeout: float = 20) -> None:
+        """Until each node of ``among`` says ``cluster_state:<state>`` (``ok``, ``fail``)
+        while knowing all three masters."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(redis.RedisError):
-                infos = [n.info() for n in self.nodes]
+                infos = [n.info() for n in among]
                 if all(
-                    i["cluster_state"] == "ok" and i["cluster_known_nodes"] == "3" for i in infos
+                    i["cluster_state"] == state and i["cluster_known_nodes"] == "3" for i in infos
                 ):
                     return
             time.sleep(0.05)
-        raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+        raise RuntimeError(f"the Redis Cluster did not reach cluster_state:{state}")
 
     def node_of(self, key: str) -> ClusterNode:
         """The master serving ``key``'s hash slot, by the cluster's own slot table."""

@@ -18,7 +18,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.settings import redis_cluster_address
 
-__all__ = ["REDIS_FAILURES", "RedisClient", "connect"]
+__all__ = ["REDIS_FAILURES", "RedisClient", "answers", "connect"]
 
 #: A Redis server or a Redis Cluster, through the same commands.
 RedisClient = aioredis.Redis | aioredis.RedisCluster
@@ -64,3 +64,15 @@ def connect(url: str) -> RedisClient:
         health_check_interval=5,
         retry=Retry(NoBackoff(), 1),
     )
+
+
+async def answers(client: RedisClient) -> bool:
+    """Whether the store answers: the server, or every master of the cluster. A cluster
+    client's plain PING asks one node only, which would call the cluster up while a master
+    — and with it every department whose keys hash to its slots — is gone."""
+    try:
+        if isinstance(client, aioredis.RedisCluster):
+            return bool(await client.ping(target_nodes=aioredis.RedisCluster.PRIMARIES))
+        return bool(await client.ping())
+    except REDIS_FAILURES:
+        return False

@@ -7,7 +7,7 @@ import math
 import uuid
 from collections.abc import Sequence
 
-from gateway.cache.client import REDIS_FAILURES, RedisClient, connect
+from gateway.cache.client import REDIS_FAILURES, RedisClient, answers, connect
 from gateway.cache.protocol import (
     Admission,
     CachedRecord,
@@ -250,10 +250,7 @@ class RedisGuard:
             raise StoreUnavailable("replay cache") from None
 
     async def ping(self) -> bool:
-        try:
-            return bool(await self._client.ping())
-        except REDIS_FAILURES:
-            return False
+        return await answers(self._client)
 
     async def close(self) -> None:
         await self._client.aclose()
