@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from litestar.testing import TestClient
 
@@ -31,7 +32,7 @@ from tests.cluster import RedisCluster, private_redis_cluster
 from tests.inprocess import BASE_URL, InProcessGateway, district_settings, in_process_gateway
 from tests.integration.test_lookups import QUERY, post_raw
 from tests.integration.test_policy_reload import RELOAD_DEADLINE, _widen
-from tests.support import copy_policies, gateway_command
+from tests.support import GatewayProcess, copy_policies, gateway_command, postgres_database
 
 #: One budget for both hosts, spent by `hrss` alone in this module (the other departments
 #: here stay well under it). A window of an hour: the test cannot straddle two windows
@@ -41,6 +42,7 @@ RATE_WINDOW_SECONDS = 3600
 
 #: The tax office's lookup of the same company (its own grant and service item).
 TAX_QUERY = {**QUERY, "item": "000109001000"}
+JWT = {"Content-Type": "application/jwt"}
 
 
 def _another_host(first: InProcessGateway, *, redis_url: str, policies_dir: Path) -> Settings:
@@ -238,6 +240,60 @@ def _wait_for_policy(gw: InProcessGateway, old: str) -> tuple[str, float]:
             return version, time.monotonic() - started
         time.sleep(0.05)
     raise AssertionError("the new policy set never took effect")
+
+
+# --- a served gateway: uvicorn's workers on the cluster ---------------------------------------
+
+
+@pytest.mark.long
+def test_a_served_gateway_with_two_workers_shares_the_cluster_between_them(
+    tmp_path: Path, keys_dir: Path, redis_cluster: RedisCluster
+) -> None:
+    """``gateway serve`` as a host runs it (two worker processes, uvloop): what one worker
+    admitted, closed or cached, the other sees — through the cluster. Fresh connections,
+    so that both workers answer."""
+    with postgres_database() as database:
+        gw = GatewayProcess(
+            data_dir=tmp_path,
+            keys_dir=keys_dir,
+            env={
+                "GATEWAY_DATABASE_URL": database,
+                "GATEWAY_REDIS_URL": redis_cluster.url(1, 2),
+                "GATEWAY_REDIS_KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}",
+                "GATEWAY_WORKERS": "2",
+            },
+        )
+        gw.start()
+        try:
+            assert httpx.get(gw.url + "/readyz", timeout=10).json()["checks"]["cache"] is True
+            with gw.client("service-centre") as c:
+                token = c.lookup_token(**{**QUERY, "fields": ["name"]})
+            statuses = [_post_fresh(gw, token) for _ in range(6)]
+            assert sorted(statuses) == [200] + [409] * 5
+            case = f"SV-{uuid.uuid4().hex[:8]}"
+            with gw.client("service-centre") as c:
+                c.close_case(case=case, reason="办结", operator="c-4")
+                closed = [
+                    _post_fresh(gw, c.lookup_token(**{**QUERY, "case": case, "fields": ["name"]}))
+                    for _ in range(4)
+                ]
+            assert closed == [403] * 4
+            with gw.client("market") as provider:
+                provider.invalidate(resource="enterprise-registration", reason="x", operator="m")
+            hits = []
+            for _ in range(4):
+                with gw.client("service-centre") as c:
+                    answer = c.lookup(**{**QUERY, "fields": ["name"]})
+                hits.append(answer.claims["provenance"]["cache"]["hit"])
+            assert hits == [False, True, True, True]
+        finally:
+            gw.stop()
+
+
+def _post_fresh(gw: GatewayProcess, token: str) -> int:
+    """POST over a new connection (uvicorn's workers share the socket: either may answer)."""
+    with httpx.Client(timeout=30) as http:
+        return http.post(gw.url + "/v1/lookups", content=token, headers=JWT).status_code
 
 
 # --- a node flushed, a node lost -------------------------------------------------------------
