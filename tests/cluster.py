@@ -31,11 +31,6 @@ __all__ = ["ClusterNode", "RedisCluster", "private_redis_cluster"]
 NODE_TIMEOUT_MS = 1000
 
 
-def _node_client(port: int, timeout: float = 1.0) -> redis.Redis:
-    """A plain (not cluster) client of one node: what a test asks one node alone."""
-    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout)
-
-
 @dataclass
 class ClusterNode:
     """One master of the cluster: its own redis-server process and directory."""
@@ -46,10 +41,6 @@ class ClusterNode:
     # most of the ports the system hands out.
     bus_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> ClusterNode:
         binary = shutil.which("redis-server")
@@ -77,7 +68,7 @@ class ClusterNode:
 
     def client(self, timeout: float = 1.0) -> redis.Redis:
         """A plain (not cluster) client of this node alone."""
-        return _node_client(self.port, timeout)
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout)
 
     def info(self) -> dict[str, str]:
         """``CLUSTER INFO`` as this node sees it."""
@@ -94,6 +85,15 @@ class ClusterNode:
         """Forget everything this node holds (its slots stay its own)."""
         with self.client() as client:
             client.flushall()
+
+    def freeze(self) -> None:
+        """SIGSTOP: its connections stay open, nothing answers."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         if self.proc is not None:

@@ -6,8 +6,8 @@ share what lives in Redis: a token used on one is a replay on the other, a case 
 is closed on the other, the rate limit is one budget, a record cached by one is a hit on the
 other and an invalidation through either hides it, a policy change made on one is in force
 on the other within two seconds. Each department's keys stay in one hash slot, and the
-departments spread over the nodes. A flushed node means a reload, a lost node 503, never a
-wrong answer.
+departments spread over the nodes. A flushed node means a reload, a frozen or lost node 503,
+never a wrong answer.
 
 The behaviour tests that exercise Redis through one gateway run on the cluster too (marked
 ``tests.inprocess.ALSO_ON_CLUSTER``, and the guard's own tests in ``test_guards``).
@@ -319,6 +319,7 @@ def _wait_for(gw: InProcessGateway, token_of: Callable[[], str], status: int) ->
     raise AssertionError(f"no {status} within 10 s")
 
 
+@pytest.mark.long
 def test_a_flushed_or_lost_node_means_a_reload_or_503_never_a_wrong_answer(
     tmp_path: Path, keys_dir: Path, lone_cluster: RedisCluster
 ) -> None:
@@ -351,6 +352,19 @@ def test_a_flushed_or_lost_node_means_a_reload_or_503_never_a_wrong_answer(
         assert node.keys(f"{prefix}:{{service-centre}}:case:{closed}")
         assert _status(gw, used) == 409  # the used token: the durable check refuses it
         assert _status(gw, centre()) == 200
+
+        # Frozen: the department's node holds its connections and answers nothing. The
+        # client's 1 s timeout and its one retry after a fresh look at the layout: 503
+        # within about two seconds.
+        node.freeze()
+        try:
+            started = time.monotonic()
+            assert _status(gw, centre()) == 503
+            assert time.monotonic() - started < 3
+        finally:
+            node.thaw()
+        lone_cluster.wait_ok()
+        _wait_for(gw, centre, 200)
 
         # Lost: the department's node is gone. Its requests get 503 — fast, nothing
         # released — and readiness says the cache is down.
