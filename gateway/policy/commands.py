@@ -258,7 +258,7 @@ def publish(directory: Path | None) -> None:
         _fail(["The policy set is invalid; nothing was published:", *exc.problems])
 
     async def run() -> None:
-        client = connect(settings.redis_url)  # one server or a cluster, as the gateways
+        client = connect(settings.redis_url)  # one server or a cluster, as a gateway connects
         try:
             store = RedisPolicyStore(client=client, prefix=settings.redis_key_prefix)
             await store.publish(candidate.version, texts)
