@@ -12,11 +12,14 @@ holds one; else the current directory.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 import msgspec
 
@@ -31,12 +34,14 @@ __all__ = [
     "LicensingSettings",
     "LookupSettings",
     "ReadinessSettings",
+    "RedisClusterAddress",
     "ServerSettings",
     "Settings",
     "TokenSettings",
     "UploadSettings",
     "find_home",
     "load_settings",
+    "redis_cluster_address",
 ]
 
 ENV_PREFIX = "GATEWAY_"
@@ -399,8 +404,16 @@ def _check_consistency(s: Settings, problems: list[str]) -> None:
         )
     if s.database_url and not s.database_url.split(":", 1)[0].startswith(("sqlite", "postgresql")):
         problems.append("GATEWAY_DATABASE_URL: must be an sqlite:/// or postgresql:// URL")
-    if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        problems.append("GATEWAY_REDIS_URL: must be a redis://, rediss:// or unix:// URL")
+    if s.redis_url and not s.redis_url.startswith(_REDIS_SCHEMES):
+        problems.append(
+            "GATEWAY_REDIS_URL: must be a redis://, rediss:// or unix:// URL, or "
+            "redis+cluster:// (rediss+cluster://) for a Redis Cluster"
+        )
+    elif s.redis_url:
+        try:
+            redis_cluster_address(s.redis_url)
+        except ValueError as exc:  # the reason only: the URL may hold a password
+            problems.append(f"GATEWAY_REDIS_URL: {exc}")
     if s.audit_hmac_key:
         try:
             if len(bytes.fromhex(s.audit_hmac_key)) < 32:
@@ -413,3 +426,79 @@ def _check_consistency(s: Settings, problems: list[str]) -> None:
         )
     if s.log_level.lower() not in {"debug", "info", "warning", "error", "critical"}:
         problems.append(f"GATEWAY_LOG_LEVEL={s.log_level!r}: not a log level")
+
+
+# --- Redis Cluster ---------------------------------------------------------------------------
+# An operator says "this is a cluster" in the one setting that says where Redis is: a
+# ``redis+cluster://`` URL naming one or more of its nodes (the client learns the others and
+# the slot layout from whichever answers first; more than one seed lets a gateway start while
+# one node is down). One setting, so every process and command that reads GATEWAY_REDIS_URL
+# (the gateway, ``gateway policy publish``) connects the same way.
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+_CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme: TLS
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
+#: More seeds than this is a mistake: three (one per master) are plenty.
+MAX_CLUSTER_SEEDS = 16
+
+
+class RedisClusterAddress(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a Redis Cluster is: its seed nodes, the credentials, whether TLS is used."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+def redis_cluster_address(url: str) -> RedisClusterAddress | None:
+    """The cluster ``url`` names — ``redis+cluster://[user[:password]@]host:port[,host:port]…``
+    (``rediss+cluster://`` for TLS) — or ``None`` for a URL of one Redis server.
+
+    Strict: every seed needs a host and a port; the path may only be empty or ``/0`` (a
+    cluster has database 0 only); no query or fragment (the client's options are the
+    gateway's). Raises :class:`ValueError` with the reason, never echoing the URL (it may
+    hold a password).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _CLUSTER_SCHEMES:
+        return None
+    if "?" in rest or "#" in rest:
+        raise ValueError("a cluster URL takes no query or fragment")
+    userinfo, _, hosts_and_path = rest.rpartition("@")
+    hosts, _, path = hosts_and_path.partition("/")
+    if path not in ("", "0"):
+        raise ValueError("a Redis Cluster has database 0 only: the path must be empty or /0")
+    username = password = None
+    if userinfo:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    nodes: list[tuple[str, int]] = []
+    for n, seed in enumerate(hosts.split(","), start=1):
+        nodes.append(_cluster_seed(seed, n))
+    if len(nodes) > MAX_CLUSTER_SEEDS:
+        raise ValueError(f"at most {MAX_CLUSTER_SEEDS} seed nodes")
+    return RedisClusterAddress(
+        nodes=tuple(nodes), username=username, password=password, tls=_CLUSTER_SCHEMES[scheme]
+    )
+
+
+def _cluster_seed(seed: str, n: int) -> tuple[str, int]:
+    if seed.startswith("["):  # [IPv6]:port
+        host, bracket, port = seed[1:].partition("]:")
+        if not bracket:
+            raise ValueError(f"seed node {n}: an IPv6 address needs [address]:port")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"seed node {n}: not an IPv6 address") from None
+    else:
+        host, colon, port = seed.rpartition(":")
+        if not colon or not host:
+            raise ValueError(f"seed node {n}: must be host:port")
+        if not _HOSTNAME.match(host):
+            raise ValueError(f"seed node {n}: not a host name or IPv4 address")
+    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"seed node {n}: the port must be a number from 1 to 65535")
+    return host, int(port)

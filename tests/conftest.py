@@ -12,6 +12,7 @@ from hypothesis import settings
 
 from gateway.app.bootstrap import initialise
 from gateway.settings import load_settings
+from tests.cluster import RedisCluster, private_redis_cluster
 from tests.inprocess import InProcessGateway, in_process_gateway
 from tests.support import GatewayProcess, copy_policies, running_gateway
 
@@ -73,12 +74,37 @@ def server_app(
         yield gw
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster of the session's own: three masters on free ports (tests.cluster)."""
+    with private_redis_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def cluster_app(
+    tmp_path_factory: pytest.TempPathFactory, keys_dir: Path, redis_cluster: RedisCluster
+) -> Iterator[InProcessGateway]:
+    """The server setup on a Redis Cluster, in process: a fresh PostgreSQL database and the
+    session's cluster (its client told of the first node only: it finds the others)."""
+    with in_process_gateway(
+        tmp_path_factory.mktemp("cluster-app"),
+        keys_dir,
+        server=True,
+        redis_url=redis_cluster.url(0),
+    ) as gw:
+        yield gw
+
+
+_SETUP_FIXTURES = {"embedded": "embedded_app", "server": "server_app", "cluster": "cluster_app"}
+
+
 @pytest.fixture(params=["embedded", "server"])
 def gateway(request: pytest.FixtureRequest) -> InProcessGateway:
     """Each behaviour test runs against both setups' stores, in process (the subprocess
-    gateways above are the smoke tier: workers, signals, the command line)."""
-    fixture = "embedded_app" if request.param == "embedded" else "server_app"
-    gw: InProcessGateway = request.getfixturevalue(fixture)
+    gateways above are the smoke tier: workers, signals, the command line); those marked
+    ``tests.inprocess.ALSO_ON_CLUSTER`` on the server setup with a Redis Cluster too."""
+    gw: InProcessGateway = request.getfixturevalue(_SETUP_FIXTURES[request.param])
     return gw
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
@@ -37,7 +38,13 @@ from tests.support import (
     unavailable,
 )
 
-__all__ = ["Gateway", "InProcessGateway", "district_settings", "in_process_gateway"]
+__all__ = [
+    "ALSO_ON_CLUSTER",
+    "Gateway",
+    "InProcessGateway",
+    "district_settings",
+    "in_process_gateway",
+]
 
 #: The test client's base URL (no socket behind it).
 BASE_URL = "http://gateway.test"
@@ -125,20 +132,26 @@ class InProcessGateway:
 
 @contextlib.contextmanager
 def in_process_gateway(
-    data_dir: Path, keys_dir: Path, *, server: bool = False, **overrides: Any
+    data_dir: Path,
+    keys_dir: Path,
+    *,
+    server: bool = False,
+    redis_url: str | None = None,
+    **overrides: Any,
 ) -> Iterator[InProcessGateway]:
     """A started in-process gateway of the demo district (initialised like ``gateway init``):
     SQLite in ``data_dir`` and in-process caches, or (``server``) a fresh PostgreSQL database
-    (dropped after) and Redis under a key prefix of its own."""
+    (dropped after) and Redis under a key prefix of its own — the shared Redis, or the one
+    ``redis_url`` names (a Redis Cluster of the test's own: ``tests.cluster``)."""
     with contextlib.ExitStack() as stack:
         url = None
         if server:
-            why = redis_reachable()
+            why = None if redis_url else redis_reachable()
             if why:
                 unavailable("Redis", why)
             url = stack.enter_context(postgres_database())
             overrides = {
-                "redis_url": REDIS_URL,
+                "redis_url": redis_url or REDIS_URL,
                 "redis_key_prefix": f"t{secrets.token_hex(4)}",
                 **overrides,
             }
@@ -150,3 +163,12 @@ def in_process_gateway(
 
 #: Either kind of gateway: what a behaviour test that runs in both tiers is given.
 Gateway = GatewayProcess | InProcessGateway
+
+
+#: Runs a behaviour test of the ``gateway`` fixture on a Redis Cluster as well (the
+#: ``cluster_app`` fixture): for the tests that exercise what lives in Redis — replay, rate
+#: limits, quotas, closed cases, the lookup cache, readiness — and only those, so that the
+#: suite is not run a third time over.
+ALSO_ON_CLUSTER = pytest.mark.parametrize(
+    "gateway", ["embedded", "server", "cluster"], indirect=True
+)

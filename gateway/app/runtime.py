@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
-import redis.asyncio as aioredis
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -32,6 +31,7 @@ from gateway.audit.promises import durable_state
 from gateway.audit.transparency import TransparencyLog
 from gateway.audit.tree import tree_size
 from gateway.cache import RequestGuard
+from gateway.cache.client import RedisClient
 from gateway.cache.memory import InProcessGuard
 from gateway.cache.protocol import DurableState, district_day
 from gateway.cache.redis import RedisGuard
@@ -272,7 +272,7 @@ class GatewayRuntime:
     _checkpointer: asyncio.Task[None] | None = field(default=None, repr=False)
     _key_watcher: asyncio.Task[None] | None = field(default=None, repr=False)
     _metrics_task: asyncio.Task[None] | None = field(default=None, repr=False)
-    _redis: aioredis.Redis | None = field(default=None, repr=False)
+    _redis: RedisClient | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> GatewayRuntime:

@@ -1,4 +1,5 @@
-"""Redis request guard for many gateway processes on many hosts."""
+"""Redis request guard for many gateway processes on many hosts (one Redis server, or a
+Redis Cluster: see :mod:`gateway.cache.client`)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,7 @@ import math
 import uuid
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-
+from gateway.cache.client import REDIS_FAILURES, RedisClient, answers, connect
 from gateway.cache.protocol import (
     Admission,
     CachedRecord,
@@ -97,27 +93,13 @@ return 0
 _WARM_SECONDS = 3600
 
 
-def connect(url: str) -> aioredis.Redis:
-    """A client with short timeouts, so a dead Redis fails fast (503), and one immediate
-    retry on a broken connection — a pooled connection that sat idle through a Redis restart
-    is replaced at once instead of failing the request. Timeouts are not retried: the command
-    may have run, and a frozen Redis must answer 503 within the second."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=1.0,
-        socket_connect_timeout=1.0,
-        health_check_interval=5,
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-    )
-
-
 class RedisGuard:
     """Replay cache (``SET NX``), rate limit, daily quotas and closed cases in Redis."""
 
     def __init__(
         self,
         *,
-        client: aioredis.Redis,
+        client: RedisClient,
         rate_limit: int,
         window_seconds: int,
         prefix: str = "yiwang",
@@ -186,7 +168,7 @@ class RedisGuard:
             if int(verdict[0]) == 5:  # cold: load the department's durable state, then admit
                 await self._load(department, now)
                 verdict = await self._script(keys=keys, args=args)
-        except RedisError:
+        except REDIS_FAILURES:
             raise StoreUnavailable("replay cache") from None
         code = int(verdict[0])
         if code == 5:
@@ -225,7 +207,7 @@ class RedisGuard:
                 pipe.hset(key, mapping={"r": payload, "t": repr(now)})
                 pipe.pexpire(key, int(ttl * 1000))
                 await pipe.execute()
-        except RedisError:
+        except REDIS_FAILURES:
             # The answer does not depend on the cache write; the next lookup fetches again.
             return
 
@@ -235,7 +217,7 @@ class RedisGuard:
                 for department in departments:
                     pipe.incr(f"{self._tag(department)}:gen:{resource}")
                 await pipe.execute()
-        except RedisError:
+        except REDIS_FAILURES:
             raise StoreUnavailable("lookup cache") from None
 
     async def _load(self, department: str, now: float) -> None:
@@ -257,21 +239,18 @@ class RedisGuard:
     async def release(self, *, department: str, jti: str, nonce: str) -> bool:
         try:
             await self._release(keys=[f"{self._tag(department)}:jti:{jti}"], args=[nonce])
-        except RedisError:
+        except REDIS_FAILURES:
             return False
         return True
 
     async def close_case(self, *, department: str, case: str) -> None:
         try:
             await self._client.set(f"{self._tag(department)}:case:{case}", "1")
-        except RedisError:
+        except REDIS_FAILURES:
             raise StoreUnavailable("replay cache") from None
 
     async def ping(self) -> bool:
-        try:
-            return bool(await self._client.ping())
-        except RedisError:
-            return False
+        return await answers(self._client)
 
     async def close(self) -> None:
         await self._client.aclose()

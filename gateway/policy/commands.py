@@ -239,8 +239,7 @@ def publish(directory: Path | None) -> None:
     """
     import asyncio
 
-    import redis.asyncio as aioredis
-
+    from gateway.cache.client import connect
     from gateway.core.policy import policy_set_from_texts, read_policy_texts
     from gateway.policy import RedisPolicyStore
     from gateway.settings import load_settings
@@ -259,7 +258,7 @@ def publish(directory: Path | None) -> None:
         _fail(["The policy set is invalid; nothing was published:", *exc.problems])
 
     async def run() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+        client = connect(settings.redis_url)  # one server or a cluster, as a gateway connects
         try:
             store = RedisPolicyStore(client=client, prefix=settings.redis_key_prefix)
             await store.publish(candidate.version, texts)

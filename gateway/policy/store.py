@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from typing import Protocol
 
 import msgspec
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from gateway.cache.client import REDIS_FAILURES, RedisClient
 from gateway.errors import StoreUnavailable
 
 __all__ = ["InProcessPolicyStore", "PolicySnapshot", "PolicyStore", "RedisPolicyStore"]
@@ -55,24 +54,29 @@ class InProcessPolicyStore:
 
 class RedisPolicyStore:
     """The server setup's store: one Redis key holds the set, another its version, so the
-    processes' frequent polls read a few bytes only."""
+    processes' frequent polls read a few bytes only.
 
-    def __init__(self, *, client: aioredis.Redis, prefix: str = "yiwang") -> None:
+    Both keys carry the hash tag ``{policy}``: the publication writes them in one
+    transaction, which a Redis Cluster runs only on keys of one slot. Every process polls
+    the version key, wherever its client first connected — the cluster routes each read to
+    the master of that slot, so a set published through any node reaches every gateway."""
+
+    def __init__(self, *, client: RedisClient, prefix: str = "yiwang") -> None:
         self._client = client
-        self._version_key = f"{prefix}:policy:version"
-        self._set_key = f"{prefix}:policy:set"
+        self._version_key = f"{prefix}:{{policy}}:version"
+        self._set_key = f"{prefix}:{{policy}}:set"
 
     async def version(self) -> str | None:
         try:
             value = await self._client.get(self._version_key)
-        except RedisError:
+        except REDIS_FAILURES:
             raise StoreUnavailable("policy store") from None
         return value.decode() if isinstance(value, bytes) else value
 
     async def fetch(self) -> PolicySnapshot | None:
         try:
             raw = await self._client.get(self._set_key)
-        except RedisError:
+        except REDIS_FAILURES:
             raise StoreUnavailable("policy store") from None
         return None if raw is None else msgspec.json.decode(raw, type=PolicySnapshot)
 
@@ -84,7 +88,7 @@ class RedisPolicyStore:
                 pipe.set(self._set_key, payload)
                 pipe.set(self._version_key, version)
                 await pipe.execute()
-        except RedisError:
+        except REDIS_FAILURES:
             raise StoreUnavailable("policy store") from None
 
     async def close(self) -> None:

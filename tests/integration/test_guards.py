@@ -13,27 +13,40 @@ from gateway.cache import CachedRecord, CacheProbe, QuotaClaim, RequestGuard
 from gateway.cache.memory import InProcessGuard
 from gateway.cache.redis import RedisGuard
 from gateway.errors import PolicyDenied, RateLimited, Replayed, StoreUnavailable
+from tests.cluster import RedisCluster
 from tests.support import REDIS_URL, free_port, redis_reachable, unavailable
 
 
-def _guard(kind: str, limit: int = 100) -> RequestGuard:
-    if kind == "memory":
+def _guard(store: str, limit: int = 100) -> RequestGuard:
+    if store == "memory":
         return InProcessGuard(rate_limit=limit, window_seconds=60)
-    why = redis_reachable()
-    if why:
-        unavailable("Redis", why)
     return RedisGuard.from_url(
-        REDIS_URL, rate_limit=limit, window_seconds=60, prefix=f"t{secrets.token_hex(4)}"
+        store, rate_limit=limit, window_seconds=60, prefix=f"t{secrets.token_hex(4)}"
     )
 
 
+@pytest.fixture
+def store(request: pytest.FixtureRequest) -> str:
+    """Where the guard under test keeps its state: ``memory``, or the URL of the shared
+    Redis or of the session's Redis Cluster (started on first use)."""
+    if request.param == "redis":
+        why = redis_reachable()
+        if why:
+            unavailable("Redis", why)
+        return REDIS_URL
+    if request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url(0)
+    return "memory"
+
+
 def run(
-    kind: str, test: Callable[[Callable[..., RequestGuard]], Coroutine[Any, Any, None]]
+    store: str, test: Callable[[Callable[..., RequestGuard]], Coroutine[Any, Any, None]]
 ) -> None:
     guards: list[RequestGuard] = []
 
     def make(limit: int = 100) -> RequestGuard:
-        g = _guard(kind, limit)
+        g = _guard(store, limit)
         guards.append(g)
         return g
 
@@ -47,11 +60,13 @@ def run(
     asyncio.run(main())
 
 
-KINDS = ["memory", "redis"]
+#: Every guard behaves the same: in process, on one Redis server, on a Redis Cluster (where
+#: each department's keys must stay in one hash slot for its one-step admit to run at all).
+KINDS = ["memory", "redis", "cluster"]
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_replay_and_rate_limit(kind: str) -> None:
+@pytest.mark.parametrize("store", KINDS, indirect=True)
+def test_replay_and_rate_limit(store: str) -> None:
     async def t(make: Callable[..., RequestGuard]) -> None:
         g = make(limit=3)
         await g.admit(department="a", jti="j1", replay_ttl=30, now=1000.0)
@@ -65,22 +80,22 @@ def test_replay_and_rate_limit(kind: str) -> None:
         # The refused jti was not consumed: next window it is accepted.
         await g.admit(department="a", jti="j3", replay_ttl=30, now=1061.0)
 
-    run(kind, t)
+    run(store, t)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_batch_cost_counts_against_the_budget(kind: str) -> None:
+@pytest.mark.parametrize("store", KINDS, indirect=True)
+def test_batch_cost_counts_against_the_budget(store: str) -> None:
     async def t(make: Callable[..., RequestGuard]) -> None:
         g = make(limit=10)
         await g.admit(department="a", jti="b1", replay_ttl=30, now=0.0, cost=8)
         with pytest.raises(RateLimited):
             await g.admit(department="a", jti="b2", replay_ttl=30, now=1.0, cost=3)
 
-    run(kind, t)
+    run(store, t)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_closed_case_is_refused_before_anything_is_consumed(kind: str) -> None:
+@pytest.mark.parametrize("store", KINDS, indirect=True)
+def test_closed_case_is_refused_before_anything_is_consumed(store: str) -> None:
     async def t(make: Callable[..., RequestGuard]) -> None:
         g = make()
         await g.close_case(department="a", case="C-1")
@@ -90,11 +105,11 @@ def test_closed_case_is_refused_before_anything_is_consumed(kind: str) -> None:
         await g.admit(department="b", jti="x", replay_ttl=30, now=0.0, case="C-1")
         await g.admit(department="a", jti="x", replay_ttl=30, now=0.0, case="C-2")
 
-    run(kind, t)
+    run(store, t)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_daily_quota_counts_distinct_subjects(kind: str) -> None:
+@pytest.mark.parametrize("store", KINDS, indirect=True)
+def test_daily_quota_counts_distinct_subjects(store: str) -> None:
     async def t(make: Callable[..., RequestGuard]) -> None:
         g = make()
 
@@ -112,11 +127,11 @@ def test_daily_quota_counts_distinct_subjects(kind: str) -> None:
         assert await fits(claim("s4")) == [False]
         assert await fits(claim("s4", day="2026-11-28")) == [True]  # a new day
 
-    run(kind, t)
+    run(store, t)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_lookup_cache_read_in_the_admit_step_and_invalidated(kind: str) -> None:
+@pytest.mark.parametrize("store", KINDS, indirect=True)
+def test_lookup_cache_read_in_the_admit_step_and_invalidated(store: str) -> None:
     async def t(make: Callable[..., RequestGuard]) -> None:
         g = make()
         probe = CacheProbe("enterprise-registration", "subject-hmac")
@@ -156,7 +171,7 @@ def test_lookup_cache_read_in_the_admit_step_and_invalidated(kind: str) -> None:
         )
         assert (await read("a", 112.0))[0] is None
 
-    run(kind, t)
+    run(store, t)
 
 
 def test_redis_down_is_store_unavailable() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.demo.population import companies
 from gateway.sdk import Forbidden
-from tests.inprocess import Gateway
+from tests.inprocess import ALSO_ON_CLUSTER, Gateway
 from tests.integration.test_lookups import QUERY
 from tests.support import GatewayProcess
 
@@ -24,6 +24,7 @@ def _lookup(gw: Gateway, fields: list[str]) -> dict[str, object]:
     return cache
 
 
+@ALSO_ON_CLUSTER
 def test_second_lookup_is_served_from_the_cache_and_says_so(gateway: Gateway) -> None:
     with gateway.client("market") as provider:
         provider.invalidate(resource="enterprise-registration", reason="test start", operator="m-1")

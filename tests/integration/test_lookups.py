@@ -27,7 +27,7 @@ from gateway.sdk import (
     Replayed,
     Unauthorized,
 )
-from tests.inprocess import Gateway
+from tests.inprocess import ALSO_ON_CLUSTER, Gateway
 
 COMPANY = next(c for c in companies() if c.status == "存续")
 QUERY: dict[str, Any] = {
@@ -54,6 +54,7 @@ def assert_refusal_audited(gw: Gateway, problem: dict[str, Any], reason_code: st
     assert entry["reason_code"] == reason_code
 
 
+@ALSO_ON_CLUSTER
 def test_permitted_lookup_releases_only_granted_fields(gateway: Gateway) -> None:
     with gateway.client("service-centre") as c:
         answer = c.lookup(fields=["name", "status"], **QUERY)
@@ -266,6 +267,7 @@ def test_another_departments_kid_is_refused(gateway: Gateway) -> None:
     assert entry["reason_code"] in ("token:bad-signature", "token:alg-not-allowed-for-key")
 
 
+@ALSO_ON_CLUSTER
 def test_replay_of_fifty_concurrent_copies_releases_once(gateway: Gateway) -> None:
     with gateway.client("service-centre") as c:
         token = c.lookup_token(fields=["name"], **QUERY).encode()
@@ -336,6 +338,7 @@ def test_answers_verify_with_an_independent_jose_library(gateway: Gateway) -> No
     assert token.claims["data"] == {"name": COMPANY.name}
 
 
+@ALSO_ON_CLUSTER
 def test_health_and_readiness(gateway: Gateway) -> None:
     assert gateway.http.get(gateway.url + "/healthz").json() == {"status": "ok"}
     ready = gateway.http.get(gateway.url + "/readyz").json()

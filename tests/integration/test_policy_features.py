@@ -13,7 +13,7 @@ import pytest
 from gateway.core.identifiers import resident_id_check_character
 from gateway.demo.population import companies, people
 from gateway.sdk import BadRequest, Forbidden
-from tests.inprocess import Gateway, in_process_gateway
+from tests.inprocess import ALSO_ON_CLUSTER, Gateway, in_process_gateway
 from tests.integration.test_lookups import COMPANY, QUERY
 
 DISTRICT = dt.timezone(dt.timedelta(hours=8))
@@ -177,6 +177,7 @@ def test_manifest_says_why_a_source_cannot_be_used(gateway: Gateway) -> None:
     assert statuses["买卖合同"] == ("bring", "no-shared-source")
 
 
+@ALSO_ON_CLUSTER
 def test_closed_case_refuses_later_lookups(gateway: Gateway) -> None:
     case = f"BJ-{uuid.uuid4().hex[:10]}"
     with gateway.client("service-centre") as c:
@@ -196,13 +197,20 @@ def test_closed_case_refuses_later_lookups(gateway: Gateway) -> None:
         t.lookup(**{**QUERY, "case": case, "item": "000109001000", "fields": ["name"]})
 
 
-@pytest.fixture(scope="module", params=["embedded", "server"])
+@pytest.fixture(scope="module", params=["embedded", "server", "cluster"])
 def quota_gateway(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
 ) -> Iterator[Gateway]:
-    """Its own gateway, so that no other test has counted subjects against the quota."""
+    """Its own gateway, so that no other test has counted subjects against the quota (the
+    quota sets live in Redis: on a Redis Cluster too)."""
+    redis_url = None
+    if request.param == "cluster":
+        redis_url = request.getfixturevalue("redis_cluster").url(0)
     with in_process_gateway(
-        tmp_path_factory.mktemp("quota"), keys_dir, server=request.param == "server"
+        tmp_path_factory.mktemp("quota"),
+        keys_dir,
+        server=request.param != "embedded",
+        redis_url=redis_url,
     ) as gw:
         yield gw
 

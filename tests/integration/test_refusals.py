@@ -18,7 +18,7 @@ import pytest
 from gateway.core.protocol import TokenType
 from gateway.oversight.refusals import REFUSAL_EVENTS, explain
 from gateway.sdk import BadRequest, Replayed, SignedAnswer, Unauthorized
-from tests.inprocess import Gateway
+from tests.inprocess import ALSO_ON_CLUSTER, Gateway
 from tests.integration.test_lookups import QUERY, post_raw
 from tests.support import GatewayProcess, gateway_command
 
@@ -42,6 +42,7 @@ def _forged(token: str) -> str:
     return f"{head}.{forged}.{sig}"
 
 
+@ALSO_ON_CLUSTER
 def test_opaque_401_then_the_department_reads_the_precise_reasons(gateway: Gateway) -> None:
     with gateway.client("service-centre") as c:
         forged = _forged(c.lookup_token(fields=["name"], **QUERY))
