@@ -28,6 +28,7 @@ __all__ = [
     "AuditSettings",
     "CacheSettings",
     "DatabaseSettings",
+    "KeySettings",
     "LicensingSettings",
     "LookupSettings",
     "ReadinessSettings",
@@ -119,6 +120,12 @@ class AlertSettings(msgspec.Struct, frozen=True, kw_only=True):
     working_days: str
 
 
+class KeySettings(msgspec.Struct, frozen=True, kw_only=True):
+    jwks_max_age_seconds: int
+    gateway_key_lifetime_days: int
+    expiry_alert_days: int
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Validated configuration. See the README's configuration table for each setting."""
 
@@ -175,6 +182,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     alert_working_days: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{3}(,[a-z]{3})*$")] = (
         "mon,tue,wed,thu,fri"  # checked day by day at start
     )
+    # Key rotation (gateway.registry.gateway_keys): how long verifiers may cache the JWKS
+    # (its Cache-Control max-age; a next key is published at least twice that long before it
+    # signs), a new gateway key's planned lifetime, and how many days ahead an expiring key
+    # or seal raises an officers' alert.
+    jwks_max_age_seconds: Annotated[int, msgspec.Meta(ge=0, le=7 * 86400)] = 300
+    gateway_key_lifetime_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 365
+    key_expiry_alert_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 30
 
     @property
     def effective_database_url(self) -> str:
@@ -262,6 +276,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         return LicensingSettings(
             status_list_ttl_seconds=self.status_list_ttl_seconds,
             seal_registry_ttl_seconds=self.seal_registry_ttl_seconds,
+        )
+
+    @property
+    def keys(self) -> KeySettings:
+        return KeySettings(
+            jwks_max_age_seconds=self.jwks_max_age_seconds,
+            gateway_key_lifetime_days=self.gateway_key_lifetime_days,
+            expiry_alert_days=self.key_expiry_alert_days,
         )
 
     @property

@@ -29,6 +29,7 @@ __all__ = ["main"]
 #: Each feature's command group: its name and where it is defined (``module:attribute``).
 FEATURE_COMMANDS = {
     "audit": "gateway.app.commands:audit_commands",
+    "keys": "gateway.registry.commands:keys",
     "licence": "gateway.licensing.commands:licence",
     "policy": "gateway.policy.commands:policy",
     "refusals": "gateway.oversight.commands:refusals",

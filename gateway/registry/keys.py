@@ -1,8 +1,11 @@
-"""Administrators' acts on the registry of department keys, each one an audit entry.
+"""Administrators' acts on the registry of department keys, each one an audit entry; and
+the watch that keeps each process's keys current.
 
 A revoked key stops verifying requests in every gateway process within a second: each process
 watches the registry's fingerprint (one small query a second) and swaps in a freshly parsed
-key ring when it changes; the process that revoked swaps at once.
+key ring when it changes; the process that revoked swaps at once. The gateway's own key set
+(:mod:`gateway.registry.gateway_keys`) is watched the same way: a rotation made by
+``gateway keys rotate`` on any host reaches every process's signer and JWKS within a second.
 """
 
 from __future__ import annotations
@@ -11,16 +14,23 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.audit import AuditEntry, AuditLog, Outcome
+from gateway.core.keyring import GatewayKey, GatewaySigner
 from gateway.core.protocol import AuditEvent
 from gateway.core.tokens import RequestTokenVerifier
 from gateway.errors import InvalidInput, StoreUnavailable
 from gateway.exchange.draft import elapsed_ms
+from gateway.registry.gateway_keys import (
+    gateway_keys_revision,
+    load_gateway_keys,
+    load_private_keys,
+)
 from gateway.registry.store import keyring_revision, list_registry, load_keyring, revoke_key
 
 __all__ = ["EVENT_KEY_REFUSED", "EVENT_KEY_REVOKED", "KeyAdministration"]
@@ -40,13 +50,57 @@ class KeyAdministration:
         engine: sa.Engine,
         verifier: RequestTokenVerifier,
         audit: AuditLog,
+        signer: GatewaySigner,
+        keys_dir: Path,
+        jwks_max_age: int = 300,
         interval: float = 1.0,
     ) -> None:
         self._engine = engine
         self._verifier = verifier
         self._audit = audit
+        self._signer = signer
+        self._keys_dir = keys_dir
         self._interval = interval
         self._revision: tuple[int, str] | None = None
+        self._gateway_revision: tuple[int, str] | None = None
+        #: Seconds verifiers may cache the JWKS (its ``Cache-Control: max-age``).
+        self.jwks_max_age = jwks_max_age
+
+    # --- the gateway's own keys -----------------------------------------------------------
+
+    def jwks(self) -> dict[str, Any]:
+        """The gateway's JWKS as this process publishes it now."""
+        return self._signer.jwks()
+
+    def use_gateway_keys(self, keys: list[GatewayKey]) -> None:
+        """Sign with the active key of ``keys`` and publish them (a set with no keys — a
+        database from before key sets — leaves the signer as it was built)."""
+        if not keys:
+            return
+        private = load_private_keys(self._keys_dir)
+        self._signer.use(keys, private)
+        if not self._signer.can_sign:
+            log.error(
+                "the active gateway key %s has no private half in %s on this host: nothing "
+                "is signed (503) until it is copied here",
+                [k.kid for k in keys if k.status == "active"],
+                self._keys_dir / "gateway",
+            )
+
+    def load_gateway_keys_now(self) -> None:
+        """Read the key set at start (synchronously, before the event loop runs)."""
+        self.use_gateway_keys(load_gateway_keys(self._engine))
+        self._gateway_revision = gateway_keys_revision(self._engine)
+
+    async def refresh_gateway_keys(self, *, force: bool = False) -> bool:
+        """Reload the gateway's key set if it changed (or ``force``); whether it did."""
+        revision = await asyncio.to_thread(gateway_keys_revision, self._engine)
+        if not force and revision == self._gateway_revision:
+            return False
+        keys = await asyncio.to_thread(load_gateway_keys, self._engine)
+        await asyncio.to_thread(self.use_gateway_keys, keys)
+        self._gateway_revision = revision
+        return True
 
     async def registry(self) -> list[dict[str, Any]]:
         """Every registered department with its keys (for the administrators' pages)."""
@@ -110,6 +164,8 @@ class KeyAdministration:
             try:
                 if await self.refresh():
                     log.info("key ring reloaded: %d keys", len(self._verifier.keyring))
+                if await self.refresh_gateway_keys():
+                    log.info("gateway keys reloaded: signing with %s", self._signer.kid)
             except (SQLAlchemyError, StoreUnavailable) as exc:
                 log.warning("key registry not readable now: %s", exc)
             await asyncio.sleep(self._interval)

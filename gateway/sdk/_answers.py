@@ -11,6 +11,7 @@ import httpx
 import jwt
 import msgspec
 
+from gateway.core.keyring import GatewayKeyRefused, gateway_key_for
 from gateway.core.licences import Check, Verdict
 from gateway.sdk._problems import AnswerRejected
 
@@ -79,23 +80,34 @@ class VerificationReceipt:
 
 
 class JwksCache:
-    """The gateway's public keys, fetched once and refreshed only on an unknown ``kid``."""
+    """The gateway's public keys, fetched once and refreshed only on an unknown ``kid``.
+
+    A rotation needs no refresh in time: the gateway publishes its next key at least twice
+    the JWKS cache lifetime before it signs with it, and retired keys stay listed (verify-only,
+    with their validity, which :meth:`for_token` checks)."""
 
     def __init__(self, *, http: httpx.Client, url: str, cooldown: float = 60.0) -> None:
         self._http = http
         self._url = url
         self._cooldown = cooldown
         self._keys: dict[str, jwt.PyJWK] = {}
+        self._jwks: dict[str, Any] = {"keys": []}
         self._fetched_at: float | None = None
 
     def _refresh(self) -> None:
         response = self._http.get(self._url)
         response.raise_for_status()
+        served = response.json()
         keys: dict[str, jwt.PyJWK] = {}
-        for jwk in response.json().get("keys", []):
-            if jwk.get("alg") == "ES256" and "kid" in jwk:
-                keys[jwk["kid"]] = jwt.PyJWK(jwk, algorithm="ES256")
+        listed = served.get("keys", []) if isinstance(served, dict) else []
+        for jwk in listed if isinstance(listed, list) else []:
+            if isinstance(jwk, dict) and jwk.get("alg") == "ES256" and "kid" in jwk:
+                keys[jwk["kid"]] = jwt.PyJWK(
+                    {k: v for k, v in jwk.items() if k not in ("status", "nbf", "exp")},
+                    algorithm="ES256",
+                )
         self._keys = keys
+        self._jwks = {"keys": [j for j in listed if isinstance(j, dict) and j.get("kid") in keys]}
         self._fetched_at = time.monotonic()
 
     def get(self, kid: str) -> jwt.PyJWK:
@@ -109,6 +121,16 @@ class JwksCache:
         except KeyError:
             raise AnswerRejected(f"unknown gateway key {kid!r}") from None
 
+    def for_token(self, kid: str, *, iat: object) -> jwt.PyJWK:
+        """The key for ``kid`` if it was in force at ``iat`` (a retired key vouches only for
+        what it signed before its retirement); :class:`AnswerRejected` otherwise."""
+        key = self.get(kid)
+        try:
+            gateway_key_for(self._jwks, kid=kid, iat=iat)
+        except GatewayKeyRefused as exc:
+            raise AnswerRejected(str(exc)) from None
+        return key
+
 
 def verify_answer(
     answer: str, *, jwks: JwksCache, audience: str, typ: str, request_token: str | None = None
@@ -119,7 +141,8 @@ def verify_answer(
         header = jwt.get_unverified_header(answer)
         if header.get("typ") != typ or header.get("alg") != "ES256":
             raise AnswerRejected(f"not a gateway answer of type {typ}")
-        key = jwks.get(str(header.get("kid")))
+        signed_at = jwt.decode(answer, options={"verify_signature": False}).get("iat")
+        key = jwks.for_token(str(header.get("kid")), iat=signed_at)
         claims: dict[str, Any] = jwt.decode(
             answer,
             key=key.key,
