@@ -365,6 +365,8 @@ class GatewayRuntime:
             audit=audit,
             signer=signer,
             keys_dir=keys_dir,
+            exchanges=exchanges,
+            gateway_id=settings.gateway_id,
             jwks_max_age=key_settings.jwks_max_age_seconds,
         )
         try:

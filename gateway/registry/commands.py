@@ -208,3 +208,127 @@ def retire(kid: str, operator: str | None) -> None:
             ],
         )
     click.echo(f"withdrawn: {kid} (it was {previous}; it never signed anything)")
+
+
+# --- departments' keys, by an administrator ----------------------------------------------
+
+
+@keys.group()
+def department() -> None:
+    """A department's keys, on an administrator's behalf: register its next key (with the
+    department's proof of possession), retire an old one."""
+
+
+def _administration(engine: sa.Engine, audit: Any, settings: Any) -> Any:
+    from gateway.core.keyring import GatewaySigner, KeyRing
+    from gateway.core.tokens import RequestTokenVerifier
+    from gateway.registry import keystore
+    from gateway.registry.keys import KeyAdministration
+
+    keys_dir = Path(settings.keys_dir)
+    return KeyAdministration(
+        engine=engine,
+        verifier=RequestTokenVerifier(keyring=KeyRing([]), audience=settings.gateway_id),
+        audit=audit,
+        signer=GatewaySigner(
+            private_key=keystore.ensure_gateway_key(keys_dir), issuer=settings.gateway_id
+        ),
+        keys_dir=keys_dir,
+        gateway_id=settings.gateway_id,
+    )
+
+
+def _administer(act: str, **kwargs: Any) -> dict[str, Any]:
+    from gateway.errors import Error
+
+    settings = settings_or_exit()
+    with database(settings) as engine, audit_log(engine) as audit:
+        administration = _administration(engine, audit, settings)
+        try:
+            done: dict[str, Any] = asyncio.run(getattr(administration, act)(**kwargs))
+        except Error as exc:
+            click.echo(f"refused: {exc}", err=True)
+            sys.exit(1)
+    return done
+
+
+@department.command("register")
+@click.argument("department_id", metavar="DEPARTMENT")
+@click.option(
+    "--jwk",
+    "jwk_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The new public JWK (JSON file).",
+)
+@click.option(
+    "--proof",
+    "proof_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The department's proof of possession (a file holding the JWS; `keys department "
+    "proof` makes one from the private key).",
+)
+@click.option("--expires-at", type=click.DateTime(), default=None, help="Planned expiry (UTC).")
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+@_operator_option
+def register_department_key(  # noqa: PLR0917 - click passes every option by name
+    department_id: str,
+    jwk_file: Path,
+    proof_file: Path,
+    expires_at: dt.datetime | None,
+    reason: str,
+    operator: str | None,
+) -> None:
+    """Register a key for DEPARTMENT, active at once (audited)."""
+    try:
+        jwk = json.loads(jwk_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeError):
+        raise click.ClickException(f"{jwk_file}: not a JSON file") from None
+    done = _administer(
+        "register_for",
+        department=department_id,
+        jwk=jwk,
+        proof=proof_file.read_text(encoding="utf-8").strip(),
+        expires_at=None
+        if expires_at is None
+        else int(expires_at.replace(tzinfo=dt.UTC).timestamp()),
+        reason=reason,
+        by=operator or _default_operator(),
+        now=_now().timestamp(),
+    )
+    click.echo(f"registered {done['kid']} for {done['department']} (active)")
+
+
+@department.command("retire")
+@click.argument("department_id", metavar="DEPARTMENT")
+@click.argument("kid")
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+@_operator_option
+def retire_department_key(department_id: str, kid: str, reason: str, operator: str | None) -> None:
+    """Retire the active key KID of DEPARTMENT (never its last one; audited)."""
+    done = _administer(
+        "retire_for",
+        department=department_id,
+        kid=kid,
+        reason=reason,
+        by=operator or _default_operator(),
+        now=_now().timestamp(),
+    )
+    click.echo(f"retired {done['kid']} of {done['department']} (was {done['previous']})")
+
+
+@department.command("proof")
+@click.argument("private_jwk", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--department", "department_id", required=True, help="The department's id.")
+def proof(private_jwk: Path, department_id: str) -> None:
+    """Print the department's proof of possession of the key in PRIVATE_JWK (run on the
+    department's side, where the private key is; valid for five minutes) and its public
+    JWK on the second line."""
+    from gateway.core.keyring import load_private_jwk, public_jwk
+    from gateway.sdk import key_proof
+
+    settings = settings_or_exit()
+    key = load_private_jwk(private_jwk)
+    click.echo(key_proof(key, department=department_id, audience=settings.gateway_id))
+    click.echo(json.dumps(public_jwk(key.key, alg=key.algorithm_name)))

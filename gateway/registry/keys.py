@@ -14,31 +14,80 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.audit import AuditEntry, AuditLog, Outcome
-from gateway.core.keyring import GatewayKey, GatewaySigner
-from gateway.core.protocol import AuditEvent
+from gateway.core.keyring import DepartmentKey, GatewayKey, GatewaySigner
+from gateway.core.protocol import AuditEvent, TokenType
 from gateway.core.tokens import RequestTokenVerifier
 from gateway.errors import InvalidInput, StoreUnavailable
 from gateway.exchange.draft import elapsed_ms
+from gateway.exchange.spec import Admit, Done, Exchange, Received, SignedAnswer
+from gateway.registry.claims import (
+    KeyRegistration,
+    KeyRetirement,
+    check_new_key,
+    parse_key_registration_claims,
+    parse_key_retirement_claims,
+)
 from gateway.registry.gateway_keys import (
     gateway_keys_revision,
     load_gateway_keys,
     load_private_keys,
 )
-from gateway.registry.store import keyring_revision, list_registry, load_keyring, revoke_key
+from gateway.registry.store import (
+    keyring_revision,
+    list_registry,
+    load_keyring,
+    register_key,
+    retire_key,
+    revoke_key,
+)
 
-__all__ = ["EVENT_KEY_REFUSED", "EVENT_KEY_REVOKED", "KeyAdministration"]
+if TYPE_CHECKING:
+    from gateway.cache import Admission
+    from gateway.exchange import SignedExchanges
+
+__all__ = [
+    "EVENT_KEY_REFUSED",
+    "EVENT_KEY_REVOKED",
+    "REGISTER_KEY",
+    "RETIRE_KEY",
+    "KeyAdministration",
+]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 EVENT_KEY_REVOKED = AuditEvent.KEY_REVOKED
 EVENT_KEY_REFUSED = AuditEvent.KEY_REFUSED
+
+# A department's own key changes: signed with one of its active keys (any department; no
+# role: every department signs its requests).
+REGISTER_KEY = Exchange(
+    request=TokenType.KEY_REGISTER,
+    answer=TokenType.KEY_REGISTERED,
+    parse=parse_key_registration_claims,
+    refused=AuditEvent.KEY_CHANGE_REFUSED,
+    done=AuditEvent.KEY_REGISTERED,
+)
+RETIRE_KEY = Exchange(
+    request=TokenType.KEY_RETIRE,
+    answer=TokenType.KEY_RETIRED,
+    parse=parse_key_retirement_claims,
+    refused=AuditEvent.KEY_CHANGE_REFUSED,
+    done=AuditEvent.KEY_RETIRED,
+)
+
+
+def _utc(epoch: int | None) -> dt.datetime | None:
+    return None if epoch is None else dt.datetime.fromtimestamp(epoch, dt.UTC)
 
 
 class KeyAdministration:
@@ -52,10 +101,14 @@ class KeyAdministration:
         audit: AuditLog,
         signer: GatewaySigner,
         keys_dir: Path,
+        exchanges: SignedExchanges | None = None,
+        gateway_id: str = "",
         jwks_max_age: int = 300,
         interval: float = 1.0,
     ) -> None:
         self._engine = engine
+        self._exchanges = exchanges
+        self._gateway_id = gateway_id
         self._verifier = verifier
         self._audit = audit
         self._signer = signer
@@ -147,6 +200,188 @@ class KeyAdministration:
             )
         )
         return str(previous)
+
+    # --- a department's keys, by its own signed requests -----------------------------------
+
+    async def register_own_key(self, body: bytes, *, now: float) -> SignedAnswer:
+        """A department registers its next key (signed with a current one, with a proof of
+        possession of the new one). Active at once, in every process within a second."""
+
+        async def work(received: Received[KeyRegistration], _a: Admit, _b: Admission) -> Done:
+            request = received.request
+            key = check_new_key(
+                request.jwk,
+                department=request.department,
+                proof=request.proof,
+                audience=self._gateway_id,
+                jti=request.jti,
+                expires_at=request.expires_at,
+                now=received.now,
+            )
+            await self._store(
+                register_key,
+                key=key,
+                expires_at=_utc(request.expires_at),
+                now=received.audit.at,
+            )
+            return Done(
+                self._registered(key, request.expires_at),
+                audit={"detail": f"{key.kid} ({key.alg}) registered"},
+            )
+
+        return await self._signed().run(REGISTER_KEY, body, now=now, work=work)
+
+    async def retire_own_key(self, body: bytes, *, now: float) -> SignedAnswer:
+        """A department retires one of its active keys (never its last one)."""
+
+        async def work(received: Received[KeyRetirement], _a: Admit, _b: Admission) -> Done:
+            request = received.request
+            previous = await self._store(
+                retire_key, department=request.department, kid=request.kid, now=received.audit.at
+            )
+            return Done(
+                {
+                    "department": request.department,
+                    "kid": request.kid,
+                    "status": "retired",
+                    "previous": str(previous),
+                },
+                audit={"detail": f"{request.kid} ({previous} -> retired)"},
+            )
+
+        return await self._signed().run(RETIRE_KEY, body, now=now, work=work)
+
+    def _signed(self) -> SignedExchanges:
+        assert self._exchanges is not None, "built without the signed exchanges"
+        return self._exchanges
+
+    async def _store(self, act: Callable[..., T], **kwargs: Any) -> T:
+        """Run a registry change in a thread; the new ring in use here before answering."""
+        try:
+            result = await asyncio.to_thread(act, self._engine, **kwargs)
+        except SQLAlchemyError:
+            raise StoreUnavailable("database") from None
+        await self.refresh(force=True)
+        return result
+
+    @staticmethod
+    def _registered(key: DepartmentKey, expires_at: int | None) -> dict[str, Any]:
+        return {
+            "department": key.department,
+            "kid": key.kid,
+            "status": "active",
+            "expires_at": expires_at,
+        }
+
+    # --- a department's keys, by an administrator -------------------------------------------
+
+    async def register_for(
+        self,
+        *,
+        department: str,
+        jwk: Any,
+        proof: str,
+        expires_at: int | None,
+        reason: str,
+        by: str,
+        now: float,
+    ) -> dict[str, Any]:
+        """An administrator registers a key for ``department`` (the proof of possession is
+        the department's, made with the new key: see :mod:`gateway.registry.claims`)."""
+
+        async def act(at: dt.datetime) -> tuple[dict[str, Any], str]:
+            key = check_new_key(
+                jwk,
+                department=department,
+                proof=proof,
+                audience=self._gateway_id,
+                jti=None,
+                expires_at=expires_at,
+                now=now,
+            )
+            try:
+                await self._store(register_key, key=key, expires_at=_utc(expires_at), now=at)
+            except LookupError:
+                raise InvalidInput("department", f"no department {department}") from None
+            return self._registered(key, expires_at), f"{key.kid} ({key.alg}) registered"
+
+        return await self._administer(
+            department=department,
+            reason=reason,
+            by=by,
+            now=now,
+            event=AuditEvent.KEY_REGISTERED,
+            act=act,
+        )
+
+    async def retire_for(
+        self, *, department: str, kid: str, reason: str, by: str, now: float
+    ) -> dict[str, Any]:
+        """An administrator retires an active key of ``department`` (never its last one)."""
+
+        async def act(at: dt.datetime) -> tuple[dict[str, Any], str]:
+            previous = await self._store(retire_key, department=department, kid=kid, now=at)
+            answer = {
+                "department": department,
+                "kid": kid,
+                "status": "retired",
+                "previous": str(previous),
+            }
+            return answer, f"{kid} ({previous} -> retired)"
+
+        return await self._administer(
+            department=department,
+            reason=reason,
+            by=by,
+            now=now,
+            event=AuditEvent.KEY_RETIRED,
+            act=act,
+        )
+
+    async def _administer(
+        self,
+        *,
+        department: str,
+        reason: str,
+        by: str,
+        now: float,
+        event: AuditEvent,
+        act: Callable[[dt.datetime], Any],
+    ) -> dict[str, Any]:
+        """An administrator's act, audited either way (a refusal changes nothing)."""
+        started = time.perf_counter()
+        at = dt.datetime.fromtimestamp(now, dt.UTC)
+        base: dict[str, Any] = {
+            "at": at,
+            "department": department,
+            "operator": by,
+            "reason": reason[:256],
+        }
+        try:
+            answer, detail = await act(at)
+        except InvalidInput as exc:
+            exc.audit_index = await self._audit.append(
+                AuditEntry(
+                    **base,
+                    event=EVENT_KEY_REFUSED,
+                    decision=Outcome.REFUSED,
+                    reason_code="invalid-input",
+                    detail=str(exc)[:500],
+                    latency_ms=elapsed_ms(started),
+                )
+            )
+            raise
+        await self._audit.append(
+            AuditEntry(
+                **base,
+                event=event,
+                decision=Outcome.ALLOWED,
+                detail=detail,
+                latency_ms=elapsed_ms(started),
+            )
+        )
+        result: dict[str, Any] = answer
+        return result
 
     async def refresh(self, *, force: bool = False) -> bool:
         """Reload the key ring if the registry changed (or ``force``); whether it did."""
