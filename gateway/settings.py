@@ -118,6 +118,7 @@ class AlertSettings(msgspec.Struct, frozen=True, kw_only=True):
     token_window_seconds: int
     working_hours: str
     working_days: str
+    expiry_days: int  # GATEWAY_KEY_EXPIRY_ALERT_DAYS: keys and seals expiring this soon
 
 
 class KeySettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -296,6 +297,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             token_window_seconds=self.alert_token_window_seconds,
             working_hours=self.alert_working_hours,
             working_days=self.alert_working_days,
+            expiry_days=self.key_expiry_alert_days,
         )
 
 

@@ -380,3 +380,35 @@ def test_a_good_key_with_its_proof_passes_the_check() -> None:
         now=time.time(),
     )
     assert checked.kid == key.key_id
+
+
+def test_keys_and_seals_expiring_soon_raise_an_alert(gw: InProcessGateway) -> None:
+    soon = int(time.time()) + 10 * 86400
+    with gw.client("market") as client:
+        expiring = client.register_next_key(_new_key(), operator="m-1", expires_at=soon)
+    env = {
+        "GATEWAY_DATA_DIR": str(gw.data_dir),
+        "GATEWAY_KEYS_DIR": str(gw.keys_dir),
+        "GATEWAY_POLICIES_DIR": gw.settings.policies_dir,
+        "GATEWAY_LOG_LEVEL": "warning",
+    }
+
+    def expiry_alerts(**extra: str) -> list[dict[str, Any]]:
+        shown = gateway_command("audit", "alerts", "--json", env={**env, **extra})
+        assert shown.returncode == 0, shown.stderr
+        return [
+            a
+            for a in json.loads(shown.stdout)["alerts"]
+            if a["kind"] in ("key-expiring", "seal-expiring")
+        ]
+
+    # The default horizon (30 days): the key expiring in 10 days, nothing else of the demo.
+    (alert,) = expiry_alerts()
+    assert alert["kind"] == "key-expiring"
+    assert alert["department"] == "market"
+    assert alert["numbers"]["id"] == expiring.claims["kid"]
+    assert 9.5 < alert["numbers"]["days_left"] <= 10
+    assert "register its successor" in alert["why"]
+    # A year ahead: the gateway's key too (its planned retirement is a year after init).
+    far = {a["numbers"]["what"] for a in expiry_alerts(GATEWAY_KEY_EXPIRY_ALERT_DAYS="365")}
+    assert far == {"department-key", "gateway-key"}  # the seals are valid for years yet
