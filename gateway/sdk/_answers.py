@@ -80,11 +80,14 @@ class VerificationReceipt:
 
 
 class JwksCache:
-    """The gateway's public keys, fetched once and refreshed only on an unknown ``kid``.
+    """The gateway's public keys: fetched once, refreshed on an unknown ``kid`` (at most once
+    per cool-down) and once the copy is older than the ``Cache-Control: max-age`` the gateway
+    served it with.
 
     A rotation needs no refresh in time: the gateway publishes its next key at least twice
-    the JWKS cache lifetime before it signs with it, and retired keys stay listed (verify-only,
-    with their validity, which :meth:`for_token` checks)."""
+    that lifetime before it signs with it, and retired keys stay listed (verify-only, with
+    their validity, which :meth:`for_token` checks); refreshing within the lifetime is what
+    lets a key's retirement reach this cache."""
 
     def __init__(self, *, http: httpx.Client, url: str, cooldown: float = 60.0) -> None:
         self._http = http
@@ -93,6 +96,7 @@ class JwksCache:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._jwks: dict[str, Any] = {"keys": []}
         self._fetched_at: float | None = None
+        self._max_age: float | None = None
 
     def _refresh(self) -> None:
         response = self._http.get(self._url)
@@ -109,11 +113,15 @@ class JwksCache:
         self._keys = keys
         self._jwks = {"keys": [j for j in listed if isinstance(j, dict) and j.get("kid") in keys]}
         self._fetched_at = time.monotonic()
+        self._max_age = _max_age(response.headers.get("cache-control", ""))
 
     def get(self, kid: str) -> jwt.PyJWK:
         """The key for ``kid``, refreshing at most once per cool-down when it is unknown."""
-        if kid not in self._keys and (
-            self._fetched_at is None or time.monotonic() - self._fetched_at >= self._cooldown
+        age = None if self._fetched_at is None else time.monotonic() - self._fetched_at
+        if (
+            age is None
+            or (kid not in self._keys and age >= self._cooldown)
+            or (self._max_age is not None and age >= self._max_age)
         ):
             self._refresh()
         try:
@@ -130,6 +138,15 @@ class JwksCache:
         except GatewayKeyRefused as exc:
             raise AnswerRejected(str(exc)) from None
         return key
+
+
+def _max_age(cache_control: str) -> float | None:
+    """The ``max-age`` of a ``Cache-Control`` header in seconds (None: not stated)."""
+    for directive in cache_control.split(","):
+        name, _, value = directive.strip().partition("=")
+        if name.lower() == "max-age" and value.strip().isdigit():
+            return float(value.strip())
+    return None
 
 
 def verify_answer(
