@@ -131,7 +131,8 @@ class JwksCache:
 
     def for_token(self, kid: str, *, iat: object) -> jwt.PyJWK:
         """The key for ``kid`` if it was in force at ``iat`` (a retired key vouches only for
-        what it signed before its retirement); :class:`AnswerRejected` otherwise."""
+        what it signed before its retirement); :class:`AnswerRejected` otherwise. Check the
+        signature first: an ``iat`` means something only once it verifies."""
         key = self.get(kid)
         try:
             gateway_key_for(self._jwks, kid=kid, iat=iat)
@@ -158,17 +159,18 @@ def verify_answer(
         header = jwt.get_unverified_header(answer)
         if header.get("typ") != typ or header.get("alg") != "ES256":
             raise AnswerRejected(f"not a gateway answer of type {typ}")
-        signed_at = jwt.decode(answer, options={"verify_signature": False}).get("iat")
-        key = jwks.for_token(str(header.get("kid")), iat=signed_at)
+        kid = str(header.get("kid"))
         claims: dict[str, Any] = jwt.decode(
             answer,
-            key=key.key,
+            key=jwks.get(kid).key,
             algorithms=["ES256"],
             audience=audience,
             options={"require": ["iss", "aud", "iat", "exp", "jti"]},
         )
     except jwt.InvalidTokenError as exc:
         raise AnswerRejected(f"answer does not verify: {exc}") from None
+    # Once the signature holds, its iat is the gateway's word: was the key in force then?
+    jwks.for_token(kid, iat=claims["iat"])
     if request_token is not None:
         expected = hashlib.sha256(request_token.encode()).hexdigest()
         if claims.get("request", {}).get("sha256") != expected:
