@@ -123,7 +123,7 @@ class AlertSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 class KeySettings(msgspec.Struct, frozen=True, kw_only=True):
     jwks_max_age_seconds: int
-    gateway_key_lifetime_days: int
+    signing_key_lifetime_days: int
     expiry_alert_days: int
 
 
@@ -188,7 +188,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # signs), a new gateway key's planned lifetime, and how many days ahead an expiring key
     # or seal raises an officers' alert.
     jwks_max_age_seconds: Annotated[int, msgspec.Meta(ge=0, le=7 * 86400)] = 300
-    gateway_key_lifetime_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 365
+    signing_key_lifetime_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 365
     key_expiry_alert_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 30
 
     @property
@@ -283,7 +283,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     def keys(self) -> KeySettings:
         return KeySettings(
             jwks_max_age_seconds=self.jwks_max_age_seconds,
-            gateway_key_lifetime_days=self.gateway_key_lifetime_days,
+            signing_key_lifetime_days=self.signing_key_lifetime_days,
             expiry_alert_days=self.key_expiry_alert_days,
         )
 

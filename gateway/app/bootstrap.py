@@ -71,7 +71,7 @@ def initialise(settings: Settings, *, demo: bool = True) -> InitReport:
             engine,
             keys_dir,
             now=now,
-            lifetime=dt.timedelta(days=settings.keys.gateway_key_lifetime_days),
+            lifetime=dt.timedelta(days=settings.keys.signing_key_lifetime_days),
         )
         added = sync_registry(
             engine,

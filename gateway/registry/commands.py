@@ -139,7 +139,7 @@ def rotate(early: bool, operator: str | None) -> None:
                 Path(settings.keys_dir),
                 now=now,
                 jwks_max_age=key_settings.jwks_max_age_seconds,
-                lifetime=dt.timedelta(days=key_settings.gateway_key_lifetime_days),
+                lifetime=dt.timedelta(days=key_settings.signing_key_lifetime_days),
                 early=early,
             )
         except RotationRefused as exc:
