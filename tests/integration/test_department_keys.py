@@ -72,6 +72,16 @@ def gw(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[InP
         yield gateway
 
 
+@pytest.fixture(scope="module")
+def server_gw(
+    tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
+) -> Iterator[InProcessGateway]:
+    """The same on PostgreSQL and Redis, a database of its own."""
+    root = tmp_path_factory.mktemp("department-keys-server")
+    with in_process_gateway(root, keys_dir, server=True) as gateway:
+        yield gateway
+
+
 def _keys(gw: InProcessGateway, department: str) -> dict[str, str]:
     engine = sa.create_engine(gw.database_url)
     try:
@@ -131,6 +141,19 @@ def test_a_department_registers_its_next_key_then_retires_the_old_one(
         ("key:department:registered", "civil-affairs", "admin-ca"),
         ("key:department:retired", "civil-affairs", "admin-ca"),
     }
+
+
+def test_the_same_on_the_server_setup(server_gw: InProcessGateway) -> None:
+    with server_gw.client("police") as client:
+        old = str(client.key_id)
+        new = _new_key()
+        client.register_next_key(new, operator="p-1")
+        client.use_key(new)
+        client.retire_key(old, operator="p-1")
+        with pytest.raises(BadRequest) as twice:  # the same key again: registered already
+            client.register_next_key(new, operator="p-1")
+        assert twice.value.problem["field"] == "jwk"
+    assert _keys(server_gw, "police") == {old: "retired", str(new.key_id): "active"}
 
 
 def _registration(
