@@ -6,6 +6,7 @@ command, and every gateway process picks it up without a restart."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import shutil
 import time
 from collections.abc import Iterator
@@ -212,6 +213,20 @@ def test_a_rotation_leaves_every_earlier_document_verifiable(gw: InProcessGatewa
     claims, problem = gw.runtime.integrity.checkpoint_claims()
     assert problem is None
     assert claims is not None
+    # A receipt of before the rotation is still the gateway's when a clerk brings it back to
+    # print; one the old key signed after its retirement would not be (see the next test).
+    with gw.http.portal() as portal:
+        printed = portal.call(
+            functools.partial(
+                gw.runtime.licensing.console_receipt,
+                receipt.token,
+                department="service-centre",
+                operator="clerk-007",
+                now=time.time(),
+            )
+        )
+    assert printed is not None
+    assert printed[0]["verdict"] == str(receipt.verdict)
 
     listed = gateway_command("keys", "list", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
@@ -264,6 +279,28 @@ def test_a_retired_key_vouches_only_for_what_it_signed_before(gw: InProcessGatew
     )
     with pytest.raises(AnswerRejected, match="unknown gateway key"):
         verify_answer(unknown, jwks=cache, audience="civil-affairs", typ=TokenType.LOOKUP_RESULT)
+    # A receipt the retired key signed after its retirement is not the gateway's to print.
+    with gw.client("service-centre") as clerk:
+        genuine = clerk.verify_licence(
+            licence=_sealed_licence(gw),
+            operator="clerk-007",
+            item=PURPOSE["item"],
+            case=PURPOSE["case"],
+            reason=PURPOSE["reason"],
+        ).token
+    late_receipt = _forged_after_retirement(gw, old, genuine)
+    with gw.http.portal() as portal:
+        for token, own in ((genuine, True), (late_receipt, False)):
+            printed = portal.call(
+                functools.partial(
+                    gw.runtime.licensing.console_receipt,
+                    token,
+                    department="service-centre",
+                    operator="clerk-007",
+                    now=time.time(),
+                )
+            )
+            assert (printed is not None) is own
     # Offline: a status list the retired key signed after its retirement is refused.
     sealed = _sealed_licence(gw)
     registry, status_list = _documents(gw, sealed)
