@@ -368,6 +368,7 @@ class GatewayRuntime:
             exchanges=exchanges,
             gateway_id=settings.gateway_id,
             jwks_max_age=key_settings.jwks_max_age_seconds,
+            key_lifetime=dt.timedelta(days=key_settings.signing_key_lifetime_days),
         )
         try:
             keys.load_gateway_keys_now()

@@ -36,6 +36,7 @@ from gateway.registry.claims import (
     parse_key_retirement_claims,
 )
 from gateway.registry.gateway_keys import (
+    adopt_first_key,
     gateway_keys_revision,
     load_gateway_keys,
     load_private_keys,
@@ -104,9 +105,11 @@ class KeyAdministration:
         exchanges: SignedExchanges | None = None,
         gateway_id: str = "",
         jwks_max_age: int = 300,
+        key_lifetime: dt.timedelta = dt.timedelta(days=365),
         interval: float = 1.0,
     ) -> None:
         self._engine = engine
+        self._key_lifetime = key_lifetime
         self._exchanges = exchanges
         self._gateway_id = gateway_id
         self._verifier = verifier
@@ -126,10 +129,17 @@ class KeyAdministration:
         return self._signer.jwks()
 
     def use_gateway_keys(self, keys: list[GatewayKey]) -> None:
-        """Sign with the active key of ``keys`` and publish them (a set with no keys — a
-        database from before key sets — leaves the signer as it was built)."""
+        """Sign with the active key of ``keys`` and publish them. An empty set (a database
+        `gateway init` has not seen since key sets exist) first adopts the key file, as
+        init would: the set is then the one truth every process reads."""
         if not keys:
-            return
+            adopt_first_key(
+                self._engine,
+                self._keys_dir,
+                now=dt.datetime.now(dt.UTC),
+                lifetime=self._key_lifetime,
+            )
+            keys = load_gateway_keys(self._engine)
         private = load_private_keys(self._keys_dir)
         self._signer.use(keys, private)
         if not self._signer.can_sign:

@@ -378,3 +378,41 @@ def test_every_worker_switches_and_the_witness_keeps_verifying(
     again = gateway_command("audit", "witness", server.url, "--state", str(state), env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "consistent:" in again.stdout
+
+
+def test_a_process_on_a_database_without_a_key_set_adopts_its_key_file(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    """A database migrated but not initialised since key sets exist: the first process to
+    read it records its key file as the active key (as `gateway init` would), so that every
+    process reads one set."""
+    from gateway.audit import GroupCommitAuditLog
+    from gateway.core.keyring import GatewaySigner, KeyRing
+    from gateway.core.tokens import RequestTokenVerifier
+    from gateway.registry import keystore
+    from gateway.registry.gateway_keys import load_gateway_keys
+    from gateway.registry.keys import KeyAdministration
+    from gateway.storage import migrations
+
+    keys = _own_keys(keys_dir, tmp_path / "keys")
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'gateway.sqlite3'}")
+    try:
+        migrations.upgrade(engine)
+        assert load_gateway_keys(engine) == []
+        signer = GatewaySigner(private_key=keystore.ensure_gateway_key(keys), issuer="g")
+        first = signer.kid
+        administration = KeyAdministration(
+            engine=engine,
+            verifier=RequestTokenVerifier(keyring=KeyRing([]), audience="g"),
+            audit=GroupCommitAuditLog(engine=engine),
+            signer=signer,
+            keys_dir=keys,
+        )
+        administration.load_gateway_keys_now()
+        (adopted,) = load_gateway_keys(engine)
+        assert adopted.kid == first
+        assert str(adopted.status) == "active"
+        assert signer.can_sign
+        assert signer.jwks()["keys"][0]["status"] == "active"
+    finally:
+        engine.dispose()
