@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,8 @@ __all__ = [
     "retire_gateway_key",
     "rotate_gateway_key",
 ]
+
+log = logging.getLogger(__name__)
 
 _ALG = "ES256"
 _KID = re.compile(r"[A-Za-z0-9_-]{43}")  # a base64url SHA-256 thumbprint: a safe file name
@@ -80,10 +83,18 @@ def _read_private(path: Path) -> ec.EllipticCurvePrivateKey:
 
 
 def load_private_keys(keys_dir: Path) -> dict[str, ec.EllipticCurvePrivateKey]:
-    """Every gateway private key found under ``keys/gateway``, by its kid (thumbprint)."""
+    """Every gateway private key found under ``keys/gateway``, by its kid (thumbprint).
+
+    A file that cannot be read as one (withdrawn while this runs, damaged) is left out and
+    logged: if it held the active key this process signs nothing (503) and says why, which
+    is better than a watcher that stops following the key set."""
     found: dict[str, ec.EllipticCurvePrivateKey] = {}
     for path in sorted((keys_dir / "gateway").glob("*.private.pem")):
-        key = _read_private(path)
+        try:
+            key = _read_private(path)
+        except (OSError, ValueError, TypeError, ConfigurationError) as exc:
+            log.error("gateway key file %s is not usable: %s", path, exc)
+            continue
         found[public_jwk(key, alg=_ALG)["kid"]] = key
     return found
 
@@ -179,7 +190,12 @@ def _new_private_key(keys_dir: Path) -> ec.EllipticCurvePrivateKey:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    write_secret(_key_path(keys_dir, public_jwk(key, alg=_ALG)["kid"]), pem)
+    path = _key_path(keys_dir, public_jwk(key, alg=_ALG)["kid"])
+    # Written aside, then renamed: a process reading the directory meanwhile sees the whole
+    # key or none of it.
+    partial = path.with_name(path.name + ".partial")
+    write_secret(partial, pem)
+    partial.rename(path)
     return key
 
 

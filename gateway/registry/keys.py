@@ -413,4 +413,8 @@ class KeyAdministration:
                     log.info("gateway keys reloaded: signing with %s", self._signer.kid)
             except (SQLAlchemyError, StoreUnavailable) as exc:
                 log.warning("key registry not readable now: %s", exc)
+            except Exception:
+                # A watch that ended on one unexpected error would leave this process on
+                # old keys for its life: log it and look again at the next tick.
+                log.exception("keys not reloaded this time (unexpected); trying again")
             await asyncio.sleep(self._interval)

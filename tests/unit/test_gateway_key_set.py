@@ -5,6 +5,7 @@ shares)."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -121,3 +122,16 @@ def test_without_an_iat_only_a_key_with_no_dates_vouches() -> None:
         gateway_key_for(JWKS, kid=ROTATED[1].kid, iat="1")
     plain = {"keys": [public_jwk(OLD, alg="ES256")]}
     assert gateway_key_for(plain, kid=ROTATED[0].kid, iat=None)
+
+
+def test_an_unreadable_key_file_is_left_out_not_fatal(tmp_path: Path) -> None:
+    """The watch reads the key directory each time the set changes: a damaged file (or one
+    withdrawn meanwhile) must not end it."""
+    from gateway.registry import keystore
+    from gateway.registry.gateway_keys import load_private_keys
+
+    good = keystore.ensure_gateway_key(tmp_path)
+    (tmp_path / "gateway" / "damaged.private.pem").write_text("-----BEGIN PRIVATE KEY-----\nxx")
+    (tmp_path / "gateway" / "half.private.pem.partial").write_text("not read at all")
+    found = load_private_keys(tmp_path)
+    assert list(found) == [public_jwk(good, alg="ES256")["kid"]]
