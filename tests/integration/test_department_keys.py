@@ -435,3 +435,18 @@ def test_keys_and_seals_expiring_soon_raise_an_alert(gw: InProcessGateway) -> No
     # A year ahead: the gateway's key too (its planned retirement is a year after init).
     far = {a["numbers"]["what"] for a in expiry_alerts(GATEWAY_KEY_EXPIRY_ALERT_DAYS="365")}
     assert far == {"department-key", "gateway-key"}  # the seals are valid for years yet
+    # A seal whose validity ends in a week (this module's own database).
+    week = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).date()
+    engine = sa.create_engine(gw.database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE seals SET valid_until = :d WHERE seal_id = 'market-food-1'"),
+                {"d": week},
+            )
+    finally:
+        engine.dispose()
+    (seal,) = [a for a in expiry_alerts() if a["kind"] == "seal-expiring"]
+    assert seal["department"] == "market"
+    assert seal["numbers"]["id"] == "market-food-1"
+    assert 6 < seal["numbers"]["days_left"] <= 8
