@@ -31,6 +31,7 @@ __all__ = [
     "AuditSettings",
     "CacheSettings",
     "DatabaseSettings",
+    "KeySettings",
     "LicensingSettings",
     "LookupSettings",
     "ReadinessSettings",
@@ -126,6 +127,13 @@ class AlertSettings(msgspec.Struct, frozen=True, kw_only=True):
     token_window_seconds: int
     working_hours: str
     working_days: str
+    expiry_days: int  # GATEWAY_KEY_EXPIRY_ALERT_DAYS: keys and seals expiring this soon
+
+
+class KeySettings(msgspec.Struct, frozen=True, kw_only=True):
+    jwks_max_age_seconds: int
+    signing_key_lifetime_days: int
+    expiry_alert_days: int
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -191,6 +199,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     alert_working_days: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{3}(,[a-z]{3})*$")] = (
         "mon,tue,wed,thu,fri"  # checked day by day at start
     )
+    # Key rotation (gateway.registry.gateway_keys): how long verifiers may cache the JWKS
+    # (its Cache-Control max-age; a next key is published at least twice that long before it
+    # signs), a new gateway key's planned lifetime, and how many days ahead an expiring key
+    # or seal raises an officers' alert.
+    jwks_max_age_seconds: Annotated[int, msgspec.Meta(ge=0, le=7 * 86400)] = 300
+    signing_key_lifetime_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 365
+    key_expiry_alert_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 30
 
     @property
     def effective_database_url(self) -> str:
@@ -285,6 +300,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         )
 
     @property
+    def keys(self) -> KeySettings:
+        return KeySettings(
+            jwks_max_age_seconds=self.jwks_max_age_seconds,
+            signing_key_lifetime_days=self.signing_key_lifetime_days,
+            expiry_alert_days=self.key_expiry_alert_days,
+        )
+
+    @property
     def alerts(self) -> AlertSettings:
         return AlertSettings(
             rate_factor=self.alert_rate_factor,
@@ -294,6 +317,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             token_window_seconds=self.alert_token_window_seconds,
             working_hours=self.alert_working_hours,
             working_days=self.alert_working_days,
+            expiry_days=self.key_expiry_alert_days,
         )
 
 

@@ -1,9 +1,9 @@
 """``gateway init``: everything a first run needs, created only when missing.
 
-Keys (gateway signing key, audit HMAC secret, demo department keys), the database schema
-(Alembic), the registry of departments and keys, and the demo providers' source databases;
-in demo mode also the demo district's e-seals (their keys under ``keys/seals/``) and
-e-licences (:mod:`gateway.demo.licences`).
+Keys (gateway signing key, the first of its key set; audit HMAC secret, demo department
+keys), the database schema (Alembic), the registry of departments and keys, and the demo
+providers' source databases; in demo mode also the demo district's e-seals (their keys
+under ``keys/seals/``) and e-licences (:mod:`gateway.demo.licences`).
 Running it again changes nothing that exists; it is safe to run before every start.
 """
 
@@ -17,6 +17,7 @@ from gateway.core.policy import load_policy_set
 from gateway.demo.licences import ensure_demo_licences
 from gateway.demo.sources import build_demo_sources
 from gateway.registry import keystore
+from gateway.registry.gateway_keys import adopt_first_key
 from gateway.registry.store import sync_registry
 from gateway.settings import Settings
 from gateway.storage import migrations
@@ -66,6 +67,13 @@ def initialise(settings: Settings, *, demo: bool = True) -> InitReport:
     now = dt.datetime.now(dt.UTC)
     try:
         migrations.upgrade(engine)
+        # The key file made above becomes the first active key of the gateway's key set.
+        adopt_first_key(
+            engine,
+            keys_dir,
+            now=now,
+            lifetime=dt.timedelta(days=settings.keys.signing_key_lifetime_days),
+        )
         added = sync_registry(
             engine,
             department_list=policy.departments.values(),

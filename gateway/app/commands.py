@@ -34,6 +34,7 @@ __all__ = ["main"]
 FEATURE_COMMANDS = {
     "audit": "gateway.app.commands:audit_commands",
     "backup": "gateway.backup.commands:backup",
+    "keys": "gateway.registry.commands:keys",
     "licence": "gateway.licensing.commands:licence",
     "policy": "gateway.policy.commands:policy",
     "refusals": "gateway.oversight.commands:refusals",

@@ -18,6 +18,7 @@ from gateway.core.tokens import RequestTokenVerifier
 from gateway.http.openapi import problems
 from gateway.http.problems import problem_response
 from gateway.policy import PolicyHolder, PolicyWatcher
+from gateway.registry.keys import KeyAdministration
 from gateway.storage.readiness import ReadinessProbe
 
 __all__ = ["ROUTES", "Readiness", "healthz", "jwks", "readyz"]
@@ -31,6 +32,7 @@ class Readiness:
     probe: ReadinessProbe
     guard: RequestGuard
     verifier: RequestTokenVerifier
+    signer: GatewaySigner  # this host holds the active gateway key's private half
     policy: PolicyHolder
     watcher: PolicyWatcher
 
@@ -40,7 +42,7 @@ class Readiness:
         checks = {
             "database": store_problem is None,
             "cache": await self.guard.ping(),
-            "keys": len(self.verifier.keyring) > 0,
+            "keys": len(self.verifier.keyring) > 0 and self.signer.can_sign,
         }
         checked = self.watcher.last_checked
         policy = {
@@ -56,13 +58,26 @@ class Readiness:
     summary="The gateway's public signing keys",
     description=(
         "网关的公开签名密钥（JWKS）。Verify every answer, receipt, checkpoint and status "
-        "list the gateway signs against these keys (select by `kid`). Public."
+        "list the gateway signs against these keys (select by `kid`). Public. Each key says "
+        "its `status`: `active` signs now, `next` will (published ahead of use), `retired` "
+        "signs nothing any more and vouches only for what was signed before its `exp`; a key "
+        "with `nbf` only for what was signed from then on (seconds since the epoch). Cached "
+        "for `Cache-Control: max-age` seconds; a next key is listed at least twice that long "
+        "before it signs."
     ),
     tags=["keys"],
     cache_control=None,
+    responses=problems(503),
 )
-async def jwks(signer: NamedDependency[GatewaySigner]) -> dict[str, Any]:
-    return signer.jwks()
+async def jwks(keys: NamedDependency[KeyAdministration]) -> Response[Any]:
+    published = keys.jwks()
+    if not published["keys"]:
+        # The key set could not be read: an empty or partial JWKS cached by verifiers would
+        # make them refuse good answers for max-age seconds.
+        return problem_response(
+            503, "store-unavailable", "A required store is unavailable", "gateway keys"
+        )
+    return Response(published, headers={"Cache-Control": f"public, max-age={keys.jwks_max_age}"})
 
 
 @get(

@@ -298,6 +298,7 @@ class GatewayRuntime:
         signer = GatewaySigner(
             private_key=keystore.ensure_gateway_key(keys_dir), issuer=settings.gateway_id
         )
+        key_settings = settings.keys
         hmac_key = (
             bytes.fromhex(audit_settings.hmac_key)
             if audit_settings.hmac_key
@@ -404,7 +405,24 @@ class GatewayRuntime:
             adapters=adapters,
             source_deadline=lookups.source_deadline_seconds,
         )
-        keys = KeyAdministration(engine=engine, verifier=exchanges.verifier, audit=audit)
+        keys = KeyAdministration(
+            engine=engine,
+            verifier=exchanges.verifier,
+            audit=audit,
+            signer=signer,
+            keys_dir=keys_dir,
+            exchanges=exchanges,
+            gateway_id=settings.gateway_id,
+            jwks_max_age=key_settings.jwks_max_age_seconds,
+            key_lifetime=dt.timedelta(days=key_settings.signing_key_lifetime_days),
+        )
+        try:
+            keys.load_gateway_keys_now()
+        except SQLAlchemyError as exc:
+            # Which key signs is not known: sign nothing and publish nothing (503) rather than
+            # sign with a key that may be retired; the key watcher loads the set once it can.
+            log.error("the gateway key set is not readable at start: %s", exc)
+            signer.use([], {})
         officers = OfficerService(
             engine=engine,
             exchanges=exchanges,
@@ -415,7 +433,7 @@ class GatewayRuntime:
         integrity = IntegrityService(
             engine=engine,
             transparency=transparency,
-            gateway_jwk=signer.public_jwk,
+            gateway_jwks=signer.jwks,
             gateway_id=settings.gateway_id,
         )
         audit.start()
@@ -469,6 +487,7 @@ class GatewayRuntime:
                 ),
                 guard=guard,
                 verifier=exchanges.verifier,
+                signer=signer,
                 policy=policy,
                 watcher=watcher,
             ),

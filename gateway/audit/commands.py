@@ -14,6 +14,7 @@ import httpx
 import jwt
 
 from gateway.cli.support import database, settings_or_exit
+from gateway.core.keyring import GatewayKeyRefused, gateway_key_for, gateway_public_key
 from gateway.core.protocol import TokenType
 from gateway.sdk import http_client
 
@@ -33,14 +34,24 @@ def verify(as_json: bool) -> None:
     from gateway.audit.verify import report_json, verify_log
     from gateway.core.keyring import public_jwk
     from gateway.registry import keystore
+    from gateway.registry.gateway_keys import load_gateway_keys
 
     settings = settings_or_exit()
-    key = keystore.ensure_gateway_key(Path(settings.keys_dir))
     started = time.perf_counter()
     with database(settings) as engine:
-        report = verify_log(
-            engine, gateway_jwk=public_jwk(key, alg="ES256"), issuer=settings.gateway_id
+        keys = load_gateway_keys(engine)
+        # Every key of the set, as the JWKS publishes them (a database from before key sets
+        # has none: its one key file then).
+        jwks = (
+            {"keys": [k.published() for k in keys]}
+            if keys
+            else {
+                "keys": [
+                    public_jwk(keystore.ensure_gateway_key(Path(settings.keys_dir)), alg="ES256")
+                ]
+            }
         )
+        report = verify_log(engine, gateway_jwks=jwks, issuer=settings.gateway_id)
     seconds = time.perf_counter() - started
     if as_json:
         click.echo(report_json(report, at=dt.datetime.now(dt.UTC)).decode())
@@ -59,27 +70,35 @@ def verify(as_json: bool) -> None:
     sys.exit(0 if report.ok else 1)
 
 
-def _gateway_key(http: httpx.Client, kid: str) -> Any:
-    for jwk in http.get("/.well-known/jwks.json").raise_for_status().json().get("keys", []):
-        if jwk.get("kid") == kid and jwk.get("alg") == "ES256":
-            return jwt.PyJWK(jwk, algorithm="ES256").key
-    raise click.ClickException(f"the gateway publishes no ES256 key {kid!r}")
-
-
-def _checkpoint(http: httpx.Client, issuer: str | None) -> tuple[dict[str, Any], str]:
-
-    token = http.get("/v1/audit/checkpoint").raise_for_status().text.strip()
+def _verified_checkpoint(token: str, jwks: dict[str, Any], issuer: str | None) -> dict[str, Any]:
+    """The claims of checkpoint ``token``, its signature checked with the gateway key its
+    ``kid`` names in ``jwks`` — a key that was in force when it was signed: the witness
+    learns a newly active key from the JWKS, and a retired key still vouches for what it
+    signed before its retirement."""
     header = jwt.get_unverified_header(token)
     if header.get("typ") != TokenType.AUDIT_CHECKPOINT:
         raise click.ClickException(f"not a checkpoint: typ {header.get('typ')!r}")
+    signed_at = jwt.decode(token, options={"verify_signature": False}).get("iat")
+    try:
+        jwk = gateway_key_for(jwks, kid=header.get("kid"), iat=signed_at)
+    except GatewayKeyRefused as exc:
+        raise click.ClickException(str(exc)) from None
     claims: dict[str, Any] = jwt.decode(
         token,
-        _gateway_key(http, str(header.get("kid"))),
+        gateway_public_key(jwk),
         algorithms=["ES256"],
         options={"require": ["iss", "iat", "size", "root"]},
         issuer=issuer,
     )
-    return claims, token
+    return claims
+
+
+def _checkpoint(
+    http: httpx.Client, issuer: str | None
+) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    jwks: dict[str, Any] = http.get("/.well-known/jwks.json").raise_for_status().json()
+    token = http.get("/v1/audit/checkpoint").raise_for_status().text.strip()
+    return _verified_checkpoint(token, jwks, issuer), token, jwks
 
 
 @audit.command()
@@ -104,13 +123,28 @@ def witness(url: str, state: Path, issuer: str | None, watch: float | None) -> N
     with http_client(url, timeout=10.0) as http:
         while True:
             try:
-                claims, token = _checkpoint(http, issuer)
+                claims, token, jwks = _checkpoint(http, issuer)
             except (httpx.HTTPError, jwt.PyJWTError) as exc:
                 raise click.ClickException(f"no verifiable checkpoint from {url}: {exc}") from None
             size, root = int(claims["size"]), str(claims["root"])
             seen = json.loads(state.read_text(encoding="utf-8")) if state.exists() else None
             if seen is not None:
                 old_size, old_root = int(seen["size"]), str(seen["root"])
+                # The checkpoint remembered must still verify with the JWKS as served now
+                # (across a rotation too): a gateway that dropped the key it was signed with
+                # could no longer be held to it.
+                try:
+                    remembered = _verified_checkpoint(str(seen["token"]), jwks, issuer)
+                except jwt.PyJWTError as exc:
+                    remembered = {"error": str(exc)}
+                except click.ClickException as exc:
+                    remembered = {"error": exc.message}
+                if (remembered.get("size"), remembered.get("root")) != (old_size, old_root):
+                    click.echo(
+                        f"UNVERIFIABLE: the checkpoint of {old_size} entries seen before no "
+                        f"longer verifies with the gateway's JWKS ({remembered.get('error')})"
+                    )
+                    sys.exit(1)
                 if size < old_size:
                     click.echo(f"INCONSISTENT: the log shrank from {old_size} to {size} entries")
                     sys.exit(1)

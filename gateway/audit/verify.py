@@ -14,7 +14,9 @@ What each kind of tampering leaves behind, and how it is found:
 The report names the first entry that differs where the evidence points at one, and every
 problem found otherwise. Each problem is a :class:`Problem`: a stable code and its numbers
 (what a page in another language builds its own sentence from) with the English sentence the
-command prints. Checkpoint signatures are checked with the gateway's public key.
+command prints. Checkpoint signatures are checked with the gateway's JWKS: each with the key
+its ``kid`` names, which must have been in force when it was signed (a rotation leaves the
+old checkpoints verifiable with the retired key).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import sqlalchemy as sa
 
 from gateway.audit.tree import leaf_bytes, tree_size
 from gateway.core import merkle
+from gateway.core.keyring import GatewayKeyRefused, gateway_key_for, gateway_public_key
 from gateway.core.protocol import TokenType
 from gateway.storage.schema import audit_checkpoints, audit_entries, merkle_nodes
 
@@ -122,13 +125,15 @@ def _stored_leaves(conn: sa.Connection, lo: int, hi: int) -> dict[int, bytes]:
 
 
 def _check_checkpoint(
-    row: Any, tree: merkle.MemoryTree, key: Any, issuer: str, report: VerifyReport
+    row: Any, tree: merkle.MemoryTree, jwks: Mapping[str, Any], issuer: str, report: VerifyReport
 ) -> None:
     size, root = int(row.size), str(row.root)
     try:
         header = jwt.get_unverified_header(row.token)
+        signed_at = jwt.decode(row.token, options={"verify_signature": False}).get("iat")
+        key = gateway_public_key(gateway_key_for(jwks, kid=header.get("kid"), iat=signed_at))
         claims = jwt.decode(row.token, key, algorithms=["ES256"], options={"verify_aud": False})
-    except jwt.PyJWTError as exc:
+    except (jwt.PyJWTError, GatewayKeyRefused) as exc:
         report.flag(
             None,
             ProblemCode.CHECKPOINT_SIGNATURE,
@@ -169,11 +174,22 @@ def _check_checkpoint(
         )
 
 
-def verify_log(engine: sa.Engine, *, gateway_jwk: Mapping[str, Any], issuer: str) -> VerifyReport:
-    """Recompute the tree from every stored entry and check it (see the module docstring)."""
+def verify_log(
+    engine: sa.Engine,
+    *,
+    issuer: str,
+    gateway_jwks: Mapping[str, Any] | None = None,
+    gateway_jwk: Mapping[str, Any] | None = None,
+) -> VerifyReport:
+    """Recompute the tree from every stored entry and check it (see the module docstring).
+
+    Checkpoints are checked against ``gateway_jwks`` (the JWKS as served), or the one key
+    ``gateway_jwk`` of a gateway that never rotated."""
     report = VerifyReport()
     tree = merkle.MemoryTree()
-    key = jwt.PyJWK(dict(gateway_jwk), algorithm="ES256").key
+    if gateway_jwks is None:
+        assert gateway_jwk is not None, "verify_log needs the gateway's keys"
+        gateway_jwks = {"keys": [dict(gateway_jwk)]}
     with engine.connect() as conn:
         report.tree_size = stored_size = tree_size(conn)
         expected = 1
@@ -221,7 +237,7 @@ def verify_log(engine: sa.Engine, *, gateway_jwk: Mapping[str, Any], issuer: str
             )
         for signed in conn.execute(sa.select(audit_checkpoints).order_by(audit_checkpoints.c.size)):
             report.checkpoints += 1
-            _check_checkpoint(signed, tree, key, issuer, report)
+            _check_checkpoint(signed, tree, gateway_jwks, issuer, report)
     return report
 
 

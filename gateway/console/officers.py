@@ -452,7 +452,31 @@ def alert_why(alert: Mapping[str, Any], lang: str, names: Mapping[str, str]) -> 
         )
     if kind == "account-locked":
         return f"工作台账户 {n.get('username')} 因连续登录失败次数过多于 {when} 被锁定。"
+    if kind in ("key-expiring", "seal-expiring"):
+        return _expiry_words(n, who)
     return ALERT_KINDS[lang].get(kind, kind)
+
+
+def _expiry_words(n: Mapping[str, Any], who: str) -> str:
+    """A key's or seal's coming expiry, in Chinese."""
+    thing = {
+        "gateway-key": f"网关签名密钥 {n['id']}",
+        "department-key": f"{who}的密钥 {n['id']}",
+        "seal": f"{who}的电子印章 {n['id']}",
+    }.get(str(n.get("what")), str(n.get("id")))
+    at = local_time(str(n["expires_at"]))
+    days = float(n.get("days_left", 0))
+    when = (
+        f"将于 {at}（北京时间）到期，还有 {days:.0f} 天"
+        if days >= 0
+        else f"已于 {at}（北京时间）到期，仍在使用"
+    )
+    then = (
+        "请轮换网关签名密钥"
+        if n.get("what") == "gateway-key"
+        else "请登记接替的密钥或印章并停用旧的"
+    )
+    return f"{thing}{when}：{then}。"
 
 
 def alert_row(alert: Mapping[str, Any], lang: str, names: Mapping[str, str]) -> dict[str, Any]:

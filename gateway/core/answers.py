@@ -29,6 +29,8 @@ __all__ = [
     "BatchResult",
     "CaseClosed",
     "Invalidated",
+    "KeyRegistered",
+    "KeyRetired",
     "LicenceIssued",
     "LicenceReserved",
     "LicenceStatusChanged",
@@ -237,6 +239,24 @@ class SealRegistered(_Answer, frozen=True):
     status: str
 
 
+class KeyRegistered(_Answer, frozen=True):
+    """``yiwang-key-registered+jwt``."""
+
+    department: str
+    kid: str
+    status: str
+    expires_at: int | None  # epoch seconds, as requested
+
+
+class KeyRetired(_Answer, frozen=True):
+    """``yiwang-key-retired+jwt``."""
+
+    department: str
+    kid: str
+    status: str
+    previous: str
+
+
 class _VerificationInput(_Answer, frozen=True):
     kind: Literal["licence_id", "qr", "licence"]
     sha256: str  # of the value given (the receipt never carries the value itself)
@@ -335,6 +355,8 @@ ANSWER_CLAIMS: dict[TokenType, type[msgspec.Struct]] = {
     TokenType.LICENCE_ISSUED: LicenceIssued,
     TokenType.LICENCE_STATUS_CHANGED: LicenceStatusChanged,
     TokenType.SEAL_REGISTERED: SealRegistered,
+    TokenType.KEY_REGISTERED: KeyRegistered,
+    TokenType.KEY_RETIRED: KeyRetired,
     TokenType.VERIFICATION_RECEIPT: VerificationReceipt,
     TokenType.ACCESS_HISTORY_RESULT: AccessHistoryResult,
     TokenType.REFUSALS_RESULT: RefusalsResult,

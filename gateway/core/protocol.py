@@ -41,6 +41,11 @@ class TokenType(enum.StrEnum):
     SEAL_REGISTERED = "yiwang-seal-registered+jwt"
     SEAL_PROOF = "yiwang-seal-proof+jwt"
     AUDIT_LEAF = "yiwang-audit-leaf+jwt"
+    KEY_REGISTER = "yiwang-key-register+jwt"  # a department registers its next key
+    KEY_REGISTERED = "yiwang-key-registered+jwt"
+    KEY_PROOF = "yiwang-key-proof+jwt"  # the new key's proof of possession
+    KEY_RETIRE = "yiwang-key-retire+jwt"  # a department retires one of its keys
+    KEY_RETIRED = "yiwang-key-retired+jwt"
     ACCESS_HISTORY = "yiwang-access-history+jwt"
     ACCESS_HISTORY_RESULT = "yiwang-access-history-result+jwt"
     REFUSALS = "yiwang-refusals+jwt"
@@ -98,6 +103,12 @@ class AuditEvent(enum.StrEnum):
     # Registry, policy, console, the gateway itself.
     KEY_REVOKED = "key:department:revoked"
     KEY_REFUSED = "key:department:refused"
+    KEY_REGISTERED = "key:department:registered"  # a department's next key
+    KEY_RETIRED = "key:department:retired"
+    KEY_CHANGE_REFUSED = "key:change:refused"  # a department's own key request refused
+    GATEWAY_KEY_PUBLISHED = "key:gateway:published"  # the next key, in the JWKS ahead of use
+    GATEWAY_KEY_ACTIVATED = "key:gateway:activated"  # the switch: signs from now on
+    GATEWAY_KEY_RETIRED = "key:gateway:retired"  # replaced (or a next key withdrawn)
     POLICY_RELOADED = "policy:set:reloaded"
     POLICY_REFUSED = "policy:set:refused"
     CONSOLE_LOGIN = "console:login:succeeded"

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import jwt
 import msgspec
 
 from gateway.audit import Outcome
@@ -593,16 +592,18 @@ class LicensingService:
         except JoseError:
             return None
         header = compact.header
-        if header.typ != TokenType.VERIFICATION_RECEIPT or header.kid != signer.kid:
-            return None
-        key = jwt.PyJWK(signer.public_jwk).key
-        if not verify_signature(compact, alg=signer.algorithm, key=key):
+        if header.typ != TokenType.VERIFICATION_RECEIPT or header.alg != signer.algorithm:
             return None
         try:
             claims = decode_json(compact.payload)
         except WireError:
             return None
         if not isinstance(claims, dict) or claims.get("aud") != department:
+            return None
+        # Any of the gateway's keys that was in force when the receipt was signed: a receipt
+        # printed after a rotation was signed by the key before it.
+        key = signer.verification_key(kid=header.kid, iat=claims.get("iat"))
+        if key is None or not verify_signature(compact, alg=signer.algorithm, key=key):
             return None
         return claims
 

@@ -23,6 +23,11 @@ and returns an :class:`Alert` for each of:
   has is grouped as ``None``): someone guessing a password;
 - ``account-locked`` — a console account was locked after too many failed log-ins.
 
+Besides the log, :func:`expiry_alerts` reads the keys and seals in use and raises
+``key-expiring`` (a gateway key due for retirement, a department key past or near its
+``expires_at``) and ``seal-expiring`` (an active e-seal near the end of its validity)
+``expiry_ahead`` before the date, and for as long as it stays in use after it.
+
 "Reads" are the entries of :data:`READ_EVENTS` that were allowed: released records, lookups
 that found no record (the subject was still looked for), licence verifications.
 """
@@ -47,9 +52,11 @@ __all__ = [
     "AlertEntry",
     "AlertKind",
     "AlertRules",
+    "Expiring",
     "GrantQuota",
     "WorkingHours",
     "evaluate",
+    "expiry_alerts",
     "hourly_medians",
 ]
 
@@ -78,6 +85,8 @@ class AlertKind(enum.StrEnum):
     TOKEN_FAILURES = "token-failures"  # noqa: S105 - an alert kind, not a secret
     LOGIN_FAILURES = "login-failures"
     ACCOUNT_LOCKED = "account-locked"
+    KEY_EXPIRING = "key-expiring"
+    SEAL_EXPIRING = "seal-expiring"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +155,7 @@ class AlertRules:
     token_failures: int = 5
     token_window: dt.timedelta = dt.timedelta(minutes=10)
     working_hours: WorkingHours = field(default_factory=WorkingHours)
+    expiry_ahead: dt.timedelta = dt.timedelta(days=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,6 +555,65 @@ def _lock_alerts(locks: Sequence[AlertEntry]) -> Iterator[Alert]:
             f"console account {e.operator} was locked at {_local(e.at)} (district time) "
             "after too many failed log-ins",
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Expiring:
+    """A key or seal in use with a date it stops being usable (or is planned to)."""
+
+    what: str  # "gateway-key", "department-key" or "seal"
+    id: str  # the key's kid, the seal's id
+    department: str | None  # the owner (None for the gateway's own key)
+    expires_at: dt.datetime  # timezone-aware
+
+
+_EXPIRING_WORDS = {
+    "gateway-key": "the gateway's signing key {id} is due for retirement",
+    "department-key": "key {id} of {department} expires",
+    "seal": "e-seal {id} of {department} expires",
+}
+
+
+def expiry_alerts(
+    items: Iterable[Expiring], *, now: dt.datetime, ahead: dt.timedelta
+) -> list[Alert]:
+    """An alert for each item that expires within ``ahead`` of ``now`` (or already has and
+    is still in use), soonest first."""
+    alerts = []
+    for item in items:
+        left = item.expires_at - now
+        if left > ahead:
+            continue
+        days = left.total_seconds() / 86400
+        words = _EXPIRING_WORDS[item.what].format(id=item.id, department=item.department)
+        when = (
+            f"on {_local(item.expires_at)} (district time), in {days:.0f} days"
+            if days >= 0
+            else f"since {_local(item.expires_at)} (district time), and is still in use"
+        )
+        then = (
+            "run `gateway keys rotate`"
+            if item.what == "gateway-key"
+            else "register its successor and retire it"
+        )
+        alerts.append(
+            Alert(
+                AlertKind.SEAL_EXPIRING if item.what == "seal" else AlertKind.KEY_EXPIRING,
+                item.department,
+                now,
+                item.expires_at,
+                {
+                    "what": item.what,
+                    "id": item.id,
+                    "expires_at": _text(item.expires_at),
+                    "days_left": round(days, 1),
+                    "alert_days_ahead": ahead.days,
+                },
+                f"{words} {when}: {then}",
+            )
+        )
+    alerts.sort(key=lambda a: (a.end, a.department or "", a.numbers["id"]))
+    return alerts
 
 
 def _peak(times: Sequence[dt.datetime], window: dt.timedelta) -> int:

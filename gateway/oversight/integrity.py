@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jwt
@@ -16,6 +16,7 @@ from gateway.audit.transparency import TransparencyLog
 from gateway.audit.tree import leaf_bytes
 from gateway.audit.verify import verify_log
 from gateway.core import merkle
+from gateway.core.keyring import GatewayKeyRefused, gateway_key_for, gateway_public_key
 from gateway.oversight.alerts import READ_EVENTS
 from gateway.oversight.search import entry_json
 from gateway.storage.schema import audit_entries
@@ -41,14 +42,13 @@ class IntegrityService:
         *,
         engine: sa.Engine,
         transparency: TransparencyLog,
-        gateway_jwk: Mapping[str, Any],
+        gateway_jwks: Callable[[], Mapping[str, Any]],
         gateway_id: str,
     ) -> None:
         self._engine = engine
         self._transparency = transparency
-        self._jwk = dict(gateway_jwk)
-        # Parsed once: every officers' page checks the latest checkpoint's signature with it.
-        self._key = jwt.PyJWK(self._jwk, algorithm="ES256").key
+        # The JWKS as this process publishes it now: a rotation reaches it without a restart.
+        self._jwks = gateway_jwks
         self._gateway_id = gateway_id
         self._last_verification: dict[str, Any] | None = None
 
@@ -60,7 +60,7 @@ class IntegrityService:
     async def verify(self, *, by: str, now: float) -> dict[str, Any]:
         """Recompute the whole tree (in a thread) and keep the result."""
         report = await asyncio.to_thread(
-            verify_log, self._engine, gateway_jwk=self._jwk, issuer=self._gateway_id
+            verify_log, self._engine, gateway_jwks=self._jwks(), issuer=self._gateway_id
         )
         self._last_verification = {
             "ok": report.ok,
@@ -85,8 +85,13 @@ class IntegrityService:
         if latest is None:
             return None, None
         try:
-            claims: dict[str, Any] = jwt.decode(latest.token, self._key, algorithms=["ES256"])
-        except jwt.PyJWTError:
+            signed_at = jwt.decode(latest.token, options={"verify_signature": False}).get("iat")
+            kid = jwt.get_unverified_header(latest.token).get("kid")
+            jwk = gateway_key_for(self._jwks(), kid=kid, iat=signed_at)
+            claims: dict[str, Any] = jwt.decode(
+                latest.token, gateway_public_key(jwk), algorithms=["ES256"]
+            )
+        except (jwt.PyJWTError, GatewayKeyRefused):
             return None, "signature_bad"
         claims["at"] = latest.at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
         return claims, None

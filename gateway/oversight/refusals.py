@@ -82,6 +82,7 @@ REFUSAL_EVENTS: tuple[AuditEvent, ...] = (
     AuditEvent.LEAF_REFUSED,
     AuditEvent.HISTORY_REFUSED,
     AuditEvent.REFUSALS_REFUSED,
+    AuditEvent.KEY_CHANGE_REFUSED,
     AuditEvent.INTERNAL_ERROR,
 )
 

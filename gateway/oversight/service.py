@@ -39,9 +39,11 @@ from gateway.oversight.alerts import (
     WATCHED_REASONS,
     AlertEntry,
     AlertRules,
+    Expiring,
     GrantQuota,
     WorkingHours,
     evaluate,
+    expiry_alerts,
     hourly_medians,
 )
 from gateway.oversight.history import AccessHistoryService
@@ -60,7 +62,7 @@ from gateway.oversight.search import (
     read_page,
 )
 from gateway.settings import AlertSettings
-from gateway.storage.schema import audit_entries
+from gateway.storage.schema import audit_entries, department_keys, gateway_keys, seals
 
 __all__ = [
     "EVENT_EXPORTED",
@@ -114,6 +116,7 @@ def alert_rules(alerts: AlertSettings) -> AlertRules:
         token_failures=alerts.token_failures,
         token_window=dt.timedelta(seconds=alerts.token_window_seconds),
         working_hours=hours,
+        expiry_ahead=dt.timedelta(days=alerts.expiry_days),
     )
 
 
@@ -192,6 +195,39 @@ def _hourly_counts(
         return [(r[0], r[1], int(r[2])) for r in conn.execute(query)]
 
 
+def _expiring(engine: sa.Engine) -> list[Expiring]:
+    """The keys and seals in use that have an expiry (or a planned retirement)."""
+    g, k, s = gateway_keys.c, department_keys.c, seals.c
+    with engine.connect() as conn:
+        gateway = conn.execute(
+            sa.select(g.kid, g.retire_by).where(
+                g.status.in_(("active", "next")), g.retire_by.is_not(None)
+            )
+        ).all()
+        departments = conn.execute(
+            sa.select(k.kid, k.department_id, k.expires_at).where(
+                k.status == "active", k.expires_at.is_not(None)
+            )
+        ).all()
+        sealed = conn.execute(
+            sa.select(s.seal_id, s.owner, s.valid_until).where(s.status == "active")
+        ).all()
+    return [
+        *(Expiring("gateway-key", kid, None, _aware(at)) for kid, at in gateway),
+        *(Expiring("department-key", kid, dep, _aware(at)) for kid, dep, at in departments),
+        # Valid through its last day (district date): unusable from the next midnight.
+        *(
+            Expiring(
+                "seal",
+                seal_id,
+                owner,
+                dt.datetime.combine(until + dt.timedelta(days=1), dt.time(), DISTRICT_TZ),
+            )
+            for seal_id, owner, until in sealed
+        ),
+    ]
+
+
 def _quotas(policy: PolicySet) -> list[GrantQuota]:
     return [
         GrantQuota(g.id, g.consumer, g.resource, g.max_subjects_per_day)
@@ -219,6 +255,8 @@ def compute_alerts(
     alerts = evaluate(
         _alert_entries(engine, since, until), rules=rules, baseline=usual, quotas=_quotas(policy)
     )
+    # What expires is judged at the window's end: the officer's "now".
+    alerts += expiry_alerts(_expiring(engine), now=until, ahead=rules.expiry_ahead)
     names = {d.id: d.name for d in policy.departments.values()}
     return {
         "window": {"from": _text(since), "until": _text(until)},
@@ -229,6 +267,7 @@ def compute_alerts(
             "token_failures": rules.token_failures,
             "token_window_seconds": int(rules.token_window.total_seconds()),
             "working_hours": str(rules.working_hours),
+            "expiry_days_ahead": rules.expiry_ahead.days,
         },
         "alerts": [a.as_json(names) for a in alerts],
     }

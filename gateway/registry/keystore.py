@@ -3,7 +3,10 @@
 Private keys are created on first run with owner-only permissions and never committed
 (``.gitignore`` keeps them out). Layout::
 
-    keys/gateway/signing.private.pem          the gateway's ES256 signing key
+    keys/gateway/signing.private.pem          the gateway's first ES256 signing key
+    keys/gateway/<kid>.private.pem             a key made by `gateway keys rotate`; which
+                                               key signs is in the database
+                                               (gateway.registry.gateway_keys)
     keys/audit-hmac.key                        secret for keyed subject hashes in the audit log
     keys/departments/<id>.private.jwk.json     a demo department's private key (its side)
     keys/departments/<id>.public.jwk.json      the same key's public half (registered with us)
@@ -39,10 +42,12 @@ __all__ = [
     "ensure_seal_key",
     "load_private_jwk",
     "load_seal_key",
+    "write_secret",
 ]
 
 
-def _write_secret(path: Path, data: bytes) -> None:
+def write_secret(path: Path, data: bytes) -> None:
+    """Write a new owner-only file (never over an existing one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -59,7 +64,7 @@ def ensure_gateway_key(keys_dir: Path) -> ec.EllipticCurvePrivateKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_secret(path, pem)
+        write_secret(path, pem)
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, ec.EllipticCurvePrivateKey):
         raise ConfigurationError([f"{path}: not an EC private key"])
@@ -70,7 +75,7 @@ def ensure_audit_hmac_key(keys_dir: Path) -> bytes:
     """Load the audit subject-hashing secret, creating it on first run."""
     path = keys_dir / "audit-hmac.key"
     if not path.exists():
-        _write_secret(path, secrets.token_hex(32).encode())
+        write_secret(path, secrets.token_hex(32).encode())
     try:
         key = bytes.fromhex(path.read_text().strip())
     except ValueError:
@@ -84,7 +89,7 @@ def ensure_operator_token(keys_dir: Path, role: str) -> Path:
     """Create a bearer token for an operator role (e.g. ``admin``) on first run."""
     path = keys_dir / "operators" / f"{role}.token"
     if not path.exists():
-        _write_secret(path, (secrets.token_urlsafe(32) + "\n").encode())
+        write_secret(path, (secrets.token_urlsafe(32) + "\n").encode())
     return path
 
 
@@ -114,7 +119,7 @@ def ensure_department_key(keys_dir: Path, department: str, *, alg: str) -> dict[
             if alg == "EdDSA"
             else ec.generate_private_key(ec.SECP256R1())
         )
-        _write_secret(private_path, json.dumps(_private_jwk(key, alg), indent=2).encode())
+        write_secret(private_path, json.dumps(_private_jwk(key, alg), indent=2).encode())
         public_path.unlink(missing_ok=True)
     if not public_path.exists():
         private = load_private_jwk(private_path)
@@ -161,7 +166,7 @@ def ensure_seal_key(keys_dir: Path, seal_id: str, *, alg: str) -> dict[str, Any]
         key = _generate(alg)
         # Another process may have created it a moment ago: then that one is used.
         with contextlib.suppress(FileExistsError):
-            _write_secret(path, json.dumps(_private_jwk(key, alg), indent=2).encode())
+            write_secret(path, json.dumps(_private_jwk(key, alg), indent=2).encode())
     private = load_private_jwk(path)
     if private.algorithm_name != alg:
         raise ConfigurationError([f"{path}: holds an {private.algorithm_name} key, not {alg}"])

@@ -11,9 +11,21 @@ import sqlalchemy as sa
 
 from gateway.core.keyring import DepartmentKey, KeyRing, KeyStatus, jwk_thumbprint
 from gateway.core.policy import Department
-from gateway.storage.schema import department_keys, departments
+from gateway.errors import InvalidInput
+from gateway.storage.schema import department_keys, departments, seals
 
-__all__ = ["keyring_revision", "load_keyring", "revoke_key", "sync_registry"]
+__all__ = [
+    "MAX_ACTIVE_KEYS",
+    "keyring_revision",
+    "load_keyring",
+    "register_key",
+    "retire_key",
+    "revoke_key",
+    "sync_registry",
+]
+
+#: Active keys one department may hold at once: the current one and a next one or two.
+MAX_ACTIVE_KEYS = 4
 
 
 def sync_registry(
@@ -108,6 +120,89 @@ def revoke_key(engine: sa.Engine, *, department: str, kid: str, now: dt.datetime
     return KeyStatus(status)
 
 
+def register_key(
+    engine: sa.Engine,
+    *,
+    key: DepartmentKey,
+    expires_at: dt.datetime | None,
+    now: dt.datetime,
+) -> None:
+    """Register ``key`` as an active key of its department. :class:`InvalidInput` (field
+    ``jwk``) if the key is registered already — for any department, in any status, or as
+    an e-seal — or the department holds :data:`MAX_ACTIVE_KEYS` active keys; the department
+    must be registered (``kid``: LookupError otherwise)."""
+    with engine.begin() as conn:
+        if (
+            conn.execute(
+                sa.select(departments.c.id).where(departments.c.id == key.department)
+            ).first()
+            is None
+        ):
+            raise LookupError(key.department)
+        if (
+            conn.execute(
+                sa.select(department_keys.c.kid).where(department_keys.c.kid == key.kid)
+            ).first()
+            is not None
+            or conn.execute(sa.select(seals.c.kid).where(seals.c.kid == key.kid)).first()
+            is not None
+        ):
+            raise InvalidInput("jwk", "this key is registered already")
+        active = conn.execute(
+            sa.select(sa.func.count()).where(
+                department_keys.c.department_id == key.department,
+                department_keys.c.status == KeyStatus.ACTIVE,
+            )
+        ).scalar_one()
+        if active >= MAX_ACTIVE_KEYS:
+            raise InvalidInput(
+                "jwk", f"the department holds {MAX_ACTIVE_KEYS} active keys: retire one first"
+            )
+        conn.execute(
+            department_keys.insert().values(
+                kid=key.kid,
+                department_id=key.department,
+                alg=key.alg,
+                jwk=json.dumps(dict(key.jwk)),
+                status=KeyStatus.ACTIVE,
+                created_at=now,
+                updated_at=now,
+                expires_at=expires_at,
+            )
+        )
+
+
+def retire_key(engine: sa.Engine, *, department: str, kid: str, now: dt.datetime) -> KeyStatus:
+    """Retire an active key of ``department``; its status before. :class:`InvalidInput`
+    (field ``kid``) if it is not that department's active key, or its only one (the
+    department would have no key left to sign with)."""
+    with engine.begin() as conn:
+        status = conn.execute(
+            sa.select(department_keys.c.status)
+            .where(department_keys.c.kid == kid, department_keys.c.department_id == department)
+            .with_for_update()
+        ).scalar()
+        if status is None:
+            raise InvalidInput("kid", f"no key {kid} registered for {department}")
+        if status != KeyStatus.ACTIVE:
+            raise InvalidInput("kid", f"is {status}, not active")
+        others = conn.execute(
+            sa.select(sa.func.count()).where(
+                department_keys.c.department_id == department,
+                department_keys.c.status == KeyStatus.ACTIVE,
+                department_keys.c.kid != kid,
+            )
+        ).scalar_one()
+        if not others:
+            raise InvalidInput("kid", "is the department's only active key: register another")
+        conn.execute(
+            department_keys.update()
+            .where(department_keys.c.kid == kid)
+            .values(status=KeyStatus.RETIRED, updated_at=now)
+        )
+    return KeyStatus(status)
+
+
 def list_registry(engine: sa.Engine) -> list[dict[str, Any]]:
     """Every registered department with its keys, oldest key first (synchronous)."""
     with engine.connect() as conn:
@@ -130,6 +225,7 @@ def list_registry(engine: sa.Engine) -> list[dict[str, Any]]:
                 "status": k["status"],
                 "created_at": k["created_at"],
                 "updated_at": k["updated_at"],
+                "expires_at": k["expires_at"],
             }
         )
     return [

@@ -40,7 +40,7 @@ Everything public is named below; the modules behind it (``gateway.sdk._*``) are
 from gateway.core.keyring import load_private_jwk
 from gateway.core.status_lists import StatusListRejected
 from gateway.sdk._answers import IssuedLicence, JwksCache, SignedAnswer, VerificationReceipt
-from gateway.sdk._client import GatewayClient
+from gateway.sdk._client import GatewayClient, key_proof
 from gateway.sdk._http import http_client, tls_context
 from gateway.sdk._offline import OfflineVerifier, PublicDocuments, sealed_status_list_id
 from gateway.sdk._problems import (
@@ -76,6 +76,7 @@ __all__ = [
     "Unauthorized",
     "VerificationReceipt",
     "http_client",
+    "key_proof",
     "load_private_jwk",
     "sealed_status_list_id",
     "tls_context",

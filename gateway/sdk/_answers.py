@@ -11,6 +11,7 @@ import httpx
 import jwt
 import msgspec
 
+from gateway.core.keyring import GatewayKeyRefused, gateway_key_for
 from gateway.core.licences import Check, Verdict
 from gateway.sdk._problems import AnswerRejected
 
@@ -79,35 +80,74 @@ class VerificationReceipt:
 
 
 class JwksCache:
-    """The gateway's public keys, fetched once and refreshed only on an unknown ``kid``."""
+    """The gateway's public keys: fetched once, refreshed on an unknown ``kid`` (at most once
+    per cool-down) and once the copy is older than the ``Cache-Control: max-age`` the gateway
+    served it with.
+
+    A rotation needs no refresh in time: the gateway publishes its next key at least twice
+    that lifetime before it signs with it, and retired keys stay listed (verify-only, with
+    their validity, which :meth:`for_token` checks); refreshing within the lifetime is what
+    lets a key's retirement reach this cache."""
 
     def __init__(self, *, http: httpx.Client, url: str, cooldown: float = 60.0) -> None:
         self._http = http
         self._url = url
         self._cooldown = cooldown
         self._keys: dict[str, jwt.PyJWK] = {}
+        self._jwks: dict[str, Any] = {"keys": []}
         self._fetched_at: float | None = None
+        self._max_age: float | None = None
 
     def _refresh(self) -> None:
         response = self._http.get(self._url)
         response.raise_for_status()
+        served = response.json()
         keys: dict[str, jwt.PyJWK] = {}
-        for jwk in response.json().get("keys", []):
-            if jwk.get("alg") == "ES256" and "kid" in jwk:
-                keys[jwk["kid"]] = jwt.PyJWK(jwk, algorithm="ES256")
+        listed = served.get("keys", []) if isinstance(served, dict) else []
+        for jwk in listed if isinstance(listed, list) else []:
+            if isinstance(jwk, dict) and jwk.get("alg") == "ES256" and "kid" in jwk:
+                keys[jwk["kid"]] = jwt.PyJWK(
+                    {k: v for k, v in jwk.items() if k not in ("status", "nbf", "exp")},
+                    algorithm="ES256",
+                )
         self._keys = keys
+        self._jwks = {"keys": [j for j in listed if isinstance(j, dict) and j.get("kid") in keys]}
         self._fetched_at = time.monotonic()
+        self._max_age = _max_age(response.headers.get("cache-control", ""))
 
     def get(self, kid: str) -> jwt.PyJWK:
         """The key for ``kid``, refreshing at most once per cool-down when it is unknown."""
-        if kid not in self._keys and (
-            self._fetched_at is None or time.monotonic() - self._fetched_at >= self._cooldown
+        age = None if self._fetched_at is None else time.monotonic() - self._fetched_at
+        if (
+            age is None
+            or (kid not in self._keys and age >= self._cooldown)
+            or (self._max_age is not None and age >= self._max_age)
         ):
             self._refresh()
         try:
             return self._keys[kid]
         except KeyError:
             raise AnswerRejected(f"unknown gateway key {kid!r}") from None
+
+    def for_token(self, kid: str, *, iat: object) -> jwt.PyJWK:
+        """The key for ``kid`` if it was in force at ``iat`` (a retired key vouches only for
+        what it signed before its retirement); :class:`AnswerRejected` otherwise. Check the
+        signature first: an ``iat`` means something only once it verifies."""
+        key = self.get(kid)
+        try:
+            gateway_key_for(self._jwks, kid=kid, iat=iat)
+        except GatewayKeyRefused as exc:
+            raise AnswerRejected(str(exc)) from None
+        return key
+
+
+def _max_age(cache_control: str) -> float | None:
+    """The ``max-age`` of a ``Cache-Control`` header in seconds (None: not stated)."""
+    for directive in cache_control.split(","):
+        name, _, value = directive.strip().partition("=")
+        if name.lower() == "max-age" and value.strip().isdigit():
+            return float(value.strip())
+    return None
 
 
 def verify_answer(
@@ -119,16 +159,18 @@ def verify_answer(
         header = jwt.get_unverified_header(answer)
         if header.get("typ") != typ or header.get("alg") != "ES256":
             raise AnswerRejected(f"not a gateway answer of type {typ}")
-        key = jwks.get(str(header.get("kid")))
+        kid = str(header.get("kid"))
         claims: dict[str, Any] = jwt.decode(
             answer,
-            key=key.key,
+            key=jwks.get(kid).key,
             algorithms=["ES256"],
             audience=audience,
             options={"require": ["iss", "aud", "iat", "exp", "jti"]},
         )
     except jwt.InvalidTokenError as exc:
         raise AnswerRejected(f"answer does not verify: {exc}") from None
+    # Once the signature holds, its iat is the gateway's word: was the key in force then?
+    jwks.for_token(kid, iat=claims["iat"])
     if request_token is not None:
         expected = hashlib.sha256(request_token.encode()).hexdigest()
         if claims.get("request", {}).get("sha256") != expected:

@@ -33,7 +33,31 @@ from gateway.sdk._http import get, http_client, quoted
 from gateway.sdk._offline import OfflineVerifier, PublicDocuments
 from gateway.sdk._problems import problem_from
 
-__all__ = ["GatewayClient"]
+__all__ = ["GatewayClient", "key_proof"]
+
+
+def key_proof(
+    new_key: jwt.PyJWK,
+    *,
+    department: str,
+    audience: str,
+    jti: str | None = None,
+    now: float | None = None,
+) -> str:
+    """The proof that ``department`` holds ``new_key``: a JWS by the new key over the
+    department, the key's kid and the gateway (``audience``), bound to the registration
+    request's ``jti`` — or, for an administrator to send on the department's behalf, to the
+    time (``iat``, accepted within five minutes)."""
+    if new_key.algorithm_name not in ALLOWED_ALGORITHMS:
+        raise ValueError("department keys sign with ES256 or EdDSA")
+    kid = public_jwk(new_key.key, alg=new_key.algorithm_name)["kid"]
+    bound = {"jti": jti} if jti is not None else {"iat": int(time.time() if now is None else now)}
+    return jwt.encode(
+        {"department": department, "kid": kid, "aud": audience, **bound},
+        new_key.key,
+        algorithm=new_key.algorithm_name,
+        headers={"kid": kid, "typ": TokenType.KEY_PROOF},
+    )
 
 
 def _seal(content: LicenceContent, key: jwt.PyJWK) -> str:
@@ -507,6 +531,44 @@ class GatewayClient:
         )
         token = self.sign(claims, typ=TokenType.SEAL_REGISTER)
         return self._send("/v1/seals", token, TokenType.SEAL_REGISTERED)
+
+    # --- the department's own keys -------------------------------------------------------
+
+    def register_next_key(
+        self,
+        new_key: jwt.PyJWK,
+        *,
+        operator: str,
+        expires_at: int | None = None,
+        lifetime: int = 120,
+    ) -> SignedAnswer:
+        """Register ``new_key``'s public half as another active key of this department: the
+        request is signed with the current key and carries the new key's proof of
+        possession, bound to its ``jti``. Then :meth:`use_key` it and :meth:`retire_key`
+        the old one."""
+        claims = {**self._request_claims(lifetime, None), "operator": operator}
+        claims["jwk"] = public_jwk(new_key.key, alg=new_key.algorithm_name)
+        claims["proof"] = key_proof(
+            new_key, department=self.department, audience=self.audience, jti=claims["jti"]
+        )
+        if expires_at is not None:
+            claims["expires_at"] = expires_at
+        token = self.sign(claims, typ=TokenType.KEY_REGISTER)
+        return self._send("/v1/keys", token, TokenType.KEY_REGISTERED)
+
+    def retire_key(self, kid: str, *, operator: str, lifetime: int = 120) -> SignedAnswer:
+        """Retire this department's active key ``kid`` (never its last one)."""
+        return self._sign_and_send(
+            "/v1/keys:retire",
+            {"operator": operator, "kid": kid},
+            TokenType.KEY_RETIRE,
+            TokenType.KEY_RETIRED,
+            lifetime,
+        )
+
+    def use_key(self, key: jwt.PyJWK) -> None:
+        """Sign every later request with ``key`` (a key registered for this department)."""
+        self._key = key
 
     # --- public documents (no credentials) ------------------------------------------------
 

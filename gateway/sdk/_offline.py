@@ -12,6 +12,7 @@ import jwt
 import msgspec
 from jwt.api_jws import PyJWS
 
+from gateway.core.keyring import GatewayKeyRefused, gateway_key_for
 from gateway.core.licences import STATUS_MESSAGES, Verification, verify_sealed
 from gateway.core.seals import SealRegistry, registry_from_snapshot
 from gateway.core.status_lists import StatusList, StatusListRejected, verify_status_list_token
@@ -67,15 +68,25 @@ class PublicDocuments:
 
 
 def _gateway_jwk(jwks: Mapping[str, Any], token: str) -> dict[str, Any]:
-    """The gateway's ES256 key that signed ``token``, chosen by ``kid`` from the JWKS."""
+    """The gateway's ES256 key that signed ``token``, chosen by ``kid`` from the JWKS, and in
+    force when ``token`` says it was signed (its ``iat``; a retired key vouches only for what
+    it signed before its retirement)."""
     try:
         kid = PyJWS().get_unverified_header(token).get("kid")
     except jwt.PyJWTError as exc:
         raise StatusListRejected(f"not a gateway JWS: {exc}") from None
-    for jwk in jwks.get("keys", []):
-        if isinstance(jwk, dict) and jwk.get("kid") == kid and jwk.get("alg") == "ES256":
-            return jwk
-    raise StatusListRejected(f"no gateway key {kid!r} in the JWKS")
+    try:
+        # Unverified: it only chooses the key; the signature check that follows says whether
+        # the payload is the gateway's (a garbled one reads as no time, which no retired key
+        # vouches for).
+        signed_at = jwt.decode(token, options={"verify_signature": False}).get("iat")
+    except (jwt.PyJWTError, AttributeError):
+        signed_at = None
+    try:
+        jwk = gateway_key_for(jwks, kid=kid, iat=signed_at)
+    except GatewayKeyRefused as exc:
+        raise StatusListRejected(str(exc)) from None
+    return {k: v for k, v in jwk.items() if k not in ("status", "nbf", "exp")}
 
 
 def _expiry(token: str) -> dt.datetime:

@@ -10,6 +10,7 @@ __all__ = [
     "closed_cases",
     "department_keys",
     "departments",
+    "gateway_keys",
     "metadata",
     "quota_subjects",
     "readiness_probes",
@@ -46,6 +47,24 @@ department_keys = sa.Table(
     sa.Column("jwk", sa.Text(), nullable=False),  # public JWK as JSON
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # Migration 0010: when the department means to stop using the key (an alert ahead of it).
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# The gateway's own signing keys, public halves and lifecycle (migration 0010); the private
+# halves are files under keys/gateway/ (see gateway.registry.gateway_keys).
+gateway_keys = sa.Table(
+    "gateway_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("alg", sa.String(16), nullable=False),
+    sa.Column("jwk", sa.Text(), nullable=False),  # public JWK as JSON
+    sa.Column("status", sa.String(16), nullable=False),  # next / active / retired
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("active_from", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("retire_by", sa.DateTime(timezone=True), nullable=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 

@@ -16,14 +16,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from jsonschema import Draft202012Validator
+from jwt.algorithms import ECAlgorithm
 from litestar.handlers import HTTPRouteHandler
 from openapi_spec_validator import validate
 
 import gateway
 from gateway import errors
 from gateway.core.answers import ANSWER_CLAIMS
+from gateway.core.keyring import jwk_thumbprint
 from gateway.core.protocol import TokenType
 from gateway.demo.population import people
 from gateway.exchange import Exchange
@@ -377,6 +381,15 @@ def answers(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterato
         identity_lookup(gw, "market", person, "ANS-2")
         response, _token = history(gw, "service-centre", ("resident-id", person))
         tokens[TokenType.ACCESS_HISTORY_RESULT] = response.text
+        # A department's next key, registered, then retired again (its own key stays).
+        with gw.client("service-centre") as c:
+            jwk = ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()), as_dict=True)
+            next_key = jwt.PyJWK({**jwk, "kid": jwk_thumbprint(jwk), "alg": "ES256"})
+            registered_key = c.register_next_key(next_key, operator="o")
+            tokens[TokenType.KEY_REGISTERED] = registered_key.token
+            tokens[TokenType.KEY_RETIRED] = c.retire_key(
+                str(registered_key.claims["kid"]), operator="o"
+            ).token
         # Each is what the SDK accepts as an answer of its typ, for its department.
         for typ, token in tokens.items():
             department = (

@@ -19,11 +19,14 @@ from gateway.sdk import AnswerRejected, JwksCache
 class _Jwks(BaseHTTPRequestHandler):
     keys: ClassVar[list[dict[str, Any]]] = []
     hits: ClassVar[int] = 0
+    cache_control: ClassVar[str | None] = None
 
     def do_GET(self) -> None:
         type(self).hits += 1
         body = json.dumps({"keys": self.keys}).encode()
         self.send_response(200)
+        if self.cache_control is not None:
+            self.send_header("Cache-Control", self.cache_control)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -65,3 +68,24 @@ def test_fetched_once_refreshed_on_unknown_kid_with_cooldown(server: str) -> Non
         _Jwks.keys = [first, second]
         assert rotating.get(second["kid"]).key_id == second["kid"]
         assert _Jwks.hits == 3
+
+
+def test_a_copy_older_than_its_max_age_is_fetched_again(server: str) -> None:
+    """A key's retirement (its ``exp``) reaches the cache within the JWKS's max-age."""
+    key = _jwk()
+    _Jwks.keys, _Jwks.hits, _Jwks.cache_control = [{**key, "status": "active"}], 0, "max-age=0"
+    try:
+        with httpx.Client(base_url=server) as http:
+            cache = JwksCache(http=http, url="/jwks", cooldown=3600)
+            cache.for_token(key["kid"], iat=2_000_000_000)
+            _Jwks.keys = [{**key, "status": "retired", "exp": 1_900_000_000}]
+            with pytest.raises(AnswerRejected, match="retired"):
+                cache.for_token(key["kid"], iat=2_000_000_000)
+            assert cache.for_token(key["kid"], iat=1_800_000_000).key_id == key["kid"]
+            assert _Jwks.hits == 3  # max-age 0: fetched at each use
+            _Jwks.cache_control = "public, max-age=300"
+            cache.get(key["kid"])
+            cache.get(key["kid"])
+            assert _Jwks.hits == 4  # fetched once, then within its lifetime
+    finally:
+        _Jwks.cache_control = None

@@ -116,6 +116,12 @@ ALERTS = {
                              most_within_window=5, window_seconds=600, threshold=5,
                              reasons={"wrong-password": 5}),
     "account-locked": _alert("account-locked", username="clerk-wang"),
+    "key-expiring": _alert("key-expiring", what="department-key", id="YW-1",
+                           expires_at="2026-06-10T02:30:00Z", days_left=12.0,
+                           alert_days_ahead=30),
+    "seal-expiring": _alert("seal-expiring", what="seal", id="YW-2",
+                            expires_at="2026-06-10T02:30:00Z", days_left=-1.0,
+                            alert_days_ahead=30),
 }  # fmt: skip
 
 

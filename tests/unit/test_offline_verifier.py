@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -190,10 +191,16 @@ def test_documents_of_another_gateway_key_are_rejected() -> None:
 
 
 def test_a_list_signed_by_another_key_under_the_gateway_kid_is_rejected() -> None:
-    impostor = GatewaySigner(private_key=ec.generate_private_key(ec.SECP256R1()), issuer=GATEWAY)
-    impostor.kid = SIGNER.kid  # claims to be the gateway's key
+    # The gateway's own list, signed again by another key that claims the gateway's kid.
+    claims = jwt.decode(list_token(LicenceStatus.VALID), options={"verify_signature": False})
+    forged = jwt.encode(
+        claims,
+        ec.generate_private_key(ec.SECP256R1()),
+        algorithm="ES256",
+        headers={"kid": SIGNER.kid, "typ": TokenType.STATUS_LIST},
+    )
     with pytest.raises(StatusListRejected, match="signature"):
-        verifier(lists=(list_token(LicenceStatus.VALID, signer=impostor),))
+        verifier(lists=(forged,))
 
 
 def test_a_list_giving_values_other_meanings_is_rejected() -> None:
