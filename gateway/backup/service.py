@@ -59,7 +59,9 @@ from gateway.backup.manifest import (
     file_sha256,
 )
 from gateway.core import merkle
-from gateway.core.keyring import public_jwk
+from gateway.core.keyring import GatewayKey as GatewayKeyRecord
+from gateway.core.keyring import GatewayKeyStatus, public_jwk
+from gateway.registry.gateway_keys import load_gateway_keys, load_private_keys
 from gateway.settings import Settings
 from gateway.storage.database import create_database_engine, is_sqlite
 from gateway.storage.schema import audit_checkpoints
@@ -777,22 +779,21 @@ def _place_policies(source: Path, manifest: Manifest, policies_dir: Path) -> tup
 
 
 def _key_warnings(settings: Settings, manifest: Manifest) -> list[str]:
+    """What the restored gateway will lack: the private halves of the keys its restored key
+    set signs with (the public halves came back with the database, so everything signed
+    before still verifies), and the audit HMAC key."""
     keys_dir = Path(settings.keys_dir)
     warnings: list[str] = []
-    found = _gateway_public_jwk(keys_dir)
-    expected = manifest.gateway_public_jwk
-    if found is None:
-        warnings.append(
-            f"there is no gateway signing key in {keys_dir / GATEWAY_KEY}: put back the one you"
-            " kept before `gateway serve` or `gateway audit verify`, which would make a new one"
-            " — the log's checkpoints verify only with the key that signed them"
-        )
-    elif expected is not None and found.kid != expected.kid:
-        warnings.append(
-            f"the gateway signing key in {keys_dir / GATEWAY_KEY} (kid {found.kid}) is not"
-            f" the one that signed the backup's checkpoints (kid {expected.kid}):"
-            " `gateway audit verify` will report their signatures"
-        )
+    present = set(load_private_keys(keys_dir)) if (keys_dir / "gateway").is_dir() else set()
+    for key in _signing_keys(settings):
+        if key.kid not in present:
+            warnings.append(
+                f"the {key.status} gateway signing key {key.kid} has no private half under"
+                f" {keys_dir / 'gateway'}: put back the {key.kid}.private.pem (or the"
+                " signing.private.pem) you kept — until then the gateway signs nothing and"
+                " answers 503; what it signed before still verifies with its JWKS"
+            )
+    del manifest  # the key set in the restored database says which keys sign, not the file
     if not settings.audit_hmac_key and not (keys_dir / "audit-hmac.key").is_file():
         warnings.append(
             f"there is no audit HMAC key in {keys_dir / 'audit-hmac.key'} (nor"
@@ -800,6 +801,25 @@ def _key_warnings(settings: Settings, manifest: Manifest) -> list[str]:
             " log cannot be resolved again"
         )
     return warnings
+
+
+def _signing_keys(settings: Settings) -> list[GatewayKeyRecord]:
+    """The active and next keys of the restored database's gateway key set."""
+    engine = create_database_engine(
+        settings.effective_database_url, busy_timeout_ms=settings.db_busy_timeout_ms
+    )
+    try:
+        return [
+            k
+            for k in load_gateway_keys(engine)
+            if k.status in (GatewayKeyStatus.ACTIVE, GatewayKeyStatus.NEXT)
+        ]
+    except SQLAlchemyError as exc:
+        raise BackupFailed(
+            f"the restored database does not answer: {str(exc).splitlines()[0]}"
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def _restored_state(settings: Settings) -> AuditState:
