@@ -38,7 +38,7 @@ from gateway.cache.redis import RedisGuard
 from gateway.cache.redis import connect as connect_redis
 from gateway.console.services import ConsoleServices
 from gateway.console.settings import console_session_policy
-from gateway.core.keyring import GatewaySigner, KeyRing
+from gateway.core.keyring import GatewayKeyStatus, GatewaySigner, KeyRing
 from gateway.core.policy import DISTRICT_TZ, PolicySet, load_policy_set
 from gateway.core.protocol import AuditEvent
 from gateway.core.sources import AdapterContext, SourceAdapter
@@ -58,9 +58,10 @@ from gateway.policy import (
     RedisPolicyStore,
 )
 from gateway.registry import keystore
+from gateway.registry.gateway_keys import load_gateway_keys
 from gateway.registry.keys import KeyAdministration
 from gateway.registry.operators import OperatorTokens
-from gateway.registry.store import load_keyring
+from gateway.registry.store import key_expiries, load_keyring
 from gateway.settings import Settings
 from gateway.storage.database import create_database_engine
 from gateway.storage.readiness import ReadinessProbe
@@ -221,6 +222,10 @@ def _metric_readings(
             ).timestamp()
             for seal in store.seals()
         }
+        expiries = {k: at.timestamp() for k, at in key_expiries(engine).items()}
+        for key in load_gateway_keys(engine):
+            if key.status is not GatewayKeyStatus.RETIRED and key.retire_by is not None:
+                expiries["gateway", key.kid] = key.retire_by.timestamp()
         circuits = [
             (rid, breaker.state)
             for rid, adapter in adapters(policy.current).items()
@@ -230,6 +235,7 @@ def _metric_readings(
             tree_size=size,
             checkpoint_size=None if latest is None else latest.size,
             checkpoint_at=None if latest is None else latest.at.timestamp(),
+            key_expiry=expiries,
             seal_expiry=seals,
             circuits=circuits,
         )

@@ -16,6 +16,7 @@ from gateway.storage.schema import department_keys, departments, seals
 
 __all__ = [
     "MAX_ACTIVE_KEYS",
+    "key_expiries",
     "keyring_revision",
     "load_keyring",
     "register_key",
@@ -238,3 +239,23 @@ def list_registry(engine: sa.Engine) -> list[dict[str, Any]]:
         }
         for d in deps
     ]
+
+
+def key_expiries(engine: sa.Engine) -> dict[tuple[str, str], dt.datetime]:
+    """When each active department key that has an ``expires_at`` stops being valid, by
+    (department, kid) — what the metrics' expiry gauges show."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                department_keys.c.department_id,
+                department_keys.c.kid,
+                department_keys.c.expires_at,
+            ).where(
+                department_keys.c.status == KeyStatus.ACTIVE,
+                department_keys.c.expires_at.is_not(None),
+            )
+        ).all()
+    return {
+        (dep, kid): at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
+        for dep, kid, at in rows
+    }

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.core.policy import DISTRICT_TZ
 from gateway.demo.population import companies
 from gateway.licensing.store import LicenceStore
+from gateway.registry.gateway_keys import load_gateway_keys
 from gateway.sdk import http_client
 from gateway.telemetry.access import ACCESS_LOGGER, valid_request_id
 from gateway.telemetry.logs import JsonFormatter, TextFormatter
@@ -178,6 +179,18 @@ def test_gauges_follow_the_stores(gateway: Gateway) -> None:
         if name == "gateway_seal_expiry_timestamp_seconds"
     }
     assert expiry, "every registered seal has its expiry gauge"
+    keys = {
+        dict(labels)["kid"]: v
+        for (name, labels), v in samples.items()
+        if name == "gateway_key_expiry_timestamp_seconds" and ("owner", "gateway") in labels
+    }
+    planned = {
+        k.kid: k.retire_by.timestamp()
+        for k in load_gateway_keys(runtime.engine)
+        if k.status != "retired" and k.retire_by is not None
+    }
+    assert planned, "the active gateway key has a planned retirement"
+    assert keys == planned
     for seal in LicenceStore(runtime.engine).seals():
         end = dt.datetime.combine(seal.valid_until + dt.timedelta(days=1), dt.time(), DISTRICT_TZ)
         assert expiry[seal.seal_id] == end.timestamp()
