@@ -180,7 +180,8 @@ def rotate(early: bool, operator: str | None) -> None:
 @_operator_option
 def retire(kid: str, operator: str | None) -> None:
     """Retire gateway key KID: a next key is withdrawn (it leaves the JWKS, never having
-    signed); the active key cannot be retired (rotate instead)."""
+    signed); the active key cannot be retired (rotate instead). A kid that begins with "-"
+    goes after "--" (``gateway keys retire -- -zK2…``)."""
     from gateway.core.protocol import AuditEvent
     from gateway.registry.gateway_keys import RotationRefused, retire_gateway_key
 
@@ -306,7 +307,10 @@ def register_department_key(  # noqa: PLR0917 - click passes every option by nam
 @click.option("--reason", required=True, help="Why (kept in the audit log).")
 @_operator_option
 def retire_department_key(department_id: str, kid: str, reason: str, operator: str | None) -> None:
-    """Retire the active key KID of DEPARTMENT (never its last one; audited)."""
+    """Retire the active key KID of DEPARTMENT (never its last one; audited).
+
+    A kid is base64url and may begin with "-": put such a kid after "--", as in
+    ``gateway keys department retire --reason … -- hrss -zK2…``."""
     done = _administer(
         "retire_for",
         department=department_id,

@@ -353,12 +353,21 @@ def test_the_command_registers_and_retires_for_a_department(
     )
     assert done.returncode == 0, done.stderr
     retired = gateway_command(
-        "keys", "department", "retire", "hrss", old, "--reason", "轮换", env=env
+        # "--": a kid may begin with "-" (base64url), which would read as an option.
+        "keys",
+        "department",
+        "retire",
+        "--reason",
+        "轮换",
+        "--",
+        "hrss",
+        old,
+        env=env,
     )
     assert retired.returncode == 0, retired.stderr
     assert _keys(gw, "hrss") == {old: "retired", new.key_id: "active"}
     last = gateway_command(
-        "keys", "department", "retire", "hrss", str(new.key_id), "--reason", "x", env=env
+        "keys", "department", "retire", "--reason", "x", "--", "hrss", str(new.key_id), env=env
     )
     assert last.returncode == 1
     assert "only active key" in last.stderr

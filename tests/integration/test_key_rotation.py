@@ -320,14 +320,14 @@ def test_the_active_key_cannot_be_retired_and_a_next_key_can_be_withdrawn(
 ) -> None:
     env = _env(gw)
     active = _active(_jwks(gw))
-    refused = gateway_command("keys", "retire", active, env=env)
+    refused = gateway_command("keys", "retire", "--", active, env=env)
     assert refused.returncode == 1
     assert "rotate" in refused.stderr
     assert gateway_command("keys", "retire", "nope", env=env).returncode == 1
     assert gateway_command("keys", "rotate", env=env).returncode == 0
     upcoming = _until(lambda: [k["kid"] for k in _jwks(gw)["keys"] if k["status"] == "next"])
     assert upcoming, "the next key was not published"
-    withdrawn = gateway_command("keys", "retire", upcoming[0], env=env)
+    withdrawn = gateway_command("keys", "retire", "--", upcoming[0], env=env)
     assert withdrawn.returncode == 0, withdrawn.stderr
     assert _until(lambda: upcoming[0] not in {k["kid"] for k in _jwks(gw)["keys"]})
     assert not (gw.keys_dir / "gateway" / f"{upcoming[0]}.private.pem").exists()
