@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import base64
+import importlib
+import json
 import os
 import re
 import shutil
@@ -197,7 +199,7 @@ def test_signatures_cross_between_here_and_gmalglib_under_the_user_id_only() -> 
 
 
 def test_the_module_and_gmalglib_agree_on_the_curve() -> None:
-    gm = __import__("gmalglib.sm2", fromlist=["SM2_PARAMS_P"])
+    gm = importlib.import_module("gmalglib.sm2")
     assert int.from_bytes(gm.SM2_PARAMS_P, "big") == sm2._P
     assert int.from_bytes(gm.SM2_PARAMS_A, "big") == sm2._A
     assert int.from_bytes(gm.SM2_PARAMS_B, "big") == sm2._B
@@ -248,7 +250,7 @@ def test_hostile_input_never_aborts_the_process() -> None:
         env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )
     assert done.returncode == 0, done.stderr
-    answers = __import__("json").loads(done.stdout)
+    answers = json.loads(done.stdout)
     assert answers.pop("refused") == ["not-a-key"] * 5 + ["pair-mismatch"] * 2
     assert answers == {
         "empty": True,
@@ -259,3 +261,59 @@ def test_hostile_input_never_aborts_the_process() -> None:
         "ones": False,
         "not-bytes": False,
     }
+
+
+# --- docs/sm2.md's command lines, as a department pastes them ----------------------------------
+
+_DOC = Path(__file__).resolve().parents[2] / "docs" / "sm2.md"
+_TOOLS = ("bash", "openssl", "xxd", "basenc", "base64", "awk", "sed")
+needs_tools = pytest.mark.skipif(
+    any(shutil.which(tool) is None for tool in _TOOLS), reason="needs " + ", ".join(_TOOLS)
+)
+
+
+def doc_block(name: str) -> str:
+    found = re.search(rf"<!-- {name} -->\n```sh\n(.*?)```", _DOC.read_text("utf-8"), re.DOTALL)
+    assert found, f"docs/sm2.md has no block {name}"
+    return found.group(1)
+
+
+def run_block(name: str, directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", doc_block(name)],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@needs_tools
+def test_the_documented_signing_recipe_makes_a_token_that_verifies_here(tmp_path: Path) -> None:
+    done = run_block("sm2-sign", tmp_path)
+    assert done.returncode == 0, done.stderr
+    key = sm2.SM2PublicKey.from_jwk(json.loads((tmp_path / "dept-sm2.pub.jwk").read_text()))
+    jws = parse_compact((tmp_path / "token").read_text(), allowed_members={"alg", "kid", "typ"})
+    assert jws.header.alg == "SM2"
+    assert jws.header.kid == key.kid
+    assert sm2.verify(jws, key=key)
+    assert not sm2.verify(jws, key=sm2.generate_private_key().public_key)
+
+
+@needs_tools
+def test_the_documented_verifying_recipe_checks_a_token_signed_here(tmp_path: Path) -> None:
+    key = sm2.generate_private_key()
+    signer = tmp_path / "signer.pub.jwk"
+    signer.write_text(json.dumps(key.public_key.jwk(), separators=(",", ":")))
+    token = sm2.sign_compact(b'{"iss":"gateway"}', key=key, typ="yiwang-answer+jwt")
+    (tmp_path / "token").write_text(token + "\n")
+    done = run_block("sm2-verify", tmp_path)
+    assert (done.returncode, done.stdout.strip()) == (0, "Verified OK"), done.stderr
+
+    header, _, signature = token.split(".")
+    other_payload = b64(b'{"iss":"other"}')
+    (tmp_path / "token").write_text(f"{header}.{other_payload}.{signature}\n")
+    done = run_block("sm2-verify", tmp_path)
+    assert done.stdout.strip() == "Verification failure"
+    assert done.returncode != 0
