@@ -3,11 +3,11 @@
 The curve arithmetic, the nonce and the Z digest are OpenSSL's: the system's ``libcrypto.so.3``
 (OpenSSL 3), called through :mod:`ctypes` with ``EVP_DigestSign``/``EVP_DigestVerify`` and the
 distinguishing identifier set explicitly with ``EVP_PKEY_CTX_set1_id``. The ``cryptography``
-package's own OpenSSL has no SM2 key type, and the PyPI bindings measured against this one were
-slower, unmaintained or built without a review of their arithmetic (docs/sm2.md says which and
-by how much). Nothing of SM2 is computed in Python: Python checks what enters (lengths, ranges,
-the curve equation) before any byte reaches C, so a hostile value becomes a
-:class:`SM2KeyError` and never a crash.
+package's own OpenSSL has no SM2 key type ("curve 1.2.156.10197.1.301 is not supported"), and
+the PyPI packages measured against this binding were no cheaper per lookup and less maintained
+(docs/sm2.md has the figures). Nothing of SM2 is computed in Python: Python checks what
+enters (lengths, ranges, the curve equation) before any byte reaches C, so a hostile value
+becomes a :class:`SM2KeyError` and never a crash.
 
 A signature is the 64-byte ``r‖s`` (each big-endian, 32 bytes), as JOSE encodes ECDSA; OpenSSL
 reads and writes DER, converted here with ``cryptography``'s strict DER codec.
@@ -50,6 +50,7 @@ __all__ = [
     "SM2PublicKey",
     "generate_private_key",
     "hmac_sm3",
+    "hmac_sm3_matches",
     "sign_compact",
     "sm3",
     "thumbprint",
@@ -346,7 +347,7 @@ class SM2PublicKey:
         if not (0 < r < _N and 0 < s < _N):
             return False
         der = encode_dss_signature(r, s)
-        return _digest_verify(self._handle, der, bytes(message))
+        return _digest_verify(self._handle, der, _message(message))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SM2PublicKey) and (self.x, self.y) == (other.x, other.y)
@@ -396,7 +397,7 @@ class SM2PrivateKey:
     def sign(self, message: bytes) -> bytes:
         """The 64-byte ``r‖s`` signature of ``message`` (SM3 over Z‖M, user id
         :data:`USER_ID`, a fresh nonce from OpenSSL's CSPRNG)."""
-        r, s = decode_dss_signature(_digest_sign(self._handle, bytes(message)))
+        r, s = decode_dss_signature(_digest_sign(self._handle, _message(message)))
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
     def __repr__(self) -> str:
@@ -425,13 +426,19 @@ def generate_private_key() -> SM2PrivateKey:
         ):
             raise ConfigurationError(["SM2 key generation failed in libcrypto"])
         public = SM2PublicKey(x=point.raw[1:33], y=point.raw[33:65])
-        key = SM2PrivateKey(d=d.raw, public_key=public, _handle=handle)
-        ctypes.memset(d, 0, 32)
-        return key
+        return SM2PrivateKey(d=d.raw, public_key=public, _handle=handle)
     finally:
         lib.err_clear()
         lib.bn_clear_free(bn)
         lib.pctx_free(ctx)
+
+
+def _message(message: bytes) -> bytes:
+    # bytes() of an int would allocate that many zero bytes, and ctypes would pass None as a
+    # null pointer: only bytes are signed or verified.
+    if not isinstance(message, bytes):
+        raise TypeError("an SM2 message is bytes")
+    return message
 
 
 def _digest_context(lib: _LibCrypto, handle: _Handle) -> tuple[int, int]:

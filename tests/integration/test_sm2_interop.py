@@ -144,6 +144,24 @@ def test_a_jws_signed_here_verifies_with_openssl_only_under_the_user_id(tmp_path
 
 
 @needs_openssl
+def test_the_user_id_is_the_one_set_not_a_library_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OpenSSL's default id is the same 1234567812345678: with another id in the constant, the
+    # signature must follow it, which shows the id really is set on every call.
+    key = sm2.generate_private_key()
+    monkeypatch.setattr(sm2, "USER_ID", b"ALICE123@YAHOO.COM")
+    signature = key.sign(b"m")
+    assert key.public_key.verify(signature, b"m")
+    assert openssl_verifies(tmp_path, key.public_key, signature, b"m", distid="ALICE123@YAHOO.COM")
+    assert not openssl_verifies(
+        tmp_path, key.public_key, signature, b"m", distid="1234567812345678"
+    )
+    monkeypatch.undo()
+    assert not key.public_key.verify(signature, b"m")
+
+
+@needs_openssl
 def test_the_standards_signature_verifies_with_openssl(tmp_path: Path) -> None:
     key = sm2.SM2PublicKey(x=VECTOR_X, y=VECTOR_Y)
     assert openssl_verifies(

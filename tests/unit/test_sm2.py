@@ -127,6 +127,14 @@ def test_empty_message_signs_and_verifies() -> None:
     assert not _KEY.public_key.verify(_KEY.sign(b""), b"\x00")
 
 
+@pytest.mark.parametrize("message", [10**12, None, "text", bytearray(b"m")])
+def test_a_message_that_is_not_bytes_is_a_type_error_not_an_allocation(message: Any) -> None:
+    with pytest.raises(TypeError):
+        _KEY.sign(message)
+    with pytest.raises(TypeError):
+        _KEY.public_key.verify(_KEY.sign(b"m"), message)
+
+
 def test_the_private_keys_repr_shows_no_secret() -> None:
     d = _KEY.private_jwk()["d"]
     assert d not in repr(_KEY)
