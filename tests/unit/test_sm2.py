@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -133,6 +134,23 @@ def test_a_message_that_is_not_bytes_is_a_type_error_not_an_allocation(message: 
         _KEY.sign(message)
     with pytest.raises(TypeError):
         _KEY.public_key.verify(_KEY.sign(b"m"), message)
+
+
+def test_keys_shared_by_threads_sign_and_verify_correctly() -> None:
+    # ctypes releases the GIL during each call: threads really do run in libcrypto together.
+    signature = _KEY.sign(b"shared")
+
+    def work(index: int) -> bool:
+        message = index.to_bytes(4, "big")
+        return all(
+            _KEY.public_key.verify(_KEY.sign(message), message)
+            and _KEY.public_key.verify(signature, b"shared")
+            and not _KEY.public_key.verify(signature, message)
+            for _ in range(25)
+        )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(work, range(8)))
 
 
 def test_the_private_keys_repr_shows_no_secret() -> None:
