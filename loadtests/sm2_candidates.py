@@ -1,11 +1,12 @@
 """Signatures per second of the SM2 candidates (docs/sm2.md), and ES256 for scale.
 
-    .venv/bin/python -m loadtests.sm2_candidates [--seconds 2]
+    .venv/bin/python -m loadtests.sm2_candidates [--seconds 0.5] [--rounds 7]
 
 Measures gateway.core.sm2 (the system's OpenSSL 3 libcrypto through ctypes) and, when they
-are installed, tongsuopy and gmalglib (``uv pip install tongsuopy gmalglib``: neither is a
-dependency of the gateway). One thread, a 300-byte message (about a request token's signing
-input), several rounds in turn; prints the best and the median round of each.
+are installed, gmalglib (in the dev extra, for the interop tests) and tongsuopy (no dependency
+of the project: ``.venv/bin/uv pip install --python .venv/bin/python tongsuopy`` to compare).
+One thread, a 300-byte message (about a request token's signing input), several rounds in
+turn; prints the best and the median round of each.
 """
 
 from __future__ import annotations

@@ -369,7 +369,7 @@ class SM2PrivateKey:
     ) -> None:
         if len(d) != _COORDINATE_BYTES:
             raise SM2KeyError("jwk.d", "not-32-bytes-base64url")
-        # [1, n-2]: signing divides by 1 + d (GB/T 32918.1, 6.1).
+        # [1, n-2]: signing divides by 1 + d (GB/T 32918.2).
         if not 0 < int.from_bytes(d, "big") < _N - 1:
             raise SM2KeyError("jwk.d", "scalar-out-of-range")
         self._d = bytes(d)
