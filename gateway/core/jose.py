@@ -154,6 +154,11 @@ def verify(jws: CompactJWS, *, alg: str, key: Any) -> bool:
     """
     if jws.header.alg != alg:
         return False
+    if alg == "SM2":
+        # The commercial-cryptography profile (docs/sm2.md): SM2 with SM3 over Z‖M, r‖s.
+        from gateway.core import sm2  # here: sm2 builds on this module's parsed JWS
+
+        return isinstance(key, sm2.SM2PublicKey) and sm2.verify(jws, key=key)
     try:
         verified: bool = jwt.get_algorithm_by_name(alg).verify(
             jws.signing_input, key, jws.signature

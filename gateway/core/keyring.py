@@ -25,11 +25,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 from jwt.api_jws import PyJWS
 
+from gateway.core.sm2 import SM2KeyError, SM2PublicKey
 from gateway.errors import ConfigurationError, StoreUnavailable
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
     "GATEWAY_KEY_NBF_LEEWAY",
+    "REQUEST_ALGORITHMS",
     "SWITCH_GRACE_SECONDS",
     "DepartmentKey",
     "GatewayKey",
@@ -53,9 +55,15 @@ KeyId = NewType("KeyId", str)
 
 #: Asymmetric algorithms a department key may use. Never ``none``, never HS*.
 ALLOWED_ALGORITHMS = frozenset({"ES256", "EdDSA"})
+#: What a department's *request* keys may also use: SM2 (国密, docs/sm2.md). Seals, the SDK's
+#: signing and the gateway's own keys take SM2 in a later step; until then only the request
+#: path (the key ring and the token verifier) accepts it.
+REQUEST_ALGORITHMS = ALLOWED_ALGORITHMS | {"SM2"}
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+#: What a department's registered key may be (SM2 for request keys only, for now).
+DepartmentPublicKey = PublicKey | SM2PublicKey
 
 
 class KeyStatus(enum.StrEnum):
@@ -107,19 +115,21 @@ class DepartmentKey:
     department: str
     alg: str
     status: KeyStatus
-    public_key: PublicKey
+    public_key: DepartmentPublicKey
     jwk: Mapping[str, Any]
 
     @classmethod
     def from_jwk(
         cls, jwk: Mapping[str, Any], *, department: str, status: KeyStatus
     ) -> DepartmentKey:
-        """Parse a public JWK; its ``alg`` must be in :data:`ALLOWED_ALGORITHMS`."""
+        """Parse a public JWK; its ``alg`` must be in :data:`REQUEST_ALGORITHMS`."""
         alg = jwk.get("alg")
-        if alg not in ALLOWED_ALGORITHMS:
+        if alg not in REQUEST_ALGORITHMS:
             raise ConfigurationError([f"key of {department}: alg {alg!r} is not allowed"])
         if "d" in jwk:
             raise ConfigurationError([f"key of {department}: a private key was registered"])
+        if alg == "SM2":
+            return cls._sm2(jwk, department=department, status=status)
         parsed = jwt.PyJWK(dict(jwk), algorithm=alg)
         public = parsed.key
         if alg == "ES256" and not (
@@ -138,6 +148,22 @@ class DepartmentKey:
             status=status,
             public_key=public,
             jwk=public_jwk(public, alg=alg),
+        )
+
+    @classmethod
+    def _sm2(cls, jwk: Mapping[str, Any], *, department: str, status: KeyStatus) -> DepartmentKey:
+        try:
+            public = SM2PublicKey.from_jwk(dict(jwk))
+        except SM2KeyError as exc:
+            raise ConfigurationError([f"key of {department}: {exc.field}: {exc.reason}"]) from None
+        kid = jwk_thumbprint(public.jwk())  # the same RFC 7638 members as every EC key
+        return cls(
+            kid=kid,
+            department=department,
+            alg="SM2",
+            status=status,
+            public_key=public,
+            jwk=public.jwk(),
         )
 
 

@@ -27,9 +27,17 @@ from typing import Any
 
 import msgspec
 
-from gateway.core.keyring import DepartmentKey, KeyId, KeyStatus, PublicKey, jwk_thumbprint
+from gateway.core.keyring import (
+    ALLOWED_ALGORITHMS,
+    DepartmentKey,
+    KeyId,
+    KeyStatus,
+    PublicKey,
+    jwk_thumbprint,
+)
 from gateway.core.policy import DISTRICT_TZ
 from gateway.core.protocol import TokenType
+from gateway.core.sm2 import SM2PublicKey
 from gateway.core.status_lists import verify_gateway_claims
 from gateway.errors import ConfigurationError, InvalidInput
 
@@ -160,10 +168,14 @@ class SealRegistry:
         self._by_kid: dict[str, tuple[Seal, PublicKey]] = {}
         for seal in seals:
             # DepartmentKey enforces the allowed algorithms, public-only keys and kid =
-            # thumbprint; the seal's status is tracked here, not in KeyStatus.
+            # thumbprint; the seal's status is tracked here, not in KeyStatus. Seals stay
+            # ES256 / EdDSA until SM2 seals are wired through sealing and the SDK.
+            if seal.alg not in ALLOWED_ALGORITHMS:
+                raise ConfigurationError([f"seal {seal.seal_id}: alg {seal.alg!r} not allowed"])
             key = DepartmentKey.from_jwk(
                 {**seal.jwk, "alg": seal.alg}, department=seal.owner, status=KeyStatus.ACTIVE
             )
+            assert not isinstance(key.public_key, SM2PublicKey)
             if seal.seal_id in self._by_id or key.kid in self._by_kid:
                 raise ConfigurationError([f"seal {seal.seal_id}: id or key registered twice"])
             self._by_id[seal.seal_id] = seal

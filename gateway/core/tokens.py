@@ -16,7 +16,7 @@ import msgspec
 
 from gateway.core.jose import CompactJWS, JoseError, parse_compact
 from gateway.core.jose import verify as verify_signature
-from gateway.core.keyring import ALLOWED_ALGORITHMS, DepartmentKey, KeyId, KeyRing, KeyStatus
+from gateway.core.keyring import REQUEST_ALGORITHMS, DepartmentKey, KeyId, KeyRing, KeyStatus
 from gateway.core.wire import Name, NumericDate, WireError, decode_json
 from gateway.errors import TokenRejected
 
@@ -151,7 +151,7 @@ class RequestTokenVerifier:
         except JoseError as exc:
             raise TokenRejected(exc.reason) from None
         header = jws.header
-        if header.alg not in ALLOWED_ALGORITHMS:  # also refuses "none" in every spelling and HS*
+        if header.alg not in REQUEST_ALGORITHMS:  # also refuses "none" in every spelling and HS*
             raise TokenRejected("alg-not-allowed")
         if header.typ != typ:
             raise TokenRejected("wrong-typ")
