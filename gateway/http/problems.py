@@ -24,6 +24,7 @@ __all__ = [
     "AUDIT_CONTEXT",
     "PROBLEM_JSON",
     "exception_handlers",
+    "problem_body",
     "problem_response",
     "record_unexpected",
 ]
@@ -41,6 +42,18 @@ _UNRECORDED = "internal_error_unrecorded"
 _MISSING_PARAMETER = re.compile(r"Missing required (\w+) parameter '([^']+)'")
 
 
+def problem_body(
+    status: int, slug: str, title: str, detail: str | None = None, **extensions: Any
+) -> bytes:
+    """The JSON of an RFC 9457 problem (what :func:`problem_response` sends; the access layer,
+    which answers before the app, sends it as it is)."""
+    body: dict[str, Any] = {"type": _TYPE_BASE + slug, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update({k: v for k, v in extensions.items() if v is not None})
+    return msgspec.json.encode(body)
+
+
 def problem_response(
     status: int,
     slug: str,
@@ -50,12 +63,8 @@ def problem_response(
     **extensions: Any,
 ) -> Response[bytes]:
     """A problem+json response."""
-    body: dict[str, Any] = {"type": _TYPE_BASE + slug, "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    body.update({k: v for k, v in extensions.items() if v is not None})
     return Response(
-        content=msgspec.json.encode(body),
+        content=problem_body(status, slug, title, detail, **extensions),
         status_code=status,
         media_type=PROBLEM_JSON,
         headers=headers,

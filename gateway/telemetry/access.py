@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import InvalidInput
+from gateway.http.problems import PROBLEM_JSON, problem_body
 from gateway.telemetry.context import close_record, open_record
 from gateway.telemetry.metrics import GatewayMetrics
 
@@ -45,15 +45,10 @@ def valid_request_id(value: bytes) -> bool:
 
 def _refusal(reason: str) -> tuple[int, bytes]:
     exc = InvalidInput(REQUEST_ID_HEADER, reason)
-    body = {
-        "type": f"urn:yiwang:problem:{exc.slug}",
-        "title": exc.title,
-        "status": exc.status,
-        "detail": str(exc),
-        "field": exc.field,
-        "reason": exc.reason,
-    }
-    return exc.status, msgspec.json.encode(body)
+    body = problem_body(
+        exc.status, exc.slug, exc.title, str(exc), field=exc.field, reason=exc.reason
+    )
+    return exc.status, body
 
 
 class AccessMiddleware:
@@ -117,7 +112,7 @@ class AccessMiddleware:
                     {
                         "type": "http.response.start",
                         "status": status,
-                        "headers": [(b"content-type", b"application/problem+json")],
+                        "headers": [(b"content-type", PROBLEM_JSON.encode())],
                     }
                 )
                 await counting_send(

@@ -12,22 +12,15 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 __all__ = [
-    "PHASES",
     "RequestRecord",
     "close_record",
     "current_request",
     "current_request_id",
     "open_record",
-    "phase",
 ]
-
-#: The phases of a signed exchange, in order (the ``phase`` label of the latency histogram).
-PHASES = ("verify", "decide", "admit", "source", "audit", "sign")
 
 
 @dataclass(slots=True)
@@ -81,17 +74,3 @@ def close_record(token: contextvars.Token[RequestRecord | None]) -> RequestRecor
     _CURRENT.reset(token)
     assert record is not None, "close_record without open_record"
     return record
-
-
-@contextmanager
-def phase(name: str) -> Iterator[None]:
-    """Time the ``with`` body as phase ``name`` of the current request (nothing outside one)."""
-    record = _CURRENT.get()
-    if record is None:
-        yield
-        return
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        record.add(name, time.perf_counter() - started)

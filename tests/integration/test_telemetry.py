@@ -206,7 +206,7 @@ def test_a_sent_request_id_is_echoed_and_kept_in_the_entry(gateway: Gateway) -> 
         response = gateway.http.post(
             gateway.url + "/v1/lookups",
             content=token,
-            headers={"Content-Type": "application/jwt", "X-Request-Id": "proxy-7f3a.01:β"[:10]},
+            headers={"Content-Type": "application/jwt", "X-Request-Id": "proxy-7f3a"},
         )
         answer = centre.verify_answer(response.text, request_token=token)
     assert response.headers["x-request-id"] == "proxy-7f3a"
