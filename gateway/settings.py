@@ -97,6 +97,7 @@ class AuditSettings(msgspec.Struct, frozen=True, kw_only=True):
     commit_grace_seconds: float
     checkpoint_seconds: float  # the longest an entry stays outside a signed checkpoint
     hmac_key: str  # hex; empty: the key file in keys_dir
+    subject_keying: str  # hmac-sha256 or hmac-sm3 (new entries; old ones keep theirs)
 
 
 class ReadinessSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -134,6 +135,8 @@ class KeySettings(msgspec.Struct, frozen=True, kw_only=True):
     jwks_max_age_seconds: int
     signing_key_lifetime_days: int
     expiry_alert_days: int
+    answer_algorithm: str  # ES256 or SM2: what the gateway signs with by default
+    answers_follow_department_key: bool  # an SM2 department's answers in SM2
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -176,6 +179,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     readiness_min_free_mb: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 64
     worker_healthcheck_seconds: Annotated[int, msgspec.Meta(ge=1, le=600)] = 30
     audit_hmac_key: str = ""  # hex; empty: keys_dir/audit-hmac.key, made by `gateway init`
+    # How new audit entries key their subject: HMAC-SHA256 or HMAC-SM3 (国密, docs/sm2.md).
+    # Each entry's tag says which (an SM3 tag is written "sm3:<hex>"), so switching leaves
+    # every older entry findable.
+    audit_subject_keying: Annotated[str, msgspec.Meta(pattern=r"^hmac-(sha256|sm3)$")] = (
+        "hmac-sha256"
+    )
     log_level: str = "info"
     # Operations (gateway.telemetry): log lines as text or JSON, the access log (one line per
     # request), Prometheus metrics at /metrics behind the metrics operator token, and on a
@@ -206,6 +215,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     jwks_max_age_seconds: Annotated[int, msgspec.Meta(ge=0, le=7 * 86400)] = 300
     signing_key_lifetime_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 365
     key_expiry_alert_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 30
+    # What the gateway signs with (docs/sm2.md): its answers, receipts, checkpoints, status
+    # lists and registry snapshots, with the active key of this algorithm; and whether an
+    # answer to a department follows the algorithm of the department's request key where
+    # the gateway has an active key of it (SM2 → SM2, ES256 → ES256; EdDSA: the above).
+    answer_algorithm: Annotated[str, msgspec.Meta(pattern=r"^(ES256|SM2)$")] = "ES256"
+    answers_follow_department_key: bool = True
 
     @property
     def effective_database_url(self) -> str:
@@ -270,6 +285,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             commit_grace_seconds=self.audit_commit_grace_seconds,
             checkpoint_seconds=self.audit_checkpoint_seconds,
             hmac_key=self.audit_hmac_key,
+            subject_keying=self.audit_subject_keying,
         )
 
     @property
@@ -305,6 +321,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             jwks_max_age_seconds=self.jwks_max_age_seconds,
             signing_key_lifetime_days=self.signing_key_lifetime_days,
             expiry_alert_days=self.key_expiry_alert_days,
+            answer_algorithm=self.answer_algorithm,
+            answers_follow_department_key=self.answers_follow_department_key,
         )
 
     @property

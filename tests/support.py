@@ -7,6 +7,7 @@ except under ``CI=true``, where it fails: CI starts both, so a skip there would 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -17,12 +18,17 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from joserfc.jwk import KeySet
 
+from gateway.core.jose import parse_compact
+from gateway.core.jose import verify as verify_signature
 from gateway.sdk import GatewayClient, http_client
+from gateway.sdk._answers import GatewayPublicKey
 from loadtests.launcher import GatewayLauncher, LaunchError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -320,3 +326,30 @@ class GatewayProcess:
                 return int(conn.execute(sa.text("SELECT count(*) FROM audit_entries")).scalar_one())
         finally:
             engine.dispose()
+
+
+def es256_only(jwks: Mapping[str, object]) -> dict[str, list[dict[str, object]]]:
+    """The gateway's JWKS with its ES256 keys only. The gateway publishes an SM2 key beside
+    its ES256 one (docs/sm2.md); joserfc and PyJWT, the independent JOSE libraries these
+    tests check ES256 answers with, know no SM2 curve (SM2 signatures are checked with the
+    openssl command line and gmalglib: tests/integration/test_sm2_*)."""
+    keys = jwks.get("keys")
+    assert isinstance(keys, list)
+    return {"keys": [k for k in keys if isinstance(k, dict) and k.get("alg") == "ES256"]}
+
+
+def es256_key_set(jwks: Mapping[str, object]) -> KeySet:
+    """:func:`es256_only` as a joserfc key set."""
+    return KeySet.import_key_set(es256_only(jwks))  # type: ignore[arg-type]
+
+
+def signed_claims(token: str, *, key: GatewayPublicKey, audience: str) -> dict[str, Any]:
+    """The claims of a gateway answer whose signature verifies with ``key`` in the key's
+    algorithm (ES256 or SM2) and whose ``aud`` is ``audience`` — its times unchecked, for
+    the tests that move the gateway's clock."""
+    jws = parse_compact(token, allowed_members={"alg", "kid", "typ"})
+    assert jws.header.kid == key.key_id
+    assert verify_signature(jws, alg=key.algorithm, key=key.key)
+    claims: dict[str, Any] = json.loads(jws.payload)
+    assert claims["aud"] == audience
+    return claims

@@ -25,8 +25,14 @@ from gateway.storage.database import create_database_engine
 
 __all__ = ["DEMO_KEY_ALGORITHMS", "InitReport", "initialise"]
 
-#: The demo departments sign with a mix of both allowed algorithms.
-DEMO_KEY_ALGORITHMS = {"police": "EdDSA", "hrss": "EdDSA", "civil-affairs": "EdDSA"}
+#: The demo departments sign with a mix of the allowed algorithms (ES256 for the others):
+#: 区税务局's systems sign with SM2 (国密), as a department assessed under GM/T 0054 would.
+DEMO_KEY_ALGORITHMS = {
+    "police": "EdDSA",
+    "hrss": "EdDSA",
+    "civil-affairs": "EdDSA",
+    "tax": "SM2",
+}
 
 
 @dataclass

@@ -301,10 +301,13 @@ class GatewayRuntime:
             # /readyz says not ready, and the key watcher loads the ring once it is back.
             log.error("the key registry is not readable at start: %s", exc)
             keyring = KeyRing([])
-        signer = GatewaySigner(
-            private_key=keystore.ensure_gateway_key(keys_dir), issuer=settings.gateway_id
-        )
         key_settings = settings.keys
+        signer = GatewaySigner(
+            private_key=keystore.ensure_gateway_key(keys_dir),
+            issuer=settings.gateway_id,
+            answer_algorithm=key_settings.answer_algorithm,
+            answers_follow_department=key_settings.answers_follow_department_key,
+        )
         hmac_key = (
             bytes.fromhex(audit_settings.hmac_key)
             if audit_settings.hmac_key
@@ -378,7 +381,7 @@ class GatewayRuntime:
             guard=guard,
             audit=audit,
             signer=signer,
-            subject_hasher=SubjectHasher(hmac_key),
+            subject_hasher=SubjectHasher(hmac_key, keying=audit_settings.subject_keying),
             answer_lifetime=tokens.answer_lifetime,
         )
         transparency = TransparencyLog(

@@ -11,10 +11,9 @@ from typing import Any
 
 import click
 import httpx
-import jwt
 
 from gateway.cli.support import database, settings_or_exit
-from gateway.core.keyring import GatewayKeyRefused, gateway_key_for, gateway_public_key
+from gateway.core.keyring import GatewayKeyRefused, verify_gateway_jws
 from gateway.core.protocol import TokenType
 from gateway.sdk import http_client
 
@@ -75,21 +74,15 @@ def _verified_checkpoint(token: str, jwks: dict[str, Any], issuer: str | None) -
     ``kid`` names in ``jwks`` — a key that was in force when it was signed: the witness
     learns a newly active key from the JWKS, and a retired key still vouches for what it
     signed before its retirement."""
-    header = jwt.get_unverified_header(token)
-    if header.get("typ") != TokenType.AUDIT_CHECKPOINT:
-        raise click.ClickException(f"not a checkpoint: typ {header.get('typ')!r}")
-    signed_at = jwt.decode(token, options={"verify_signature": False}).get("iat")
     try:
-        jwk = gateway_key_for(jwks, kid=header.get("kid"), iat=signed_at)
+        _, claims = verify_gateway_jws(token, jwks=jwks, typ=TokenType.AUDIT_CHECKPOINT)
     except GatewayKeyRefused as exc:
-        raise click.ClickException(str(exc)) from None
-    claims: dict[str, Any] = jwt.decode(
-        token,
-        gateway_public_key(jwk),
-        algorithms=["ES256"],
-        options={"require": ["iss", "iat", "size", "root"]},
-        issuer=issuer,
-    )
+        raise click.ClickException(f"checkpoint refused: {exc}") from None
+    missing = [name for name in ("iss", "iat", "size", "root") if name not in claims]
+    if missing:
+        raise click.ClickException(f"checkpoint refused: no {', '.join(missing)}")
+    if issuer is not None and claims["iss"] != issuer:
+        raise click.ClickException(f"checkpoint refused: issued by {claims['iss']!r}")
     return claims
 
 
@@ -124,7 +117,7 @@ def witness(url: str, state: Path, issuer: str | None, watch: float | None) -> N
         while True:
             try:
                 claims, token, jwks = _checkpoint(http, issuer)
-            except (httpx.HTTPError, jwt.PyJWTError) as exc:
+            except (httpx.HTTPError, ValueError) as exc:
                 raise click.ClickException(f"no verifiable checkpoint from {url}: {exc}") from None
             size, root = int(claims["size"]), str(claims["root"])
             seen = json.loads(state.read_text(encoding="utf-8")) if state.exists() else None
@@ -135,8 +128,6 @@ def witness(url: str, state: Path, issuer: str | None, watch: float | None) -> N
                 # could no longer be held to it.
                 try:
                     remembered = _verified_checkpoint(str(seen["token"]), jwks, issuer)
-                except jwt.PyJWTError as exc:
-                    remembered = {"error": str(exc)}
                 except click.ClickException as exc:
                     remembered = {"error": exc.message}
                 if (remembered.get("size"), remembered.get("root")) != (old_size, old_root):

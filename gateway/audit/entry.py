@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from gateway.core.sm2 import hmac_sm3
 from gateway.core.wire import storable
 from gateway.storage.schema import audit_entries
 from gateway.telemetry.context import current_request_id
@@ -99,14 +100,50 @@ _TEXT_LIMITS = tuple(
 )
 
 
-class SubjectHasher:
-    """Keys subject identifiers with HMAC-SHA256 so the log can be searched but not read."""
+#: How an entry keys its subject. HMAC-SHA256 tags are 64 hex digits (every entry before
+#: keyings had names); HMAC-SM3 tags carry their name: ``sm3:`` and the first 60 hex digits
+#: (240 bits) of the HMAC, so that each entry records which keying it used, stays findable
+#: after the setting changes, and fits the same 64 characters (no table is rewritten).
+#: Truncating an HMAC is allowed (RFC 2104 §5, NIST SP 800-107 §5.3.3: at least half its
+#: length); at 240 bits two subjects share a tag with probability far below 2⁻¹⁸⁰.
+SUBJECT_KEYINGS = ("hmac-sha256", "hmac-sm3")
+_SM3_TAG_PREFIX = "sm3:"
+_SM3_TAG_HEX_DIGITS = 60
 
-    def __init__(self, key: bytes) -> None:
+
+class SubjectHasher:
+    """Keys subject identifiers (HMAC-SHA256, or HMAC-SM3 for 国密) so that the log can be
+    searched but not read.
+
+    New tags use ``keying``; :meth:`tags` gives the tags of a subject under every keying,
+    for searches, histories and embargoes to find entries written before a change.
+    """
+
+    def __init__(self, key: bytes, *, keying: str = "hmac-sha256") -> None:
         if len(key) < 32:
             raise ValueError("the audit HMAC key must be at least 32 bytes")
+        if keying not in SUBJECT_KEYINGS:
+            raise ValueError(f"subject keying {keying!r}: one of {', '.join(SUBJECT_KEYINGS)}")
         self._key = key
+        self.keying = keying
+
+    def _sha256(self, msg: bytes) -> str:
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
+
+    def _sm3(self, msg: bytes) -> str:
+        return _SM3_TAG_PREFIX + hmac_sm3(self._key, msg).hex()[:_SM3_TAG_HEX_DIGITS]
 
     def __call__(self, subject_type: str, subject_id: str) -> str:
         msg = f"{subject_type}:{subject_id}".encode()
-        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
+        return self._sm3(msg) if self.keying == "hmac-sm3" else self._sha256(msg)
+
+    def tags(self, subject_type: str, subject_id: str) -> tuple[str, ...]:
+        """The subject's tag under every keying, this one's first."""
+        msg = f"{subject_type}:{subject_id}".encode()
+        both = (self._sha256(msg), self._sm3(msg))
+        return both if self.keying == "hmac-sha256" else both[::-1]
+
+
+def keying_of(tag: str) -> str:
+    """Which keying made ``tag`` (as :class:`SubjectHasher` writes them)."""
+    return "hmac-sm3" if tag.startswith(_SM3_TAG_PREFIX) else "hmac-sha256"

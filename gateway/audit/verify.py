@@ -27,13 +27,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
 import msgspec
 import sqlalchemy as sa
 
 from gateway.audit.tree import leaf_bytes, tree_size
 from gateway.core import merkle
-from gateway.core.keyring import GatewayKeyRefused, gateway_key_for, gateway_public_key
+from gateway.core.keyring import GatewayKeyRefused, verify_gateway_jws
 from gateway.core.protocol import TokenType
 from gateway.storage.schema import audit_checkpoints, audit_entries, merkle_nodes
 
@@ -129,11 +128,9 @@ def _check_checkpoint(
 ) -> None:
     size, root = int(row.size), str(row.root)
     try:
-        header = jwt.get_unverified_header(row.token)
-        signed_at = jwt.decode(row.token, options={"verify_signature": False}).get("iat")
-        key = gateway_public_key(gateway_key_for(jwks, kid=header.get("kid"), iat=signed_at))
-        claims = jwt.decode(row.token, key, algorithms=["ES256"], options={"verify_aud": False})
-    except (jwt.PyJWTError, GatewayKeyRefused) as exc:
+        # With the key's algorithm (ES256 or SM2), the key in force when it was signed.
+        jws, claims = verify_gateway_jws(row.token, jwks=jwks, typ=None)
+    except GatewayKeyRefused as exc:
         report.flag(
             None,
             ProblemCode.CHECKPOINT_SIGNATURE,
@@ -143,7 +140,7 @@ def _check_checkpoint(
         )
         return
     if (
-        header.get("typ") != TokenType.AUDIT_CHECKPOINT
+        jws.header.typ != TokenType.AUDIT_CHECKPOINT
         or claims.get("iss") != issuer
         or claims.get("size") != size
         or claims.get("root") != root

@@ -10,28 +10,37 @@ SDK and the server's key store both use it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
-import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NewType
+from typing import Any
 
-import jwt
 import msgspec
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm
-from jwt.api_jws import PyJWS
 
-from gateway.core.sm2 import SM2KeyError, SM2PublicKey
+from gateway.core.algorithms import (
+    ALGORITHMS,
+    GATEWAY_ALGORITHMS,
+    KeyId,
+    PrivateKey,
+    PublicKey,
+    SigningKey,
+    algorithm_of,
+    jwk_thumbprint,
+    load_private_jwk,
+    public_jwk,
+    public_key_from_jwk,
+    sign_compact,
+)
+from gateway.core.jose import CompactJWS, JoseError, parse_compact
+from gateway.core.jose import verify as verify_signature
 from gateway.errors import ConfigurationError, StoreUnavailable
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
+    "GATEWAY_ALGORITHMS",
     "GATEWAY_KEY_NBF_LEEWAY",
-    "REQUEST_ALGORITHMS",
     "SWITCH_GRACE_SECONDS",
     "DepartmentKey",
     "GatewayKey",
@@ -41,29 +50,22 @@ __all__ = [
     "KeyId",
     "KeyRing",
     "KeyStatus",
+    "PrivateKey",
+    "PublicKey",
+    "SigningKey",
     "gateway_key_for",
     "gateway_public_key",
     "jwk_thumbprint",
     "load_private_jwk",
     "public_jwk",
+    "verify_gateway_jws",
 ]
 
-_JWS = PyJWS()
-
-KeyId = NewType("KeyId", str)
-"""A key identifier (``kid``): the RFC 7638 thumbprint of the public key."""
-
-#: Asymmetric algorithms a department key may use. Never ``none``, never HS*.
-ALLOWED_ALGORITHMS = frozenset({"ES256", "EdDSA"})
-#: What a department's *request* keys may also use: SM2 (国密, docs/sm2.md). Seals, the SDK's
-#: signing and the gateway's own keys take SM2 in a later step; until then only the request
-#: path (the key ring and the token verifier) accepts it.
-REQUEST_ALGORITHMS = ALLOWED_ALGORITHMS | {"SM2"}
-
-PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
-#: What a department's registered key may be (SM2 for request keys only, for now).
-DepartmentPublicKey = PublicKey | SM2PublicKey
+#: Asymmetric algorithms a department's key (request or seal) may use: ES256, EdDSA and SM2
+#: (国密, docs/sm2.md). Never ``none``, never HS*.
+ALLOWED_ALGORITHMS = ALGORITHMS
+#: What a department's registered key may be.
+DepartmentPublicKey = PublicKey
 
 
 class KeyStatus(enum.StrEnum):
@@ -72,39 +74,6 @@ class KeyStatus(enum.StrEnum):
     ACTIVE = "active"
     RETIRED = "retired"
     REVOKED = "revoked"
-
-
-def jwk_thumbprint(jwk: Mapping[str, Any]) -> KeyId:
-    """RFC 7638 JWK thumbprint (SHA-256, base64url) over the key's required members."""
-    required = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}.get(jwk.get("kty", ""))
-    if required is None:
-        raise ConfigurationError([f"unsupported key type {jwk.get('kty')!r}"])
-    members = {k: jwk[k] for k in required}
-    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
-    digest = hashlib.sha256(canonical).digest()
-    return KeyId(jwt.utils.base64url_encode(digest).decode())
-
-
-def public_jwk(key: PrivateKey | PublicKey, *, alg: str) -> dict[str, Any]:
-    """The public JWK of ``key`` with ``kid`` (its thumbprint), ``alg`` and ``use``."""
-    public = key.public_key() if isinstance(key, PrivateKey) else key
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        jwk: dict[str, Any] = ECAlgorithm.to_jwk(public, as_dict=True)
-    else:
-        jwk = OKPAlgorithm.to_jwk(public, as_dict=True)
-    jwk.pop("kid", None)
-    return {**jwk, "kid": jwk_thumbprint(jwk), "alg": alg, "use": "sig"}
-
-
-def load_private_jwk(path: Path) -> jwt.PyJWK:
-    """A private JWK file (a department's or a seal's), parsed: key object and algorithm."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError([f"{path}: {exc}"]) from None
-    if "d" not in data:
-        raise ConfigurationError([f"{path}: not a private key"])
-    return jwt.PyJWK(data, algorithm=data.get("alg"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,48 +91,25 @@ class DepartmentKey:
     def from_jwk(
         cls, jwk: Mapping[str, Any], *, department: str, status: KeyStatus
     ) -> DepartmentKey:
-        """Parse a public JWK; its ``alg`` must be in :data:`REQUEST_ALGORITHMS`."""
+        """Parse a public JWK; its ``alg`` must be in :data:`ALLOWED_ALGORITHMS` and its key
+        that algorithm's (:func:`~gateway.core.algorithms.public_key_from_jwk`)."""
         alg = jwk.get("alg")
-        if alg not in REQUEST_ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise ConfigurationError([f"key of {department}: alg {alg!r} is not allowed"])
         if "d" in jwk:
             raise ConfigurationError([f"key of {department}: a private key was registered"])
-        if alg == "SM2":
-            return cls._sm2(jwk, department=department, status=status)
-        parsed = jwt.PyJWK(dict(jwk), algorithm=alg)
-        public = parsed.key
-        if alg == "ES256" and not (
-            isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == "secp256r1"
-        ):
-            raise ConfigurationError([f"key of {department}: ES256 needs a P-256 key"])
-        if alg == "EdDSA" and not isinstance(public, ed25519.Ed25519PublicKey):
-            raise ConfigurationError([f"key of {department}: EdDSA needs an Ed25519 key"])
-        kid = jwk_thumbprint(jwk)
-        if jwk.get("kid", kid) != kid:
-            raise ConfigurationError([f"key of {department}: kid is not the key's thumbprint"])
+        try:
+            public = public_key_from_jwk(jwk, alg=alg)
+        except ValueError as exc:
+            raise ConfigurationError([f"key of {department}: {exc}"]) from None
+        published = public_jwk(public, alg=alg)
         return cls(
-            kid=kid,
+            kid=KeyId(published["kid"]),
             department=department,
             alg=alg,
             status=status,
             public_key=public,
-            jwk=public_jwk(public, alg=alg),
-        )
-
-    @classmethod
-    def _sm2(cls, jwk: Mapping[str, Any], *, department: str, status: KeyStatus) -> DepartmentKey:
-        try:
-            public = SM2PublicKey.from_jwk(dict(jwk))
-        except SM2KeyError as exc:
-            raise ConfigurationError([f"key of {department}: {exc.field}: {exc.reason}"]) from None
-        kid = jwk_thumbprint(public.jwk())  # the same RFC 7638 members as every EC key
-        return cls(
-            kid=kid,
-            department=department,
-            alg="SM2",
-            status=status,
-            public_key=public,
-            jwk=public.jwk(),
+            jwk=published,
         )
 
 
@@ -243,8 +189,8 @@ class GatewayKeyRefused(ValueError):
 
 
 def gateway_key_for(jwks: Mapping[str, Any], *, kid: object, iat: object) -> dict[str, Any]:
-    """The gateway's ES256 JWK that may have signed a JWS with header ``kid`` and claim
-    ``iat``, from the JWKS as served; :class:`GatewayKeyRefused` if there is none.
+    """The gateway's JWK (ES256 or SM2) that may have signed a JWS with header ``kid`` and
+    claim ``iat``, from the JWKS as served; :class:`GatewayKeyRefused` if there is none.
 
     A key with ``exp`` (retired) vouches only for what was signed by then; a key with ``nbf``
     only for what was signed after it became active (within
@@ -253,7 +199,9 @@ def gateway_key_for(jwks: Mapping[str, Any], *, kid: object, iat: object) -> dic
     """
     keys = jwks.get("keys") if isinstance(jwks, Mapping) else None
     for jwk in keys if isinstance(keys, list) else []:
-        if not (isinstance(jwk, dict) and jwk.get("kid") == kid and jwk.get("alg") == "ES256"):
+        if not (
+            isinstance(jwk, dict) and jwk.get("kid") == kid and jwk.get("alg") in GATEWAY_ALGORITHMS
+        ):
             continue
         signed_at = iat if isinstance(iat, int) and not isinstance(iat, bool) else None
         exp, nbf = jwk.get("exp"), jwk.get("nbf")
@@ -273,92 +221,165 @@ def gateway_key_for(jwks: Mapping[str, Any], *, kid: object, iat: object) -> dic
 _LIFECYCLE_MEMBERS = ("status", "nbf", "exp")
 
 
-def gateway_public_key(jwk: Mapping[str, Any]) -> PublicKey:
-    """The ES256 public key of a gateway JWK as the JWKS lists it (lifecycle members aside)."""
+def gateway_public_key(jwk: Mapping[str, Any]) -> tuple[str, PublicKey]:
+    """The algorithm and public key of a gateway JWK as the JWKS lists it (lifecycle members
+    aside); ``ValueError`` for a key that is not a gateway key's (ES256 or SM2)."""
+    alg = jwk.get("alg")
+    if not isinstance(alg, str) or alg not in GATEWAY_ALGORITHMS:
+        raise ValueError("not a gateway key (ES256 or SM2)")
     public = {k: v for k, v in jwk.items() if k not in _LIFECYCLE_MEMBERS}
-    key: PublicKey = jwt.PyJWK(public, algorithm="ES256").key
-    return key
+    return alg, public_key_from_jwk(public, alg=alg)
+
+
+#: What a gateway JWS's header may carry.
+_GATEWAY_HEADER_MEMBERS = frozenset({"alg", "kid", "typ"})
+
+
+def verify_gateway_jws(
+    token: str | bytes, *, jwks: Mapping[str, Any], typ: str | None
+) -> tuple[CompactJWS, dict[str, Any]]:
+    """A JWS the gateway signed (an answer, a receipt, a checkpoint, a status list, a seal
+    registry snapshot), verified against its JWKS as served: the parsed JWS and its claims.
+
+    The steps, each refusing with :class:`GatewayKeyRefused` and a reason:
+
+    1. parse strictly (canonical base64url, a header of ``alg``, ``kid``, ``typ`` only);
+    2. ``typ`` must be ``typ`` (unless None: the caller checks it);
+    3. the claims must be a JSON object (read before the signature only to learn ``iat``);
+    4. the key is the one ``kid`` names among the gateway's keys, in force at ``iat``
+       (:func:`gateway_key_for`);
+    5. the signature must verify with that key's algorithm — the key's, never the header's.
+
+    What the claims say (issuer, audience, times) is the caller's to check.
+    """
+    try:
+        jws = parse_compact(token, allowed_members=_GATEWAY_HEADER_MEMBERS)
+    except JoseError as exc:
+        raise GatewayKeyRefused(f"not a gateway JWS ({exc.reason})") from None
+    if typ is not None and jws.header.typ != typ:
+        raise GatewayKeyRefused(f"typ must be {typ}")
+    try:
+        claims = msgspec.json.decode(jws.payload)
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
+        raise GatewayKeyRefused("claims are not JSON") from None
+    if not isinstance(claims, dict):
+        raise GatewayKeyRefused("claims must be a JSON object")
+    jwk = gateway_key_for(jwks, kid=jws.header.kid, iat=claims.get("iat"))
+    try:
+        alg, key = gateway_public_key(jwk)
+    except ValueError as exc:
+        raise GatewayKeyRefused(f"gateway key {jws.header.kid!r} is not usable: {exc}") from None
+    if not verify_signature(jws, alg=alg, key=key):
+        raise GatewayKeyRefused("signature does not verify with the gateway key")
+    return jws, claims
+
+
+@dataclass(frozen=True, slots=True)
+class _ActiveKey:
+    """The active key of one algorithm: its id, public JWK and (if this process holds it)
+    its private half."""
+
+    kid: KeyId
+    public_jwk: dict[str, Any]
+    private_key: PrivateKey | None
 
 
 @dataclass(frozen=True, slots=True)
 class _SigningState:
-    """What one swap installs: the active key (if this process holds its private half),
-    the keys as published, and the parsed public keys by kid."""
+    """What one swap installs: the active key of each algorithm, the keys as published."""
 
-    kid: KeyId | None
-    private_key: ec.EllipticCurvePrivateKey | None
-    public_jwk: dict[str, Any]
+    active: Mapping[str, _ActiveKey]
     keys: tuple[GatewayKey, ...]
     jwks: dict[str, Any]
 
 
 class GatewaySigner:
-    """The gateway's signing keys: signs with the active one, publishes all of them (next,
-    active, retired) as a JWKS.
+    """The gateway's signing keys: signs with the active key of an algorithm, publishes all
+    of them (next, active, retired; ES256 and SM2) as one JWKS.
+
+    ``answer_algorithm`` (ES256 or SM2) signs everything by default — answers, receipts,
+    checkpoints, status lists, registry snapshots. With ``answers_follow_department``, an
+    answer to a department whose request key is SM2 is signed with the active SM2 key (and
+    to any other department with ES256), so that a 国密 department verifies SM2 only.
 
     Built with one private key (a key set of one, as a gateway without rotation has), then
     kept current by :meth:`use` whenever the key set changes (one reference swap: a signature
     in progress finishes with the key it started with).
     """
 
-    algorithm = "ES256"
-
-    def __init__(self, *, private_key: ec.EllipticCurvePrivateKey, issuer: str) -> None:
-        _check_gateway_key(private_key)
+    def __init__(
+        self,
+        *,
+        private_key: PrivateKey,
+        issuer: str,
+        answer_algorithm: str | None = None,
+        answers_follow_department: bool = False,
+    ) -> None:
+        alg = _check_gateway_key(private_key)
+        if answer_algorithm is not None and answer_algorithm not in GATEWAY_ALGORITHMS:
+            raise ConfigurationError([f"answer algorithm {answer_algorithm!r}: ES256 or SM2"])
         self.issuer = issuer
-        jwk = public_jwk(private_key, alg=self.algorithm)
+        self.answer_algorithm: str = answer_algorithm or alg
+        self.answers_follow_department = answers_follow_department
+        jwk = public_jwk(private_key, alg=alg)
         key = GatewayKey(
             kid=KeyId(jwk["kid"]),
-            alg=self.algorithm,
+            alg=alg,
             status=GatewayKeyStatus.ACTIVE,
             public_jwk=jwk,
             published_at=dt.datetime.fromtimestamp(0, dt.UTC),
         )
         self._state = self._build([key], {key.kid: private_key})
 
-    def _build(
-        self,
-        keys: Sequence[GatewayKey],
-        private_keys: Mapping[str, ec.EllipticCurvePrivateKey],
-    ) -> _SigningState:
-        active = [k for k in keys if k.status is GatewayKeyStatus.ACTIVE]
-        if len(active) > 1:
-            raise ConfigurationError(["the gateway key set has more than one active key"])
-        kid = active[0].kid if active else None
-        private = private_keys.get(kid) if kid is not None else None
-        if private is not None:
-            _check_gateway_key(private)
-            if public_jwk(private, alg=self.algorithm)["kid"] != kid:
-                raise ConfigurationError([f"the private key filed as {kid} is another key"])
+    @staticmethod
+    def _build(keys: Sequence[GatewayKey], private_keys: Mapping[str, PrivateKey]) -> _SigningState:
+        active: dict[str, _ActiveKey] = {}
+        for key in keys:
+            if key.status is not GatewayKeyStatus.ACTIVE:
+                continue
+            if key.alg in active:
+                raise ConfigurationError(
+                    [f"the gateway key set has more than one active {key.alg} key"]
+                )
+            private = private_keys.get(key.kid)
+            if private is not None:
+                if _check_gateway_key(private) != key.alg:
+                    raise ConfigurationError(
+                        [f"the private key filed as {key.kid} is not {key.alg}"]
+                    )
+                if public_jwk(private, alg=key.alg)["kid"] != key.kid:
+                    raise ConfigurationError([f"the private key filed as {key.kid} is another key"])
+            active[key.alg] = _ActiveKey(key.kid, dict(key.public_jwk), private)
         return _SigningState(
-            kid=kid,
-            private_key=private,
-            public_jwk=dict(active[0].public_jwk) if active else {},
-            keys=tuple(keys),
-            jwks={"keys": [k.published() for k in keys]},
+            active=active, keys=tuple(keys), jwks={"keys": [k.published() for k in keys]}
         )
 
-    def use(
-        self,
-        keys: Sequence[GatewayKey],
-        private_keys: Mapping[str, ec.EllipticCurvePrivateKey],
-    ) -> None:
-        """Sign with the active key of ``keys`` (its private half from ``private_keys``) and
-        publish ``keys`` from now on."""
+    def use(self, keys: Sequence[GatewayKey], private_keys: Mapping[str, PrivateKey]) -> None:
+        """Sign with the active keys of ``keys`` (their private halves from ``private_keys``)
+        and publish ``keys`` from now on."""
         self._state = self._build(keys, private_keys)
+
+    def _active(self, alg: str | None) -> _ActiveKey | None:
+        return self._state.active.get(alg or self.answer_algorithm)
+
+    @property
+    def algorithm(self) -> str:
+        """The algorithm that signs by default (the answer algorithm)."""
+        return self.answer_algorithm
 
     @property
     def kid(self) -> KeyId:
-        """The active key's id."""
-        kid = self._state.kid
-        if kid is None:
+        """The active key's id (of the answer algorithm)."""
+        active = self._active(None)
+        if active is None:
             raise StoreUnavailable("gateway signing key")
-        return kid
+        return active.kid
 
     @property
     def public_jwk(self) -> dict[str, Any]:
-        """The active key's public JWK."""
-        return self._state.public_jwk
+        """The active key's public JWK (of the answer algorithm; empty if there is none)."""
+        active = self._active(None)
+        return dict(active.public_jwk) if active is not None else {}
 
     @property
     def keys(self) -> tuple[GatewayKey, ...]:
@@ -366,45 +387,71 @@ class GatewaySigner:
         return self._state.keys
 
     @property
+    def algorithms(self) -> frozenset[str]:
+        """The algorithms the set has an active key for."""
+        return frozenset(self._state.active)
+
+    @property
     def can_sign(self) -> bool:
-        """Whether this process holds the private half of the active key."""
-        return self._state.private_key is not None
+        """Whether this process holds the private half of every active key (and there is an
+        active key of the answer algorithm)."""
+        active = self._state.active
+        return self.answer_algorithm in active and all(
+            a.private_key is not None for a in active.values()
+        )
 
-    def sign(self, claims: Mapping[str, Any], *, typ: str) -> str:
-        """A compact JWS of ``claims`` with the active key, its ``kid`` and ``typ``.
+    def algorithm_for(self, department_alg: str | None) -> str:
+        """The algorithm of an answer to a department whose request key is ``department_alg``."""
+        # Following, a department is answered in its key's algorithm whenever the set has an
+        # active key of it (an EdDSA department, or an SM2 one before the gateway has an SM2
+        # key, in the answer algorithm). A key whose private half this process lacks is not
+        # skipped: signing with it says 503, as for the answer algorithm's.
+        if (
+            self.answers_follow_department
+            and department_alg is not None
+            and department_alg in self._state.active
+        ):
+            return department_alg
+        return self.answer_algorithm
 
-        :class:`~gateway.errors.StoreUnavailable` (503) if this process does not hold the
-        active key's private half (a host the new key has not been copied to): signing with
-        any other key would give answers the JWKS does not vouch for.
+    def sign(self, claims: Mapping[str, Any], *, typ: str, alg: str | None = None) -> str:
+        """A compact JWS of ``claims`` with the active key of ``alg`` (default: the answer
+        algorithm), its ``kid`` and ``typ``.
+
+        :class:`~gateway.errors.StoreUnavailable` (503) if there is no active key of ``alg``
+        or this process does not hold its private half (a host the new key has not been
+        copied to): signing with any other key would give answers the JWKS does not vouch
+        for, or not in the algorithm the department was promised.
         """
-        state = self._state
-        if state.private_key is None or state.kid is None:
+        active = self._active(alg)
+        if active is None or active.private_key is None:
             raise StoreUnavailable("gateway signing key")
-        # PyJWS signs the payload bytes we give it; msgspec encodes them several times
-        # faster than the json module that PyJWT.encode would use.
-        return _JWS.encode(
+        # msgspec encodes the claims several times faster than the json module would.
+        return sign_compact(
             msgspec.json.encode(claims),
-            state.private_key,
-            algorithm=self.algorithm,
-            headers={"kid": state.kid, "typ": typ},
+            key=active.private_key,
+            alg=alg or self.answer_algorithm,
+            headers={"kid": active.kid, "typ": typ},
         )
 
     def jwks(self) -> dict[str, Any]:
         """The JSON Web Key Set of the gateway's public signing keys: next, active, retired."""
         return self._state.jwks
 
-    def verification_key(self, *, kid: object, iat: object) -> PublicKey | None:
-        """The public key of the gateway's own key ``kid`` if the key set vouches for a JWS
-        of that ``kid`` signed at ``iat`` (see :func:`gateway_key_for`); else None."""
+    def verification_key(self, *, kid: object, iat: object) -> tuple[str, PublicKey] | None:
+        """The algorithm and public key of the gateway's own key ``kid`` if the key set
+        vouches for a JWS of that ``kid`` signed at ``iat`` (see :func:`gateway_key_for`)."""
         try:
-            jwk = gateway_key_for(self._state.jwks, kid=kid, iat=iat)
-        except GatewayKeyRefused:
+            return gateway_public_key(gateway_key_for(self._state.jwks, kid=kid, iat=iat))
+        except (GatewayKeyRefused, ValueError):
             return None
-        return gateway_public_key(jwk)
 
 
-def _check_gateway_key(private_key: object) -> None:
-    if not isinstance(private_key, ec.EllipticCurvePrivateKey) or (
-        private_key.curve.name != "secp256r1"
-    ):
-        raise ConfigurationError(["the gateway signing key must be a P-256 private key"])
+def _check_gateway_key(private_key: object) -> str:
+    """The algorithm of a gateway private key: ES256 (P-256) or SM2."""
+    if isinstance(private_key, PrivateKey):
+        with contextlib.suppress(ValueError):
+            alg = algorithm_of(private_key)
+            if alg in GATEWAY_ALGORITHMS:
+                return alg
+    raise ConfigurationError(["the gateway signing key must be a P-256 or SM2 private key"])

@@ -38,8 +38,8 @@ from typing import Annotated
 
 import msgspec
 import rfc8785
-from jwt.api_jws import PyJWS
 
+from gateway.core.algorithms import sign_compact
 from gateway.core.identifiers import LicenceId, ResidentId, Uscc
 from gateway.core.jose import CompactJWS, JoseError, parse_compact
 from gateway.core.jose import verify as verify_signature
@@ -85,7 +85,6 @@ __all__ = [
     "verify_sealed",
 ]
 
-_JWS = PyJWS()
 
 #: ``typ`` header of a sealed licence.
 
@@ -169,10 +168,10 @@ def content_digest(content: LicenceContent) -> bytes:
 
 def seal_licence(content: LicenceContent, *, private_key: PrivateKey, seal: Seal) -> str:
     """Seal ``content`` with the seal's private key: the compact JWS an issuer publishes."""
-    return _JWS.encode(
+    return sign_compact(
         canonical_bytes(content),
-        private_key,
-        algorithm=seal.alg,
+        key=private_key,
+        alg=seal.alg,
         headers={"kid": SealRegistry.kid_of(seal), "typ": TokenType.LICENCE},
     )
 

@@ -37,7 +37,6 @@ from gateway.core.keyring import (
 )
 from gateway.core.policy import DISTRICT_TZ
 from gateway.core.protocol import TokenType
-from gateway.core.sm2 import SM2PublicKey
 from gateway.core.status_lists import verify_gateway_claims
 from gateway.errors import ConfigurationError, InvalidInput
 
@@ -167,15 +166,14 @@ class SealRegistry:
         self._by_id: dict[str, Seal] = {}
         self._by_kid: dict[str, tuple[Seal, PublicKey]] = {}
         for seal in seals:
-            # DepartmentKey enforces the allowed algorithms, public-only keys and kid =
-            # thumbprint; the seal's status is tracked here, not in KeyStatus. Seals stay
-            # ES256 / EdDSA until SM2 seals are wired through sealing and the SDK.
+            # DepartmentKey enforces the allowed algorithms (ES256, EdDSA, SM2), public-only
+            # keys, the key being the algorithm's, and kid = thumbprint; the seal's status is
+            # tracked here, not in KeyStatus.
             if seal.alg not in ALLOWED_ALGORITHMS:
                 raise ConfigurationError([f"seal {seal.seal_id}: alg {seal.alg!r} not allowed"])
             key = DepartmentKey.from_jwk(
                 {**seal.jwk, "alg": seal.alg}, department=seal.owner, status=KeyStatus.ACTIVE
             )
-            assert not isinstance(key.public_key, SM2PublicKey)
             if seal.seal_id in self._by_id or key.kid in self._by_kid:
                 raise ConfigurationError([f"seal {seal.seal_id}: id or key registered twice"])
             self._by_id[seal.seal_id] = seal

@@ -28,10 +28,11 @@ from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Annotated, Any
 
-import jwt
 import msgspec
-from jwt.api_jws import PyJWS
 
+from gateway.core.jose import JoseError, parse_compact
+from gateway.core.jose import verify as verify_signature
+from gateway.core.keyring import gateway_public_key
 from gateway.core.protocol import TokenType
 from gateway.errors import Error, InvalidInput
 
@@ -46,7 +47,6 @@ __all__ = [
     "verify_status_list_token",
 ]
 
-_JWS = PyJWS()
 
 #: The W3C minimum: 131,072 entries (16 KiB uncompressed at one bit each), so that a list is
 #: large enough that being on it says little about who the holder is (herd privacy).
@@ -217,20 +217,25 @@ def verify_gateway_claims(
 ) -> dict[str, Any]:
     """Verify a JWS the gateway signed (status list, seal registry snapshot); its claims.
 
-    Checks the signature with the gateway's public JWK (ES256 only), the ``typ``, ``kid``,
-    ``iss``, that ``iat`` is not in the future and that ``exp`` has not passed at ``now``.
+    Checks the signature with the gateway's public JWK (with the key's algorithm, ES256 or
+    SM2), the ``typ``, ``kid``, ``iss``, that ``iat`` is not in the future and that ``exp``
+    has not passed at ``now``.
     """
     try:
-        header = _JWS.get_unverified_header(token)
-        key = jwt.PyJWK(dict(gateway_jwk), algorithm="ES256").key
-        payload = _JWS.decode(token, key, algorithms=["ES256"])
-    except jwt.InvalidSignatureError:
-        raise StatusListRejected("signature does not verify with the gateway key") from None
-    except (jwt.PyJWTError, ValueError, TypeError) as exc:
-        raise StatusListRejected(f"not a gateway JWS: {exc}") from None
-    if header.get("typ") != typ:
+        jws = parse_compact(token, allowed_members={"alg", "kid", "typ"})
+    except JoseError as exc:
+        raise StatusListRejected(f"not a gateway JWS: {exc.reason}") from None
+    try:
+        alg, key = gateway_public_key(gateway_jwk)
+    except ValueError as exc:
+        raise StatusListRejected(f"not a gateway key: {exc}") from None
+    # The key's algorithm (ES256 or SM2), never the header's choice.
+    if not verify_signature(jws, alg=alg, key=key):
+        raise StatusListRejected("signature does not verify with the gateway key")
+    header, payload = jws.header, jws.payload
+    if header.typ != typ:
         raise StatusListRejected(f"typ must be {typ}")
-    if "kid" in gateway_jwk and header.get("kid") != gateway_jwk["kid"]:
+    if "kid" in gateway_jwk and header.kid != gateway_jwk["kid"]:
         raise StatusListRejected("kid is not the gateway key's")
     try:
         claims = msgspec.json.decode(payload)

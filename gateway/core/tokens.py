@@ -16,7 +16,7 @@ import msgspec
 
 from gateway.core.jose import CompactJWS, JoseError, parse_compact
 from gateway.core.jose import verify as verify_signature
-from gateway.core.keyring import REQUEST_ALGORITHMS, DepartmentKey, KeyId, KeyRing, KeyStatus
+from gateway.core.keyring import ALLOWED_ALGORITHMS, DepartmentKey, KeyId, KeyRing, KeyStatus
 from gateway.core.wire import Name, NumericDate, WireError, decode_json
 from gateway.errors import TokenRejected
 
@@ -64,6 +64,7 @@ class VerifiedToken:
 
     department: str
     kid: KeyId
+    alg: str  # the registered key's algorithm (answers may follow it)
     claims: dict[str, Any]
     jti: str
     expires_at: int
@@ -138,6 +139,7 @@ class RequestTokenVerifier:
         return VerifiedToken(
             department=key.department,
             kid=key.kid,
+            alg=key.alg,
             claims=claims,
             jti=registered.jti,
             expires_at=registered.exp,
@@ -151,7 +153,7 @@ class RequestTokenVerifier:
         except JoseError as exc:
             raise TokenRejected(exc.reason) from None
         header = jws.header
-        if header.alg not in REQUEST_ALGORITHMS:  # also refuses "none" in every spelling and HS*
+        if header.alg not in ALLOWED_ALGORITHMS:  # also refuses "none" in every spelling and HS*
             raise TokenRejected("alg-not-allowed")
         if header.typ != typ:
             raise TokenRejected("wrong-typ")

@@ -3,7 +3,7 @@
 An upload is ``POST /v1/uploads/{resource}`` with the file as the body (``text/csv`` or
 ``application/x-ndjson``) and the provider's signed token in the ``Upload-Token`` header::
 
-    header  {"alg": "ES256" | "EdDSA", "kid": ..., "typ": "yiwang-upload+jwt"}
+    header  {"alg": "ES256" | "EdDSA" | "SM2", "kid": ..., "typ": "yiwang-upload+jwt"}
     claims  {"iss", "aud", "iat", "exp", "jti",            # as for every request token
              "resource": "<resource id>",                   # must equal the path's
              "sha256": "<hex SHA-256 of the body>",         # the gateway recomputes it

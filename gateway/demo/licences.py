@@ -14,7 +14,7 @@ seal id                           owner       alg    seals
 ================================  ==========  =====  ==========================================
 ``market-approval-1``             market      ES256  营业执照 (…行政审批专用章)
 ``market-food-1``                 market      EdDSA  食品经营许可证 (…食品经营许可专用章)
-``realestate-registration-1``     realestate  ES256  不动产权证书 (…不动产登记专用章)
+``realestate-registration-1``     realestate  SM2    不动产权证书 (…不动产登记专用章)
 ``market-approval-2``             market      ES256  one 营业执照, then revoked for key
                                                      compromise (…行政审批专用章（2）)
 ================================  ==========  =====  ==========================================
@@ -42,12 +42,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import jwt
 import msgspec
 import sqlalchemy as sa
 
+from gateway.core.algorithms import SigningKey
 from gateway.core.identifiers import LICENCE_ROOT, LicenceId, licence_check_character
-from gateway.core.keyring import public_jwk
 from gateway.core.licences import (
     HolderIdType,
     LicenceContent,
@@ -124,12 +123,13 @@ class DemoSeal:
 DEMO_SEALS: tuple[DemoSeal, ...] = (
     DemoSeal("market-approval-1", "market", "行政审批专用章", "administrative-approval", "ES256"),
     DemoSeal("market-food-1", "market", "食品经营许可专用章", "licence", "EdDSA"),
+    # SM2, as GB/T 38540 seals are in the national stack (docs/sm2.md).
     DemoSeal(
         "realestate-registration-1",
         "realestate",
         "不动产登记专用章",
         "real-estate-registration",
-        "ES256",
+        "SM2",
     ),
     DemoSeal(
         "market-approval-2",
@@ -648,16 +648,16 @@ def _ensure_seals(
 
 def _usable_keys(
     registry: SealRegistry, keys_dir: Path, report: DemoLicencesReport
-) -> dict[str, jwt.PyJWK]:
+) -> dict[str, SigningKey]:
     """The private keys of the demo seals whose registered key is the one on disk."""
-    keys: dict[str, jwt.PyJWK] = {}
+    keys: dict[str, SigningKey] = {}
     for spec in DEMO_SEALS:
         seal = registry.by_id(spec.seal_id)
         path = keys_dir / "seals" / f"{spec.seal_id}.private.jwk.json"
         if seal is None or not path.exists():
             continue
         key = keystore.load_seal_key(keys_dir, spec.seal_id)
-        if public_jwk(key.key, alg=seal.alg)["kid"] != SealRegistry.kid_of(seal):
+        if key.algorithm_name != seal.alg or key.key_id != SealRegistry.kid_of(seal):
             report.skipped.append(
                 f"seal {spec.seal_id}: the registered key is not the one in {path}"
             )
@@ -734,7 +734,7 @@ def _issue(
     *,
     issuer: Department,
     seal: Seal,
-    key: jwt.PyJWK,
+    key: SigningKey,
     registry: SealRegistry,
     now: dt.datetime,
 ) -> None:

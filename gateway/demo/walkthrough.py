@@ -17,7 +17,9 @@ case — changes what it shows. What it cannot make anew it reads back and check
 6. a 食品经营许可证, verified by the QR code printed on it;
 7. a resident's 不动产权证书 (made by ``gateway init``) that 区税务局 reads through a lookup
    (the taxpayer brings nothing), verified as the sealed document itself — the verdict
-   expected is the status the lookup released;
+   expected is the status the lookup released. This case is 国密 end to end: 区税务局 signs
+   with SM2, the gateway answers it with its SM2 key, the certificate is sealed with SM2
+   (docs/sm2.md);
 8.-12. by identifier: a suspended food permit, a revoked 营业执照, version 001 of a
    营业执照 replaced by 002, an expired one, and (from ``gateway init``: a revocation for key
    compromise is final) one sealed with a seal later revoked for key compromise;
@@ -40,6 +42,7 @@ import httpx
 import msgspec
 
 from gateway.core.identifiers import LicenceId
+from gateway.core.jose import JoseError, parse_compact
 from gateway.core.licences import Check, CheckOutcome, LicenceContent, Verdict
 from gateway.core.policy import DISTRICT_TZ, Department, load_policy_set
 from gateway.demo.licences import (
@@ -93,6 +96,14 @@ FAILED_CHECK = {
     "validity": "today lies outside its validity dates",
     "suspension": "its issuer has suspended it",
 }
+
+
+def signature_algorithm(token: str) -> str:
+    """The ``alg`` a compact JWS names (the demo prints it; nothing is trusted from it)."""
+    try:
+        return parse_compact(token, allowed_members={"alg", "kid", "typ"}).header.alg
+    except JoseError:
+        return "?"
 
 
 def decisive(checks: tuple[Check, ...]) -> str:
@@ -474,6 +485,11 @@ def _read_certificate(
     echo(
         f"   released: {data['licence_id']}, status {data['status']}"
         f" (grant {answer.claims['grant']}, audit entry {answer.audit_index})"
+    )
+    echo(
+        f"   区税务局 signed its request with {tax.algorithm}; the gateway's answer is signed"
+        f" {signature_algorithm(answer.token)}, the certificate sealed"
+        f" {signature_algorithm(str(data['sealed']))}"
     )
     try:
         expected = Verdict(str(data["status"]))

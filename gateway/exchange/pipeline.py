@@ -329,6 +329,7 @@ class SignedExchanges:
                 **ordered,
             },
             typ=str(typ),
+            alg=self.signer.algorithm_for(token.alg),
         )
         _spent(record, "sign", started)
         return signed

@@ -23,12 +23,10 @@ from typing import Any
 import click
 import httpx
 import msgspec
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
 
 from gateway.cli.support import base_url, department_client, settings_or_exit
 from gateway.core.identifiers import LicenceId, ResidentId, Uscc
-from gateway.core.keyring import jwk_thumbprint
+from gateway.core.keyring import SigningKey, jwk_thumbprint
 from gateway.core.licences import (
     QR_PREFIX,
     Check,
@@ -430,8 +428,8 @@ def seal() -> None:
     """Register e-seals and list the registered ones."""
 
 
-def _new_seal_key(keys_dir: Path, seal_id: str) -> Path:
-    """``keys/seals/<seal_id>.private.jwk.json``: created (ES256, owner-only) if missing.
+def _new_seal_key(keys_dir: Path, seal_id: str, alg: str) -> Path:
+    """``keys/seals/<seal_id>.private.jwk.json``: created (``alg``, owner-only) if missing.
 
     An existing file is reused, never overwritten: it may be the only copy of a seal key.
     """
@@ -440,8 +438,7 @@ def _new_seal_key(keys_dir: Path, seal_id: str) -> Path:
     path = keys_dir / "seals" / f"{seal_id}.private.jwk.json"
     if path.exists():
         return path
-    jwk: dict[str, Any] = ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()), as_dict=True)
-    jwk = {**jwk, "kid": jwk_thumbprint(jwk), "alg": "ES256", "use": "sig"}
+    jwk = SigningKey.generate(alg).private_jwk()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -463,7 +460,14 @@ _DATE = click.DateTime(formats=["%Y-%m-%d"])
     "--key",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="The seal's private JWK [a new ES256 key in keys/seals/<seal id>.private.jwk.json].",
+    help="The seal's private JWK [a new key in keys/seals/<seal id>.private.jwk.json].",
+)
+@click.option(
+    "--alg",
+    type=click.Choice(["ES256", "EdDSA", "SM2"]),
+    default="ES256",
+    show_default=True,
+    help="The algorithm of a new seal key (SM2: 国密, docs/sm2.md); a --key file says its own.",
 )
 @_operator_option
 @_url_option
@@ -475,11 +479,12 @@ def register(  # noqa: PLR0917 - click passes every option positionally by name
     valid_from: dt.datetime,
     valid_until: dt.datetime,
     key: Path | None,
+    alg: str,
     operator: str | None,
     url: str | None,
 ) -> None:
     """Register a seal of the department, proving possession of its private key."""
-    key_path = key or _new_seal_key(Path(settings_or_exit().keys_dir), seal_id)
+    key_path = key or _new_seal_key(Path(settings_or_exit().keys_dir), seal_id, alg)
     try:
         seal_key = load_private_jwk(key_path)
     except ConfigurationError as exc:

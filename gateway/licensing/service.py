@@ -323,7 +323,10 @@ class LicensingService:
 
     def _seal_of(self, request: SealRegistration) -> Seal:
         jwk = {k: v for k, v in request.jwk.items() if k not in ("kid", "alg", "use", "key_ops")}
-        alg = str(request.jwk.get("alg") or ("EdDSA" if jwk.get("kty") == "OKP" else "ES256"))
+        inferred = {"OKP": "EdDSA"}.get(
+            str(jwk.get("kty")), "SM2" if jwk.get("crv") == "SM2" else "ES256"
+        )
+        alg = str(request.jwk.get("alg") or inferred)
         try:
             key = DepartmentKey.from_jwk(
                 {**jwk, "alg": alg}, department=request.owner, status=KeyStatus.ACTIVE
@@ -592,7 +595,7 @@ class LicensingService:
         except JoseError:
             return None
         header = compact.header
-        if header.typ != TokenType.VERIFICATION_RECEIPT or header.alg != signer.algorithm:
+        if header.typ != TokenType.VERIFICATION_RECEIPT:
             return None
         try:
             claims = decode_json(compact.payload)
@@ -602,8 +605,9 @@ class LicensingService:
             return None
         # Any of the gateway's keys that was in force when the receipt was signed: a receipt
         # printed after a rotation was signed by the key before it.
-        key = signer.verification_key(kid=header.kid, iat=claims.get("iat"))
-        if key is None or not verify_signature(compact, alg=signer.algorithm, key=key):
+        # ... with that key's algorithm (ES256 or SM2), never the header's choice.
+        found = signer.verification_key(kid=header.kid, iat=claims.get("iat"))
+        if found is None or not verify_signature(compact, alg=found[0], key=found[1]):
             return None
         return claims
 

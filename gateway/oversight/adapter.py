@@ -60,7 +60,8 @@ DEFAULT_EVENTS = (
 ACCESS_FIELDS = ("at", "department", "service_item", "case_number", "resource", "fields")
 MAX_PAGE = 500
 
-_KEYED = re.compile(r"^[0-9a-f]{64}$")
+#: A keyed subject: HMAC-SHA256 (64 hex) or HMAC-SM3 (``sm3:`` and 60 hex).
+_KEYED = re.compile(r"^([0-9a-f]{64}|sm3:[0-9a-f]{60})$")
 _ALL = "*"  # an embargo of every department's reads
 
 
@@ -70,11 +71,14 @@ def _utc_text(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def embargoed_departments(conn: sa.Connection, subject_hmac: str, today: dt.date) -> frozenset[str]:
-    """Departments whose reads of the subject are embargoed today (``"*"``: every one)."""
+def embargoed_departments(
+    conn: sa.Connection, tags: Sequence[str], today: dt.date
+) -> frozenset[str]:
+    """Departments whose reads of the subject (its ``tags`` under every keying) are
+    embargoed today (``"*"``: every one)."""
     rows = conn.execute(
         sa.select(audit_embargoes.c.department).where(
-            audit_embargoes.c.subject_hmac == subject_hmac,
+            audit_embargoes.c.subject_hmac.in_(tags),
             audit_embargoes.c.lifted_at.is_(None),
             audit_embargoes.c.until >= today,
         )
@@ -91,12 +95,12 @@ class AccessHistorySource:
         self._events = tuple(events)
         self.description = "audit:access-history"
 
-    def _read(self, subject_hmac: str, before: int | None, limit: int) -> AccessPage:
+    def _read(self, tags: tuple[str, ...], before: int | None, limit: int) -> AccessPage:
         e = audit_entries.c
         corrections = audit_entries.alias("corrections")
         today = dt.datetime.now(DISTRICT_TZ).date()
         with self._engine.connect() as conn:
-            hidden = embargoed_departments(conn, subject_hmac, today)
+            hidden = embargoed_departments(conn, tags, today)
             if _ALL in hidden:
                 return AccessPage([], None)
             query = (
@@ -110,9 +114,9 @@ class AccessHistorySource:
                     e.resource,
                     e.fields,
                 )
-                # (subject_hmac, idx) index: a range scan, newest first.
+                # (subject_hmac, idx) index: a range scan per tag, newest first.
                 .where(
-                    e.subject_hmac == subject_hmac,
+                    e.subject_hmac.in_(tags),
                     e.event.in_(self._events),
                     e.decision == "allowed",
                     # A read whose answer was never handed over (a correction names it) is
@@ -149,17 +153,19 @@ class AccessHistorySource:
         return AccessPage(accesses, accesses[-1].index if more else None)
 
     async def accesses(
-        self, subject_hmac: str, *, before: int | None = None, limit: int = 100
+        self, subject: str | Sequence[str], *, before: int | None = None, limit: int = 100
     ) -> AccessPage:
-        """The keyed subject's accesses, newest first, at most ``limit`` (≤ 500), older than
-        entry ``before`` when given; those under an embargo in force are left out."""
-        if not _KEYED.match(subject_hmac):
-            raise ValueError("the access history is read by keyed subject (64 hex)")
+        """The keyed subject's accesses (by its tag, or its tags under every keying), newest
+        first, at most ``limit`` (≤ 500), older than entry ``before`` when given; those
+        under an embargo in force are left out."""
+        tags = (subject,) if isinstance(subject, str) else tuple(subject)
+        if not tags or not all(_KEYED.match(t) for t in tags):
+            raise ValueError("the access history is read by keyed subject (64 hex or sm3:60 hex)")
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be 1..{MAX_PAGE}")
         rid = self._resource.id
         try:
-            return await asyncio.to_thread(self._read, subject_hmac, before, limit)
+            return await asyncio.to_thread(self._read, tags, before, limit)
         except OperationalError as exc:
             if "timeout" in str(exc.orig).lower() or "canceling statement" in str(exc.orig):
                 raise SourceTimeout(rid, "statement timed out") from None

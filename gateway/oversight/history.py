@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, runtime_checkable
 
@@ -76,7 +76,7 @@ class AccessHistorySource(Protocol):
     :mod:`gateway.oversight.adapter`): the accesses of a keyed subject, embargoes applied."""
 
     async def accesses(
-        self, subject_hmac: str, *, before: int | None = None, limit: int = 100
+        self, subject: str | Sequence[str], *, before: int | None = None, limit: int = 100
     ) -> AccessPage: ...
 
     async def fetch(self, subject: str) -> Any: ...
@@ -193,10 +193,12 @@ class AccessHistoryService:
             source = self._adapters(policy).get(plan.resource.id)
             if not isinstance(source, AccessHistorySource):
                 raise SourceFailed(plan.resource.id, "no access-history adapter")
-            assert received.audit.subject_hmac is not None
+            # The subject's entries under every keying: those written before a change of
+            # GATEWAY_AUDIT_SUBJECT_KEYING are its accesses too.
+            tags = self._exchanges.hash_subject.tags(plan.kind, plan.ident)
             try:
                 page = await asyncio.wait_for(
-                    source.accesses(received.audit.subject_hmac, before=plan.before, limit=limit),
+                    source.accesses(tags, before=plan.before, limit=limit),
                     self._deadline,
                 )
             except TimeoutError:

@@ -9,14 +9,14 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import jwt
 import sqlalchemy as sa
 
 from gateway.audit.transparency import TransparencyLog
 from gateway.audit.tree import leaf_bytes
 from gateway.audit.verify import verify_log
 from gateway.core import merkle
-from gateway.core.keyring import GatewayKeyRefused, gateway_key_for, gateway_public_key
+from gateway.core.keyring import GatewayKeyRefused, verify_gateway_jws
+from gateway.core.protocol import TokenType
 from gateway.oversight.alerts import READ_EVENTS
 from gateway.oversight.search import entry_json
 from gateway.storage.schema import audit_entries
@@ -85,13 +85,10 @@ class IntegrityService:
         if latest is None:
             return None, None
         try:
-            signed_at = jwt.decode(latest.token, options={"verify_signature": False}).get("iat")
-            kid = jwt.get_unverified_header(latest.token).get("kid")
-            jwk = gateway_key_for(self._jwks(), kid=kid, iat=signed_at)
-            claims: dict[str, Any] = jwt.decode(
-                latest.token, gateway_public_key(jwk), algorithms=["ES256"]
+            _, claims = verify_gateway_jws(
+                latest.token, jwks=self._jwks(), typ=TokenType.AUDIT_CHECKPOINT
             )
-        except (jwt.PyJWTError, GatewayKeyRefused):
+        except GatewayKeyRefused:
             return None, "signature_bad"
         claims["at"] = latest.at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
         return claims, None

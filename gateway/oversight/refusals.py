@@ -98,7 +98,7 @@ _TOKEN_REASONS = {
     "wrong-aud": "令牌的 aud 不是本网关的标识",
     "wrong-typ": "JWS 头部的 typ 与该接口要求的请求类型不符",
     "iss-not-key-owner": "令牌的 iss 不是 kid 所指密钥的登记部门",
-    "alg-not-allowed": "JWS 头部的 alg 不在允许的算法之列（仅 ES256、EdDSA）",
+    "alg-not-allowed": "JWS 头部的 alg 不在允许的算法之列（仅 ES256、EdDSA、SM2）",
     "alg-not-allowed-for-key": "JWS 头部的 alg 不是该密钥登记的算法",
     "key-revoked": "签名所用的密钥已被吊销",
     "key-retired": "签名所用的密钥已停用",

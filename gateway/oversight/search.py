@@ -90,7 +90,9 @@ EXPORT_COLUMNS = (
 )
 
 Order = Literal["asc", "desc"]
-SubjectKeyer = Callable[[str, str], str]
+#: A subject's tags under every keying, the one new entries use first
+#: (:meth:`gateway.audit.entry.SubjectHasher.tags`).
+SubjectKeyer = Callable[[str, str], tuple[str, ...]]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:*-]{1,64}$")
 _DECISIONS = ("allowed", "refused")
@@ -109,7 +111,14 @@ class EntryFilter:
     case: str | None = None
     decision: str | None = None
     event: str | None = None  # exact, or a prefix when it ends with "*"
-    subject_hmac: str | None = None
+    #: The subject's tags under every keying (entries written before a change of keying
+    #: carry the other one); the first is the keying in use.
+    subject_tags: tuple[str, ...] | None = None
+
+    @property
+    def subject_hmac(self) -> str | None:
+        """The subject's tag under the keying in use (for the entry that records a search)."""
+        return self.subject_tags[0] if self.subject_tags else None
 
     def conditions(self) -> list[sa.ColumnElement[bool]]:
         """The filter as SQL conditions on ``audit_entries``."""
@@ -126,10 +135,11 @@ class EntryFilter:
             (e.service_item, self.item),
             (e.case_number, self.case),
             (e.decision, self.decision),
-            (e.subject_hmac, self.subject_hmac),
         ):
             if value is not None:
                 out.append(column == value)
+        if self.subject_tags is not None:
+            out.append(e.subject_hmac.in_(self.subject_tags))
         if self.event is not None:
             if self.event.endswith("*"):
                 prefix = self.event[:-1].replace("\\", "\\\\")
@@ -156,7 +166,7 @@ class EntryFilter:
             )
             if value is not None
         ]
-        if self.subject_hmac is not None:
+        if self.subject_tags is not None:
             parts.append("subject=<keyed>")
         return " ".join(parts) or "all entries"
 
@@ -230,9 +240,9 @@ def parse_filter(params: Mapping[str, str | None], *, key_subject: SubjectKeyer)
     return flt
 
 
-def _with_subject(flt: EntryFilter, subject_hmac: str) -> EntryFilter:
+def _with_subject(flt: EntryFilter, tags: tuple[str, ...]) -> EntryFilter:
     values = {f: getattr(flt, f) for f in EntryFilter.__dataclass_fields__}
-    values["subject_hmac"] = subject_hmac
+    values["subject_tags"] = tags
     return EntryFilter(**values)
 
 

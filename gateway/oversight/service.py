@@ -338,7 +338,7 @@ class OfficerService:
     # --- search and export ----------------------------------------------------------------
 
     def _filter(self, params: Mapping[str, str | None]) -> EntryFilter:
-        return parse_filter(params, key_subject=self._exchanges.hash_subject)
+        return parse_filter(params, key_subject=self._exchanges.hash_subject.tags)
 
     async def search(
         self, params: Mapping[str, str | None], *, limit: int = 100, order: str = "asc"

@@ -133,11 +133,11 @@ def check_new_key(
         raise InvalidInput("jwk", "must be a public key: it has a private part")
     alg = jwk.get("alg")
     if alg not in ALLOWED_ALGORITHMS:
-        raise InvalidInput("jwk.alg", "must be ES256 or EdDSA")
+        raise InvalidInput("jwk.alg", "must be ES256, EdDSA or SM2")
     try:
         kid = jwk_thumbprint(jwk)
     except (ConfigurationError, KeyError, TypeError):
-        raise InvalidInput("jwk", "is not an EC P-256 or Ed25519 public key") from None
+        raise InvalidInput("jwk", "is not an EC P-256, SM2 or Ed25519 public key") from None
     if "kid" in jwk and jwk["kid"] != kid:
         raise InvalidInput("jwk.kid", "is not the key's RFC 7638 thumbprint")
     if "use" in jwk and jwk["use"] != "sig":

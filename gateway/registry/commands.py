@@ -107,16 +107,25 @@ def list_keys(as_json: bool) -> None:
     help="Switch even though the next key has been published for less than 2 × the JWKS "
     "cache lifetime: verifiers with a cached JWKS refuse answers until they refetch it.",
 )
+@click.option(
+    "--alg",
+    type=click.Choice(["ES256", "SM2"]),
+    default="ES256",
+    show_default=True,
+    help="Which of the gateway's keys: the ES256 one or the SM2 one (国密, docs/sm2.md).",
+)
 @_operator_option
-def rotate(early: bool, operator: str | None) -> None:
-    """Rotate the gateway's signing key, one step per run.
+def rotate(early: bool, alg: str, operator: str | None) -> None:
+    """Rotate the gateway's signing key of one algorithm, one step per run.
 
     \b
     First run: create the next key and publish it in the JWKS (it signs nothing yet).
     Second run, at least 2 × GATEWAY_JWKS_MAX_AGE_SECONDS later: the switch — the next key
     signs from then on in every gateway process (within a second), the old key is retired
     and stays in the JWKS, verify-only, so everything it signed still verifies.
-    Copy keys/gateway/<kid>.private.pem to every gateway host between the two runs.
+    Copy keys/gateway/<kid>.private.pem (an SM2 key: <kid>.private.jwk.json) to every
+    gateway host between the two runs. A gateway without an SM2 key gets its first one the
+    same way, in two runs of `--alg SM2`.
     """
     from gateway.core.protocol import AuditEvent
     from gateway.registry.gateway_keys import RotationRefused, rotate_gateway_key
@@ -141,6 +150,7 @@ def rotate(early: bool, operator: str | None) -> None:
                 jwks_max_age=key_settings.jwks_max_age_seconds,
                 lifetime=dt.timedelta(days=key_settings.signing_key_lifetime_days),
                 early=early,
+                alg=alg,
             )
         except RotationRefused as exc:
             click.echo(f"refused: {exc}", err=True)
@@ -152,25 +162,28 @@ def rotate(early: bool, operator: str | None) -> None:
                 [{**base, "event": AuditEvent.GATEWAY_KEY_PUBLISHED, "detail": done.published}],
             )
             ready = now + dt.timedelta(seconds=2 * key_settings.jwks_max_age_seconds)
+            suffix = ".private.jwk.json" if alg == "SM2" else ".private.pem"
+            again = "gateway keys rotate" + (" --alg SM2" if alg == "SM2" else "")
             click.echo(
-                f"published the next key {done.published}; it may become active from "
-                f"{_when(ready)} (run `gateway keys rotate` again then). Copy "
-                f"{Path(settings.keys_dir) / 'gateway' / (done.published + '.private.pem')} "
+                f"published the next {alg} key {done.published}; it may become active from "
+                f"{_when(ready)} (run `{again}` again then). Copy "
+                f"{Path(settings.keys_dir) / 'gateway' / (done.published + suffix)} "
                 "to every gateway host before that."
             )
             return
-        detail = f"{done.activated} replaces {done.retired}" + (
-            " (early, --now)" if done.early else ""
-        )
-        _record(
-            engine,
-            [
-                {**base, "event": AuditEvent.GATEWAY_KEY_ACTIVATED, "detail": detail},
-                {**base, "event": AuditEvent.GATEWAY_KEY_RETIRED, "detail": str(done.retired)},
-            ],
-        )
+        replaces = f" replaces {done.retired}" if done.retired else f" (the first {alg} key)"
+        detail = f"{done.activated}{replaces}" + (" (early, --now)" if done.early else "")
+        entries = [{**base, "event": AuditEvent.GATEWAY_KEY_ACTIVATED, "detail": detail}]
+        if done.retired is not None:
+            entries.append(
+                {**base, "event": AuditEvent.GATEWAY_KEY_RETIRED, "detail": str(done.retired)}
+            )
+        _record(engine, entries)
+    if done.retired is None:
+        click.echo(f"switched: {done.activated} signs {alg} from now on (the first {alg} key)")
+        return
     click.echo(
-        f"switched: {done.activated} signs from now on; {done.retired} is retired "
+        f"switched: {done.activated} signs {alg} from now on; {done.retired} is retired "
         "(verify-only, still in the JWKS)"
     )
 
@@ -329,10 +342,34 @@ def proof(private_jwk: Path, department_id: str) -> None:
     """Print the department's proof of possession of the key in PRIVATE_JWK (run on the
     department's side, where the private key is; valid for five minutes) and its public
     JWK on the second line."""
-    from gateway.core.keyring import load_private_jwk, public_jwk
+    from gateway.core.keyring import load_private_jwk
     from gateway.sdk import key_proof
 
     settings = settings_or_exit()
     key = load_private_jwk(private_jwk)
     click.echo(key_proof(key, department=department_id, audience=settings.gateway_id))
-    click.echo(json.dumps(public_jwk(key.key, alg=key.algorithm_name)))
+    click.echo(json.dumps(key.public_jwk()))
+
+
+@department.command("generate")
+@click.argument("private_jwk", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--alg",
+    type=click.Choice(["ES256", "EdDSA", "SM2"]),
+    default="ES256",
+    show_default=True,
+    help="The key's algorithm (SM2: the 国密 profile of docs/sm2.md).",
+)
+def generate(private_jwk: Path, alg: str) -> None:
+    """Make a new department key pair (on the department's side): the private JWK goes to
+    PRIVATE_JWK (owner-only, never over an existing file), its public JWK is printed — to
+    register with `gateway keys department register` or the SDK's register_next_key."""
+    from gateway.core.keyring import SigningKey
+    from gateway.registry.keystore import write_secret
+
+    key = SigningKey.generate(alg)
+    try:
+        write_secret(private_jwk, json.dumps(key.private_jwk(), indent=2).encode())
+    except FileExistsError:
+        raise click.ClickException(f"{private_jwk} exists: choose another file") from None
+    click.echo(json.dumps(key.public_jwk()))

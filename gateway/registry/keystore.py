@@ -4,9 +4,10 @@ Private keys are created on first run with owner-only permissions and never comm
 (``.gitignore`` keeps them out). Layout::
 
     keys/gateway/signing.private.pem          the gateway's first ES256 signing key
-    keys/gateway/<kid>.private.pem             a key made by `gateway keys rotate`; which
-                                               key signs is in the database
-                                               (gateway.registry.gateway_keys)
+    keys/gateway/<kid>.private.pem             an ES256 key made by `gateway keys rotate`;
+    keys/gateway/<kid>.private.jwk.json        an SM2 one (OpenSSL's PEM of SM2 keys is not
+                                               one `cryptography` reads); which key signs is
+                                               in the database (gateway.registry.gateway_keys)
     keys/audit-hmac.key                        secret for keyed subject hashes in the audit log
     keys/departments/<id>.private.jwk.json     a demo department's private key (its side)
     keys/departments/<id>.public.jwk.json      the same key's public half (registered with us)
@@ -24,12 +25,10 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.core.keyring import PrivateKey, jwk_thumbprint, load_private_jwk, public_jwk
+from gateway.core.algorithms import SigningKey, load_private_jwk
 from gateway.errors import ConfigurationError
 
 __all__ = [
@@ -93,20 +92,12 @@ def ensure_operator_token(keys_dir: Path, role: str) -> Path:
     return path
 
 
-def _private_jwk(key: PrivateKey, alg: str) -> dict[str, Any]:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        jwk: dict[str, Any] = ECAlgorithm.to_jwk(key, as_dict=True)
-    else:
-        jwk = OKPAlgorithm.to_jwk(key, as_dict=True)
-    return {**jwk, "kid": jwk_thumbprint(jwk), "alg": alg, "use": "sig"}
-
-
-def _generate(alg: str) -> PrivateKey:
-    if alg == "EdDSA":
-        return ed25519.Ed25519PrivateKey.generate()
-    if alg == "ES256":
-        return ec.generate_private_key(ec.SECP256R1())
-    raise ConfigurationError([f"alg {alg!r} is not allowed for a key (ES256 or EdDSA)"])
+def _new_key_file(path: Path, alg: str) -> None:
+    """A new private JWK file for ``alg`` (ES256, EdDSA or SM2) at ``path``; an existing
+    one (another process made it a moment ago) is kept."""
+    key = SigningKey.generate(alg)
+    with contextlib.suppress(FileExistsError):
+        write_secret(path, json.dumps(key.private_jwk(), indent=2).encode())
 
 
 def ensure_department_key(keys_dir: Path, department: str, *, alg: str) -> dict[str, Any]:
@@ -114,23 +105,17 @@ def ensure_department_key(keys_dir: Path, department: str, *, alg: str) -> dict[
     private_path = keys_dir / "departments" / f"{department}.private.jwk.json"
     public_path = keys_dir / "departments" / f"{department}.public.jwk.json"
     if not private_path.exists():
-        key: PrivateKey = (
-            ed25519.Ed25519PrivateKey.generate()
-            if alg == "EdDSA"
-            else ec.generate_private_key(ec.SECP256R1())
-        )
-        write_secret(private_path, json.dumps(_private_jwk(key, alg), indent=2).encode())
+        _new_key_file(private_path, alg)
         public_path.unlink(missing_ok=True)
     if not public_path.exists():
-        private = load_private_jwk(private_path)
         public_path.write_text(
-            json.dumps(public_jwk(private.key, alg=private.algorithm_name), indent=2) + "\n"
+            json.dumps(load_private_jwk(private_path).public_jwk(), indent=2) + "\n"
         )
     result: dict[str, Any] = json.loads(public_path.read_text())
     return result
 
 
-def department_private_jwk(keys_dir: Path, department: str) -> jwt.PyJWK:
+def department_private_jwk(keys_dir: Path, department: str) -> SigningKey:
     """The demo department's private key from ``keys/departments``."""
     return load_private_jwk(keys_dir / "departments" / f"{department}.private.jwk.json")
 
@@ -163,16 +148,13 @@ def ensure_seal_key(keys_dir: Path, seal_id: str, *, alg: str) -> dict[str, Any]
     """
     path = _seal_key_path(keys_dir, seal_id)
     if not path.exists():
-        key = _generate(alg)
-        # Another process may have created it a moment ago: then that one is used.
-        with contextlib.suppress(FileExistsError):
-            write_secret(path, json.dumps(_private_jwk(key, alg), indent=2).encode())
+        _new_key_file(path, alg)  # another process's key, if it made one a moment ago
     private = load_private_jwk(path)
     if private.algorithm_name != alg:
         raise ConfigurationError([f"{path}: holds an {private.algorithm_name} key, not {alg}"])
-    return public_jwk(private.key, alg=alg)
+    return private.public_jwk()
 
 
-def load_seal_key(keys_dir: Path, seal_id: str) -> jwt.PyJWK:
+def load_seal_key(keys_dir: Path, seal_id: str) -> SigningKey:
     """A demo e-seal's private key from ``keys/seals`` (the key object and its algorithm)."""
     return load_private_jwk(_seal_key_path(keys_dir, seal_id))

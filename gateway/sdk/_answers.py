@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import jwt
 import msgspec
 
-from gateway.core.keyring import GatewayKeyRefused, gateway_key_for
+from gateway.core.jose import JoseError, parse_compact
+from gateway.core.jose import verify as verify_signature
+from gateway.core.keyring import GatewayKeyRefused, PublicKey, gateway_key_for, gateway_public_key
 from gateway.core.licences import Check, Verdict
+from gateway.errors import ConfigurationError
 from gateway.sdk._problems import AnswerRejected
 
-__all__ = ["IssuedLicence", "JwksCache", "SignedAnswer", "VerificationReceipt", "verify_answer"]
+__all__ = [
+    "GatewayPublicKey",
+    "IssuedLicence",
+    "JwksCache",
+    "SignedAnswer",
+    "VerificationReceipt",
+    "verify_answer",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +89,15 @@ class VerificationReceipt:
             raise AnswerRejected(f"not a verification receipt: {exc}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayPublicKey:
+    """One of the gateway's public keys as the JWKS lists it: its id, algorithm and key."""
+
+    key_id: str
+    algorithm: str
+    key: PublicKey
+
+
 class JwksCache:
     """The gateway's public keys: fetched once, refreshed on an unknown ``kid`` (at most once
     per cool-down) and once the copy is older than the ``Cache-Control: max-age`` the gateway
@@ -93,7 +112,7 @@ class JwksCache:
         self._http = http
         self._url = url
         self._cooldown = cooldown
-        self._keys: dict[str, jwt.PyJWK] = {}
+        self._keys: dict[str, GatewayPublicKey] = {}
         self._jwks: dict[str, Any] = {"keys": []}
         self._fetched_at: float | None = None
         self._max_age: float | None = None
@@ -102,21 +121,23 @@ class JwksCache:
         response = self._http.get(self._url)
         response.raise_for_status()
         served = response.json()
-        keys: dict[str, jwt.PyJWK] = {}
+        keys: dict[str, GatewayPublicKey] = {}
         listed = served.get("keys", []) if isinstance(served, dict) else []
         for jwk in listed if isinstance(listed, list) else []:
-            if isinstance(jwk, dict) and jwk.get("alg") == "ES256" and "kid" in jwk:
-                keys[jwk["kid"]] = jwt.PyJWK(
-                    {k: v for k, v in jwk.items() if k not in ("status", "nbf", "exp")},
-                    algorithm="ES256",
-                )
+            # The gateway's keys are ES256 or SM2; a key that is neither, or does not parse
+            # as its algorithm's, is left out (a token naming it is then refused).
+            if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str):
+                with contextlib.suppress(ValueError, ConfigurationError):
+                    alg, key = gateway_public_key(jwk)
+                    keys[jwk["kid"]] = GatewayPublicKey(jwk["kid"], alg, key)
         self._keys = keys
         self._jwks = {"keys": [j for j in listed if isinstance(j, dict) and j.get("kid") in keys]}
         self._fetched_at = time.monotonic()
         self._max_age = _max_age(response.headers.get("cache-control", ""))
 
-    def get(self, kid: str) -> jwt.PyJWK:
-        """The key for ``kid``, refreshing at most once per cool-down when it is unknown."""
+    def get(self, kid: str) -> GatewayPublicKey:
+        """The algorithm and key for ``kid``, refreshing at most once per cool-down when it
+        is unknown."""
         age = None if self._fetched_at is None else time.monotonic() - self._fetched_at
         if (
             age is None
@@ -129,7 +150,7 @@ class JwksCache:
         except KeyError:
             raise AnswerRejected(f"unknown gateway key {kid!r}") from None
 
-    def for_token(self, kid: str, *, iat: object) -> jwt.PyJWK:
+    def for_token(self, kid: str, *, iat: object) -> GatewayPublicKey:
         """The key for ``kid`` if it was in force at ``iat`` (a retired key vouches only for
         what it signed before its retirement); :class:`AnswerRejected` otherwise. Check the
         signature first: an ``iat`` means something only once it verifies."""
@@ -150,29 +171,63 @@ def _max_age(cache_control: str) -> float | None:
     return None
 
 
+#: Members an answer's claims must have.
+_REQUIRED_CLAIMS = ("iss", "aud", "iat", "exp", "jti")
+
+
 def verify_answer(
-    answer: str, *, jwks: JwksCache, audience: str, typ: str, request_token: str | None = None
+    answer: str,
+    *,
+    jwks: JwksCache,
+    audience: str,
+    typ: str,
+    request_token: str | None = None,
+    now: float | None = None,
 ) -> SignedAnswer:
-    """Verify a signed answer: gateway key (ES256, by ``kid``), ``typ``, ``aud`` = ``audience``
-    (the department it is meant for), and (if given) the request it answers."""
+    """Verify a signed answer; :class:`AnswerRejected` (saying why) unless every step holds:
+
+    1. a compact JWS, parsed strictly, with only ``alg``, ``kid`` and ``typ`` in its header;
+    2. ``typ`` is ``typ``;
+    3. ``kid`` names a gateway key of the JWKS (ES256 or SM2), and the signature verifies
+       with it, in the key's algorithm (never the header's choice);
+    4. the claims are a JSON object with ``iss``, ``aud``, ``iat``, ``exp``, ``jti``; ``aud``
+       is ``audience`` (the department it is meant for); ``exp`` has not passed at ``now``;
+    5. the key was in force when the answer says it was signed (``iat``);
+    6. (if given) the answer is bound to ``request_token``, by its SHA-256.
+    """
+    at = time.time() if now is None else now
     try:
-        header = jwt.get_unverified_header(answer)
-        if header.get("typ") != typ or header.get("alg") != "ES256":
-            raise AnswerRejected(f"not a gateway answer of type {typ}")
-        kid = str(header.get("kid"))
-        claims: dict[str, Any] = jwt.decode(
-            answer,
-            key=jwks.get(kid).key,
-            algorithms=["ES256"],
-            audience=audience,
-            options={"require": ["iss", "aud", "iat", "exp", "jti"]},
-        )
-    except jwt.InvalidTokenError as exc:
-        raise AnswerRejected(f"answer does not verify: {exc}") from None
+        jws = parse_compact(answer, allowed_members={"alg", "kid", "typ"})
+    except JoseError as exc:
+        raise AnswerRejected(f"answer does not verify: {exc.reason}") from None
+    if jws.header.typ != typ or jws.header.kid is None:
+        raise AnswerRejected(f"not a gateway answer of type {typ}")
+    kid = jws.header.kid
+    key = jwks.get(kid)
+    if not verify_signature(jws, alg=key.algorithm, key=key.key):
+        raise AnswerRejected("answer does not verify: signature")
+    try:
+        claims = msgspec.json.decode(jws.payload)
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
+        raise AnswerRejected("answer does not verify: claims are not JSON") from None
+    if not isinstance(claims, dict):
+        raise AnswerRejected("answer does not verify: claims are not an object")
+    missing = [name for name in _REQUIRED_CLAIMS if name not in claims]
+    if missing:
+        raise AnswerRejected(f"answer does not verify: no {', '.join(missing)}")
+    aud = claims["aud"]
+    if not (aud == audience or (isinstance(aud, list) and audience in aud)):
+        raise AnswerRejected("answer does not verify: meant for another audience")
+    exp, iat = claims["exp"], claims["iat"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat)):
+        raise AnswerRejected("answer does not verify: iat and exp must be integers")
+    if exp <= at:
+        raise AnswerRejected("answer does not verify: it has expired")
     # Once the signature holds, its iat is the gateway's word: was the key in force then?
-    jwks.for_token(kid, iat=claims["iat"])
+    jwks.for_token(kid, iat=iat)
     if request_token is not None:
         expected = hashlib.sha256(request_token.encode()).hexdigest()
-        if claims.get("request", {}).get("sha256") != expected:
+        request = claims.get("request")
+        if not isinstance(request, dict) or request.get("sha256") != expected:
             raise AnswerRejected("answer is not for this request")
     return SignedAnswer(token=answer, claims=claims)

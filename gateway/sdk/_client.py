@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -13,10 +14,9 @@ from typing import Any
 import httpx
 import jwt
 import msgspec
-from cryptography.hazmat.primitives import serialization
-from jwt.api_jws import PyJWS
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from gateway.core.keyring import ALLOWED_ALGORITHMS, load_private_jwk, public_jwk
+from gateway.core.algorithms import SigningKey, load_private_jwk
 from gateway.core.licences import LicenceContent, canonical_bytes
 from gateway.core.protocol import TokenType
 from gateway.core.status_lists import StatusRef
@@ -33,11 +33,30 @@ from gateway.sdk._http import get, http_client, quoted
 from gateway.sdk._offline import OfflineVerifier, PublicDocuments
 from gateway.sdk._problems import problem_from
 
-__all__ = ["GatewayClient", "key_proof"]
+__all__ = ["GatewayClient", "key_proof", "signing_key"]
+
+
+def signing_key(key: SigningKey | jwt.PyJWK) -> SigningKey:
+    """``key`` as a :class:`SigningKey` (a private key with its one algorithm: ES256, EdDSA
+    or SM2). A PyJWT ``PyJWK`` of a private ES256 or EdDSA key is taken as well."""
+    if isinstance(key, SigningKey):
+        return key
+    private = key.key
+    if not isinstance(private, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        raise ValueError("a department or seal key is a private ES256, EdDSA or SM2 key")
+    converted = SigningKey.of(private)
+    if converted.algorithm_name != key.algorithm_name:
+        raise ValueError(f"a {converted.algorithm_name} key does not sign {key.algorithm_name}")
+    return converted
+
+
+def _claims_json(claims: Mapping[str, Any]) -> bytes:
+    # As PyJWT encodes a payload: compact JSON.
+    return json.dumps(dict(claims), separators=(",", ":")).encode()
 
 
 def key_proof(
-    new_key: jwt.PyJWK,
+    new_key: SigningKey | jwt.PyJWK,
     *,
     department: str,
     audience: str,
@@ -48,29 +67,17 @@ def key_proof(
     department, the key's kid and the gateway (``audience``), bound to the registration
     request's ``jti`` — or, for an administrator to send on the department's behalf, to the
     time (``iat``, accepted within five minutes)."""
-    if new_key.algorithm_name not in ALLOWED_ALGORITHMS:
-        raise ValueError("department keys sign with ES256 or EdDSA")
-    kid = public_jwk(new_key.key, alg=new_key.algorithm_name)["kid"]
+    key = signing_key(new_key)
     bound = {"jti": jti} if jti is not None else {"iat": int(time.time() if now is None else now)}
-    return jwt.encode(
-        {"department": department, "kid": kid, "aud": audience, **bound},
-        new_key.key,
-        algorithm=new_key.algorithm_name,
-        headers={"kid": kid, "typ": TokenType.KEY_PROOF},
+    return key.sign(
+        _claims_json({"department": department, "kid": key.key_id, "aud": audience, **bound}),
+        headers={"typ": TokenType.KEY_PROOF},
     )
 
 
-def _seal(content: LicenceContent, key: jwt.PyJWK) -> str:
+def _seal(content: LicenceContent, key: SigningKey | jwt.PyJWK) -> str:
     """Seal ``content`` with ``key``: header alg, kid (thumbprint of the public key), typ."""
-    if key.algorithm_name not in ALLOWED_ALGORITHMS:
-        raise ValueError("seal keys sign with ES256 or EdDSA")
-    kid = public_jwk(key.key, alg=key.algorithm_name)["kid"]
-    return PyJWS().encode(
-        canonical_bytes(content),
-        key.key,
-        algorithm=key.algorithm_name,
-        headers={"kid": kid, "typ": TokenType.LICENCE},
-    )
+    return signing_key(key).sign(canonical_bytes(content), headers={"typ": TokenType.LICENCE})
 
 
 class GatewayClient:
@@ -81,16 +88,14 @@ class GatewayClient:
         *,
         base_url: str,
         department: str,
-        key: jwt.PyJWK,
+        key: SigningKey | jwt.PyJWK,
         audience: str = "yiwang-gateway",
         http: httpx.Client | None = None,
         timeout: float = 10.0,
     ) -> None:
-        if key.algorithm_name not in ("ES256", "EdDSA"):
-            raise ValueError("department keys sign with ES256 or EdDSA")
         self.department = department
         self.audience = audience
-        self._key = key
+        self._key = signing_key(key)
         # A client handed in (a shared pool, a test client) belongs to the caller: not closed here.
         self._owns_http = http is None
         self._http = http or http_client(base_url, timeout=timeout)
@@ -113,14 +118,14 @@ class GatewayClient:
         """The ``kid`` of the department key this client signs with."""
         return str(self._key.key_id)
 
-    def public_key_pem(self) -> bytes:
-        """The public half of the signing key, PEM-encoded (to register it, or to test with)."""
-        key = self._key.key
-        public = key.public_key() if hasattr(key, "public_key") else key
-        pem: bytes = public.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        return pem
+    @property
+    def algorithm(self) -> str:
+        """The algorithm this client signs with (ES256, EdDSA or SM2)."""
+        return self._key.algorithm_name
+
+    def public_jwk(self) -> dict[str, Any]:
+        """The public JWK of the signing key (to register it, or to test with)."""
+        return self._key.public_jwk()
 
     def close(self) -> None:
         """Close the HTTP connection pool (unless it was handed in)."""
@@ -141,12 +146,7 @@ class GatewayClient:
         headers: Mapping[str, Any] | None = None,
     ) -> str:
         """Sign arbitrary ``claims`` with the department key (tests use this for bad tokens)."""
-        return jwt.encode(
-            dict(claims),
-            self._key.key,
-            algorithm=self._key.algorithm_name,
-            headers={"kid": self._key.key_id, "typ": typ, **(headers or {})},
-        )
+        return self._key.sign(_claims_json(claims), headers={"typ": typ, **(headers or {})})
 
     def lookup_token(
         self,
@@ -432,7 +432,7 @@ class GatewayClient:
         )
 
     def issue_licence(
-        self, *, content: LicenceContent, seal_key: jwt.PyJWK, operator: str
+        self, *, content: LicenceContent, seal_key: SigningKey | jwt.PyJWK, operator: str
     ) -> IssuedLicence:
         """Reserve a status entry, seal ``content`` (with that entry) with ``seal_key``, and
         publish it. The seal key must be registered (:meth:`register_seal`); it never leaves
@@ -499,7 +499,7 @@ class GatewayClient:
         seal_id: str,
         name: str,
         type: str,
-        seal_key: jwt.PyJWK,
+        seal_key: SigningKey | jwt.PyJWK,
         valid_from: dt.date,
         valid_until: dt.date,
         operator: str,
@@ -507,9 +507,8 @@ class GatewayClient:
     ) -> SignedAnswer:
         """As an issuer, register ``seal_key``'s public half as seal ``seal_id``; the request
         carries a proof signed by the seal key itself, bound to this request's ``jti``."""
-        if seal_key.algorithm_name not in ALLOWED_ALGORITHMS:
-            raise ValueError("seal keys sign with ES256 or EdDSA")
-        jwk = public_jwk(seal_key.key, alg=seal_key.algorithm_name)
+        key = signing_key(seal_key)
+        jwk = key.public_jwk()
         claims = {
             **self._request_claims(lifetime, None),
             "operator": operator,
@@ -523,11 +522,9 @@ class GatewayClient:
             },
         }
         # The same jti makes the proof useless for any other registration.
-        claims["proof"] = jwt.encode(
-            {"seal_id": seal_id, "jti": claims["jti"]},
-            seal_key.key,
-            algorithm=seal_key.algorithm_name,
-            headers={"kid": jwk["kid"], "typ": TokenType.SEAL_PROOF},
+        claims["proof"] = key.sign(
+            _claims_json({"seal_id": seal_id, "jti": claims["jti"]}),
+            headers={"typ": TokenType.SEAL_PROOF},
         )
         token = self.sign(claims, typ=TokenType.SEAL_REGISTER)
         return self._send("/v1/seals", token, TokenType.SEAL_REGISTERED)
@@ -536,7 +533,7 @@ class GatewayClient:
 
     def register_next_key(
         self,
-        new_key: jwt.PyJWK,
+        new_key: SigningKey | jwt.PyJWK,
         *,
         operator: str,
         expires_at: int | None = None,
@@ -547,7 +544,7 @@ class GatewayClient:
         possession, bound to its ``jti``. Then :meth:`use_key` it and :meth:`retire_key`
         the old one."""
         claims = {**self._request_claims(lifetime, None), "operator": operator}
-        claims["jwk"] = public_jwk(new_key.key, alg=new_key.algorithm_name)
+        claims["jwk"] = signing_key(new_key).public_jwk()
         claims["proof"] = key_proof(
             new_key, department=self.department, audience=self.audience, jti=claims["jti"]
         )
@@ -566,9 +563,9 @@ class GatewayClient:
             lifetime,
         )
 
-    def use_key(self, key: jwt.PyJWK) -> None:
+    def use_key(self, key: SigningKey | jwt.PyJWK) -> None:
         """Sign every later request with ``key`` (a key registered for this department)."""
-        self._key = key
+        self._key = signing_key(key)
 
     # --- public documents (no credentials) ------------------------------------------------
 

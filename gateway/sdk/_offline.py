@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import jwt
 import msgspec
-from jwt.api_jws import PyJWS
 
+from gateway.core.jose import JoseError, parse_compact
 from gateway.core.keyring import GatewayKeyRefused, gateway_key_for
 from gateway.core.licences import STATUS_MESSAGES, Verification, verify_sealed
 from gateway.core.seals import SealRegistry, registry_from_snapshot
@@ -28,10 +27,10 @@ def sealed_status_list_id(sealed: str) -> str | None:
     licence; None if the document does not name one (verification then says ``not-found``).
     """
     try:
-        payload = PyJWS().decode_complete(sealed, options={"verify_signature": False})["payload"]
+        payload = parse_compact(sealed, allowed_members={"alg", "kid", "typ"}).payload
         status = msgspec.json.decode(payload).get("status")
         list_id = status.get("list_id") if isinstance(status, dict) else None
-    except (jwt.PyJWTError, msgspec.DecodeError, AttributeError):
+    except (JoseError, msgspec.DecodeError, UnicodeError, AttributeError):
         return None
     return list_id if isinstance(list_id, str) else None
 
@@ -67,21 +66,28 @@ class PublicDocuments:
         )
 
 
+def _unverified(token: str) -> tuple[object, object, object]:
+    """The ``kid`` of ``token`` and its ``iat`` and ``exp`` claims, read **without**
+    verifying: only to choose the key whose signature check then says whether the payload is
+    the gateway's (a garbled payload reads as no time, which no retired key vouches for)."""
+    try:
+        jws = parse_compact(token, allowed_members={"alg", "kid", "typ"})
+    except JoseError as exc:
+        raise StatusListRejected(f"not a gateway JWS: {exc.reason}") from None
+    try:
+        claims = msgspec.json.decode(jws.payload)
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
+        claims = None
+    if not isinstance(claims, dict):
+        return jws.header.kid, None, None
+    return jws.header.kid, claims.get("iat"), claims.get("exp")
+
+
 def _gateway_jwk(jwks: Mapping[str, Any], token: str) -> dict[str, Any]:
-    """The gateway's ES256 key that signed ``token``, chosen by ``kid`` from the JWKS, and in
-    force when ``token`` says it was signed (its ``iat``; a retired key vouches only for what
-    it signed before its retirement)."""
-    try:
-        kid = PyJWS().get_unverified_header(token).get("kid")
-    except jwt.PyJWTError as exc:
-        raise StatusListRejected(f"not a gateway JWS: {exc}") from None
-    try:
-        # Unverified: it only chooses the key; the signature check that follows says whether
-        # the payload is the gateway's (a garbled one reads as no time, which no retired key
-        # vouches for).
-        signed_at = jwt.decode(token, options={"verify_signature": False}).get("iat")
-    except (jwt.PyJWTError, AttributeError):
-        signed_at = None
+    """The gateway's key (ES256 or SM2) that signed ``token``, chosen by ``kid`` from the
+    JWKS, and in force when ``token`` says it was signed (its ``iat``; a retired key vouches
+    only for what it signed before its retirement)."""
+    kid, signed_at, _ = _unverified(token)
     try:
         jwk = gateway_key_for(jwks, kid=kid, iat=signed_at)
     except GatewayKeyRefused as exc:
@@ -91,8 +97,9 @@ def _gateway_jwk(jwks: Mapping[str, Any], token: str) -> dict[str, Any]:
 
 def _expiry(token: str) -> dt.datetime:
     # Only called on a token whose signature and exp were just verified.
-    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
-    return dt.datetime.fromtimestamp(int(exp), dt.UTC)
+    _, _, exp = _unverified(token)
+    assert isinstance(exp, int)
+    return dt.datetime.fromtimestamp(exp, dt.UTC)
 
 
 class OfflineVerifier:

@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from joserfc import jwt as jose_jwt
-from joserfc.jwk import KeySet
 from playwright.sync_api import Page, expect
 
 from gateway.console.routes import receipt_qr_svg
@@ -40,7 +39,7 @@ from tests.browser.conftest import (
     log_in,
     shot,
 )
-from tests.support import ROOT
+from tests.support import ROOT, es256_key_set
 
 CASES = demo_cases(load_policy_set(ROOT / "policies").departments)
 LOGIN_REFUSED_ZH = "用户名或密码错误，或该账户暂时无法登录。"
@@ -80,7 +79,7 @@ def _verify_by_identifier(page: Page, licence_id: str, case: str) -> None:
 def _receipt_claims(console: Console, token: str) -> dict[str, Any]:
     """The receipt verified with joserfc against the gateway's published JWKS."""
     jwks = httpx.get(console.gateway.url + "/.well-known/jwks.json").json()
-    decoded = jose_jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["ES256"])
+    decoded = jose_jwt.decode(token, es256_key_set(jwks), algorithms=["ES256"])
     assert decoded.header["typ"] == TokenType.VERIFICATION_RECEIPT
     return dict(decoded.claims)
 

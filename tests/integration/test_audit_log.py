@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from joserfc import jwt as jose_jwt
-from joserfc.jwk import KeySet
 
 from gateway.audit.tree import leaf_bytes
 from gateway.audit.verify import verify_log
@@ -23,7 +22,13 @@ from gateway.core import merkle
 from gateway.demo.population import companies
 from gateway.storage.schema import audit_entries
 from tests.inprocess import Gateway
-from tests.support import CommandResult, GatewayProcess, gateway_command, running_gateway
+from tests.support import (
+    CommandResult,
+    GatewayProcess,
+    es256_key_set,
+    gateway_command,
+    running_gateway,
+)
 from tests.unit.test_audit_tamper import rebuild_tree
 
 QUERY: dict[str, Any] = {
@@ -47,7 +52,7 @@ def lookups(gateway: Gateway, count: int) -> list[int]:
 
 def checkpoint_covering(gateway: Gateway, index: int) -> dict[str, Any]:
     """The first signed checkpoint whose size reaches ``index`` (checked with joserfc)."""
-    keys = KeySet.import_key_set(gateway.http.get(gateway.url + "/.well-known/jwks.json").json())
+    keys = es256_key_set(gateway.http.get(gateway.url + "/.well-known/jwks.json").json())
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         response = gateway.http.get(gateway.url + "/v1/audit/checkpoint")
@@ -173,7 +178,7 @@ def test_concurrent_requests_from_two_workers_make_one_gap_free_tree(
     engine = sa.create_engine(server_gateway.database_url)
     try:
         jwks = server_gateway.http.get(server_gateway.url + "/.well-known/jwks.json").json()
-        report = verify_log(engine, gateway_jwk=jwks["keys"][0], issuer="yiwang-gateway")
+        report = verify_log(engine, gateway_jwks=jwks, issuer="yiwang-gateway")
     finally:
         engine.dispose()
     assert report.ok, report.problems

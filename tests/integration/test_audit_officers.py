@@ -362,9 +362,10 @@ def test_cursor_and_filter_parsing() -> None:
         decode_cursor(encode_cursor("asc", 5)[:-2] + "!!")
     flt = parse_filter(
         {"event": "lookup:*", "subject": f"resident-id:{PEOPLE[0].id_number}"},
-        key_subject=lambda kind, ident: f"{kind}|{ident}",
+        key_subject=lambda kind, ident: (f"{kind}|{ident}", f"sm3:{kind}|{ident}"),
     )
     assert flt.subject_hmac == f"resident-id|{PEOPLE[0].id_number}"
+    assert flt.subject_tags == (flt.subject_hmac, f"sm3:resident-id|{PEOPLE[0].id_number}")
     assert PEOPLE[0].id_number not in flt.described()
     assert EntryFilter().described() == "all entries"
 

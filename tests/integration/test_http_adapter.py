@@ -39,7 +39,7 @@ from tests.department_api import (
     raw,
     status,
 )
-from tests.support import ROOT, GatewayProcess, free_port, running_gateway
+from tests.support import ROOT, GatewayProcess, es256_only, free_port, running_gateway
 
 T = TypeVar("T")
 
@@ -709,7 +709,7 @@ def test_e2e_lookup_releases_the_api_record(e2e: GatewayProcess, api: Department
     # The stand-in got a JWT that verifies with the gateway's published JWKS.
     (seen,) = [r for r in api.requests if r.subject == COMPANY.uscc]
     token = seen.headers["authorization"].removeprefix("Bearer ")
-    jwks = jwt.PyJWKSet.from_dict(httpx.get(e2e.url + "/.well-known/jwks.json").json())
+    jwks = jwt.PyJWKSet.from_dict(es256_only(httpx.get(e2e.url + "/.well-known/jwks.json").json()))
     key = jwks[jwt.get_unverified_header(token)["kid"]].key
     claims = jwt.decode(
         token, key, algorithms=["ES256"], audience="market", issuer="yiwang-gateway"

@@ -17,11 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 from joserfc import jwt as jose_jwt
-from joserfc.jwk import KeySet
 
 from gateway.core.identifiers import licence_check_character
 from gateway.core.policy import DISTRICT_TZ
-from tests.support import CommandResult, GatewayProcess, free_port, gateway_command
+from tests.support import CommandResult, GatewayProcess, es256_key_set, free_port, gateway_command
 
 ISSUER = "market"
 ISSUER_USCC = "11430600006122001T"  # policies/departments.toml
@@ -131,7 +130,7 @@ def _verify(gw: GatewayProcess, *args: str) -> CommandResult:
 
 def _receipt_claims(gw: GatewayProcess, path: Path) -> dict[str, object]:
     """The receipt's claims once joserfc has verified it with the gateway's JWKS."""
-    keys = KeySet.import_key_set(httpx.get(gw.url + "/.well-known/jwks.json").json())
+    keys = es256_key_set(httpx.get(gw.url + "/.well-known/jwks.json").json())
     token = jose_jwt.decode(path.read_text().strip(), keys, algorithms=["ES256"])
     assert token.header["typ"] == "yiwang-verification-receipt+jwt"
     claims: dict[str, object] = token.claims

@@ -15,9 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.core.identifiers import uscc_check_character
 from gateway.demo.population import companies, people
+from gateway.registry.keystore import department_private_jwk
 from gateway.sdk import (
     AnswerRejected,
     BadRequest,
@@ -28,6 +31,7 @@ from gateway.sdk import (
     Unauthorized,
 )
 from tests.inprocess import ALSO_ON_CLUSTER, Gateway
+from tests.support import es256_key_set
 
 COMPANY = next(c for c in companies() if c.status == "存续")
 QUERY: dict[str, Any] = {
@@ -238,7 +242,11 @@ def test_alg_none_hs256_unknown_kid_bad_signature_oversize(gateway: Gateway) -> 
     with gateway.client("service-centre") as c:
         kid = c.key_id
         head, payload, sig = c.sign(_claims()).split(".")
-        public_pem = c.public_key_pem()
+    private = department_private_jwk(gateway.keys_dir, "service-centre").key
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     # HS256 keyed with the department's public key (the algorithm-confusion attack).
     hs_head = _header(alg="HS256", kid=kid)
     mac = hmac.new(public_pem, f"{hs_head}.{payload}".encode(), hashlib.sha256).digest()
@@ -328,12 +336,11 @@ def test_client_rejects_an_answer_altered_by_one_byte(gateway: Gateway) -> None:
 
 def test_answers_verify_with_an_independent_jose_library(gateway: Gateway) -> None:
     from joserfc import jwt as jose_jwt
-    from joserfc.jwk import KeySet
 
     jwks = gateway.http.get(gateway.url + "/.well-known/jwks.json").json()
     with gateway.client("service-centre") as c:
         answer = c.lookup(fields=["name"], **QUERY)
-    token = jose_jwt.decode(answer.token, KeySet.import_key_set(jwks), algorithms=["ES256"])
+    token = jose_jwt.decode(answer.token, es256_key_set(jwks), algorithms=["ES256"])
     assert token.header["typ"] == "yiwang-lookup-result+jwt"
     assert token.claims["data"] == {"name": COMPANY.name}
 

@@ -16,7 +16,6 @@ import time
 import uuid
 from typing import Any
 
-import jwt
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -154,11 +153,9 @@ class _Signer:
         self.department = department
 
     def sign(self, claims: dict[str, Any], typ: str) -> str:
-        return jwt.encode(
-            claims,
-            self.key.key,
-            algorithm=self.key.algorithm_name,
-            headers={"kid": self.key.key_id, "typ": typ},
+        return self.key.sign(
+            json.dumps(claims).encode(),
+            headers={"typ": typ},
         )
 
 

@@ -31,7 +31,7 @@ CONSUMER = "tax"  # the demo's tax bureau holds a grant on enterprise records
 def sm2_gateway(
     tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
 ) -> Iterator[tuple[InProcessGateway, sm2.SM2PrivateKey]]:
-    """A gateway where the tax bureau has registered an SM2 key beside its ES256 one."""
+    """A gateway where the tax bureau has registered an SM2 key beside its demo key."""
     with in_process_gateway(tmp_path_factory.mktemp("sm2"), keys_dir) as gw:
         key = sm2.generate_private_key()
         runtime = gw.runtime
@@ -123,7 +123,8 @@ def test_sm2_attack_cases_are_refused_like_any_token_failure(
     # An SM2 key named under an ES256 header, and an ES256 key under an SM2 header.
     es_header = _b64(msgspec.json.encode({"alg": "ES256", "kid": key.kid, "typ": TokenType.LOOKUP}))
     assert _refusal(gw, f"{es_header}.{payload}.{signature}") == "token:alg-not-allowed-for-key"
-    with gw.client(CONSUMER) as client:
+    with gw.client("service-centre") as client:  # an ES256 department
+        assert client.algorithm == "ES256"
         es_kid = client.key_id
     sm2_header = _b64(msgspec.json.encode({"alg": "SM2", "kid": es_kid, "typ": TokenType.LOOKUP}))
     assert _refusal(gw, f"{sm2_header}.{payload}.{signature}") == "token:alg-not-allowed-for-key"

@@ -35,7 +35,7 @@ _SCRIPT = textwrap.dedent(
     from jwt.algorithms import ECAlgorithm
 
     key = ec.generate_private_key(ec.SECP256R1())
-    private = {**ECAlgorithm.to_jwk(key, as_dict=True), "alg": "ES256", "kid": "k1"}
+    private = {**ECAlgorithm.to_jwk(key, as_dict=True), "alg": "ES256"}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "dept.private.jwk.json"
         path.write_text(json.dumps(private))
