@@ -282,7 +282,7 @@ def _operations(
         return lambda c: c.get("/v1/audit/proofs/inclusion", params={"index": index, "size": size})
 
     def search(department: str) -> Request:
-        params = {"department": department, "order": "desc", "limit": 50}
+        params: dict[str, str | int] = {"department": department, "order": "desc", "limit": 50}
         return lambda c: c.get("/v1/audit/entries", params=params, headers=officer)
 
     return {
