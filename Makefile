@@ -25,7 +25,7 @@ UV_INSTALL := $(UV) pip install --quiet --python $(BIN)/python --compile-bytecod
 PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	--no-emit-find-links --no-emit-index-url
 
-.PHONY: run test lint bench coverage install install-dev lock clean
+.PHONY: run test lint bench bench-scale coverage install install-dev lock clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "need python3.11 on PATH (or set PYTHON=...)"; exit 1; }
@@ -92,6 +92,12 @@ coverage: $(DEV)
 
 bench: $(DEV)
 	$(BIN)/python -m loadtests.bench
+
+# A small and a large district (10⁶ audit entries, 10⁵ licences, 10³ grants, 10⁵ subjects per
+# source, built in bulk: minutes), the same requests on both; growth per operation and memory.
+# SCALE_ARGS="--entries 100000" etc. for a quicker run.
+bench-scale: $(DEV)
+	$(BIN)/python -m loadtests.scale $(SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) data

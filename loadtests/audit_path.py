@@ -13,6 +13,12 @@ requests appending at once, so group commits form as under load) and three kinds
 
 It prints microseconds of wall time and of process CPU per entry for each, and the ratios to
 the first: the cost of the durable checks per lookup.
+
+``--sizes 0,200000,1000000`` measures instead how the write path grows with the log: the
+same log is filled in bulk (entries with their Merkle tree, ``gateway.audit.bulk``) to each
+size in turn, and at each the writer appends ``--count`` plain entries in group commits of
+``--batch`` (64), ``--concurrency`` at once; it prints wall and CPU µs per entry at each size
+and the ratio to the first.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome
+from gateway.audit.bulk import bulk_append
 from gateway.audit.promises import CURRENT_CLAIM, TokenClaim
 from gateway.cache.protocol import QuotaClaim
 from gateway.storage import migrations
@@ -110,6 +117,93 @@ def measure(url: str, count: int, concurrency: int) -> dict[str, tuple[float, fl
     return out
 
 
+async def _append_all(
+    log: GroupCommitAuditLog, entries: list[AuditEntry], concurrency: int
+) -> None:
+    queue = iter(entries)
+
+    async def worker() -> None:
+        for entry in queue:
+            await log.append(entry)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def _thread_cpu(log: GroupCommitAuditLog) -> float:
+    """CPU seconds of the log's writer thread so far."""
+    thread = log._thread
+    assert thread is not None
+    assert thread.ident is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+def measure_growth(
+    url: str, sizes: list[int], count: int, concurrency: int, batch: int
+) -> list[tuple[int, float, float, float, float]]:
+    """(size, wall µs, process CPU µs, writer-thread CPU µs per entry, bulk fill s) at each
+    log size, on one growing log."""
+    from loadtests.district import synthetic_entries
+
+    engine = create_database_engine(url)
+    migrations.upgrade(engine)
+    out: list[tuple[int, float, float, float, float]] = []
+    try:
+        for size in sizes:
+            with engine.connect() as conn:
+                now = int(conn.execute(sa.text("SELECT count(*) FROM audit_entries")).scalar_one())
+            fill = time.perf_counter()
+            if size > now:
+                bulk_append(engine, synthetic_entries(size - now, start=now))
+            fill = time.perf_counter() - fill
+            log = GroupCommitAuditLog(engine=engine, max_batch=batch, timeout=30)
+            log.start()
+            # The appended entries are the district's too (random subject HMACs and case
+            # numbers): entries whose keys all sort together would only touch a few pages.
+            base = max(size, now)
+            warm = list(synthetic_entries(min(500, count), start=base))
+            timed = list(synthetic_entries(count, start=base + len(warm)))
+            try:
+                asyncio.run(_append_all(log, warm, concurrency))  # warm-up
+                writer = _thread_cpu(log)
+                wall, cpu = time.perf_counter(), time.process_time()
+                asyncio.run(_append_all(log, timed, concurrency))
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                writer = _thread_cpu(log) - writer
+            finally:
+                log.stop()
+            figures = (wall / count * 1e6, cpu / count * 1e6, writer / count * 1e6)
+            out.append((size, *figures, fill))
+            print(
+                f"  {size:>9} entries: {figures[0]:7.1f} µs wall, {figures[1]:6.1f} µs CPU, "
+                f"{figures[2]:6.1f} µs in the writer thread per entry (filled in {fill:.0f} s)",
+                flush=True,
+            )
+    finally:
+        engine.dispose()
+    return out
+
+
+def _growth(args: argparse.Namespace, targets: list[tuple[str, str]]) -> None:
+    sizes = sorted({int(float(s)) for s in args.sizes.split(",")})
+    for name, url in targets:
+        print(
+            f"\n{name}: {args.count} plain entries at each size, group commits of "
+            f"{args.batch}, {args.concurrency} at once"
+        )
+        with _scratch(url) as scratch:
+            figures = measure_growth(scratch, sizes, args.count, args.concurrency, args.batch)
+        base = figures[0]
+        print(
+            f"{'log size':>10}{'wall µs':>10}{'CPU µs':>9}{'writer µs':>11}"
+            f"{'wall ×':>8}{'CPU ×':>7}{'writer ×':>10}"
+        )
+        for size, wall, cpu, writer, _ in figures:
+            print(
+                f"{size:>10}{wall:>10.1f}{cpu:>9.1f}{writer:>11.1f}"
+                f"{wall / base[1]:>8.2f}{cpu / base[2]:>7.2f}{writer / base[3]:>10.2f}"
+            )
+
+
 @contextlib.contextmanager
 def _scratch(url: str) -> Iterator[str]:
     """``url`` itself for SQLite; a fresh database on a PostgreSQL server, dropped after."""
@@ -137,14 +231,26 @@ def main() -> None:
         help="also measure on this PostgreSQL server (an admin URL: a scratch database is "
         "created there and dropped afterwards)",
     )
+    parser.add_argument(
+        "--sizes",
+        help="measure growth instead: comma-separated log sizes, e.g. 0,200000,1000000",
+    )
+    parser.add_argument("--batch", type=int, default=64, help="group commit size (--sizes; 64)")
+    parser.add_argument(
+        "--dir", help="directory for the SQLite file (default: the system's temporary one)"
+    )
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         targets = [("sqlite", f"sqlite:///{Path(tmp) / 'audit.sqlite3'}")]
         if args.postgres:
             targets.append(("postgresql", args.postgres))
+        if args.sizes:
+            print(f"SQLite file in {tmp}")
+            _growth(args, targets)
+            return
         for name, url in targets:
             with _scratch(url) as scratch:
                 figures = measure(scratch, args.count, args.concurrency)

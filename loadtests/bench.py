@@ -551,6 +551,87 @@ def print_report(
     print()
 
 
+# ---------------------------------------------------------------------------- floor
+# What a lookup cannot avoid (loadtests/floor.py), measured in the same run with the same keys,
+# policies and stores, set against the CPU per request the phases measured.
+
+
+def measure_floor(args: argparse.Namespace, gateway: Gateway, audience: str) -> dict[str, Any]:
+    """The primitives' CPU µs per call, from ``python -m loadtests.floor`` (its own process,
+    like the gateway's), run while the gateway is idle."""
+    batch = gateway.settings.get("GATEWAY_AUDIT_BATCH_MAX", "512")
+    command = [
+        sys.executable,
+        "-m",
+        "loadtests.floor",
+        "--keys-dir",
+        str(gateway.keys_dir),
+        "--data-dir",
+        str(gateway.data_dir),
+        "--policies-dir",
+        gateway.settings["GATEWAY_POLICIES_DIR"],
+        "--audience",
+        audience,
+        "--concurrency",
+        str(args.users),
+        "--batch",
+        batch,
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    if done.returncode != 0:
+        raise BenchError(f"the floor measurement failed:\n{done.stderr[-2000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def print_floor(
+    primitives: dict[str, Any], bare: Phase, lookups: Phase, verifications: Phase | None
+) -> None:
+    """The floor of each exchange next to its measured CPU per request: ``floor ratio``."""
+    from loadtests.floor import lookup_floor, verification_floor
+
+    bare_us = bare.server_cpu_us_per_request
+    algs = ", ".join(sorted(set(primitives.get("algorithms", {}).values()))) or "?"
+    print("Floor: what a request cannot avoid, measured in this run (CPU µs per call)")
+    rows = [
+        ("bare endpoint, CPU/request (phase 1)", bare_us),
+        (f"verify the request's signature ({algs}, raw)", primitives["verify"]),
+        ("one guard call (replay, rate, case, cache probe)", primitives["guard"]),
+        ("one source read (the mix's adapters)", primitives["source"]),
+        ("durable audit write (group commit, amortised)", primitives["audit"]),
+        ("sign the answer (ES256, raw)", primitives["sign"]),
+    ]
+    if verifications is not None:
+        rows += [
+            ("verification: licence record read", primitives["licence_read"]),
+            ("verification: seal signature check (raw)", primitives["seal_verify"]),
+        ]
+    for label, value in rows:
+        print(f"  {label:<50}{float(value):>9.1f}")
+    lookup_us = lookups.server_cpu_us_per_request
+    floor = lookup_floor(primitives, bare_us)
+    print(
+        f"  lookup floor {floor:.0f} µs; measured {lookup_us:.0f} µs/lookup"
+        f"  →  floor ratio (lookups)       {_ratio(floor, lookup_us)}   (goal ≥ 0.5)"
+    )
+    if verifications is not None:
+        verify_us = verifications.server_cpu_us_per_request
+        vfloor = verification_floor(primitives, bare_us)
+        print(
+            f"  verification floor {vfloor:.0f} µs; measured {verify_us:.0f} µs/verification"
+            f"  →  floor ratio (verifications) {_ratio(vfloor, verify_us)}"
+        )
+        print(
+            f"  verification / lookup CPU per request            {_ratio(verify_us, lookup_us)}"
+            "   (goal ≤ 1.3)"
+        )
+    print()
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -596,6 +677,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         dest="verifications",
         action="store_false",
         help="skip phase 3 (licence verifications by identifier)",
+    )
+    parser.add_argument(
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help="skip measuring the primitives a request cannot avoid (the floor ratio)",
     )
     parser.add_argument("--port", type=int, default=0, help="gateway port (default: a free one)")
     parser.add_argument("--startup-timeout", type=float, default=90.0, metavar="S")
@@ -860,6 +947,9 @@ def _run(
             ),
         ],
     )
+    if args.floor:
+        print("  floor     measuring the primitives in their own process ...", flush=True)
+        print_floor(measure_floor(args, gateway, audience), bare, lookups, verifications)
     if any(
         p.failures or p.exceptions for p in (warmup, bare, lookups, verifications) if p is not None
     ):

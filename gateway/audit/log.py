@@ -24,6 +24,7 @@ from gateway.cache.protocol import QuotaClaim
 from gateway.core.policy import DISTRICT_TZ
 from gateway.core.protocol import AuditEvent
 from gateway.errors import PolicyDenied, StoreUnavailable
+from gateway.storage.inserts import insert_many
 from gateway.storage.schema import audit_entries
 from gateway.telemetry.context import current_request
 
@@ -310,7 +311,7 @@ class GroupCommitAuditLog:
             rows = [p.entry.as_row() for p in batch]
             for offset, row in enumerate(rows):
                 row["idx"] = first + offset
-            conn.execute(sa.insert(audit_entries), rows)
+            insert_many(conn, audit_entries, rows)
             # Same transaction, same lock: the tree's order is the log's, and no entry
             # is durable without its leaf.
             self._tree.integrate(conn, rows)

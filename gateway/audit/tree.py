@@ -24,6 +24,7 @@ import msgspec
 import sqlalchemy as sa
 
 from gateway.core import merkle
+from gateway.storage.inserts import insert_many
 from gateway.storage.schema import audit_entries, merkle_nodes
 
 __all__ = ["LEAF_VERSION", "Sequencer", "StoredTree", "frontier_keys", "leaf_bytes", "tree_size"]
@@ -154,8 +155,10 @@ def tree_size(conn: sa.Connection) -> int:
 class Sequencer:
     """Adds entries to the stored tree inside the sequencer's transaction (:meth:`integrate`).
 
-    It remembers the right edge of the tree it last wrote: when no other process appended in
-    between (always, in the embedded setup), the next append reads no node at all.
+    It remembers the size and the right edge of the tree it last wrote: when no other
+    process appended in between (always, in the embedded setup) — the batch's first index,
+    read under the sequencer lock, follows the remembered size — the next append reads
+    nothing of the tree, neither its size nor a node.
     """
 
     def __init__(self) -> None:
@@ -170,10 +173,12 @@ class Sequencer:
         existed, i.e. before migration 0005) are read back and added first, in order. If the
         transaction then fails, :meth:`forget` must be called (the memory would be ahead).
         """
-        size = tree_size(conn)
         if not new_rows:
-            return size
+            return tree_size(conn)
         first = int(new_rows[0]["idx"])
+        # ``first`` was read under the sequencer lock: if it follows the tree this sequencer
+        # last wrote, nobody appended since, and the stored tree is that one.
+        size = self._size if self._size == first - 1 else tree_size(conn)
         rows: list[Mapping[str, Any]] = []
         if size < first - 1:  # catch up with entries the tree does not hold yet
             older = conn.execute(
@@ -195,8 +200,9 @@ class Sequencer:
         nodes = merkle.new_perfect_nodes(
             size, [merkle.leaf_hash(leaf_bytes(r)) for r in rows], tree
         )
-        conn.execute(
-            sa.insert(merkle_nodes),
+        insert_many(
+            conn,
+            merkle_nodes,
             [{"level": lvl, "idx": idx, "hash": value} for lvl, idx, value in nodes],
         )
         tree.remember(nodes)

@@ -74,13 +74,15 @@ audit_entries = sa.Table(
     sa.Column("idx", _BigId, primary_key=True, autoincrement=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("event", sa.String(64), nullable=False),
-    sa.Column("department", sa.String(64), nullable=True, index=True),
+    # Indexed with idx (below): that index serves ``department = ?`` too (migration 0011
+    # dropped the single-column one, a prefix of it).
+    sa.Column("department", sa.String(64), nullable=True),
     sa.Column("operator", sa.String(64), nullable=True),
     sa.Column("service_item", sa.String(64), nullable=True),
     sa.Column("case_number", sa.String(64), nullable=True),
     sa.Column("reason", sa.String(256), nullable=True),
     sa.Column("resource", sa.String(64), nullable=True),
-    sa.Column("subject_hmac", sa.String(64), nullable=True, index=True),
+    sa.Column("subject_hmac", sa.String(64), nullable=True),  # indexed with idx, below
     sa.Column("fields", sa.Text(), nullable=True),  # JSON list of released/requested fields
     sa.Column("decision", sa.String(16), nullable=False),
     sa.Column("reason_code", sa.String(64), nullable=True),
@@ -331,7 +333,9 @@ __all__ += ["audit_checkpoints", "merkle_nodes"]
 # Officers page through the log by index with one filter at a time: each of these indexes
 # serves ``<column> = ? AND idx > ? ORDER BY idx`` as a range scan (keyset paging), and the
 # subject one also the citizens' access history (newest first). They add no column, so the
-# entries' leaves are unchanged.
+# entries' leaves are unchanged. They also serve every ``department = ?`` and
+# ``subject_hmac = ?`` alone: the single-column indexes, prefixes of these, were dropped by
+# migration 0011 (each index is one more B-tree insert per entry; the subject's on random keys).
 
 sa.Index("ix_audit_entries_department_idx", audit_entries.c.department, audit_entries.c.idx)
 sa.Index("ix_audit_entries_subject_idx", audit_entries.c.subject_hmac, audit_entries.c.idx)
