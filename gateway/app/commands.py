@@ -38,6 +38,7 @@ FEATURE_COMMANDS = {
     "licence": "gateway.licensing.commands:licence",
     "policy": "gateway.policy.commands:policy",
     "refusals": "gateway.oversight.commands:refusals",
+    "report": "gateway.reporting.commands:report",
     "restore": "gateway.backup.commands:restore",
     "seal": "gateway.licensing.commands:seal",
     "upload": "gateway.uploads.commands:upload",
