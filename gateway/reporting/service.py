@@ -218,7 +218,9 @@ class ReportService:
             if size is None:
                 raise ReportUnavailable("the log has no signed checkpoint yet")
             raise InvalidInput("size", f"no signed checkpoint of {size} entries")
-        at = _aware(row.at)
+        # The signed time is the token's (whole seconds), what a verifier reads from it.
+        iat = jwt.decode(row.token, options={"verify_signature": False}).get("iat")
+        at = dt.datetime.fromtimestamp(int(iat), dt.UTC) if isinstance(iat, int) else _aware(row.at)
         return CheckpointRef(
             size=int(row.size), root=str(row.root), signed_at=at.isoformat(), token=row.token
         )
