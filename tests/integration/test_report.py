@@ -385,3 +385,79 @@ def test_verify_refuses_what_is_not_a_report(quarter: Quarter) -> None:
     done = gateway_command("report", "verify", str(path), env=quarter.env)
     assert done.returncode == 1
     assert "not a report" in done.stdout
+
+
+def _log_in(gw: InProcessGateway, username: str, password: str) -> None:
+    gw.http.cookies.clear()
+    form = gw.http.get("/console/login")
+    token = _CSRF.search(form.text)
+    assert token is not None
+    answer = gw.http.post(
+        "/console/login",
+        data={"csrf_token": token.group(1), "username": username, "password": password},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303
+
+
+@pytest.mark.parametrize(
+    ("user", "password"), [(OFFICER, OFFICER_PASSWORD), (ADMIN, ADMIN_PASSWORD)]
+)
+def test_the_console_page_is_a_printable_notice(quarter: Quarter, user: str, password: str) -> None:
+    _log_in(quarter.gw, user, password)
+    page = quarter.gw.http.get("/console/reports", params={"quarter": _quarter_now()})
+    assert page.status_code == 200
+    text = page.text
+    for part in ("数据共享“免提交”工作情况通报", "期间", "发布单位", "摘要", "@media print",
+                 "<svg", "各部门情况"):  # fmt: skip
+        assert part in text, part
+    checkpoint = quarter.gw.runtime.transparency.latest()
+    assert checkpoint is not None
+    assert checkpoint.root in text
+    saved = sum(len(s) for s in quarter.tally.saved.values())
+    assert f"免于提交材料 {saved} 件" in text
+    public = quarter.gw.http.get(
+        "/console/reports", params={"quarter": _quarter_now(), "form": "public"}
+    )
+    assert "&lt;5" in public.text
+    download = quarter.gw.http.get(
+        "/console/reports/download", params={"quarter": _quarter_now(), "format": "csv"}
+    )
+    assert download.status_code == 200
+    assert download.content.startswith(b"\xef\xbb\xbf")
+    as_json = quarter.gw.http.get(
+        "/console/reports/download", params={"quarter": _quarter_now(), "format": "public-json"}
+    ).json()
+    assert as_json["form"] == "public"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"quarter": "2026Q5"},
+        {"quarter": "x" * 60},
+        {"from": "2026-12-01", "until": "2026-10-01"},
+        {"from": "2000-01-01", "until": "2099-12-31"},
+        {"from": "2026-10-01"},
+        {"quarter": "2026Q4", "form": "secret"},
+    ],
+)
+def test_bad_periods_on_the_console_are_400_pages(quarter: Quarter, params: dict[str, str]) -> None:
+    _log_in(quarter.gw, OFFICER, OFFICER_PASSWORD)
+    page = quarter.gw.http.get("/console/reports", params=params)
+    assert page.status_code == 400, page.text[:300]
+    if "form" not in params:  # the download's format names its form
+        download = quarter.gw.http.get(
+            "/console/reports/download", params={**params, "format": "csv"}
+        )
+        assert download.status_code == 400
+    bad_format = quarter.gw.http.get(
+        "/console/reports/download", params={"quarter": "2026Q4", "format": "pdf"}
+    )
+    assert bad_format.status_code == 400
+
+
+def test_clerks_and_strangers_may_not_read_the_report(quarter: Quarter) -> None:
+    quarter.gw.http.cookies.clear()
+    away = quarter.gw.http.get("/console/reports", follow_redirects=False)
+    assert away.status_code == 303
