@@ -53,7 +53,7 @@ DEFAULT_OFFICE = "区政务服务管理办公室"
 MAX_DAYS = 366
 _FIRST_YEAR, _LAST_YEAR = 2000, 2099
 
-_QUARTER = re.compile(r"^(\d{4})[Qq]([1-4])$")
+_QUARTER = re.compile(r"^([0-9]{4})[Qq]([1-4])$")
 
 
 class CheckpointRef(msgspec.Struct, frozen=True, kw_only=True):
