@@ -461,3 +461,26 @@ def test_clerks_and_strangers_may_not_read_the_report(quarter: Quarter) -> None:
     quarter.gw.http.cookies.clear()
     away = quarter.gw.http.get("/console/reports", follow_redirects=False)
     assert away.status_code == 303
+
+
+def test_demo_history_gives_a_full_report_with_a_change(tmp_path: Path, keys_dir: Path) -> None:
+    with in_process_gateway(tmp_path / "gw", keys_dir, audit_checkpoint_seconds=3600) as gw:
+        env = _env(gw)
+        done = gateway_command("demo", "--history", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        written = int(re.search(r"written: (\d+) audit entries", done.stdout)[1])  # type: ignore[index]
+        assert written == len(gw.audit_rows("operator = 'demo-history'"))
+        again = gateway_command("demo", "--history", env=env)
+        assert "already written" in again.stdout
+        assert gw.runtime.transparency.make_checkpoint(dt.datetime.now(dt.UTC)) is not None
+        path = tmp_path / "report.json"
+        made = gateway_command("report", "quarter", _quarter_now(), "--json", str(path), env=env)
+        assert made.returncode == 0, made.stdout + made.stderr
+        doc = json.loads(path.read_text())
+        change = {c["name"]: c for c in doc["change"]}
+        assert change["lookups_released"]["now"] > 0
+        assert change["lookups_released"]["before"] > 0
+        assert change["materials_saved"]["now"] > 0
+        assert doc["figures"]["top_items"]
+        ok = gateway_command("report", "verify", str(path), env=env)
+        assert ok.returncode == 0, ok.stdout
