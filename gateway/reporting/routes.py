@@ -51,7 +51,7 @@ _FIELD_WORDS = {
     "from": "开始日期请按 YYYY-MM-DD 填写",
     "until": "结束日期请按 YYYY-MM-DD 填写，不早于开始日期，且期间不超过 366 天",
     "form": "版本只能是 full（完整版）或 public（公开版）",
-    "format": "下载格式只能是 json、public-json、csv 或 xlsx",
+    "format": "下载格式只能是完整版、公开版、逗号分隔表格或电子表格之一",
 }
 
 
@@ -87,7 +87,9 @@ def _refused(
         return _page(request, console, "error.html", status=400, session=session,
                      message=message, back="/console/reports")  # fmt: skip
     return _page(request, console, "error.html", status=exc.status, session=session,
-                 message=f"暂时无法生成报告：{exc}", back="/console/reports")  # fmt: skip
+                 message="暂时无法生成报告：审计日志尚无已签名的检查点，或存储的记录已与检查点"
+                         "不一致。请稍后再试，或由安全审计员核验审计日志。",
+                 back="/console/reports")  # fmt: skip
 
 
 async def _document(
