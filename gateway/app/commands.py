@@ -38,6 +38,7 @@ FEATURE_COMMANDS = {
     "licence": "gateway.licensing.commands:licence",
     "policy": "gateway.policy.commands:policy",
     "refusals": "gateway.oversight.commands:refusals",
+    "report": "gateway.reporting.commands:report",
     "restore": "gateway.backup.commands:restore",
     "seal": "gateway.licensing.commands:seal",
     "upload": "gateway.uploads.commands:upload",
@@ -404,12 +405,21 @@ def identifier_licence(licence_id: str) -> None:
 
 @main.command()
 @click.option("--url", default=None, help="Gateway base URL [http://HOST:PORT from settings].")
-def demo(url: str | None) -> None:
+@click.option(
+    "--history",
+    is_flag=True,
+    help="Instead: write a quarter and a half of synthetic demo service into the audit log "
+    "(for `gateway report quarter`); needs no running gateway, done once.",
+)
+def demo(url: str | None, history: bool) -> None:
     """Walk through lookups (allowed, three refusals) and licence verifications of every
     kind (by identifier, QR code, sealed document, offline) against a running gateway."""
     from gateway.demo.walkthrough import run_walkthrough
 
     settings = settings_or_exit()
+    if history:
+        _demo_history(settings)
+        return
     base_url = url or f"http://{settings.host}:{settings.port}"
     try:
         surprises = run_walkthrough(
@@ -423,6 +433,53 @@ def demo(url: str | None) -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot reach the gateway at {base_url}: {exc}") from None
     sys.exit(1 if surprises else 0)
+
+
+def _demo_history(settings: Settings) -> None:
+    """``gateway demo --history``: the synthetic history, once per database."""
+    import asyncio
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from gateway.audit import SubjectHasher
+    from gateway.cli.support import audit_log, database
+    from gateway.core.policy import load_policy_set
+    from gateway.demo.history import OPERATOR, history_entries
+    from gateway.registry import keystore
+    from gateway.storage.schema import audit_entries
+
+    key = (
+        bytes.fromhex(settings.audit_hmac_key)
+        if settings.audit_hmac_key
+        else keystore.ensure_audit_hmac_key(Path(settings.keys_dir))
+    )
+    policy = load_policy_set(Path(settings.policies_dir))
+    with database(settings) as engine:
+        with engine.connect() as conn:
+            done = conn.execute(
+                sa.select(sa.func.count()).where(audit_entries.c.operator == OPERATOR)
+            ).scalar_one()
+        if done:
+            click.echo(f"demo history already written ({done} entries); nothing to do")
+            return
+        entries = history_entries(
+            policy, now=dt.datetime.now(dt.UTC), hash_subject=SubjectHasher(key)
+        )
+
+        async def append_all() -> None:
+            for entry in entries:
+                await audit.append(entry)
+
+        with audit_log(engine) as audit:
+            asyncio.run(append_all())
+    click.echo(
+        f"demo history written: {len(entries)} audit entries (operator {OPERATOR}), from "
+        f"{entries[0].at:%Y-%m-%d} to {entries[-1].at:%Y-%m-%d}"
+        if entries
+        else "no history"
+    )
+    click.echo("the next signed checkpoint covers them: then `gateway report quarter`")
 
 
 if __name__ == "__main__":

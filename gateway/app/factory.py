@@ -31,6 +31,7 @@ from gateway.lookups import routes as lookups
 from gateway.oversight import routes as oversight
 from gateway.policy import routes as policy
 from gateway.registry import routes as registry
+from gateway.reporting import routes as reporting
 from gateway.settings import Settings, load_settings
 from gateway.telemetry import routes as telemetry
 from gateway.telemetry.access import AccessMiddleware
@@ -79,6 +80,7 @@ class GatewayPlugin(InitPluginProtocol):
                 *console_officers.ROUTES,
                 *console_admin.ROUTES,
                 *console_manifests.ROUTES,
+                *reporting.ROUTES,
             )
         )
         # Handlers name the service they need; each comes from the runtime built at start.

@@ -62,6 +62,7 @@ from gateway.registry.gateway_keys import load_gateway_keys
 from gateway.registry.keys import KeyAdministration
 from gateway.registry.operators import OperatorTokens
 from gateway.registry.store import key_expiries, load_keyring
+from gateway.reporting.service import ReportService
 from gateway.settings import Settings
 from gateway.storage.database import create_database_engine
 from gateway.storage.readiness import ReadinessProbe
@@ -508,6 +509,12 @@ class GatewayRuntime:
                 policy=policy,
                 officers=officers,
                 integrity=integrity,
+                reports=ReportService(
+                    engine=engine,
+                    gateway_id=settings.gateway_id,
+                    gateway_jwks=signer.jwks,
+                    policy=lambda: policy.current,
+                ),
             ),
             limits=BodyLimits(
                 body_max_bytes=tokens.body_max_bytes,

@@ -15,6 +15,7 @@ from gateway.oversight.integrity import IntegrityService
 from gateway.oversight.service import OfficerService
 from gateway.policy.holder import PolicyHolder
 from gateway.registry.keys import KeyAdministration
+from gateway.reporting.service import ReportService
 
 __all__ = ["ConsoleServices"]
 
@@ -30,3 +31,4 @@ class ConsoleServices:
     policy: PolicyHolder  # the policy pages
     officers: OfficerService  # search, export and alerts for security officers
     integrity: IntegrityService  # checkpoints, proofs and verification
+    reports: ReportService  # the quarterly once-only report (officers and administrators)

@@ -43,6 +43,7 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "nav_verify": "核验证照",
         "nav_manifest": "一次性告知",
         "nav_audit": "审计日志",
+        "nav_reports": "季度通报",
         "nav_admin": "管理",
         "verify_heading": "核验电子证照",
         "verify_intro": "请选择一种方式：输入证照编号、粘贴二维码内容，或上传盖章的证照文件。",
@@ -142,6 +143,7 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "nav_verify": "Verify a licence",
         "nav_manifest": "One-time notice",
         "nav_audit": "Audit log",
+        "nav_reports": "Quarterly report",
         "nav_admin": "Administration",
         "verify_heading": "Verify an e-licence",
         "verify_intro": (

@@ -134,6 +134,12 @@ def _pages(gw: InProcessGateway, role: str) -> dict[str, list[str]]:
                 *(f"/console/audit/entries/{i}" for i in range(1, gw.audit_count() + 1)),
                 "/console/audit/entries/999999",  # no such entry
             ],
+            "/console/reports": [
+                "/console/reports",
+                "/console/reports?form=public",
+                "/console/reports?quarter=2026Q5",  # a bad quarter: a 400 page
+            ],
+            "/console/reports/download": ["/console/reports/download?format=pdf"],
         }
     departments = gw.http.get("/console/admin/departments").text
     revoke_key = _first(r'class="revoke-key" href="([^"]+)"', departments)
