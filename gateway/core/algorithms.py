@@ -116,7 +116,7 @@ def public_key_from_jwk(jwk: Mapping[str, Any], *, alg: str) -> PublicKey:
     allowed, the JWK holds a private member, its key is not ``alg``'s (an SM2 key under ES256,
     a P-384 key, an RSA key) or its ``kid`` is not its thumbprint.
     """
-    if alg not in ALGORITHMS:
+    if not isinstance(alg, str) or alg not in ALGORITHMS:
         raise ValueError(f"alg {alg!r} is not allowed" if isinstance(alg, str) else "alg")
     if "d" in jwk:
         raise ValueError("a private key where a public key belongs")
@@ -213,7 +213,7 @@ class SigningKey:
             except SM2KeyError as exc:
                 raise ValueError(f"{exc.field}: {exc.reason}") from None
         else:
-            if alg not in ALGORITHMS:
+            if not isinstance(alg, str) or alg not in ALGORITHMS:
                 raise ValueError(f"alg {alg!r} is not allowed" if isinstance(alg, str) else "alg")
             try:
                 parsed = jwt.PyJWK(dict(data), algorithm=alg).key

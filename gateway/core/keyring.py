@@ -199,8 +199,14 @@ def gateway_key_for(jwks: Mapping[str, Any], *, kid: object, iat: object) -> dic
     """
     keys = jwks.get("keys") if isinstance(jwks, Mapping) else None
     for jwk in keys if isinstance(keys, list) else []:
+        # Whatever the JWKS holds (it may come from the network): a key of a gateway algorithm
+        # named by kid, or not this key; an unhashable alg is not a gateway algorithm either.
+        alg = jwk.get("alg") if isinstance(jwk, dict) else None
         if not (
-            isinstance(jwk, dict) and jwk.get("kid") == kid and jwk.get("alg") in GATEWAY_ALGORITHMS
+            isinstance(jwk, dict)
+            and jwk.get("kid") == kid
+            and isinstance(alg, str)
+            and alg in GATEWAY_ALGORITHMS
         ):
             continue
         signed_at = iat if isinstance(iat, int) and not isinstance(iat, bool) else None

@@ -132,7 +132,7 @@ def check_new_key(
     if _PRIVATE_MEMBERS & set(jwk):
         raise InvalidInput("jwk", "must be a public key: it has a private part")
     alg = jwk.get("alg")
-    if alg not in ALLOWED_ALGORITHMS:
+    if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
         raise InvalidInput("jwk.alg", "must be ES256, EdDSA or SM2")
     try:
         kid = jwk_thumbprint(jwk)

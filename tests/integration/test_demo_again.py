@@ -33,6 +33,12 @@ def test_the_demo_runs_again_after_others_changed_what_init_made(
     own_gateway: GatewayProcess,
 ) -> None:
     first = _demo(own_gateway)
+    # Case 7 is 国密 end to end: an SM2 request, an SM2 answer, an SM2-sealed certificate
+    # (the algorithms read from the tokens themselves).
+    assert (
+        "区税务局 signed its request with SM2; the gateway's answer is signed SM2, the "
+        "certificate sealed SM2"
+    ) in first
     # Another actor: the issuer suspends the valid 营业执照 and reinstates the suspended food
     # permit that `gateway init` made — the facts an earlier demo relied on.
     cases = demo_cases(load_policy_set(ROOT / "policies").departments)

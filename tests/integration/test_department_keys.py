@@ -377,7 +377,14 @@ _members = st.dictionaries(
     st.sampled_from(["kty", "crv", "x", "y", "d", "alg", "kid", "use", "k", "n", "e", "zz"]),
     st.one_of(
         st.text(max_size=60),
-        st.sampled_from(["EC", "OKP", "P-256", "Ed25519", "ES256", "EdDSA", "none", "HS256"]),
+        st.sampled_from(
+            ["EC", "OKP", "P-256", "Ed25519", "SM2", "ES256", "EdDSA", "none", "HS256"]
+        ),
+        # Members of the wrong JSON types, unhashable ones too (a list as alg).
+        st.none(),
+        st.integers(),
+        st.lists(st.text(max_size=3), max_size=2),
+        st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
     ),
     max_size=8,
 )

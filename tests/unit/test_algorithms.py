@@ -1,0 +1,139 @@
+"""gateway.core.algorithms: the one map from ES256, EdDSA and SM2 to key objects, JWKs and
+compact JWS. Each key has exactly one algorithm; a JWK or key file that says otherwise is
+refused with a ValueError, never taken for another algorithm or let through to a crash."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+
+from gateway.core.algorithms import (
+    ALGORITHMS,
+    SigningKey,
+    algorithm_of,
+    load_private_jwk,
+    public_jwk,
+    public_key_from_jwk,
+    sign_compact,
+)
+from gateway.core.jose import parse_compact
+from gateway.core.jose import verify as verify_signature
+from gateway.errors import ConfigurationError
+
+_MEMBERS = {"alg", "kid", "typ"}
+
+
+@pytest.mark.parametrize("alg", sorted(ALGORITHMS))
+def test_a_key_signs_what_its_public_jwk_verifies_and_nothing_else(alg: str) -> None:
+    key = SigningKey.generate(alg)
+    token = key.sign(b'{"iss":"dept"}', headers={"typ": "yiwang-lookup+jwt"})
+    jws = parse_compact(token, allowed_members=_MEMBERS)
+    assert (jws.header.alg, jws.header.kid, jws.header.typ) == (
+        alg,
+        key.key_id,
+        "yiwang-lookup+jwt",
+    )
+    public = public_key_from_jwk(key.public_jwk(), alg=alg)
+    assert algorithm_of(public) == alg
+    assert verify_signature(jws, alg=alg, key=public)
+    other = public_key_from_jwk(SigningKey.generate(alg).public_jwk(), alg=alg)
+    assert not verify_signature(jws, alg=alg, key=other)
+    for wrong in ALGORITHMS - {alg}:  # the key's algorithm decides, never the header's
+        assert not verify_signature(jws, alg=wrong, key=public)
+
+
+@pytest.mark.parametrize("alg", sorted(ALGORITHMS))
+def test_a_key_file_round_trips_and_its_kid_is_the_thumbprint(alg: str, tmp_path: Path) -> None:
+    key = SigningKey.generate(alg)
+    path = tmp_path / "key.jwk.json"
+    path.write_text(json.dumps(key.private_jwk()))
+    loaded = load_private_jwk(path)
+    assert (loaded.algorithm_name, loaded.key_id) == (alg, key.key_id)
+    assert loaded.public_jwk() == key.public_jwk()
+    assert "d" not in key.public_jwk()
+    assert alg in repr(loaded)
+    assert key.private_jwk()["d"] not in repr(loaded)  # the secret is never shown
+    path.write_text(json.dumps({**key.private_jwk(), "kid": "k1"}))
+    with pytest.raises(ConfigurationError, match="thumbprint"):
+        load_private_jwk(path)
+
+
+def _p256() -> dict[str, Any]:
+    return ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key(), as_dict=True)
+
+
+@pytest.mark.parametrize(
+    ("jwk", "alg", "why"),
+    [
+        (lambda: SigningKey.generate("SM2").public_jwk(), "ES256", "SM2 key does not sign"),
+        (lambda: {**_p256(), "alg": "SM2"}, "SM2", "not-SM2"),
+        (
+            lambda: ECAlgorithm.to_jwk(
+                ec.generate_private_key(ec.SECP384R1()).public_key(), as_dict=True
+            ),
+            "ES256",
+            "P-256",
+        ),
+        (
+            lambda: OKPAlgorithm.to_jwk(
+                ed25519.Ed25519PrivateKey.generate().public_key(), as_dict=True
+            ),
+            "ES256",
+            "ES256",
+        ),
+        (_p256, "EdDSA", "EdDSA"),
+        (lambda: SigningKey.generate("ES256").private_jwk(), "ES256", "private"),
+        (lambda: SigningKey.generate("SM2").private_jwk(), "SM2", "private"),
+        (lambda: {**_p256(), "kid": "not-it"}, "ES256", "thumbprint"),
+        (_p256, "HS256", "not allowed"),
+        (_p256, "none", "not allowed"),
+    ],
+)
+def test_a_jwk_that_is_not_its_algorithms_key_is_refused(jwk: Any, alg: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        public_key_from_jwk(jwk(), alg=alg)
+
+
+def test_a_private_jwk_naming_another_algorithm_is_refused() -> None:
+    sm2_key = SigningKey.generate("SM2").private_jwk()
+    with pytest.raises(ValueError, match="does not sign ES256"):
+        SigningKey.from_jwk({**sm2_key, "alg": "ES256"})
+    es_key = SigningKey.generate("ES256").private_jwk()
+    with pytest.raises(ValueError, match="EdDSA"):
+        SigningKey.from_jwk({**es_key, "alg": "EdDSA"})
+    with pytest.raises(ValueError, match="not a private key"):
+        SigningKey.from_jwk(SigningKey.generate("ES256").public_jwk())
+    with pytest.raises(ValueError, match="does not sign"):
+        sign_compact(b"{}", key=SigningKey.generate("ES256").key, alg="SM2", headers={})
+    with pytest.raises(ValueError, match="does not sign"):
+        public_jwk(SigningKey.generate("SM2").key, alg="ES256")
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=60),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+_MEMBER_NAMES = st.sampled_from(["kty", "crv", "x", "y", "d", "kid", "alg", "use", "n", "e"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    jwk=st.dictionaries(_MEMBER_NAMES, _VALUES | st.sampled_from(["EC", "SM2", "P-256", "OKP"])),
+    alg=st.sampled_from([*sorted(ALGORITHMS), "HS256", "none", "RS256"]),
+)
+def test_hostile_jwks_are_refused_with_a_value_error_only(jwk: dict[str, Any], alg: str) -> None:
+    # SM2KeyError, PyJWT's and cryptography's errors all arrive as ValueError; anything else
+    # (a TypeError of an unhashable member, say) fails the test.
+    with contextlib.suppress(ValueError):
+        public_key_from_jwk(jwk, alg=alg)
+    with contextlib.suppress(ValueError):
+        SigningKey.from_jwk({**jwk, "d": jwk.get("d", "AA")})
