@@ -8,6 +8,8 @@ generator (locust, ``loadtests/locustfile.py``, FastHttpUser, closed loop, no th
 2. ``POST /v1/lookups`` — signed lookups by four departments that the demo grants allow: token
    checks, replay cache, rate limit, policy, adapter (through its cache), durable audit entry,
    signed answer;
+2b. ``POST /v1/lookups`` signed with SM2 (国密, docs/sm2.md) by 区税务局 and answered with the
+   gateway's SM2 key, reported as a ratio to phase 2 (``--no-sm2`` skips it);
 3. ``POST /v1/verifications`` — licence verifications by identifier (the demo district's valid
    licences): token checks, replay and rate limit, the licence record, seal and signature
    checks of the sealed licence, durable audit entry, signed receipt (``--no-verifications``
@@ -66,6 +68,7 @@ from loadtests.launcher import GatewayLauncher, LaunchError
 from loadtests.tokens import (
     MAX_LIFETIME,
     SCENARIOS,
+    SM2_SCENARIOS,
     VERIFIERS,
     sign_pool,
     sign_verification_pool,
@@ -481,6 +484,7 @@ def print_report(
     warmup: Phase | None,
     settings: list[tuple[str, str]],
     verifications: Phase | None = None,
+    sm2: Phase | None = None,
 ) -> None:
     print()
     print("Settings")
@@ -488,16 +492,16 @@ def print_report(
         print(f"  {key:<20} {value}")
     print()
     header = (
-        f"{'phase':<18}{'requests':>10}{'failures':>10}{'req/s':>10}{'p50 ms':>9}"
+        f"{'phase':<26}{'requests':>10}{'failures':>10}{'req/s':>10}{'p50 ms':>9}"
         f"{'p95 ms':>9}{'p99 ms':>9}{'server CPU/req':>16}"
     )
     print(header)
     print("-" * len(header))
-    measured = [p for p in (bare, lookups, verifications) if p is not None]
+    measured = [p for p in (bare, lookups, sm2, verifications) if p is not None]
     for p in measured:
-        title = f"{p.method} {p.name}"
+        title = f"{p.method} {p.name}" + (" SM2" if p is sm2 else "")
         print(
-            f"{title:<18}{p.requests:>10}{p.failures:>10}{p.rps:>10.1f}{p.p50:>9.2f}"
+            f"{title:<26}{p.requests:>10}{p.failures:>10}{p.rps:>10.1f}{p.p50:>9.2f}"
             f"{p.p95:>9.2f}{p.p99:>9.2f}{p.server_cpu_us_per_request:>13.0f} µs"
         )
     print()
@@ -509,6 +513,15 @@ def print_report(
         f"  gateway CPU per request  "
         f"{_ratio(lookups.server_cpu_us_per_request, bare.server_cpu_us_per_request)}"
     )
+    if sm2 is not None:
+        print("Ratios (SM2 lookups / ES256-EdDSA lookups: 国密 request and answer, same run)")
+        print(f"  throughput (req/s)       {_ratio(sm2.rps, lookups.rps)}")
+        print(f"  latency p50              {_ratio(sm2.p50, lookups.p50)}")
+        print(f"  latency p99              {_ratio(sm2.p99, lookups.p99)}")
+        print(
+            f"  gateway CPU per request  "
+            f"{_ratio(sm2.server_cpu_us_per_request, lookups.server_cpu_us_per_request)}"
+        )
     if verifications is not None:
         print("Ratios (verification by identifier / bare endpoint, same run)")
         print(f"  throughput (req/s)       {_ratio(verifications.rps, bare.rps)}")
@@ -589,7 +602,11 @@ def measure_floor(args: argparse.Namespace, gateway: Gateway, audience: str) -> 
 
 
 def print_floor(
-    primitives: dict[str, Any], bare: Phase, lookups: Phase, verifications: Phase | None
+    primitives: dict[str, Any],
+    bare: Phase,
+    lookups: Phase,
+    verifications: Phase | None,
+    sm2: Phase | None = None,
 ) -> None:
     """The floor of each exchange next to its measured CPU per request: ``floor ratio``."""
     from loadtests.floor import lookup_floor, verification_floor
@@ -628,6 +645,22 @@ def print_floor(
         print(
             f"  verification / lookup CPU per request            {_ratio(verify_us, lookup_us)}"
             "   (goal ≤ 1.3)"
+        )
+    if sm2 is not None and "sm2_verify" in primitives:
+        sm2_us = sm2.server_cpu_us_per_request
+        # The same floor with SM2's verification and signature in place of ES256's.
+        sfloor = (
+            floor
+            - float(primitives["verify"])
+            - float(primitives["sign"])
+            + float(primitives["sm2_verify"])
+            + float(primitives["sm2_sign"])
+        )
+        print(
+            f"  SM2: verify {float(primitives['sm2_verify']):.0f} µs, sign "
+            f"{float(primitives['sm2_sign']):.0f} µs (raw, libcrypto); SM2 lookup floor "
+            f"{sfloor:.0f} µs; measured {sm2_us:.0f} µs  →  floor ratio (SM2 lookups) "
+            f"{_ratio(sfloor, sm2_us)}"
         )
     print()
 
@@ -677,6 +710,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         dest="verifications",
         action="store_false",
         help="skip phase 3 (licence verifications by identifier)",
+    )
+    parser.add_argument(
+        "--no-sm2",
+        dest="sm2",
+        action="store_false",
+        help="skip phase 2b (lookups signed and answered with SM2)",
     )
     parser.add_argument(
         "--no-floor",
@@ -815,6 +854,43 @@ def _verification_phase(
     )
 
 
+def _sm2_phase(
+    args: argparse.Namespace,
+    common: dict[str, Any],
+    *,
+    outdir: Path,
+    keys_dir: Path,
+    audience: str,
+    lifetime: int,
+    pool: int,
+) -> Phase | None:
+    """Phase 2b (国密): lookups signed by 区税务局 with SM2, answered with the gateway's SM2
+    key; tokens pre-signed like the others'."""
+    if not args.sm2:
+        return None
+    started = time.monotonic()
+    tokens_file = outdir / "sm2-tokens.txt"
+    write_pool(
+        tokens_file,
+        sign_pool(
+            keys_dir=keys_dir,
+            size=pool,
+            lifetime=lifetime,
+            audience=audience,
+            scenarios=SM2_SCENARIOS,
+        ),
+    )
+    print(
+        f"  signing   {pool} SM2 lookup tokens: {time.monotonic() - started:.1f} s",
+        flush=True,
+    )
+    print(f"  phase 2b  POST /v1/lookups signed and answered with SM2, {args.duration} s ...")
+    return run_phase(
+        Phase("sm2", "LookupUser", LOOKUP_NAME, "POST"),
+        **{**common, "max_requests": min(args.max_requests, pool), "tokens_file": tokens_file},
+    )
+
+
 def _run(
     args: argparse.Namespace,
     gateway: Gateway,
@@ -894,6 +970,16 @@ def _run(
             "tokens_file": tokens_file,
         },
     )
+    # SM2 costs several times ES256 per signature: half the ES256 pool outlasts the phase.
+    sm2 = _sm2_phase(
+        args,
+        common,
+        outdir=outdir,
+        keys_dir=gateway.keys_dir,
+        audience=audience,
+        lifetime=lifetime,
+        pool=max(1, pool_size // 2),
+    )
     verifications = _verification_phase(
         args, gateway, outdir, common, audience=audience, lifetime=lifetime, pool=pool_size
     )
@@ -904,6 +990,7 @@ def _run(
         lookups,
         warmup=warmup,
         verifications=verifications,
+        sm2=sm2,
         settings=[
             (
                 "phase duration",
@@ -921,6 +1008,13 @@ def _run(
                 f"lifetime {lifetime} s",
             ),
             ("lookup mix", ", ".join(f"{s.department}→{s.resource}" for s in SCENARIOS)),
+            (
+                "SM2 lookups",
+                ", ".join(f"{s.department}→{s.resource}" for s in SM2_SCENARIOS)
+                + " (SM2 request key, SM2 answer)"
+                if sm2 is not None
+                else "skipped (--no-sm2)",
+            ),
             (
                 "verifications",
                 f"by licence identifier, clerks of {', '.join(VERIFIERS)}, over the demo "
@@ -949,9 +1043,11 @@ def _run(
     )
     if args.floor:
         print("  floor     measuring the primitives in their own process ...", flush=True)
-        print_floor(measure_floor(args, gateway, audience), bare, lookups, verifications)
+        print_floor(measure_floor(args, gateway, audience), bare, lookups, verifications, sm2)
     if any(
-        p.failures or p.exceptions for p in (warmup, bare, lookups, verifications) if p is not None
+        p.failures or p.exceptions
+        for p in (warmup, bare, lookups, sm2, verifications)
+        if p is not None
     ):
         status = 1
         print("SOME REQUESTS FAILED (listed above).")

@@ -10,6 +10,8 @@ rounds (CPU time, not wall time, so other work on the machine does not count):
   over the benchmark's lookup mix (``loadtests.tokens.SCENARIOS``);
 - ``sign``: the raw ES256 signature of an answer-sized payload with the gateway's key (and
   the DER-to-raw conversion of the signature);
+- ``sm2_verify`` and ``sm2_sign``: the same two for the SM2 phase — an SM2 department's
+  request checked with its key, an answer-sized input signed with SM2 (libcrypto);
 - ``guard``: one call of the in-process guard (replay, rate limit, case, one cache probe), as
   the request path awaits it;
 - ``source``: one read through the catalogued source adapter of each resource of the mix
@@ -82,7 +84,12 @@ def _raw_verifier(key: Any, alg: str, signing_input: bytes, signature: bytes) ->
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-    public = key.public_key() if hasattr(key, "public_key") else key
+    from gateway.core.sm2 import SM2PrivateKey
+
+    if isinstance(key, SM2PrivateKey):
+        public: Any = key.public_key  # an attribute: the pair is parsed once
+    else:
+        public = key.public_key() if hasattr(key, "public_key") else key
     if alg == "ES256":
         algorithm = ec.ECDSA(hashes.SHA256())
 
@@ -94,6 +101,16 @@ def _raw_verifier(key: Any, alg: str, signing_input: bytes, signature: bytes) ->
         return verify
     if alg == "EdDSA":
         return lambda: public.verify(signature, signing_input)
+    if alg == "SM2":  # the gateway's own check: range of r and s, then libcrypto
+        from gateway.core.sm2 import SM2PublicKey
+
+        assert isinstance(public, SM2PublicKey)
+
+        def verify_sm2() -> None:
+            if not public.verify(signature, signing_input):
+                raise ValueError("the SM2 signature does not verify")
+
+        return verify_sm2
     raise ValueError(f"no raw verifier for {alg}")
 
 
@@ -132,6 +149,25 @@ def _sign_us(keys_dir: Path) -> float:
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
     return _median_us(sign, 2000)
+
+
+def _sm2_us(keys_dir: Path, audience: str) -> tuple[float, float]:
+    """Raw SM2 verification of an SM2 department's request and raw SM2 signature of an
+    answer-sized signing input (the SM2 phase's primitives)."""
+    from gateway.core.keyring import load_private_jwk
+    from gateway.core.sm2 import SM2PrivateKey
+    from loadtests.tokens import SM2_SCENARIOS, sign_pool
+
+    (scenario,) = SM2_SCENARIOS
+    key = load_private_jwk(keys_dir / "departments" / f"{scenario.department}.private.jwk.json")
+    assert isinstance(key.key, SM2PrivateKey)
+    ((_, token),) = sign_pool(keys_dir=keys_dir, size=1, audience=audience, scenarios=SM2_SCENARIOS)
+    head, payload, sig = token.split(".")
+    verify = _raw_verifier(key.key, "SM2", f"{head}.{payload}".encode(), _b64(sig))
+    verify()
+    private = key.key
+    signing_input = b"e" * 1100
+    return _median_us(verify, 300), _median_us(lambda: private.sign(signing_input), 300)
 
 
 def _guard_us() -> float:
@@ -203,9 +239,9 @@ def _source_us(data_dir: Path, policies_dir: Path) -> float:
 
 def _licence_us(database: Path) -> tuple[float, float]:
     """A verification's record read (by identifier) and its seal's raw signature check."""
-    import jwt
     import sqlalchemy as sa
 
+    from gateway.core.algorithms import public_key_from_jwk
     from gateway.licensing.store import LicenceStore
     from gateway.storage.database import create_database_engine
 
@@ -235,7 +271,7 @@ def _licence_us(database: Path) -> tuple[float, float]:
         head, payload, sig = record.sealed.split(".")
         header = json.loads(_b64(head))
         alg, jwk = seal_keys[header["kid"]]
-        key = jwt.PyJWK(json.loads(jwk), algorithm=alg).key
+        key = public_key_from_jwk(json.loads(jwk), alg=alg)
         verify = _raw_verifier(key, alg, f"{head}.{payload}".encode(), _b64(sig))
         verify()
         return read, _median_us(verify, 2000)
@@ -319,6 +355,7 @@ def measure(
         "verify": verify,
         "algorithms": algs,
         "sign": _sign_us(keys_dir),
+        **dict(zip(("sm2_verify", "sm2_sign"), _sm2_us(keys_dir, audience), strict=True)),
         "guard": _guard_us(),
         "source": _source_us(data_dir, policies_dir),
     }

@@ -62,11 +62,11 @@ SCENARIOS: tuple[Scenario, ...] = (
         "企业变更登记：核验营业执照信息，申请人免于提交",
     ),
     Scenario(
-        "tax",
-        "enterprise-registration",
-        "000109001000",
-        ("name", "registered_capital", "status"),
-        "税务登记：核验企业登记信息",
+        "market",
+        "resident-identity",
+        "000201001000",
+        ("name", "birth_date"),
+        "企业设立登记：核验法定代表人身份信息",
     ),
     Scenario(
         "hrss",
@@ -81,6 +81,19 @@ SCENARIOS: tuple[Scenario, ...] = (
         "000113001000",
         ("name", "birth_date"),
         "不动产登记：核验申请人身份信息",
+    ),
+)
+
+
+#: The SM2 phase (国密, docs/sm2.md): 区税务局 signs its lookups with SM2 and the gateway
+#: answers it with its SM2 key (answers follow the department's key).
+SM2_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "tax",
+        "enterprise-registration",
+        "000109001000",
+        ("name", "registered_capital", "status"),
+        "税务登记：核验企业登记信息",
     ),
 )
 
