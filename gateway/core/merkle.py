@@ -50,7 +50,9 @@ __all__ = [
     "MemoryTree",
     "NodeReader",
     "PerfectNode",
+    "consistency_nodes",
     "consistency_proof",
+    "inclusion_nodes",
     "inclusion_proof",
     "leaf_hash",
     "new_perfect_nodes",
@@ -345,6 +347,37 @@ def verify_consistency(
 def _split(n: int) -> int:
     """The RFC's ``k`` for ``n >= 2`` leaves: the largest power of two smaller than ``n``."""
     return 1 << ((n - 1).bit_length() - 1)
+
+
+class _Recorder:
+    """A reader that answers every node with zeros and remembers which were asked: which
+    nodes a root or a proof reads depends on the sizes alone, never on the hashes."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[int, int]] = []
+
+    def node(self, level: int, index: int) -> bytes:
+        self.keys.append((level, index))
+        return bytes(HASH_SIZE)
+
+
+def inclusion_nodes(index: int, size: int) -> list[tuple[int, int]]:
+    """The nodes ``(level, index)`` that :func:`inclusion_proof` of ``index`` in a tree of
+    ``size`` and its :func:`root` read, the leaf's own included: a stored tree reads them in
+    one query, however large the tree (InvalidInput as :func:`inclusion_proof`)."""
+    recorder = _Recorder()
+    inclusion_proof(index, size, recorder)
+    root(size, recorder)
+    return [(0, index), *dict.fromkeys(recorder.keys)]
+
+
+def consistency_nodes(old_size: int, new_size: int) -> list[tuple[int, int]]:
+    """The nodes that :func:`consistency_proof` between the two sizes and both roots read."""
+    recorder = _Recorder()
+    consistency_proof(old_size, new_size, recorder)
+    root(old_size, recorder)
+    root(new_size, recorder)
+    return list(dict.fromkeys(recorder.keys))
 
 
 def _subtree_hash(lo: int, hi: int, reader: NodeReader) -> bytes:

@@ -20,7 +20,9 @@ from gateway.core.merkle import (
     EMPTY_ROOT,
     MemoryTree,
     NodeReader,
+    consistency_nodes,
     consistency_proof,
+    inclusion_nodes,
     inclusion_proof,
     leaf_hash,
     new_perfect_nodes,
@@ -509,3 +511,35 @@ def test_property_proofs_match_the_rfc_and_bind_their_leaf(
     assert verify_consistency(old, new, old_root, new_root, cproof)
     if old not in (0, new):
         assert not verify_consistency(old, new, old_root, stranger, cproof)
+
+
+class _Only:
+    """A reader holding exactly the nodes ``keys`` of ``tree``: anything else is missing."""
+
+    def __init__(self, tree: MemoryTree, keys: list[tuple[int, int]]) -> None:
+        self._nodes = {k: tree.node(*k) for k in keys}
+
+    def node(self, level: int, index: int) -> bytes:
+        try:
+            return self._nodes[(level, index)]
+        except KeyError:
+            raise LookupError((level, index)) from None
+
+
+@settings(max_examples=200, deadline=None)
+@given(size=st.integers(1, 300), data=st.data())
+def test_the_nodes_named_ahead_are_all_a_proof_and_its_root_read(
+    size: int, data: st.DataObject
+) -> None:
+    tree = MemoryTree(leaf_hash(n.to_bytes(4, "big")) for n in range(size))
+    index = data.draw(st.integers(0, size - 1))
+    named = inclusion_nodes(index, size)
+    only = _Only(tree, named)  # one query's worth: the proof needs nothing more
+    assert inclusion_proof(index, size, only) == inclusion_proof(index, size, tree)
+    assert root(size, only) == root(size, tree)
+    assert only.node(0, index) == tree.node(0, index)
+    assert len(named) <= 2 * size.bit_length() + 1  # about two nodes per level, not per leaf
+    old = data.draw(st.integers(1, size))
+    both = _Only(tree, consistency_nodes(old, size))
+    assert consistency_proof(old, size, both) == consistency_proof(old, size, tree)
+    assert (root(old, both), root(size, both)) == (root(old, tree), root(size, tree))
