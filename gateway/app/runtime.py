@@ -25,10 +25,10 @@ from adapters import create_adapter
 from adapters.http import CircuitBreaker
 from gateway.accounts import AccountService
 from gateway.app.health import Readiness
-from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome, SubjectHasher
+from gateway.audit import AuditEntry, AuditLog, GroupCommitAuditLog, Outcome, SubjectHasher
 from gateway.audit.leaves import LeafReader
 from gateway.audit.promises import durable_state
-from gateway.audit.transparency import TransparencyLog
+from gateway.audit.transparency import Checkpoint, TransparencyLog
 from gateway.audit.tree import tree_size
 from gateway.cache import RequestGuard
 from gateway.cache.client import RedisClient
@@ -43,6 +43,7 @@ from gateway.core.policy import DISTRICT_TZ, PolicySet, load_policy_set
 from gateway.core.protocol import AuditEvent
 from gateway.core.sources import AdapterContext, SourceAdapter
 from gateway.core.tokens import RequestTokenVerifier
+from gateway.errors import ConfigurationError
 from gateway.exchange import SignedExchanges
 from gateway.http.signed import BodyLimits
 from gateway.licensing.service import LicensingService
@@ -70,7 +71,7 @@ from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.refresh import MetricsRefresher, Readings
 from gateway.uploads.service import UploadService
 
-__all__ = ["AdapterPool", "GatewayRuntime"]
+__all__ = ["AdapterPool", "GatewayRuntime", "gateway_signer", "sign_checkpoint_now"]
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +245,48 @@ def _metric_readings(
     return read
 
 
+def gateway_signer(settings: Settings) -> GatewaySigner:
+    """The gateway's signer as its settings make it: the key file as a key set of one, the
+    answer algorithm (``GATEWAY_ANSWER_ALGORITHM``) signing by default. The key set in the
+    database is installed by :class:`KeyAdministration` (at start, then whenever it changes)."""
+    return GatewaySigner(
+        private_key=keystore.ensure_gateway_key(Path(settings.keys_dir)),
+        issuer=settings.gateway_id,
+        answer_algorithm=settings.keys.answer_algorithm,
+        answers_follow_department=settings.keys.answers_follow_department_key,
+    )
+
+
+def sign_checkpoint_now(
+    settings: Settings, engine: sa.Engine, audit: AuditLog, now: dt.datetime
+) -> Checkpoint | None:
+    """What a running gateway's checkpoint loop does at its next tick, done once — for a
+    command that wrote entries while no gateway may be running (``gateway demo --history``):
+    the key set read from the database as a starting gateway reads it, the tree's checkpoint
+    signed with the active key of the answer algorithm. The new checkpoint, or None if one
+    already covers the tree. ConfigurationError if this host lacks the active key's private
+    half (a running gateway would sign nothing either)."""
+    signer = gateway_signer(settings)
+    KeyAdministration(
+        engine=engine,
+        verifier=RequestTokenVerifier(keyring=KeyRing([]), audience=settings.gateway_id),
+        audit=audit,
+        signer=signer,
+        keys_dir=Path(settings.keys_dir),
+        gateway_id=settings.gateway_id,
+        key_lifetime=dt.timedelta(days=settings.keys.signing_key_lifetime_days),
+    ).load_gateway_keys_now()
+    if not signer.can_sign:
+        raise ConfigurationError(
+            [
+                f"the active {signer.answer_algorithm} gateway key has no private half in "
+                f"{Path(settings.keys_dir) / 'gateway'} on this host: no checkpoint signed"
+            ]
+        )
+    transparency = TransparencyLog(engine=engine, signer=signer, gateway_id=settings.gateway_id)
+    return transparency.make_checkpoint(now)
+
+
 @dataclass
 class GatewayRuntime:
     """Everything a gateway process holds while it serves."""
@@ -303,12 +346,7 @@ class GatewayRuntime:
             log.error("the key registry is not readable at start: %s", exc)
             keyring = KeyRing([])
         key_settings = settings.keys
-        signer = GatewaySigner(
-            private_key=keystore.ensure_gateway_key(keys_dir),
-            issuer=settings.gateway_id,
-            answer_algorithm=key_settings.answer_algorithm,
-            answers_follow_department=key_settings.answers_follow_department_key,
-        )
+        signer = gateway_signer(settings)
         hmac_key = (
             bytes.fromhex(audit_settings.hmac_key)
             if audit_settings.hmac_key

@@ -3,10 +3,12 @@ audit entries, so that ``gateway report quarter`` shows a full report with a cha
 quarter before on a fresh demo district.
 
 Only for the demo: the entries are written through the audit log (they are in the Merkle tree
-and covered by the next signed checkpoint like any other), dated in the past, and every one
-says what it is — operator ``demo-history``, reason ``演示数据（合成）``. They follow the demo
-catalogue: each service item's own department, its shared materials and the grants that
-cover them; the keyed subjects are the demo population's, keyed with the gateway's HMAC key.
+like any other; ``gateway demo --history`` then signs a checkpoint over them, as a running
+gateway's checkpoint loop would, so that a report covers them with no server), dated in the
+past, and every one says what it is — operator ``demo-history``, reason ``演示数据（合成）``.
+They follow the demo catalogue: each service item's own department, its shared materials
+and the grants that cover them; the keyed subjects are the demo population's, keyed with the
+gateway's HMAC key.
 Deterministic for a given ``now`` (the same seed draws the same history).
 """
 

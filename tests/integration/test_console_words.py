@@ -1,7 +1,9 @@
 """No English on the console's Chinese pages, served in process (real app, real SQLite, real
 crypto): every console GET route each role can reach in the demo district (and the pages a
-role is refused), the header's signed-in account in words, and a tampered log's
-verification problems as Chinese sentences (the verifier's English kept for ``?lang=en``).
+role is refused) — the report pages as whole reports of the log's entries at a signed
+checkpoint, tables and charts — the header's signed-in account in words, and a tampered
+log's verification problems as Chinese sentences (the verifier's English kept for
+``?lang=en``).
 
 The word check is :func:`tests.browser.words.english_words_in_html`, the browser tests' rule
 applied to the served HTML.
@@ -20,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.audit.verify import ProblemCode
+from gateway.core.policy import DISTRICT_TZ
 from gateway.demo.population import companies
 from gateway.sdk import Forbidden
 from gateway.storage.schema import audit_checkpoints, audit_entries
@@ -83,6 +86,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[InP
                 reason="核验测试",
                 operator="hrss-clerk",
             )
+        # A signed checkpoint over them: the report pages are full reports, not refusals.
+        gateway.runtime.transparency.make_checkpoint(dt.datetime.now(dt.UTC))
+        assert gateway.runtime.transparency.latest() is not None
         yield gateway
 
 
@@ -117,6 +123,10 @@ def _first(pattern: str, page: str) -> str:
     return html.unescape(found.group(1))
 
 
+def _today() -> str:
+    return dt.datetime.now(DISTRICT_TZ).date().isoformat()
+
+
 def _pages(gw: InProcessGateway, role: str) -> dict[str, list[str]]:
     """The URLs to visit of each console GET route ``role`` can reach (logged in as it)."""
     if role == "clerk":
@@ -135,8 +145,9 @@ def _pages(gw: InProcessGateway, role: str) -> dict[str, list[str]]:
                 "/console/audit/entries/999999",  # no such entry
             ],
             "/console/reports": [
-                "/console/reports",
+                "/console/reports",  # the current quarter, its figures and charts
                 "/console/reports?form=public",
+                f"/console/reports?from={_today()}&until={_today()}",
                 "/console/reports?quarter=2026Q5",  # a bad quarter: a 400 page
             ],
             "/console/reports/download": ["/console/reports/download?format=pdf"],
@@ -200,6 +211,14 @@ def test_every_console_page_of_every_role_is_chinese(gw: InProcessGateway) -> No
             if other != role:
                 page = gw.http.get(urls[-1])
                 assert (found := _english(page.text)) == [], (role, urls[-1], found)
+    # The report pages swept were whole reports of this gateway's entries, not refusals.
+    _log_in(gw, "auditor")
+    for url in ("/console/reports", "/console/reports?form=public"):
+        page = gw.http.get(url)
+        assert page.status_code == 200, (url, page.text[:300])
+        for part in ('id="report-sheet"', 'id="report-summary"', "<svg", 'class="bar"',
+                     'id="report-table-departments"'):  # fmt: skip
+            assert part in page.text, (url, part)
     # A new console page joins the sweep, or this fails.
     assert _console_get_routes(gw) <= reached, _console_get_routes(gw) - reached
 

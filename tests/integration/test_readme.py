@@ -107,6 +107,13 @@ def test_every_marked_block_works_as_written_in_order(clone: Clone) -> None:
     assert '"status": "失业"' in out  # the uploaded register, read by 区民政局
     assert "verdict: valid" in out  # the README's licence, online and offline
     assert "valid -> suspended" in out
+    # The quarterly report: the demo's history, the checkpoint it rests on, both forms verified.
+    assert re.search(r"demo history written: [1-9]\d* audit entries", out)
+    assert "数据共享“免提交”工作情况通报  2026Q4" in out
+    assert re.search(r"计算依据: 已签名检查点 size [1-9]\d* root [0-9a-f]{64}", out)
+    assert out.count("OK: the report matches the entries") == 2
+    for name in ("report.json", "public.json", "report.csv", "report.xlsx"):
+        assert (clone.home / name).stat().st_size > 0, name
     # The demo again, after all that: the same story, nothing unexpected.
     again = clone.run(".venv/bin/gateway demo")
     assert again.returncode == 0, again.stdout + again.stderr

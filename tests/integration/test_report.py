@@ -2,7 +2,9 @@
 app, real SQLite, real crypto): several departments, items, verdicts and refusals. The
 expected counts are tallied here from what was sent and what came back — never by the
 report's code — and the report, its public form, CSV and XLSX must show them; ``gateway
-report verify`` must accept the published report and refuse an edited figure or entry."""
+report verify`` must accept the published report and refuse an edited figure or entry — at an
+SM2-signed checkpoint too. ``gateway init && gateway demo --history && gateway report quarter``
+works with no gateway running (the demo signs the checkpoint)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import datetime as dt
 import io
 import json
 import re
+import shutil
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -20,13 +23,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from gateway.core.jose import parse_compact
 from gateway.core.policy import DISTRICT_TZ
 from gateway.demo.licences import _entries as demo_licence_entries
 from gateway.demo.licences import demo_cases
 from gateway.demo.population import companies, people
 from gateway.sdk import GatewayProblem
 from tests.inprocess import InProcessGateway, in_process_gateway
-from tests.support import gateway_command
+from tests.support import ROOT, gateway_command
 
 OFFICER, OFFICER_PASSWORD = "officer-qian", "Audit-Desk-2026!"
 ADMIN, ADMIN_PASSWORD = "admin-li", "Admin-Desk-2026!"
@@ -463,24 +467,102 @@ def test_clerks_and_strangers_may_not_read_the_report(quarter: Quarter) -> None:
     assert away.status_code == 303
 
 
-def test_demo_history_gives_a_full_report_with_a_change(tmp_path: Path, keys_dir: Path) -> None:
-    with in_process_gateway(tmp_path / "gw", keys_dir, audit_checkpoint_seconds=3600) as gw:
-        env = _env(gw)
-        done = gateway_command("demo", "--history", env=env)
-        assert done.returncode == 0, done.stdout + done.stderr
-        written = int(re.search(r"written: (\d+) audit entries", done.stdout)[1])  # type: ignore[index]
-        assert written == len(gw.audit_rows("operator = 'demo-history'"))
-        again = gateway_command("demo", "--history", env=env)
-        assert "already written" in again.stdout
-        assert gw.runtime.transparency.make_checkpoint(dt.datetime.now(dt.UTC)) is not None
-        path = tmp_path / "report.json"
-        made = gateway_command("report", "quarter", _quarter_now(), "--json", str(path), env=env)
-        assert made.returncode == 0, made.stdout + made.stderr
-        doc = json.loads(path.read_text())
-        change = {c["name"]: c for c in doc["change"]}
-        assert change["lookups_released"]["now"] > 0
-        assert change["lookups_released"]["before"] > 0
-        assert change["materials_saved"]["now"] > 0
-        assert doc["figures"]["top_items"]
-        ok = gateway_command("report", "verify", str(path), env=env)
-        assert ok.returncode == 0, ok.stdout
+def _alg(token: str) -> str:
+    return parse_compact(token, allowed_members={"alg", "kid", "typ"}).header.alg
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "SM2"])
+def test_init_then_demo_history_gives_a_full_report_with_no_gateway_running(
+    tmp_path: Path, keys_dir: Path, algorithm: str
+) -> None:
+    """`gateway init && gateway demo --history && gateway report quarter` with no server: the
+    history is covered by the checkpoint the demo signs, with the gateway's key of the answer
+    algorithm."""
+    shutil.copytree(keys_dir, tmp_path / "keys")
+    env = {
+        "GATEWAY_DATA_DIR": str(tmp_path / "data"),
+        "GATEWAY_KEYS_DIR": str(tmp_path / "keys"),
+        "GATEWAY_POLICIES_DIR": str(ROOT / "policies"),
+        "GATEWAY_ANSWER_ALGORITHM": algorithm,
+    }
+    init = gateway_command("init", env=env)
+    assert init.returncode == 0, init.stdout + init.stderr
+    done = gateway_command("demo", "--history", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    written = int(re.search(r"written: (\d+) audit entries", done.stdout)[1])  # type: ignore[index]
+    signed = re.search(r"signed checkpoint: size (\d+) root ([0-9a-f]{64})", done.stdout)
+    assert signed is not None, done.stdout
+    database = f"sqlite:///{tmp_path / 'data' / 'gateway.sqlite3'}"
+    engine = sa.create_engine(database)
+    try:
+        with engine.connect() as conn:
+            history = conn.execute(
+                sa.text("SELECT count(*) FROM audit_entries WHERE operator = 'demo-history'")
+            ).scalar_one()
+            size = conn.execute(sa.text("SELECT max(idx) FROM audit_entries")).scalar_one()
+    finally:
+        engine.dispose()
+    assert written == history > 0
+    assert int(signed[1]) == size  # the whole log, the history with it
+    again = gateway_command("demo", "--history", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already written" in again.stdout
+    assert "signed checkpoint" not in again.stdout  # the tree did not grow
+
+    path = tmp_path / "report.json"
+    made = gateway_command("report", "quarter", _quarter_now(), "--json", str(path), env=env)
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert f"size {size} root {signed[2]}" in made.stdout
+    doc = json.loads(path.read_text())
+    assert (doc["checkpoint"]["size"], doc["checkpoint"]["root"]) == (size, signed[2])
+    assert _alg(doc["checkpoint"]["token"]) == algorithm
+    change = {c["name"]: c for c in doc["change"]}
+    assert change["lookups_released"]["now"] > 0
+    assert change["lookups_released"]["before"] > 0
+    assert change["materials_saved"]["now"] > 0
+    assert doc["figures"]["top_items"]
+    ok = gateway_command("report", "verify", str(path), env=env)
+    assert ok.returncode == 0, ok.stdout
+    assert ok.stdout.startswith("OK")
+
+
+def test_a_report_at_an_sm2_checkpoint_verifies_and_catches_an_edited_entry(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    """A gateway that signs with SM2 (``GATEWAY_ANSWER_ALGORITHM=SM2``): the report of a quarter
+    made through the API rests on an SM2 checkpoint, `report verify` accepts it (full and
+    public form) and names the first entry changed after it was computed."""
+    with in_process_gateway(
+        tmp_path / "gw", keys_dir, audit_checkpoint_seconds=3600, answer_algorithm="SM2"
+    ) as gw:
+        tally = Tally()
+        _generate(gw, tally)
+        checkpoint = gw.runtime.transparency.make_checkpoint(dt.datetime.now(dt.UTC))
+        assert checkpoint is not None
+        assert _alg(checkpoint.token) == "SM2"
+        q = Quarter(gw, {**_env(gw), "GATEWAY_ANSWER_ALGORITHM": "SM2"}, tally, tmp_path)
+        doc, public, out = _report(q)
+        assert doc["checkpoint"]["token"] == checkpoint.token
+        assert f"size {checkpoint.size} root {checkpoint.root}" in out
+        assert _department(doc, "hrss")["lookups_released"] == tally.released["hrss"]
+        assert public["checkpoint"]["token"] == checkpoint.token
+        for name in ("report.json", "public.json"):
+            done = gateway_command("report", "verify", str(tmp_path / name), env=q.env)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert done.stdout.startswith("OK")
+        rows = gw.audit_rows("event = 'lookup:record:released' AND department = 'hrss'")
+        index = rows[-1]["idx"]
+        engine = sa.create_engine(gw.database_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text("UPDATE audit_entries SET department = 'tax' WHERE idx = :i"),
+                    {"i": index},
+                )
+        finally:
+            engine.dispose()
+        for name in ("report.json", "public.json"):
+            done = gateway_command("report", "verify", str(tmp_path / name), env=q.env)
+            assert done.returncode == 1, done.stdout
+            assert f"FIRST ENTRY THAT DIFFERS: {index}" in done.stdout
+            assert "no longer give the signed root" in done.stdout
