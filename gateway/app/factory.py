@@ -26,6 +26,7 @@ from gateway.http.boundary import check_parameters
 from gateway.http.docs import docs_assets_router, swagger_ui
 from gateway.http.openapi import COMPONENTS, JWS_CONVENTION, operation_id
 from gateway.http.problems import exception_handlers, record_unexpected
+from gateway.http.signed import BODY_LIMITS_STATE
 from gateway.licensing import routes as licences
 from gateway.lookups import routes as lookups
 from gateway.oversight import routes as oversight
@@ -60,6 +61,7 @@ class GatewayPlugin(InitPluginProtocol):
             app.state.exchanges = runtime.exchanges
             app.state.operator_tokens = runtime.operator_tokens
             app.state.metrics = runtime.metrics
+            app.state[BODY_LIMITS_STATE] = runtime.limits
             try:
                 yield
             finally:
@@ -127,7 +129,6 @@ SERVICES = (
     "policy",
     "signer",
     "readiness",
-    "limits",
     "console",
     "metrics",
 )

@@ -108,11 +108,15 @@ def _insert_ignoring_duplicates(
     return list(conn.execute(statement, rows))
 
 
+# Both columns of each table's primary key are constrained, so that the database answers from
+# the key (a jti or a case number alone would scan the table, which grows with the log).
 _OWNERS = sa.select(used_tokens.c.department, used_tokens.c.jti, used_tokens.c.claimed_by).where(
-    used_tokens.c.jti.in_(sa.bindparam("jtis", expanding=True))
+    used_tokens.c.department.in_(sa.bindparam("departments", expanding=True)),
+    used_tokens.c.jti.in_(sa.bindparam("jtis", expanding=True)),
 )
 _CLOSED = sa.select(closed_cases.c.department, closed_cases.c.case_number).where(
-    closed_cases.c.case_number.in_(sa.bindparam("cases", expanding=True))
+    closed_cases.c.department.in_(sa.bindparam("departments", expanding=True)),
+    closed_cases.c.case_number.in_(sa.bindparam("cases", expanding=True)),
 )
 _COUNTED = sa.select(quota_subjects.c.subject_hmac).where(
     quota_subjects.c.grant_id == sa.bindparam("grant_id"),
@@ -149,7 +153,11 @@ def _single_use(conn: sa.Connection, batch: Sequence[Pending]) -> None:
     owners = {(d, j): firsts[(d, j)].nonce for d, j in inserted}
     taken = [key for key in firsts if key not in owners]
     if taken:  # claimed before: by this very request (an earlier entry of it) or a replay
-        for d, j, n in conn.execute(_OWNERS, {"jtis": sorted({j for _, j in taken})}):
+        asked = {
+            "departments": sorted({d for d, _ in taken}),
+            "jtis": sorted({j for _, j in taken}),
+        }
+        for d, j, n in conn.execute(_OWNERS, asked):
             if (d, j) in firsts:
                 owners[(d, j)] = n
     for p in batch:
@@ -171,7 +179,10 @@ def _closed_cases(conn: sa.Connection, batch: Sequence[Pending]) -> None:
         return
     closed = {
         (d, k)
-        for d, k in conn.execute(_CLOSED, {"cases": sorted({k for _, k in asked})})
+        for d, k in conn.execute(
+            _CLOSED,
+            {"departments": sorted({d for d, _ in asked}), "cases": sorted({k for _, k in asked})},
+        )
         if (d, k) in asked
     }
     if not closed:

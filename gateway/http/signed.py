@@ -19,7 +19,7 @@ from gateway.errors import PayloadTooLarge, UnsupportedMediaType
 from gateway.exchange import SignedAnswer
 from gateway.http.problems import AUDIT_CONTEXT
 
-__all__ = ["JWT_MEDIA_TYPE", "BodyLimits", "jwt_response", "signed"]
+__all__ = ["BODY_LIMITS_STATE", "JWT_MEDIA_TYPE", "BodyLimits", "jwt_response", "signed"]
 
 JWT_MEDIA_TYPE = "application/jwt"
 
@@ -49,19 +49,30 @@ async def _read_capped(request: Request[Any, Any, Any], limit: int) -> bytes:
     return b"".join(chunks)
 
 
+#: Where the app's state holds the process's :class:`BodyLimits` (set at start).
+BODY_LIMITS_STATE = "body_limits"
+
+
 async def signed(
     request: Request[Any, Any, Any],
-    limits: BodyLimits,
     work: SignedWork,
     *,
     token_cap: int | None = None,
+    batch: bool = False,
 ) -> Response[bytes]:
     """Read a signed request and answer it with what ``work`` returns.
 
-    ``token_cap``: the endpoint takes tokens larger than a lookup's (a batch, a sealed
-    licence); the body cap follows it, and the token verifier enforces the cap itself.
+    ``token_cap``: the endpoint takes tokens larger than a lookup's (a sealed licence);
+    ``batch``: a batch's, up to the configured batch token size. The body cap follows it,
+    and the token verifier enforces the cap itself.
     """
     received_at = time.time()
+    # From the app's state, not a second injected dependency: Litestar resolves two
+    # dependencies of one handler in an anyio task group, two tasks per request on the
+    # hottest routes for what is one constant of the process.
+    limits: BodyLimits = request.app.state[BODY_LIMITS_STATE]
+    if batch:
+        token_cap = limits.batch_token_max_bytes
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != JWT_MEDIA_TYPE:
         raise UnsupportedMediaType(JWT_MEDIA_TYPE)

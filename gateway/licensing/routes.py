@@ -22,7 +22,7 @@ from gateway.core.wire import Name, Text
 from gateway.http.auth import require_role
 from gateway.http.openapi import OPERATOR_SECURITY, SIGNED, problems, signed_operation
 from gateway.http.problems import problem_response
-from gateway.http.signed import JWT_MEDIA_TYPE, BodyLimits, signed
+from gateway.http.signed import JWT_MEDIA_TYPE, signed
 from gateway.licensing.claims import CLAIM_TYPES, LICENCE_TOKEN_MAX_BYTES
 from gateway.licensing.service import LicensingService
 
@@ -59,9 +59,8 @@ _PUBLIC_CACHE = "public, max-age=60"
 async def reserve_status_entry(
     request: Request[Any, Any, Any],
     licensing: NamedDependency[LicensingService],
-    limits: NamedDependency[BodyLimits],
 ) -> Response[bytes]:
-    return await signed(request, limits, licensing.reserve)
+    return await signed(request, licensing.reserve)
 
 
 @post(
@@ -81,9 +80,8 @@ async def reserve_status_entry(
 async def issue_licence(
     request: Request[Any, Any, Any],
     licensing: NamedDependency[LicensingService],
-    limits: NamedDependency[BodyLimits],
 ) -> Response[bytes]:
-    return await signed(request, limits, licensing.issue, token_cap=LICENCE_TOKEN_MAX_BYTES)
+    return await signed(request, licensing.issue, token_cap=LICENCE_TOKEN_MAX_BYTES)
 
 
 @post(
@@ -106,12 +104,9 @@ async def issue_licence(
 async def change_licence_status(
     request: Request[Any, Any, Any],
     licensing: NamedDependency[LicensingService],
-    limits: NamedDependency[BodyLimits],
     licence_id: FromPath[str],
 ) -> Response[bytes]:
-    return await signed(
-        request, limits, functools.partial(licensing.change_status, licence_id=licence_id)
-    )
+    return await signed(request, functools.partial(licensing.change_status, licence_id=licence_id))
 
 
 @post(
@@ -134,9 +129,8 @@ async def change_licence_status(
 async def verify_licence(
     request: Request[Any, Any, Any],
     licensing: NamedDependency[LicensingService],
-    limits: NamedDependency[BodyLimits],
 ) -> Response[bytes]:
-    return await signed(request, limits, licensing.verify, token_cap=LICENCE_TOKEN_MAX_BYTES)
+    return await signed(request, licensing.verify, token_cap=LICENCE_TOKEN_MAX_BYTES)
 
 
 @post(
@@ -159,9 +153,8 @@ async def verify_licence(
 async def register_seal(
     request: Request[Any, Any, Any],
     licensing: NamedDependency[LicensingService],
-    limits: NamedDependency[BodyLimits],
 ) -> Response[bytes]:
-    return await signed(request, limits, licensing.register_seal)
+    return await signed(request, licensing.register_seal)
 
 
 class SealStatusChange(msgspec.Struct, forbid_unknown_fields=True):

@@ -13,7 +13,7 @@ from litestar.params import FromPath
 from gateway.core.lookup import CLAIM_TYPES
 from gateway.core.protocol import TokenType
 from gateway.http.openapi import SIGNED, problems, signed_operation
-from gateway.http.signed import JWT_MEDIA_TYPE, BodyLimits, signed
+from gateway.http.signed import JWT_MEDIA_TYPE, signed
 from gateway.lookups.cases import CaseService
 from gateway.lookups.manifests import ManifestService
 from gateway.lookups.resources import ResourceService
@@ -41,9 +41,8 @@ __all__ = ["ROUTES", "close_case", "invalidate_resource", "lookup", "lookup_batc
 async def lookup(
     request: Request[Any, Any, Any],
     lookups: NamedDependency[LookupService],
-    limits: NamedDependency[BodyLimits],
 ) -> Response[bytes]:
-    return await signed(request, limits, lookups.lookup)
+    return await signed(request, lookups.lookup)
 
 
 @post(
@@ -61,11 +60,8 @@ async def lookup(
 async def lookup_batch(
     request: Request[Any, Any, Any],
     lookups: NamedDependency[LookupService],
-    limits: NamedDependency[BodyLimits],
 ) -> Response[bytes]:
-    return await signed(
-        request, limits, lookups.lookup_batch, token_cap=limits.batch_token_max_bytes
-    )
+    return await signed(request, lookups.lookup_batch, batch=True)
 
 
 @post(
@@ -83,9 +79,8 @@ async def lookup_batch(
 async def manifest(
     request: Request[Any, Any, Any],
     manifests: NamedDependency[ManifestService],
-    limits: NamedDependency[BodyLimits],
 ) -> Response[bytes]:
-    return await signed(request, limits, manifests.manifest)
+    return await signed(request, manifests.manifest)
 
 
 @post(
@@ -103,9 +98,8 @@ async def manifest(
 async def close_case(
     request: Request[Any, Any, Any],
     cases: NamedDependency[CaseService],
-    limits: NamedDependency[BodyLimits],
 ) -> Response[bytes]:
-    return await signed(request, limits, cases.close)
+    return await signed(request, cases.close)
 
 
 @post(
@@ -123,12 +117,9 @@ async def close_case(
 async def invalidate_resource(
     request: Request[Any, Any, Any],
     resources: NamedDependency[ResourceService],
-    limits: NamedDependency[BodyLimits],
     resource_id: FromPath[str],
 ) -> Response[bytes]:
-    return await signed(
-        request, limits, functools.partial(resources.invalidate, resource_id=resource_id)
-    )
+    return await signed(request, functools.partial(resources.invalidate, resource_id=resource_id))
 
 
 #: Every route of this module, for the app factory.

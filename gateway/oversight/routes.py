@@ -34,7 +34,7 @@ from gateway.http.openapi import (
     problems,
     signed_operation,
 )
-from gateway.http.signed import BodyLimits, jwt_response, signed
+from gateway.http.signed import jwt_response, signed
 from gateway.oversight.history import HistoryClaims
 from gateway.oversight.refusals import RefusalsClaims
 from gateway.oversight.service import OfficerService
@@ -362,9 +362,8 @@ async def alerts(
 async def own_refusals(
     request: Request[Any, Any, Any],
     officers: NamedDependency[OfficerService],
-    limits: NamedDependency[BodyLimits],
 ) -> Response[bytes]:
-    return await signed(request, limits, officers.refusals.refusals)
+    return await signed(request, officers.refusals.refusals)
 
 
 #: Every route of this module, for the app factory.

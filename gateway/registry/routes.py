@@ -14,7 +14,7 @@ from gateway.core.protocol import TokenType
 from gateway.core.wire import NumericDate, ShortText, Text
 from gateway.http.auth import require_role
 from gateway.http.openapi import OPERATOR_SECURITY, SIGNED, problems, signed_operation
-from gateway.http.signed import JWT_MEDIA_TYPE, BodyLimits, signed
+from gateway.http.signed import JWT_MEDIA_TYPE, signed
 from gateway.registry.claims import CLAIM_TYPES
 from gateway.registry.keys import KeyAdministration
 
@@ -101,9 +101,8 @@ class KeyRetirementByAdministrator(msgspec.Struct, forbid_unknown_fields=True):
 async def register_own_key(
     request: Request[Any, Any, Any],
     keys: NamedDependency[KeyAdministration],
-    limits: NamedDependency[BodyLimits],
 ) -> Response[bytes]:
-    return await signed(request, limits, keys.register_own_key)
+    return await signed(request, keys.register_own_key)
 
 
 @post(
@@ -124,9 +123,8 @@ async def register_own_key(
 async def retire_own_key(
     request: Request[Any, Any, Any],
     keys: NamedDependency[KeyAdministration],
-    limits: NamedDependency[BodyLimits],
 ) -> Response[bytes]:
-    return await signed(request, limits, keys.retire_own_key)
+    return await signed(request, keys.retire_own_key)
 
 
 @post(

@@ -66,6 +66,25 @@ def test_migration_0011_drops_the_prefix_indexes_and_downgrades(engine: sa.Engin
     assert _indexes(engine) == kept
 
 
+def _index_sql(engine: sa.Engine, name: str) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
+            ).scalar_one()
+        )
+
+
+def test_migration_0012_makes_the_corrections_index_partial_and_downgrades(
+    engine: sa.Engine,
+) -> None:
+    assert "WHERE withholds IS NOT NULL" in _index_sql(engine, "ix_audit_entries_withholds")
+    _alembic(engine, "downgrade", "0011")
+    assert "WHERE" not in _index_sql(engine, "ix_audit_entries_withholds")
+    _alembic(engine, "upgrade", "head")
+    assert "WHERE withholds IS NOT NULL" in _index_sql(engine, "ix_audit_entries_withholds")
+
+
 def _plans(conn: sa.Connection, query: sa.Select[tuple[object, ...]]) -> str:
     compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
     return " | ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
@@ -101,6 +120,11 @@ QUERIES = {
     "case, keyset page": (
         sa.select(e.idx).where(e.case_number == "C-1", e.idx > 10).order_by(e.idx).limit(50),
         "ix_audit_entries_case_idx",
+    ),
+    # The partial index of corrections answers the lookup of an entry's correction.
+    "the correction of an entry": (
+        sa.select(e.idx).where(e.withholds == 1234),
+        "ix_audit_entries_withholds",
     ),
 }
 
@@ -227,3 +251,22 @@ def test_the_writers_remembered_tree_follows_other_writers_and_failed_commits(
     assert size == 50
     assert root == _root_from_rows(engine)
     assert verify_log(engine, issuer="yiwang-gateway", gateway_jwks={"keys": []}).ok
+
+
+def test_the_durable_promises_are_read_by_their_keys_not_by_a_scan(engine: sa.Engine) -> None:
+    # Who claimed a token, and which cases are closed: read in the audit writer's
+    # transaction for every batch, from tables that grow with the log — by primary key.
+    from gateway.audit.promises import _CLOSED, _OWNERS
+
+    for statement, params, table in (
+        (_OWNERS, {"departments": ["tax"], "jtis": ["j1", "j2"]}, "used_tokens"),
+        (_CLOSED, {"departments": ["tax", "hrss"], "cases": ["C-1"]}, "closed_cases"),
+    ):
+        with engine.connect() as conn:
+            bound = statement.params(**params)
+            compiled = bound.compile(conn, compile_kwargs={"literal_binds": True})
+            plan = " | ".join(
+                str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")
+            )
+        assert f"SEARCH {table} USING" in plan, plan
+        assert f"SCAN {table}" not in plan, plan
