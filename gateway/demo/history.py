@@ -7,7 +7,8 @@ like any other; ``gateway demo --history`` then signs a checkpoint over them, as
 gateway's checkpoint loop would, so that a report covers them with no server), dated in the
 past, and every one says what it is — operator ``demo-history``, reason ``演示数据（合成）``.
 They follow the demo catalogue: each service item's own department, its shared materials
-and the grants that cover them; the keyed subjects are the demo population's, keyed with the
+and the grants that cover them, and for a company about half of its cases verify its 营业执照
+online (mostly valid); the keyed subjects are the demo population's, keyed with the
 gateway's HMAC key.
 Deterministic for a given ``now`` (the same seed draws the same history).
 """
@@ -23,6 +24,7 @@ from typing import Any
 from gateway.audit.entry import AuditEntry, Outcome
 from gateway.core.policy import DISTRICT_TZ, PolicySet
 from gateway.core.protocol import AuditEvent
+from gateway.demo.licences import BUSINESS_LICENCE
 from gateway.demo.population import companies, people
 
 __all__ = ["OPERATOR", "history_entries"]
@@ -30,6 +32,9 @@ __all__ = ["OPERATOR", "history_entries"]
 OPERATOR = "demo-history"
 _REASON = "演示数据（合成）"
 _SEED = 20261001
+#: The verdicts of the history's licence verifications, and how often each comes up.
+_VERDICTS = ("valid", "suspended", "revoked", "expired", "seal-invalid", "forged", "not-found")
+_VERDICT_WEIGHTS = (86, 3, 3, 3, 2, 1, 2)
 
 
 def _quarter_start(day: dt.date) -> dt.date:
@@ -110,6 +115,22 @@ def history_entries(
                         reason_code=rng.choice(["source-timeout", "source-failed"])
                         if refused
                         else None,
+                        **common,
+                    )
+                )
+            if kind == "uscc" and rng.random() < 0.5:
+                # The clerk verifies the applicant's 营业执照 online instead of asking for the
+                # paper: mostly valid, now and then one that is not.
+                verdict = rng.choices(_VERDICTS, weights=_VERDICT_WEIGHTS)[0]
+                out.append(
+                    AuditEntry(
+                        at=at + dt.timedelta(minutes=7),
+                        event=AuditEvent.VERIFICATION_PERFORMED,
+                        decision=Outcome.ALLOWED,
+                        resource=f"licence:{BUSINESS_LICENCE.code}",
+                        subject_hmac=keyed,
+                        reason_code=verdict,
+                        detail=f"licence_id (demo): {verdict}",
                         **common,
                     )
                 )

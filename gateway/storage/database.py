@@ -16,6 +16,11 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+#: Pooled SQLite connections: asyncio's default thread pool (``min(32, cpus + 4)`` workers on a
+#: small machine) plus the gateway's own threads, with room to spare.
+_SQLITE_POOL_SIZE = 16
+
+
 def create_database_engine(
     url: str, *, busy_timeout_ms: int = 5000, idle_in_transaction_ms: int = 2000
 ) -> sa.Engine:
@@ -28,8 +33,16 @@ def create_database_engine(
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # Enough pooled connections for every thread that reads or writes at once (the
+        # default thread pool's workers, the audit writer, the checkpoint loop): a connection
+        # beyond the pool is opened for one read and closed after it, its pragmas run and its
+        # page cache thrown away each time (seen on the verification path under load).
         engine = sa.create_engine(
-            url, connect_args={"timeout": busy_timeout_ms / 1000}, pool_pre_ping=False
+            url,
+            connect_args={"timeout": busy_timeout_ms / 1000},
+            pool_pre_ping=False,
+            pool_size=_SQLITE_POOL_SIZE,
+            max_overflow=_SQLITE_POOL_SIZE,
         )
 
         @sa.event.listens_for(engine, "connect")

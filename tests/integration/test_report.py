@@ -521,6 +521,10 @@ def test_init_then_demo_history_gives_a_full_report_with_no_gateway_running(
     assert change["lookups_released"]["before"] > 0
     assert change["materials_saved"]["now"] > 0
     assert doc["figures"]["top_items"]
+    # The clerks verified licences online too: mostly valid, some not.
+    assert change["verifications"]["now"] > 0
+    verdicts = doc["figures"]["totals"]["verdicts"]
+    assert verdicts["valid"] > sum(v for k, v in verdicts.items() if k != "valid") > 0
     ok = gateway_command("report", "verify", str(path), env=env)
     assert ok.returncode == 0, ok.stdout
     assert ok.stdout.startswith("OK")
