@@ -8,7 +8,9 @@ generator (locust, ``loadtests/locustfile.py``, FastHttpUser, closed loop, no th
 2. ``POST /v1/lookups`` — signed lookups by four departments that the demo grants allow: token
    checks, replay cache, rate limit, policy, adapter (through its cache), durable audit entry,
    signed answer;
-2b. ``POST /v1/lookups`` signed with SM2 (国密, docs/sm2.md) by 区税务局 and answered with the
+2b. the same lookups at a fixed rate, 70 % of phase 2's (``--no-paced`` skips it): the latency
+   below saturation;
+2c. ``POST /v1/lookups`` signed with SM2 (国密, docs/sm2.md) by 区税务局 and answered with the
    gateway's SM2 key, reported as a ratio to phase 2 (``--no-sm2`` skips it);
 3. ``POST /v1/verifications`` — licence verifications by identifier (the demo district's valid
    licences): token checks, replay and rate limit, the licence record, seal and signature
@@ -337,8 +339,10 @@ def run_phase(
     duration: int,
     max_requests: int,
     tokens_file: Path | None,
+    rate: float | None = None,
 ) -> Phase:
-    """Run locust once, headless, for one user class; fill in ``phase``."""
+    """Run locust once, headless, for one user class; fill in ``phase`` (``rate``: the
+    requests per second of a paced phase, in all)."""
     prefix = outdir / phase.label
     results = outdir / f"{phase.label}.results.json"
     phase.log_path = outdir / f"{phase.label}.locust.log"
@@ -357,6 +361,9 @@ def run_phase(
     )
     if tokens_file is not None:
         env["LOADTEST_TOKENS"] = str(tokens_file)
+    if rate is not None:
+        env["LOADTEST_RATE"] = f"{rate:.3f}"
+        env["LOADTEST_USERS"] = str(users)
     command = [
         sys.executable,
         "-m",
@@ -485,6 +492,7 @@ def print_report(
     settings: list[tuple[str, str]],
     verifications: Phase | None = None,
     sm2: Phase | None = None,
+    paced: Phase | None = None,
 ) -> None:
     print()
     print("Settings")
@@ -497,9 +505,9 @@ def print_report(
     )
     print(header)
     print("-" * len(header))
-    measured = [p for p in (bare, lookups, sm2, verifications) if p is not None]
+    measured = [p for p in (bare, lookups, paced, sm2, verifications) if p is not None]
     for p in measured:
-        title = f"{p.method} {p.name}" + (" SM2" if p is sm2 else "")
+        title = f"{p.method} {p.name}" + (" SM2" if p is sm2 else " 70%" if p is paced else "")
         print(
             f"{title:<26}{p.requests:>10}{p.failures:>10}{p.rps:>10.1f}{p.p50:>9.2f}"
             f"{p.p95:>9.2f}{p.p99:>9.2f}{p.server_cpu_us_per_request:>13.0f} µs"
@@ -513,6 +521,12 @@ def print_report(
         f"  gateway CPU per request  "
         f"{_ratio(lookups.server_cpu_us_per_request, bare.server_cpu_us_per_request)}"
     )
+    if paced is not None:
+        print(
+            f"Lookups at a fixed {paced.rps:.0f}/s (70 % of the closed loop's): p50 "
+            f"{paced.p50:.2f} ms, p95 {paced.p95:.2f} ms, p99 {paced.p99:.2f} ms"
+            "   (goal: p99 ≤ 10 ms)"
+        )
     if sm2 is not None:
         print("Ratios (SM2 lookups / ES256-EdDSA lookups: 国密 request and answer, same run)")
         print(f"  throughput (req/s)       {_ratio(sm2.rps, lookups.rps)}")
@@ -712,10 +726,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="skip phase 3 (licence verifications by identifier)",
     )
     parser.add_argument(
+        "--no-paced",
+        dest="paced",
+        action="store_false",
+        help="skip phase 2b (lookups at a fixed 70 %% of the closed loop's rate)",
+    )
+    parser.add_argument(
         "--no-sm2",
         dest="sm2",
         action="store_false",
-        help="skip phase 2b (lookups signed and answered with SM2)",
+        help="skip phase 2c (lookups signed and answered with SM2)",
     )
     parser.add_argument(
         "--no-floor",
@@ -864,7 +884,7 @@ def _sm2_phase(
     lifetime: int,
     pool: int,
 ) -> Phase | None:
-    """Phase 2b (国密): lookups signed by 区税务局 with SM2, answered with the gateway's SM2
+    """Phase 2c (国密): lookups signed by 区税务局 with SM2, answered with the gateway's SM2
     key; tokens pre-signed like the others'."""
     if not args.sm2:
         return None
@@ -884,7 +904,7 @@ def _sm2_phase(
         f"  signing   {pool} SM2 lookup tokens: {time.monotonic() - started:.1f} s",
         flush=True,
     )
-    print(f"  phase 2b  POST /v1/lookups signed and answered with SM2, {args.duration} s ...")
+    print(f"  phase 2c  POST /v1/lookups signed and answered with SM2, {args.duration} s ...")
     return run_phase(
         Phase("sm2", "LookupUser", LOOKUP_NAME, "POST"),
         **{**common, "max_requests": min(args.max_requests, pool), "tokens_file": tokens_file},
@@ -970,6 +990,25 @@ def _run(
             "tokens_file": tokens_file,
         },
     )
+    paced = None
+    if args.paced:
+        # 70 % of the closed loop's rate, a fixed rate: the latency the gateway gives below
+        # saturation (the goal: p99 ≤ 10 ms there).
+        rate = 0.7 * lookups.rps
+        paced_pool = min(args.max_requests, math.ceil(rate * args.duration * 1.2) + 4 * args.users)
+        paced_file, _ = _sign(
+            outdir / "paced-tokens.txt",
+            gateway.keys_dir,
+            paced_pool,
+            lifetime=lifetime,
+            audience=audience,
+        )
+        print(f"  phase 2b  POST /v1/lookups at {rate:.0f}/s (70 % of phase 2) ...", flush=True)
+        paced = run_phase(
+            Phase("paced", "PacedLookupUser", LOOKUP_NAME, "POST"),
+            **{**common, "max_requests": paced_pool, "tokens_file": paced_file},
+            rate=rate,
+        )
     # SM2 costs several times ES256 per signature: half the ES256 pool outlasts the phase.
     sm2 = _sm2_phase(
         args,
@@ -991,6 +1030,7 @@ def _run(
         warmup=warmup,
         verifications=verifications,
         sm2=sm2,
+        paced=paced,
         settings=[
             (
                 "phase duration",
@@ -1046,7 +1086,7 @@ def _run(
         print_floor(measure_floor(args, gateway, audience), bare, lookups, verifications, sm2)
     if any(
         p.failures or p.exceptions
-        for p in (warmup, bare, lookups, sm2, verifications)
+        for p in (warmup, bare, lookups, paced, sm2, verifications)
         if p is not None
     ):
         status = 1

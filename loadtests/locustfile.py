@@ -55,7 +55,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import gevent  # type: ignore[import-untyped]  # no stubs installed; locust runs on it
-from locust import FastHttpUser, constant, events, task
+from locust import FastHttpUser, constant, constant_throughput, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 
@@ -155,7 +155,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
         raise SystemExit(f"refusing to load {host}: loopback only (LOADTEST_ALLOW_REMOTE=1)")
     path = os.environ.get("LOADTEST_TOKENS")
     user_classes = environment.user_classes or []
-    if not any(cls in (LookupUser, VerifyUser) for cls in user_classes):
+    if not any(issubclass(cls, _TokenUser) for cls in user_classes):
         return  # nothing to sign for a healthz-only run
     started = time.perf_counter()
     if path:
@@ -303,6 +303,22 @@ class LookupUser(_TokenUser):
     @task
     def lookup(self) -> None:
         self.send_next()
+
+
+def _paced_rate() -> float:
+    """Each paced user's requests per second: ``LOADTEST_RATE`` (the whole run's) shared by
+    ``LOADTEST_USERS`` users."""
+    rate = float(os.environ.get("LOADTEST_RATE", "1") or 1)
+    users = max(1, int(os.environ.get("LOADTEST_USERS", "1") or 1))
+    return max(rate / users, 0.01)
+
+
+class PacedLookupUser(LookupUser):
+    """Signed lookups at a fixed rate (``LOADTEST_RATE`` per second in all, open to the
+    gateway's pace: each user waits out the rest of its interval): the latency below
+    saturation, where a closed loop at full speed measures queueing instead."""
+
+    wait_time = constant_throughput(_paced_rate())
 
 
 class VerifyUser(_TokenUser):
