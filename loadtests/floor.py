@@ -49,6 +49,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from loadtests.timing import median_cpu_us
+
 __all__ = ["lookup_floor", "measure", "verification_floor"]
 
 ROUNDS = 5
@@ -59,13 +61,7 @@ def _b64(data: str) -> bytes:
 
 
 def _median_us(work: Callable[[], object], count: int) -> float:
-    rounds = []
-    for _ in range(ROUNDS):
-        started = time.process_time()
-        for _ in range(count):
-            work()
-        rounds.append((time.process_time() - started) / count * 1e6)
-    return statistics.median(rounds)
+    return median_cpu_us(work, count, rounds=ROUNDS)
 
 
 async def _amedian_us(work: Callable[[], Awaitable[object]], count: int) -> float:

@@ -18,26 +18,19 @@ import datetime as dt
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
+
+from loadtests.timing import median_cpu_us
 
 ROUNDS = 7
 LOOKUPS = 20_000
 
 
-def _median_us(work: Callable[[], None], count: int) -> float:
-    rounds = []
-    for _ in range(ROUNDS):
-        # CPU time, not wall time: the figure holds while the machine does other work too.
-        started = time.process_time()
-        for _ in range(count):
-            work()
-        rounds.append((time.process_time() - started) / count * 1e6)
-    return statistics.median(rounds)
+def _median_us(work: Callable[[], object], count: int) -> float:
+    return median_cpu_us(work, count, rounds=ROUNDS)
 
 
 def measure() -> dict[str, float]:

@@ -14,6 +14,7 @@ Subprocess gateways stay for what only a process can show (workers, kills, resta
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -172,3 +173,21 @@ Gateway = GatewayProcess | InProcessGateway
 ALSO_ON_CLUSTER = pytest.mark.parametrize(
     "gateway", ["embedded", "server", "cluster"], indirect=True
 )
+
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def console_log_in(gw: InProcessGateway, username: str, password: str) -> int:
+    """Log in to the console through its form (its CSRF cookie and token), as a browser
+    would; the answer's status (303 when the log-in succeeded)."""
+    gw.http.cookies.clear()
+    form = gw.http.get("/console/login")
+    token = _CSRF.search(form.text)
+    assert token is not None
+    answer = gw.http.post(
+        "/console/login",
+        data={"csrf_token": token.group(1), "username": username, "password": password},
+        follow_redirects=False,
+    )
+    return answer.status_code

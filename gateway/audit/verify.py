@@ -36,9 +36,19 @@ from gateway.core.keyring import GatewayKeyRefused, verify_gateway_jws
 from gateway.core.protocol import TokenType
 from gateway.storage.schema import audit_checkpoints, audit_entries, merkle_nodes
 
-__all__ = ["Problem", "ProblemCode", "VerifyReport", "report_json", "verify_log"]
+__all__ = [
+    "ENTRY_PAGE",
+    "Problem",
+    "ProblemCode",
+    "VerifyReport",
+    "report_json",
+    "stored_entries",
+    "stored_leaves",
+    "verify_log",
+]
 
-_BATCH = 5000
+#: Entries read at a time when the whole log is recomputed.
+ENTRY_PAGE = 5000
 #: How many problems a report keeps: the first ones say enough.
 PROBLEMS_KEPT = 50
 
@@ -95,26 +105,23 @@ class VerifyReport:
             self.found.append(Problem(code, details, message))
 
 
-def _rows(conn: sa.Connection) -> Iterator[Mapping[Any, Any]]:
+def stored_entries(conn: sa.Connection, *, upto: int | None = None) -> Iterator[sa.RowMapping]:
+    """Every stored entry (up to index ``upto``, when given) in index order, read in pages of
+    :data:`ENTRY_PAGE` by keyset: what recomputes the leaves and the root from the rows."""
     after = 0
-    while True:
-        batch = (
-            conn.execute(
-                sa.select(audit_entries)
-                .where(audit_entries.c.idx > after)
-                .order_by(audit_entries.c.idx)
-                .limit(_BATCH)
-            )
-            .mappings()
-            .all()
-        )
+    while upto is None or after < upto:
+        query = sa.select(audit_entries).where(audit_entries.c.idx > after)
+        if upto is not None:
+            query = query.where(audit_entries.c.idx <= upto)
+        batch = conn.execute(query.order_by(audit_entries.c.idx).limit(ENTRY_PAGE)).mappings().all()
         if not batch:
             return
         yield from batch
         after = int(batch[-1]["idx"])
 
 
-def _stored_leaves(conn: sa.Connection, lo: int, hi: int) -> dict[int, bytes]:
+def stored_leaves(conn: sa.Connection, lo: int, hi: int) -> dict[int, bytes]:
+    """The stored leaf hashes of the leaves ``lo <= i < hi`` (level 0 of the tree)."""
     rows = conn.execute(
         sa.select(merkle_nodes.c.idx, merkle_nodes.c.hash).where(
             merkle_nodes.c.level == 0, merkle_nodes.c.idx >= lo, merkle_nodes.c.idx < hi
@@ -191,7 +198,7 @@ def verify_log(
         report.tree_size = stored_size = tree_size(conn)
         expected = 1
         stored: dict[int, bytes] = {}
-        for row in _rows(conn):
+        for row in stored_entries(conn):
             index = int(row["idx"])
             if index != expected:
                 report.flag(
@@ -204,7 +211,7 @@ def verify_log(
                 # Keep numbering from what is there so later entries are still compared.
             leaf = merkle.leaf_hash(leaf_bytes(row))
             if index - 1 not in stored:
-                stored = _stored_leaves(conn, index - 1, index - 1 + _BATCH)
+                stored = stored_leaves(conn, index - 1, index - 1 + ENTRY_PAGE)
             written = stored.get(index - 1)
             if written is None:
                 report.flag(

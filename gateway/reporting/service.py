@@ -11,7 +11,7 @@ root, and the figures recomputed from them must be the published ones.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ import msgspec
 import sqlalchemy as sa
 
 from gateway.audit.tree import leaf_bytes
+from gateway.audit.verify import ENTRY_PAGE, stored_entries, stored_leaves
 from gateway.core import merkle
 from gateway.core.jose import JoseError, parse_compact
 from gateway.core.keyring import GatewayKeyRefused, verify_gateway_jws
@@ -36,7 +37,7 @@ from gateway.reporting.report import (
     public_view,
     report_dict,
 )
-from gateway.storage.schema import audit_checkpoints, audit_entries, merkle_nodes
+from gateway.storage.schema import audit_checkpoints
 
 __all__ = [
     "ReportService",
@@ -45,8 +46,6 @@ __all__ = [
     "labels_of",
     "providers_of",
 ]
-
-_BATCH = 5000
 
 
 class ReportUnavailable(Error):
@@ -112,25 +111,6 @@ class _Read:
     gap: int | None  # the first index missing
 
 
-def _rows(conn: sa.Connection, size: int) -> Iterator[sa.RowMapping]:
-    after = 0
-    while after < size:
-        batch = (
-            conn.execute(
-                sa.select(audit_entries)
-                .where(audit_entries.c.idx > after, audit_entries.c.idx <= size)
-                .order_by(audit_entries.c.idx)
-                .limit(_BATCH)
-            )
-            .mappings()
-            .all()
-        )
-        if not batch:
-            return
-        yield from batch
-        after = int(batch[-1]["idx"])
-
-
 def _read(conn: sa.Connection, size: int) -> _Read:
     """Entries ``1..size``, the root they give, and where they differ from the stored tree."""
     tree = merkle.MemoryTree()
@@ -138,23 +118,14 @@ def _read(conn: sa.Connection, size: int) -> _Read:
     first_changed = gap = None
     stored: dict[int, bytes] = {}
     expected = 1
-    for row in _rows(conn, size):
+    for row in stored_entries(conn, upto=size):
         index = int(row["idx"])
         if index != expected and gap is None:
             gap = expected
         expected = index + 1
         leaf = merkle.leaf_hash(leaf_bytes(row))
         if index - 1 not in stored:
-            stored = {
-                int(i): bytes(h)
-                for i, h in conn.execute(
-                    sa.select(merkle_nodes.c.idx, merkle_nodes.c.hash).where(
-                        merkle_nodes.c.level == 0,
-                        merkle_nodes.c.idx >= index - 1,
-                        merkle_nodes.c.idx < index - 1 + _BATCH,
-                    )
-                )
-            }
+            stored = stored_leaves(conn, index - 1, index - 1 + ENTRY_PAGE)
         if first_changed is None and stored.get(index - 1) != leaf:
             first_changed = index
         tree.append(leaf)

@@ -17,13 +17,28 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 __all__ = ["insert_many"]
 
 
+def _insert_statement(table: sa.Table, dialect: sa.Dialect, *, ignore: bool) -> Any:
+    if not ignore:
+        return sa.insert(table)
+    # Rows whose key is stored already are skipped (SQLite and PostgreSQL alike).
+    if dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect.name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise ValueError(f"no insert-ignoring-duplicates for {dialect.name}")
+
+
 class _Compiled:
-    def __init__(self, table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect) -> None:
-        compiled = sa.insert(table).compile(dialect=dialect, column_keys=list(columns))
+    def __init__(
+        self, table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect, *, ignore: bool
+    ) -> None:
+        statement = _insert_statement(table, dialect, ignore=ignore)
+        compiled = statement.compile(dialect=dialect, column_keys=list(columns))
         self.sql = str(compiled)
         self.positional = bool(compiled.positional)
         order = tuple(compiled.positiontup or ()) if self.positional else columns
@@ -49,7 +64,7 @@ class _Compiled:
         )
 
 
-_CACHE: dict[tuple[str, tuple[str, ...], str, str], _Compiled] = {}
+_CACHE: dict[tuple[str, tuple[str, ...], str, str, bool], _Compiled] = {}
 
 
 def insert_many(
@@ -57,17 +72,20 @@ def insert_many(
     table: sa.Table,
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[str] | None = None,
+    *,
+    ignore_duplicates: bool = False,
 ) -> None:
     """Insert ``rows`` (each a mapping with every one of ``columns``; by default the first
-    row's keys) into ``table`` in one ``executemany``, inside ``conn``'s transaction."""
+    row's keys) into ``table`` in one ``executemany``, inside ``conn``'s transaction;
+    ``ignore_duplicates``: a row whose key is stored already is skipped, not an error."""
     if not rows:
         return
     names = tuple(columns or rows[0].keys())
     dialect = conn.dialect
-    key = (table.name, names, dialect.name, dialect.driver)
+    key = (table.name, names, dialect.name, dialect.driver, ignore_duplicates)
     compiled = _CACHE.get(key)
     if compiled is None:
-        compiled = _CACHE[key] = _Compiled(table, names, dialect)
+        compiled = _CACHE[key] = _Compiled(table, names, dialect, ignore=ignore_duplicates)
     values = compiled.values
     processed = compiled.processed
     params: list[Any] = []

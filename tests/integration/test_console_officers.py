@@ -18,7 +18,7 @@ import pytest
 
 from gateway.demo.population import companies
 from gateway.sdk import Forbidden
-from tests.inprocess import InProcessGateway, in_process_gateway
+from tests.inprocess import InProcessGateway, console_log_in, in_process_gateway
 from tests.support import gateway_command
 
 OFFICER = "officer-zhou"
@@ -52,17 +52,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[InP
 
 
 def _log_in(gw: InProcessGateway, username: str, password: str) -> int:
-    """Log in through the form (its CSRF cookie and token); the answer's status."""
-    gw.http.cookies.clear()
-    form = gw.http.get("/console/login")
-    token = _CSRF.search(form.text)
-    assert token is not None
-    answer = gw.http.post(
-        "/console/login",
-        data={"csrf_token": token.group(1), "username": username, "password": password},
-        follow_redirects=False,
-    )
-    return answer.status_code
+    return console_log_in(gw, username, password)
 
 
 def _rows(page: str) -> list[str]:

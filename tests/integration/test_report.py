@@ -29,12 +29,11 @@ from gateway.demo.licences import _entries as demo_licence_entries
 from gateway.demo.licences import demo_cases
 from gateway.demo.population import companies, people
 from gateway.sdk import GatewayProblem
-from tests.inprocess import InProcessGateway, in_process_gateway
+from tests.inprocess import InProcessGateway, console_log_in, in_process_gateway
 from tests.support import ROOT, gateway_command
 
 OFFICER, OFFICER_PASSWORD = "officer-qian", "Audit-Desk-2026!"
 ADMIN, ADMIN_PASSWORD = "admin-li", "Admin-Desk-2026!"
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def _quarter_now() -> str:
@@ -392,16 +391,7 @@ def test_verify_refuses_what_is_not_a_report(quarter: Quarter) -> None:
 
 
 def _log_in(gw: InProcessGateway, username: str, password: str) -> None:
-    gw.http.cookies.clear()
-    form = gw.http.get("/console/login")
-    token = _CSRF.search(form.text)
-    assert token is not None
-    answer = gw.http.post(
-        "/console/login",
-        data={"csrf_token": token.group(1), "username": username, "password": password},
-        follow_redirects=False,
-    )
-    assert answer.status_code == 303
+    assert console_log_in(gw, username, password) == 303
 
 
 @pytest.mark.parametrize(
