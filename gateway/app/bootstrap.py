@@ -10,9 +10,11 @@ Running it again changes nothing that exists; it is safe to run before every sta
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.core import sm2
 from gateway.core.policy import load_policy_set
 from gateway.demo.licences import ensure_demo_licences
 from gateway.demo.sources import build_demo_sources
@@ -23,7 +25,9 @@ from gateway.settings import Settings
 from gateway.storage import migrations
 from gateway.storage.database import create_database_engine
 
-__all__ = ["DEMO_KEY_ALGORITHMS", "InitReport", "initialise"]
+__all__ = ["DEMO_KEY_ALGORITHMS", "InitReport", "demo_algorithm", "initialise"]
+
+log = logging.getLogger(__name__)
 
 #: The demo departments sign with a mix of the allowed algorithms (ES256 for the others):
 #: 区税务局's systems sign with SM2 (国密), as a department assessed under GM/T 0054 would.
@@ -33,6 +37,16 @@ DEMO_KEY_ALGORITHMS = {
     "civil-affairs": "EdDSA",
     "tax": "SM2",
 }
+
+
+def demo_algorithm(department: str) -> str:
+    """The demo department's key algorithm; SM2 only where the system's libcrypto has it
+    (Red Hat's builds leave it out): the demo then runs in ES256, and says so."""
+    alg = DEMO_KEY_ALGORITHMS.get(department, "ES256")
+    if alg == "SM2" and not sm2.available():
+        log.warning("no SM2 in this system's libcrypto: demo department %s signs ES256", department)
+        return "ES256"
+    return alg
 
 
 @dataclass
@@ -64,9 +78,7 @@ def initialise(settings: Settings, *, demo: bool = True) -> InitReport:
         keystore.ensure_audit_hmac_key(keys_dir)
     if demo:
         for dep_id in policy.departments:
-            keystore.ensure_department_key(
-                keys_dir, dep_id, alg=DEMO_KEY_ALGORITHMS.get(dep_id, "ES256")
-            )
+            keystore.ensure_department_key(keys_dir, dep_id, alg=demo_algorithm(dep_id))
     engine = create_database_engine(
         settings.effective_database_url, busy_timeout_ms=settings.db_busy_timeout_ms
     )

@@ -48,6 +48,7 @@ __all__ = [
     "SM2KeyError",
     "SM2PrivateKey",
     "SM2PublicKey",
+    "available",
     "generate_private_key",
     "hmac_sm3",
     "hmac_sm3_matches",
@@ -173,6 +174,15 @@ def _libcrypto() -> _LibCrypto:
                     ["SM2 needs the system's OpenSSL 3 libcrypto (libcrypto.so.3)"]
                 )
     return _lib
+
+
+def available() -> bool:
+    """Whether this system's libcrypto can do SM2 (for what may fall back, like the demo)."""
+    try:
+        _libcrypto()
+    except ConfigurationError:
+        return False
+    return True
 
 
 def _probe(lib: _LibCrypto) -> None:

@@ -45,6 +45,7 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
+from gateway.core import sm2
 from gateway.core.algorithms import SigningKey
 from gateway.core.identifiers import LICENCE_ROOT, LicenceId, licence_check_character
 from gateway.core.licences import (
@@ -624,7 +625,9 @@ def _ensure_seals(
         owner = issuers.get(spec.owner)
         if owner is None:
             continue
-        jwk = keystore.ensure_seal_key(keys_dir, spec.seal_id, alg=spec.alg)
+        # An SM2 seal only where the system's libcrypto has SM2; else the demo seals ES256.
+        alg = spec.alg if spec.alg != "SM2" or sm2.available() else "ES256"
+        jwk = keystore.ensure_seal_key(keys_dir, spec.seal_id, alg=alg)
         if registry.by_id(spec.seal_id) is not None:
             continue
         seal = Seal(
@@ -634,7 +637,7 @@ def _ensure_seals(
             owner=owner.id,
             owner_uscc=owner.uscc,
             jwk=jwk,
-            alg=spec.alg,
+            alg=alg,
             valid_from=valid_from,
             valid_until=valid_until,
         )

@@ -137,3 +137,17 @@ def test_hostile_jwks_are_refused_with_a_value_error_only(jwk: dict[str, Any], a
         public_key_from_jwk(jwk, alg=alg)
     with contextlib.suppress(ValueError):
         SigningKey.from_jwk({**jwk, "d": jwk.get("d", "AA")})
+
+
+def test_the_demo_signs_es256_where_the_systems_libcrypto_has_no_sm2(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Red Hat's OpenSSL builds leave SM2 out: `make run` must still come up there.
+    from gateway.app.bootstrap import demo_algorithm
+    from gateway.core import sm2
+
+    assert sm2.available()  # this machine's libcrypto has SM2 ...
+    assert demo_algorithm("tax") == "SM2"
+    monkeypatch.setattr(sm2, "available", lambda: False)  # ... one without it
+    assert demo_algorithm("tax") == "ES256"
+    assert demo_algorithm("hrss") == "EdDSA"  # the others are unaffected
