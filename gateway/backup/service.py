@@ -787,11 +787,18 @@ def _key_warnings(settings: Settings, manifest: Manifest) -> list[str]:
     present = set(load_private_keys(keys_dir)) if (keys_dir / "gateway").is_dir() else set()
     for key in _signing_keys(settings):
         if key.kid not in present:
+            # An SM2 key's private half is a JWK file; an ES256 one's a PEM (or, for the
+            # first key of a gateway, the signing.private.pem it was adopted from).
+            kept = (
+                f"{key.kid}.private.jwk.json"
+                if key.alg == "SM2"
+                else f"{key.kid}.private.pem (or the signing.private.pem)"
+            )
             warnings.append(
-                f"the {key.status} gateway signing key {key.kid} has no private half under"
-                f" {keys_dir / 'gateway'}: put back the {key.kid}.private.pem (or the"
-                " signing.private.pem) you kept — until then the gateway signs nothing and"
-                " answers 503; what it signed before still verifies with its JWKS"
+                f"the {key.status} {key.alg} gateway signing key {key.kid} has no private half"
+                f" under {keys_dir / 'gateway'}: put back the {kept} you kept — until then the"
+                f" gateway signs nothing with it and answers 503 for what it would sign; what"
+                " it signed before still verifies with its JWKS"
             )
     del manifest  # the key set in the restored database says which keys sign, not the file
     if not settings.audit_hmac_key and not (keys_dir / "audit-hmac.key").is_file():

@@ -350,7 +350,10 @@ def test_without_secrets_no_private_key_is_in_any_file_and_the_kept_keys_restore
     bare = original.new_target(tmp_path / "bare")
     done = gateway_command("restore", str(directory), env=bare)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "WARNING: the active gateway signing key" in done.stderr
+    # Both of the key set's active keys, each with the file its private half is kept in.
+    assert "WARNING: the active ES256 gateway signing key" in done.stderr
+    assert "WARNING: the active SM2 gateway signing key" in done.stderr
+    assert ".private.jwk.json you kept" in done.stderr  # the SM2 key's file
     assert "has no private half" in done.stderr
     assert "WARNING: there is no audit HMAC key" in done.stderr
     assert not Path(bare["GATEWAY_KEYS_DIR"]).exists()
@@ -362,7 +365,7 @@ def test_without_secrets_no_private_key_is_in_any_file_and_the_kept_keys_restore
     ensure_gateway_key(Path(other["GATEWAY_KEYS_DIR"]))
     done = gateway_command("restore", str(directory), env=other)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "WARNING: the active gateway signing key" in done.stderr
+    assert "WARNING: the active ES256 gateway signing key" in done.stderr
     verified = gateway_command("audit", "verify", env=other)
     assert verified.returncode == 0, verified.stdout
 
