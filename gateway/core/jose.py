@@ -31,6 +31,7 @@ __all__ = [
     "CompactJWS",
     "JoseError",
     "JoseHeader",
+    "claims_of",
     "parse_compact",
     "verify",
 ]
@@ -136,6 +137,17 @@ def parse_compact(token: bytes | str, *, allowed_members: Collection[str]) -> Co
         signing_input=parts[0] + b"." + parts[1],
         signature=_segment(parts[2]),
     )
+
+
+def claims_of(jws: CompactJWS) -> dict[str, Any] | None:
+    """The payload of ``jws`` as a JSON object, decoded strictly
+    (:func:`gateway.core.wire.decode_json`: no ``NaN``, no lone surrogates, bounded depth), or
+    None if it is not one. Nothing is verified here: the caller checks the signature."""
+    try:
+        claims = decode_json(jws.payload, what="claims")
+    except WireError:
+        return None
+    return claims if isinstance(claims, dict) else None
 
 
 def _header_reason(message: str) -> str:

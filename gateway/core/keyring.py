@@ -33,7 +33,7 @@ from gateway.core.algorithms import (
     public_key_from_jwk,
     sign_compact,
 )
-from gateway.core.jose import CompactJWS, JoseError, parse_compact
+from gateway.core.jose import CompactJWS, JoseError, claims_of, parse_compact
 from gateway.core.jose import verify as verify_signature
 from gateway.errors import ConfigurationError, StoreUnavailable
 
@@ -264,12 +264,9 @@ def verify_gateway_jws(
         raise GatewayKeyRefused(f"not a gateway JWS ({exc.reason})") from None
     if typ is not None and jws.header.typ != typ:
         raise GatewayKeyRefused(f"typ must be {typ}")
-    try:
-        claims = msgspec.json.decode(jws.payload)
-    except (msgspec.DecodeError, UnicodeError, RecursionError):
-        raise GatewayKeyRefused("claims are not JSON") from None
-    if not isinstance(claims, dict):
-        raise GatewayKeyRefused("claims must be a JSON object")
+    claims = claims_of(jws)
+    if claims is None:
+        raise GatewayKeyRefused("claims are not a strict JSON object")
     jwk = gateway_key_for(jwks, kid=jws.header.kid, iat=claims.get("iat"))
     try:
         alg, key = gateway_public_key(jwk)

@@ -30,7 +30,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from gateway.core.jose import JoseError, parse_compact
+from gateway.core.jose import JoseError, claims_of, parse_compact
 from gateway.core.jose import verify as verify_signature
 from gateway.core.keyring import gateway_public_key
 from gateway.core.protocol import TokenType
@@ -232,17 +232,14 @@ def verify_gateway_claims(
     # The key's algorithm (ES256 or SM2), never the header's choice.
     if not verify_signature(jws, alg=alg, key=key):
         raise StatusListRejected("signature does not verify with the gateway key")
-    header, payload = jws.header, jws.payload
+    header = jws.header
     if header.typ != typ:
         raise StatusListRejected(f"typ must be {typ}")
     if "kid" in gateway_jwk and header.kid != gateway_jwk["kid"]:
         raise StatusListRejected("kid is not the gateway key's")
-    try:
-        claims = msgspec.json.decode(payload)
-    except msgspec.DecodeError:
-        raise StatusListRejected("claims are not JSON") from None
-    if not isinstance(claims, dict):
-        raise StatusListRejected("claims must be a JSON object")
+    claims = claims_of(jws)
+    if claims is None:
+        raise StatusListRejected("claims are not a strict JSON object")
     if claims.get("iss") != issuer:
         raise StatusListRejected("issued by someone else")
     iat, exp = claims.get("iat"), claims.get("exp")

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from gateway.audit.tree import leaf_bytes
 from gateway.audit.verify import ENTRY_PAGE, stored_entries, stored_leaves
 from gateway.core import merkle
-from gateway.core.jose import JoseError, parse_compact
+from gateway.core.jose import JoseError, claims_of, parse_compact
 from gateway.core.keyring import GatewayKeyRefused, verify_gateway_jws
 from gateway.core.policy import PolicySet
 from gateway.core.protocol import TokenType
@@ -159,11 +159,10 @@ def _unverified_iat(token: str) -> object:
     """The ``iat`` a stored checkpoint says (not verified here: the report's verification
     checks the token)."""
     try:
-        payload = parse_compact(token, allowed_members={"alg", "kid", "typ"}).payload
-        claims = msgspec.json.decode(payload)
-    except (JoseError, msgspec.DecodeError, UnicodeError):
+        claims = claims_of(parse_compact(token, allowed_members={"alg", "kid", "typ"}))
+    except JoseError:
         return None
-    return claims.get("iat") if isinstance(claims, dict) else None
+    return claims.get("iat") if claims is not None else None
 
 
 class ReportService:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from gateway.core.jose import JoseError, parse_compact
+from gateway.core.jose import JoseError, claims_of, parse_compact
 from gateway.core.jose import verify as verify_signature
 from gateway.core.keyring import GatewayKeyRefused, PublicKey, gateway_key_for, gateway_public_key
 from gateway.core.licences import Check, Verdict
@@ -206,12 +206,9 @@ def verify_answer(
     key = jwks.get(kid)
     if not verify_signature(jws, alg=key.algorithm, key=key.key):
         raise AnswerRejected("answer does not verify: signature")
-    try:
-        claims = msgspec.json.decode(jws.payload)
-    except (msgspec.DecodeError, UnicodeError, RecursionError):
-        raise AnswerRejected("answer does not verify: claims are not JSON") from None
-    if not isinstance(claims, dict):
-        raise AnswerRejected("answer does not verify: claims are not an object")
+    claims = claims_of(jws)
+    if claims is None:
+        raise AnswerRejected("answer does not verify: claims are not a strict JSON object")
     missing = [name for name in _REQUIRED_CLAIMS if name not in claims]
     if missing:
         raise AnswerRejected(f"answer does not verify: no {', '.join(missing)}")

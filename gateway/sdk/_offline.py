@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import msgspec
 
-from gateway.core.jose import JoseError, parse_compact
+from gateway.core.jose import JoseError, claims_of, parse_compact
 from gateway.core.keyring import GatewayKeyRefused, gateway_key_for
 from gateway.core.licences import STATUS_MESSAGES, Verification, verify_sealed
 from gateway.core.seals import SealRegistry, registry_from_snapshot
@@ -27,11 +26,11 @@ def sealed_status_list_id(sealed: str) -> str | None:
     licence; None if the document does not name one (verification then says ``not-found``).
     """
     try:
-        payload = parse_compact(sealed, allowed_members={"alg", "kid", "typ"}).payload
-        status = msgspec.json.decode(payload).get("status")
-        list_id = status.get("list_id") if isinstance(status, dict) else None
-    except (JoseError, msgspec.DecodeError, UnicodeError, AttributeError):
+        claims = claims_of(parse_compact(sealed, allowed_members={"alg", "kid", "typ"}))
+    except JoseError:
         return None
+    status = claims.get("status") if claims is not None else None
+    list_id = status.get("list_id") if isinstance(status, dict) else None
     return list_id if isinstance(list_id, str) else None
 
 
@@ -74,11 +73,8 @@ def _unverified(token: str) -> tuple[object, object, object]:
         jws = parse_compact(token, allowed_members={"alg", "kid", "typ"})
     except JoseError as exc:
         raise StatusListRejected(f"not a gateway JWS: {exc.reason}") from None
-    try:
-        claims = msgspec.json.decode(jws.payload)
-    except (msgspec.DecodeError, UnicodeError, RecursionError):
-        claims = None
-    if not isinstance(claims, dict):
+    claims = claims_of(jws)
+    if claims is None:
         return jws.header.kid, None, None
     return jws.header.kid, claims.get("iat"), claims.get("exp")
 

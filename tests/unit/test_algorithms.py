@@ -24,7 +24,7 @@ from gateway.core.algorithms import (
     public_key_from_jwk,
     sign_compact,
 )
-from gateway.core.jose import parse_compact
+from gateway.core.jose import claims_of, parse_compact
 from gateway.core.jose import verify as verify_signature
 from gateway.errors import ConfigurationError
 
@@ -151,3 +151,25 @@ def test_the_demo_signs_es256_where_the_systems_libcrypto_has_no_sm2(
     monkeypatch.setattr(sm2, "available", lambda: False)  # ... one without it
     assert demo_algorithm("tax") == "ES256"
     assert demo_algorithm("hrss") == "EdDSA"  # the others are unaffected
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"iat": NaN}',
+        b'{"iat": Infinity}',
+        b'{"iss": "\\ud800"}',
+        b"[" * 5000 + b"]" * 5000,
+        b'["not", "an", "object"]',
+        b"\xff\xfe",
+        b"",
+    ],
+    ids=["nan", "infinity", "lone-surrogate", "deep", "array", "not-utf8", "empty"],
+)
+def test_a_gateway_jws_whose_claims_are_not_a_strict_object_reads_as_none(payload: bytes) -> None:
+    # What the SDK, the offline verifier, the witness and the report read before a
+    # signature says anything: never an exception, never a half-parsed value.
+    token = SigningKey.generate("ES256").sign(payload, headers={"typ": "yiwang-x+jwt"})
+    assert claims_of(parse_compact(token, allowed_members=_MEMBERS)) is None
+    good = SigningKey.generate("ES256").sign(b'{"iat": 1}', headers={"typ": "yiwang-x+jwt"})
+    assert claims_of(parse_compact(good, allowed_members=_MEMBERS)) == {"iat": 1}
