@@ -294,6 +294,8 @@ class _SigningState:
     active: Mapping[str, _ActiveKey]
     keys: tuple[GatewayKey, ...]
     jwks: dict[str, Any]
+    #: Every key of the set parsed once per swap: what this gateway checks its own JWSs with.
+    public_keys: Mapping[str, tuple[str, PublicKey]]
 
 
 class GatewaySigner:
@@ -354,7 +356,10 @@ class GatewaySigner:
                     raise ConfigurationError([f"the private key filed as {key.kid} is another key"])
             active[key.alg] = _ActiveKey(key.kid, dict(key.public_jwk), private)
         return _SigningState(
-            active=active, keys=tuple(keys), jwks={"keys": [k.published() for k in keys]}
+            active=active,
+            keys=tuple(keys),
+            jwks={"keys": [k.published() for k in keys]},
+            public_keys={k.kid: _parsed(k) for k in keys},
         )
 
     def use(self, keys: Sequence[GatewayKey], private_keys: Mapping[str, PrivateKey]) -> None:
@@ -444,10 +449,19 @@ class GatewaySigner:
     def verification_key(self, *, kid: object, iat: object) -> tuple[str, PublicKey] | None:
         """The algorithm and public key of the gateway's own key ``kid`` if the key set
         vouches for a JWS of that ``kid`` signed at ``iat`` (see :func:`gateway_key_for`)."""
+        state = self._state
         try:
-            return gateway_public_key(gateway_key_for(self._state.jwks, kid=kid, iat=iat))
-        except (GatewayKeyRefused, ValueError):
+            jwk = gateway_key_for(state.jwks, kid=kid, iat=iat)
+        except GatewayKeyRefused:
             return None
+        return state.public_keys.get(jwk["kid"])
+
+
+def _parsed(key: GatewayKey) -> tuple[str, PublicKey]:
+    try:
+        return gateway_public_key(key.public_jwk)
+    except ValueError as exc:
+        raise ConfigurationError([f"gateway key {key.kid} in the key set: {exc}"]) from None
 
 
 def _check_gateway_key(private_key: object) -> str:
