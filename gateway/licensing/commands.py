@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
-import os
 import sys
 import urllib.parse
 from pathlib import Path
@@ -37,6 +36,7 @@ from gateway.core.licences import (
     Verdict,
 )
 from gateway.errors import ConfigurationError, Error, InvalidIdentifier
+from gateway.registry.keystore import write_secret
 from gateway.sdk import (
     GatewayProblem,
     OfflineVerifier,
@@ -438,11 +438,10 @@ def _new_seal_key(keys_dir: Path, seal_id: str, alg: str) -> Path:
     path = keys_dir / "seals" / f"{seal_id}.private.jwk.json"
     if path.exists():
         return path
-    jwk = SigningKey.generate(alg).private_jwk()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(jwk, indent=2) + "\n")
+    # Owner-only, never over an existing file: the keystore's one writer of secrets.
+    write_secret(
+        path, (json.dumps(SigningKey.generate(alg).private_jwk(), indent=2) + "\n").encode()
+    )
     return path
 
 

@@ -54,6 +54,15 @@ LOOKUP: dict[str, Any] = {
     "reason": "国密核验",
     "operator": "tax-clerk-9",
 }
+#: An ES256 department's lookup (区政务服务中心, 企业变更登记).
+CENTRE_LOOKUP: dict[str, Any] = {
+    "resource": "enterprise-registration",
+    "subject": ("uscc", COMPANY.uscc),
+    "fields": ["name"],
+    "item": "000201002000",
+    "reason": "企业变更登记",
+    "operator": "clerk-017",
+}
 _DOC = ROOT / "docs" / "sm2.md"
 needs_openssl = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("openssl", "xxd", "basenc")),
@@ -284,15 +293,7 @@ def test_with_sm2_answers_every_document_is_sm2_and_verifies(
 ) -> None:
     gw = sm2_gw
     with gw.client("service-centre") as centre:  # an ES256 department: SM2 all the same
-        answer = centre.lookup(
-            resource="enterprise-registration",
-            subject=("uscc", COMPANY.uscc),
-            fields=["name"],
-            item="000201002000",
-            case="SM2-DOC-0001",
-            reason="企业变更登记",
-            operator="clerk-017",
-        )
+        answer = centre.lookup(case="SM2-DOC-0001", **CENTRE_LOOKUP)
     assert _alg(answer.token) == "SM2"
     registry = gw.http.get("/v1/seals/registry").text
     assert _alg(registry) == "SM2"
@@ -343,15 +344,7 @@ def test_an_sm2_document_refused_when_the_jwks_does_not_vouch_for_it(
         )
     cache = JwksCache(http=sm2_gw.http, url=sm2_gw.url + "/.well-known/jwks.json")
     with sm2_gw.client("service-centre") as centre:
-        token = centre.lookup_token(
-            resource="enterprise-registration",
-            subject=("uscc", COMPANY.uscc),
-            fields=["name"],
-            item="000201002000",
-            case="SM2-DOC-0002",
-            reason="企业变更登记",
-            operator="clerk-017",
-        )
+        token = centre.lookup_token(case="SM2-DOC-0002", **CENTRE_LOOKUP)
         answer = centre.send_lookup(token)
     # The answer is for service-centre, not for anyone else.
     with pytest.raises(AnswerRejected):
@@ -371,15 +364,7 @@ def test_a_department_registers_and_uses_an_sm2_key(gw: InProcessGateway) -> Non
         while gw.runtime.exchanges.verifier.keyring.get(new_key.key_id) is None:
             assert time.monotonic() < deadline, "the key watcher did not load the new key"
             time.sleep(0.05)
-        answer = centre.lookup(
-            resource="enterprise-registration",
-            subject=("uscc", COMPANY.uscc),
-            fields=["name"],
-            item="000201002000",
-            case="SM2-KEY-0001",
-            reason="企业变更登记",
-            operator="clerk-017",
-        )
+        answer = centre.lookup(case="SM2-KEY-0001", **CENTRE_LOOKUP)
     assert _alg(answer.token) == "SM2"  # it signs with SM2 now: so is its answer
     entry = gw.audit_entry(answer.audit_index)
     assert entry["department"] == "service-centre"
