@@ -64,8 +64,6 @@ __all__ = [
 #: Asymmetric algorithms a department's key (request or seal) may use: ES256, EdDSA and SM2
 #: (国密, docs/sm2.md). Never ``none``, never HS*.
 ALLOWED_ALGORITHMS = ALGORITHMS
-#: What a department's registered key may be.
-DepartmentPublicKey = PublicKey
 
 
 class KeyStatus(enum.StrEnum):
@@ -84,7 +82,7 @@ class DepartmentKey:
     department: str
     alg: str
     status: KeyStatus
-    public_key: DepartmentPublicKey
+    public_key: PublicKey
     jwk: Mapping[str, Any]
 
     @classmethod

@@ -30,7 +30,6 @@ import weakref
 from collections.abc import Mapping
 from typing import Any, Final
 
-import msgspec
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.asymmetric.utils import (
@@ -52,7 +51,6 @@ __all__ = [
     "generate_private_key",
     "hmac_sm3",
     "hmac_sm3_matches",
-    "sign_compact",
     "sm3",
     "thumbprint",
     "verify",
@@ -498,19 +496,6 @@ def _digest_verify(handle: _Handle, der: bytes, message: bytes) -> bool:
 
 
 # --- JWS ------------------------------------------------------------------------------------
-
-
-class _Header(msgspec.Struct, frozen=True, omit_defaults=True):
-    alg: str
-    kid: str
-    typ: str | None = None
-
-
-def sign_compact(payload: bytes, *, key: SM2PrivateKey, typ: str | None) -> str:
-    """A compact JWS of ``payload`` with ``alg: "SM2"`` and the key's ``kid`` (and ``typ``)."""
-    header = msgspec.json.encode(_Header(alg=ALGORITHM, kid=key.kid, typ=typ))
-    signing_input = _b64url(header) + "." + _b64url(payload)
-    return signing_input + "." + _b64url(key.sign(signing_input.encode("ascii")))
 
 
 def verify(jws: CompactJWS, *, key: SM2PublicKey) -> bool:

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from gmalglib.sm2 import SM2 as GmalglibSM2
 
 from gateway.core import sm2
+from gateway.core.algorithms import sign_compact
 from gateway.core.jose import parse_compact
 from tests.unit.test_sm2 import (
     VECTOR_D,
@@ -126,7 +127,9 @@ def test_the_machines_openssl_is_version_3() -> None:
 @needs_openssl
 def test_a_jws_signed_here_verifies_with_openssl_only_under_the_user_id(tmp_path: Path) -> None:
     key = sm2.generate_private_key()
-    token = sm2.sign_compact(b'{"iss":"dept"}', key=key, typ="yiwang-lookup+jwt")
+    token = sign_compact(
+        b'{"iss":"dept"}', key=key, alg="SM2", headers={"kid": key.kid, "typ": "yiwang-lookup+jwt"}
+    )
     jws = parse_compact(token, allowed_members={"alg", "kid", "typ"})
     assert openssl_verifies(
         tmp_path, key.public_key, jws.signature, jws.signing_input, distid="1234567812345678"
@@ -324,7 +327,12 @@ def test_the_documented_verifying_recipe_checks_a_token_signed_here(tmp_path: Pa
     key = sm2.generate_private_key()
     signer = tmp_path / "signer.pub.jwk"
     signer.write_text(json.dumps(key.public_key.jwk(), separators=(",", ":")))
-    token = sm2.sign_compact(b'{"iss":"gateway"}', key=key, typ="yiwang-answer+jwt")
+    token = sign_compact(
+        b'{"iss":"gateway"}',
+        key=key,
+        alg="SM2",
+        headers={"kid": key.kid, "typ": "yiwang-answer+jwt"},
+    )
     (tmp_path / "token").write_text(token + "\n")
     done = run_block("sm2-verify", tmp_path)
     assert (done.returncode, done.stdout.strip()) == (0, "Verified OK"), done.stderr

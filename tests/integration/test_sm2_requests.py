@@ -18,6 +18,7 @@ import msgspec
 import pytest
 
 from gateway.core import sm2
+from gateway.core.algorithms import sign_compact
 from gateway.core.protocol import TokenType
 from gateway.demo.population import companies
 from gateway.registry.store import sync_registry
@@ -68,7 +69,12 @@ def claims(gw: InProcessGateway, **changes: Any) -> dict[str, Any]:
 
 
 def signed(key: sm2.SM2PrivateKey, body: dict[str, Any]) -> str:
-    return sm2.sign_compact(msgspec.json.encode(body), key=key, typ=TokenType.LOOKUP)
+    return sign_compact(
+        msgspec.json.encode(body),
+        key=key,
+        alg="SM2",
+        headers={"kid": key.kid, "typ": TokenType.LOOKUP},
+    )
 
 
 def post(gw: InProcessGateway, token: str | bytes) -> httpx.Response:
