@@ -639,7 +639,7 @@ def print_floor(
     if verifications is not None:
         rows += [
             ("verification: licence record read", primitives["licence_read"]),
-            ("verification: seal signature check (raw)", primitives["seal_verify"]),
+            ("verification: seal signature check (raw, mix average)", primitives["seal_verify"]),
         ]
     for label, value in rows:
         print(f"  {label:<50}{float(value):>9.1f}")

@@ -16,8 +16,10 @@ rounds (CPU time, not wall time, so other work on the machine does not count):
   the request path awaits it;
 - ``source``: one read through the catalogued source adapter of each resource of the mix
   (the subjects cycling over the demo population);
-- ``licence_read`` and ``seal_verify``: a verification's record read (the licence store) and
-  the raw check of its sealed licence's signature;
+- ``licence_read`` and ``seal_verify``: a verification's record read (the licence store's
+  one-statement read of the record and the registry's revision) and the raw check of its
+  sealed licence's signature, averaged over the licences the benchmark verifies (their
+  seals' algorithms in the same mix);
 - ``audit``: the amortised durable audit write — entries appended by ``--concurrency``
   requests at once through :class:`~gateway.audit.GroupCommitAuditLog` (group commit, WAL,
   ``synchronous=FULL``) into a copy of the gateway's database, CPU of the whole process
@@ -261,16 +263,25 @@ def _licence_us(database: Path) -> tuple[float, float]:
         if not ids:
             return float("nan"), float("nan")
         cycle = itertools.cycle(ids)
-        read = _median_us(lambda: store.get(next(cycle)), 1000)
-        record = store.get(ids[0])
-        assert record is not None
-        head, payload, sig = record.sealed.split(".")
-        header = json.loads(_b64(head))
-        alg, jwk = seal_keys[header["kid"]]
-        key = public_key_from_jwk(json.loads(jwk), alg=alg)
-        verify = _raw_verifier(key, alg, f"{head}.{payload}".encode(), _b64(sig))
-        verify()
-        return read, _median_us(verify, 2000)
+        # The read a verification makes: the registry's revision and the record, one statement.
+        read = _median_us(lambda: store.get_with_revision(next(cycle)), 1000)
+        # The raw seal check of every licence the benchmark verifies (round-robin over these
+        # same licences), averaged: a third of the demo's are sealed with SM2.
+        by_kid: dict[str, float] = {}
+        checks = []
+        for licence_id in ids:
+            record = store.get(licence_id)
+            assert record is not None
+            head, payload, sig = record.sealed.split(".")
+            kid = json.loads(_b64(head))["kid"]
+            if kid not in by_kid:
+                alg, jwk = seal_keys[kid]
+                key = public_key_from_jwk(json.loads(jwk), alg=alg)
+                verify = _raw_verifier(key, alg, f"{head}.{payload}".encode(), _b64(sig))
+                verify()
+                by_kid[kid] = _median_us(verify, 500)
+            checks.append(by_kid[kid])
+        return read, statistics.fmean(checks)
     finally:
         engine.dispose()
 

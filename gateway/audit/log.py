@@ -10,7 +10,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ from gateway.core.policy import DISTRICT_TZ
 from gateway.core.protocol import AuditEvent
 from gateway.errors import PolicyDenied, StoreUnavailable
 from gateway.storage.inserts import insert_many
+from gateway.storage.prepared import PreparedSelect
 from gateway.storage.schema import audit_entries
 from gateway.telemetry.context import current_request
 
@@ -75,6 +76,10 @@ _STOP = object()
 
 #: Advisory lock key of the audit sequencer ("yiwang" in ASCII, fits a bigint).
 _SEQUENCER_LOCK_ID = 0x796977616E67
+#: The writer's SQLite page cache (KiB): the log's indexes at 10⁶ entries fit in it.
+_WRITER_CACHE_KIB = 65536
+_TAKE_SEQUENCER_LOCK = PreparedSelect(sa.select(sa.func.pg_advisory_xact_lock(_SEQUENCER_LOCK_ID)))
+_LAST_INDEX = PreparedSelect(sa.select(sa.func.max(audit_entries.c.idx)))
 #: Event of the entry that corrects an earlier one whose answer was never handed over.
 WITHHELD_EVENT = AuditEvent.ANSWER_WITHHELD
 #: How often the writer forgets used tokens that expired and quota days that are over.
@@ -141,6 +146,7 @@ class GroupCommitAuditLog:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards every waiter's state
         self._tree = Sequencer()  # used by the writer thread only
+        self._connection: sa.Connection | None = None  # the writer thread's own
         # Entries of a failed commit that may have been durable after all: (index, entry).
         self._in_doubt: list[tuple[int, AuditEntry]] = []
         self._withheld: list[tuple[int, AuditEntry]] = []  # committed, answer not delivered
@@ -215,6 +221,47 @@ class GroupCommitAuditLog:
         return await asyncio.to_thread(_ping)
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._drop_connection(lost=False)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """A transaction on the writer's own connection, opened once and kept.
+
+        Kept because SQLite discards a connection's page cache whenever another connection
+        wrote: a connection from the pool, each batch another, started every batch cold and
+        read the indexes' pages again from the file (the sequencer's ``max(idx)`` and the
+        inserts into random-key indexes were most of the writer's time at 10⁵ entries). The
+        writer's own connection is the only one that writes, so its cache stays warm, and it
+        gets a larger one. Any failure drops it: the next batch opens a fresh one.
+        """
+        conn = self._connection
+        if conn is None:
+            conn = self._engine.connect()
+            if conn.dialect.name == "sqlite":
+                conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+                    f"PRAGMA cache_size=-{_WRITER_CACHE_KIB}"
+                )
+            self._connection = conn
+        try:
+            with conn.begin():
+                yield conn
+        except BaseException:
+            self._drop_connection(lost=True)
+            raise
+
+    def _drop_connection(self, *, lost: bool) -> None:
+        conn, self._connection = self._connection, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            if lost:  # after a failure, not back to the pool: its state is unknown
+                conn.invalidate()
+            conn.close()
+
+    def _serve(self) -> None:
         stopping = False
         while not stopping:
             try:
@@ -305,7 +352,7 @@ class GroupCommitAuditLog:
         Everything that does not need the lock is prepared before it; ``attempt`` is filled
         just before the commit, so that a commit that fails can be checked for later.
         """
-        with self._engine.begin() as conn:
+        with self._transaction() as conn:
             first = self._sequence(conn)
             gate(conn, batch)
             rows = [p.entry.as_row() for p in batch]
@@ -350,7 +397,7 @@ class GroupCommitAuditLog:
             self._next_purge = now + _PURGE_SECONDS
             oldest = dt.datetime.fromtimestamp(now, DISTRICT_TZ).date() - dt.timedelta(days=2)
             try:
-                with self._engine.begin() as conn:
+                with self._transaction() as conn:
                     purge(conn, now=now, oldest_day=oldest.isoformat())
             except SQLAlchemyError as exc:
                 log.warning("could not purge expired promises: %s", exc)
@@ -418,6 +465,6 @@ class GroupCommitAuditLog:
         and with it the lock, so the other gateways go on.
         """
         if conn.dialect.name == "postgresql":
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SEQUENCER_LOCK_ID)))
-        last = conn.execute(sa.select(sa.func.max(audit_entries.c.idx))).scalar()
+            _TAKE_SEQUENCER_LOCK.all(conn)
+        last = _LAST_INDEX.scalar(conn)
         return int(last or 0) + 1

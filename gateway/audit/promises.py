@@ -33,6 +33,7 @@ from gateway.cache.protocol import DurableState, QuotaClaim
 from gateway.core.policy import ReasonCode
 from gateway.errors import Error, PolicyDenied, Replayed
 from gateway.storage.inserts import insert_many
+from gateway.storage.prepared import PreparedSelect
 from gateway.storage.schema import closed_cases, quota_subjects, used_tokens
 
 __all__ = ["CURRENT_CLAIM", "Pending", "TokenClaim", "durable_state", "gate", "purge"]
@@ -94,22 +95,30 @@ def _refuse(p: Pending, code: str, error: Error, detail: str) -> None:
 
 # Both columns of each table's primary key are constrained, so that the database answers from
 # the key (a jti or a case number alone would scan the table, which grows with the log).
-_OWNERS = sa.select(used_tokens.c.department, used_tokens.c.jti, used_tokens.c.claimed_by).where(
-    used_tokens.c.department.in_(sa.bindparam("departments", expanding=True)),
-    used_tokens.c.jti.in_(sa.bindparam("jtis", expanding=True)),
+_OWNERS = PreparedSelect(
+    sa.select(used_tokens.c.department, used_tokens.c.jti, used_tokens.c.claimed_by).where(
+        used_tokens.c.department.in_(sa.bindparam("departments", expanding=True)),
+        used_tokens.c.jti.in_(sa.bindparam("jtis", expanding=True)),
+    )
 )
-_CLOSED = sa.select(closed_cases.c.department, closed_cases.c.case_number).where(
-    closed_cases.c.department.in_(sa.bindparam("departments", expanding=True)),
-    closed_cases.c.case_number.in_(sa.bindparam("cases", expanding=True)),
+_CLOSED = PreparedSelect(
+    sa.select(closed_cases.c.department, closed_cases.c.case_number).where(
+        closed_cases.c.department.in_(sa.bindparam("departments", expanding=True)),
+        closed_cases.c.case_number.in_(sa.bindparam("cases", expanding=True)),
+    )
 )
-_COUNTED = sa.select(quota_subjects.c.subject_hmac).where(
-    quota_subjects.c.grant_id == sa.bindparam("grant_id"),
-    quota_subjects.c.day == sa.bindparam("day"),
-    quota_subjects.c.subject_hmac.in_(sa.bindparam("subjects", expanding=True)),
+_COUNTED = PreparedSelect(
+    sa.select(quota_subjects.c.subject_hmac).where(
+        quota_subjects.c.grant_id == sa.bindparam("grant_id"),
+        quota_subjects.c.day == sa.bindparam("day"),
+        quota_subjects.c.subject_hmac.in_(sa.bindparam("subjects", expanding=True)),
+    )
 )
-_COUNT = sa.select(sa.func.count()).where(
-    quota_subjects.c.grant_id == sa.bindparam("grant_id"),
-    quota_subjects.c.day == sa.bindparam("day"),
+_COUNT = PreparedSelect(
+    sa.select(sa.func.count()).where(
+        quota_subjects.c.grant_id == sa.bindparam("grant_id"),
+        quota_subjects.c.day == sa.bindparam("day"),
+    )
 )
 
 
@@ -142,7 +151,7 @@ def _single_use(conn: sa.Connection, batch: Sequence[Pending]) -> None:
         "departments": sorted({d for d, _ in firsts}),
         "jtis": sorted({j for _, j in firsts}),
     }
-    owners = {(d, j): n for d, j, n in conn.execute(_OWNERS, asked) if (d, j) in firsts}
+    owners = {(d, j): n for d, j, n in _OWNERS.all(conn, **asked) if (d, j) in firsts}
     for p in batch:
         c = p.claim
         if c is not None and owners.get((c.department, c.jti)) != c.nonce:
@@ -162,9 +171,10 @@ def _closed_cases(conn: sa.Connection, batch: Sequence[Pending]) -> None:
         return
     closed = {
         (d, k)
-        for d, k in conn.execute(
-            _CLOSED,
-            {"departments": sorted({d for d, _ in asked}), "cases": sorted({k for _, k in asked})},
+        for d, k in _CLOSED.all(
+            conn,
+            departments=sorted({d for d, _ in asked}),
+            cases=sorted({k for _, k in asked}),
         )
         if (d, k) in asked
     }
@@ -203,10 +213,10 @@ def _quotas(conn: sa.Connection, batch: Sequence[Pending]) -> None:
     sizes: dict[tuple[str, str], int] = {}
     for (grant_id, day), subjects in pairs.items():
         keys = {"grant_id": grant_id, "day": day}
-        seen[(grant_id, day)] = set(
-            conn.execute(_COUNTED, {**keys, "subjects": sorted(subjects)}).scalars()
-        )
-        sizes[(grant_id, day)] = int(conn.execute(_COUNT, keys).scalar_one())
+        seen[(grant_id, day)] = {
+            row[0] for row in _COUNTED.all(conn, **keys, subjects=sorted(subjects))
+        }
+        sizes[(grant_id, day)] = int(_COUNT.scalar(conn, **keys))
     new: list[dict[str, str]] = []
     for p in counted:
         claim = p.quota
@@ -228,7 +238,7 @@ def _quotas(conn: sa.Connection, batch: Sequence[Pending]) -> None:
         sizes[key] += 1
         new.append({"grant_id": claim.grant_id, "day": claim.day, "subject_hmac": claim.subject})
     if new:
-        conn.execute(sa.insert(quota_subjects), new)
+        insert_many(conn, quota_subjects, new)
 
 
 def durable_state(

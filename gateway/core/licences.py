@@ -156,9 +156,28 @@ class LicenceContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, om
     status: StatusRef | None = None
 
 
+#: msgspec's JSON with sorted keys is RFC 8785's for what a licence holds — strings (both
+#: escape exactly ", \\ and control characters, the same way: checked for every code point),
+#: whole numbers within ±(2⁵³ − 1) (plain digits in both), truth values, dates as ISO text — but for
+#: the order of keys: RFC 8785 sorts by UTF-16 code units, msgspec by code points, which
+#: differ only between a character beyond U+FFFF (a surrogate pair in UTF-16) and one from
+#: U+E000 to U+FFFF (fullwidth forms like "（" are there). Content with a key holding a
+#: character beyond U+FFFF takes rfc8785.
+_SORTED_JSON = msgspec.json.Encoder(order="sorted")
+_UTF16_ORDER_DIFFERS_FROM = "\U00010000"
+#: rfc8785 refuses whole numbers beyond ±(2⁵³ − 1): those contents are not canonical JSON.
+_RFC8785_INT_LIMIT = 2**53 - 1
+
+
 def canonical_bytes(content: LicenceContent) -> bytes:
     """The RFC 8785 canonical JSON of ``content``: exactly the bytes a seal signs."""
-    return rfc8785.dumps(msgspec.to_builtins(content))
+    for key, value in content.type_fields.items():
+        if max(key, default="") >= _UTF16_ORDER_DIFFERS_FROM or (
+            type(value) is int and not -_RFC8785_INT_LIMIT <= value <= _RFC8785_INT_LIMIT
+        ):
+            # rfc8785 orders such keys as UTF-16 does, and refuses such numbers.
+            return rfc8785.dumps(msgspec.to_builtins(content))
+    return _SORTED_JSON.encode(content)
 
 
 def content_digest(content: LicenceContent) -> bytes:
@@ -222,8 +241,9 @@ def _header(jws: str) -> tuple[CompactJWS, str]:
     return compact, header.kid
 
 
-def _signed_payload(compact: CompactJWS, seal: Seal, registry: SealRegistry) -> bytes:
-    key = registry.public_key(SealRegistry.kid_of(seal))
+def _signed_payload(compact: CompactJWS, kid: str, seal: Seal, registry: SealRegistry) -> bytes:
+    """The payload if the signature verifies with the key of ``seal``, found by ``kid``."""
+    key = registry.public_key(kid)  # the registry's own key of that kid: parsed once
     if key is None:
         raise SignatureInvalid("licence", f"seal {seal.seal_id} has no registered key")
     # The seal, not the header, says which algorithm its key uses.
@@ -307,7 +327,7 @@ def check_issuance(
         raise SealRefused("licence.kid", "names no registered seal")
     if seal.owner != sender_department or seal.owner_uscc != sender_uscc:
         raise SealRefused("licence.kid", f"seal {seal.seal_id} belongs to another department")
-    content = _content(_signed_payload(compact, seal, registry))
+    content = _content(_signed_payload(compact, kid, seal, registry))
     _shape(content)
     _identifier(content)
     if content.issuer_uscc != sender_uscc:
@@ -548,7 +568,7 @@ def _run_sealed(run: _Run, jws: str, registry: SealRegistry, now: dt.datetime) -
         raise run.fail("seal-known", Verdict.FORGED, "no registered seal has this key")
     run.passed("seal-known", seal.seal_id)
     try:
-        payload = _signed_payload(compact, seal, registry)
+        payload = _signed_payload(compact, kid, seal, registry)
     except SignatureInvalid as exc:
         raise run.fail("signature", Verdict.FORGED, exc.reason) from None
     run.passed("signature")

@@ -432,7 +432,7 @@ class LicensingService:
             received.audit.case_number = request.purpose.case
             received.audit.reason = request.purpose.reason
             when = dt.datetime.fromtimestamp(now, dt.UTC)
-            verification = await asyncio.to_thread(self._verification, request, when)
+            verification = await self._verify_now(request, when)
             claims, audit = self._receipt_parts(request, verification, when)
             return Done(claims, audit=audit)
 
@@ -513,7 +513,7 @@ class LicensingService:
             policy_version=self._policy.current.version,
             request_hash=hashlib.sha256(value.strip().encode()).hexdigest(),
         )
-        verification = await asyncio.to_thread(self._verification, request, when)
+        verification = await self._verify_now(request, when)
         claims, audit = self._receipt_parts(request, verification, when)
         ex = self._exchanges
         index = await ex.audit.append(
@@ -611,9 +611,16 @@ class LicensingService:
             return None
         return claims
 
+    async def _verify_now(self, request: VerificationRequest, now: dt.datetime) -> Verification:
+        # A local SQLite file answers its one read (~30 µs) faster than a hand-off to a worker
+        # thread costs; a server database's round trip must not hold the event loop.
+        if self._store.local:
+            return self._verification(request, now)
+        return await asyncio.to_thread(self._verification, request, now)
+
     def _verification(self, request: VerificationRequest, now: dt.datetime) -> Verification:
-        """Read what the input names (with the registry's revision, in one round trip) and
-        verify it. Runs in a worker thread."""
+        """Read what the input names (with the registry's revision, in one statement) and
+        verify it."""
         given = request.input
         if given.kind == "licence_id":
             licence_id: str | None = given.value

@@ -41,6 +41,7 @@ from gateway.core.seals import (
 )
 from gateway.core.status_lists import MIN_ENTRIES, StatusList, StatusRef, allocate_status_entry
 from gateway.errors import Error, InvalidInput, StoreUnavailable
+from gateway.storage.prepared import PreparedSelect
 from gateway.storage.schema import (
     licence_events,
     licences,
@@ -101,6 +102,25 @@ class LicenceEvent:
     reason: str
 
 
+#: A verification's one read: the registry's revision, and the licence if there is one (the
+#: revision's table holds exactly one row, so the outer join always gives it).
+_REVISION_AND_LICENCE = PreparedSelect(
+    sa.select(
+        seal_registry_revision.c.revision,
+        licences.c.content,
+        licences.c.sealed,
+        licences.c.status,
+        licences.c.status_list,
+        licences.c.status_index,
+        licences.c.superseded_by,
+    ).select_from(
+        seal_registry_revision.outerjoin(
+            licences, licences.c.licence_id == sa.bindparam("licence_id", type_=sa.String())
+        )
+    )
+)
+
+
 class LicenceStore:
     """The licence registry of one database."""
 
@@ -108,6 +128,8 @@ class LicenceStore:
         self._engine = engine
         self._rng = rng
         self._postgres = engine.dialect.name == "postgresql"
+        #: Reads are from a local file (SQLite): short enough to run on the event loop.
+        self.local = engine.dialect.name == "sqlite"
 
     @contextmanager
     def _begin(self) -> Iterator[sa.Connection]:
@@ -649,19 +671,25 @@ class LicenceStore:
         return self._read(work)
 
     def get_with_revision(self, licence_id: str | None) -> tuple[int, LicenceRecord | None]:
-        """The seal registry's revision and the stored licence, in one round trip: what a
+        """The seal registry's revision and the stored licence, in one statement: what a
         verification reads (the registry itself only when the revision moved)."""
 
-        def work(conn: sa.Connection) -> tuple[int, LicenceRecord | None]:
-            revision = int(conn.execute(sa.select(seal_registry_revision.c.revision)).scalar_one())
-            if licence_id is None:
-                return revision, None
-            row = conn.execute(
-                sa.select(licences).where(licences.c.licence_id == licence_id)
-            ).first()
-            return revision, None if row is None else self._record(row)
-
-        return self._read(work)
+        try:
+            rows = _REVISION_AND_LICENCE.read(self._engine, licence_id=licence_id)
+        except SQLAlchemyError:
+            raise StoreUnavailable("database") from None
+        if not rows:  # the revision's one row is made by the migrations
+            raise StoreUnavailable("database")
+        revision, content, sealed, status, status_list, status_index, superseded_by = rows[0]
+        if content is None:
+            return int(revision), None
+        return int(revision), LicenceRecord(
+            content=msgspec.json.decode(content, type=LicenceContent),
+            sealed=sealed,
+            status=LicenceStatus(status),
+            status_ref=StatusRef(status_list, status_index),
+            superseded_by=superseded_by,
+        )
 
     def history(self, licence_id: str) -> list[LicenceEvent]:
         """Every status event of ``licence_id``, oldest first."""

@@ -6,7 +6,9 @@ path, where each group commit inserts an entry and two tree nodes per request, t
 third of the writer's CPU. :func:`insert_many` compiles the ``INSERT`` once per table,
 columns and dialect, applies only the bind processors the dialect has for those columns
 (SQLite's for dates and times, none on PostgreSQL for these types; bytes are passed as
-they are) and hands the driver plain tuples. The SQL, the values stored and the transaction
+they are) and hands the driver's own ``executemany`` plain tuples
+(:mod:`gateway.storage.prepared`: SQLAlchemy's execution context, too, cost more than the
+insert itself). The SQL, the values stored and the transaction
 are the same.
 """
 
@@ -18,6 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+
+from gateway.storage.prepared import execute_many
 
 __all__ = ["insert_many"]
 
@@ -100,4 +104,4 @@ def insert_many(
         params.append(got)
     if not compiled.positional:  # named paramstyle (psycopg's pyformat): mappings
         params = [dict(zip(compiled.order, got, strict=True)) for got in params]
-    conn.exec_driver_sql(compiled.sql, params)
+    execute_many(conn, compiled.sql, params)

@@ -263,7 +263,7 @@ def test_the_durable_promises_are_read_by_their_keys_not_by_a_scan(engine: sa.En
         (_CLOSED, {"departments": ["tax", "hrss"], "cases": ["C-1"]}, "closed_cases"),
     ):
         with engine.connect() as conn:
-            bound = statement.params(**params)
+            bound = statement.statement.params(**params)
             compiled = bound.compile(conn, compile_kwargs={"literal_binds": True})
             plan = " | ".join(
                 str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")

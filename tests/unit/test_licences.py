@@ -7,7 +7,10 @@ from typing import Any
 
 import msgspec
 import pytest
+import rfc8785
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from joserfc import jws as jose_jws
 from joserfc.jwk import ECKey, OKPKey
 
@@ -504,3 +507,49 @@ def test_every_verdict_is_reachable() -> None:
         Verdict.MALFORMED,
     }
     assert reached == set(Verdict)
+
+
+# Keys of every kind: ASCII, CJK, private use (U+E000…, where UTF-16 and code-point order
+# part), astral (stored as surrogate pairs in UTF-16), and characters JSON escapes.
+_KEY_CHARS = st.one_of(
+    st.sampled_from(["a", "B", "经", "营", "\ue000", "\uffef", "\U0001f600", "\U00020000"]),
+    st.characters(exclude_categories=["Cs"]),
+)
+_FIELD_VALUES = st.one_of(
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=12),
+    st.integers(min_value=-(2**53), max_value=2**53),
+    st.sampled_from([2**53, -(2**53), 2**53 - 1]),
+    st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.dictionaries(st.text(_KEY_CHARS, min_size=1, max_size=4), _FIELD_VALUES, max_size=6),
+    holder_name=st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=8),
+    until=st.one_of(st.none(), st.dates()),
+    status=st.one_of(st.none(), st.builds(StatusRef, st.just(LIST_ID), st.integers(0, 2**20))),
+)
+def test_canonical_bytes_are_rfc8785_for_any_content(
+    fields: dict[str, Any], holder_name: str, until: dt.date | None, status: StatusRef | None
+) -> None:
+    # The oracle is the rfc8785 library on the plain JSON value: the fast encoder must give
+    # exactly its bytes (the bytes a seal signs), whichever path it takes.
+    content = make_content(
+        type_fields=fields, holder_name=holder_name, valid_until=until, status=status
+    )
+    try:
+        expected = rfc8785.dumps(msgspec.to_builtins(content))
+    except rfc8785.CanonicalizationError:  # ±2⁵³: no canonical form, refused either way
+        with pytest.raises(rfc8785.CanonicalizationError):
+            canonical_bytes(content)
+        return
+    assert canonical_bytes(content) == expected
+
+
+def test_keys_whose_utf16_order_differs_are_sorted_as_rfc8785_sorts_them() -> None:
+    # Code points put U+E000 before U+1F600; UTF-16 (D83D DE00) puts the emoji first.
+    content = make_content(type_fields={"\ue000": "a", "\U0001f600": "b"})
+    raw = canonical_bytes(content)
+    assert raw.index("\U0001f600".encode()) < raw.index("\ue000".encode())
+    assert raw == rfc8785.dumps(msgspec.to_builtins(content))
