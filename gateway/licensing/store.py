@@ -102,23 +102,36 @@ class LicenceEvent:
     reason: str
 
 
+#: What a stored licence is made of (:func:`_record_of`), in this order.
+_RECORD_COLUMNS = (
+    licences.c.content,
+    licences.c.sealed,
+    licences.c.status,
+    licences.c.status_list,
+    licences.c.status_index,
+    licences.c.superseded_by,
+)
 #: A verification's one read: the registry's revision, and the licence if there is one (the
 #: revision's table holds exactly one row, so the outer join always gives it).
 _REVISION_AND_LICENCE = PreparedSelect(
-    sa.select(
-        seal_registry_revision.c.revision,
-        licences.c.content,
-        licences.c.sealed,
-        licences.c.status,
-        licences.c.status_list,
-        licences.c.status_index,
-        licences.c.superseded_by,
-    ).select_from(
+    sa.select(seal_registry_revision.c.revision, *_RECORD_COLUMNS).select_from(
         seal_registry_revision.outerjoin(
             licences, licences.c.licence_id == sa.bindparam("licence_id", type_=sa.String())
         )
     )
 )
+
+
+def _record_of(columns: Sequence[Any]) -> LicenceRecord:
+    """A stored licence from the values of :data:`_RECORD_COLUMNS`."""
+    content, sealed, status, status_list, status_index, superseded_by = columns
+    return LicenceRecord(
+        content=msgspec.json.decode(content, type=LicenceContent),
+        sealed=sealed,
+        status=LicenceStatus(status),
+        status_ref=StatusRef(status_list, status_index),
+        superseded_by=superseded_by,
+    )
 
 
 class LicenceStore:
@@ -631,13 +644,7 @@ class LicenceStore:
 
     @staticmethod
     def _record(row: Any) -> LicenceRecord:
-        return LicenceRecord(
-            content=msgspec.json.decode(row.content, type=LicenceContent),
-            sealed=row.sealed,
-            status=LicenceStatus(row.status),
-            status_ref=StatusRef(row.status_list, row.status_index),
-            superseded_by=row.superseded_by,
-        )
+        return _record_of([row._mapping[column] for column in _RECORD_COLUMNS])
 
     def get(self, licence_id: str) -> LicenceRecord | None:
         """The stored licence ``licence_id``, or None."""
@@ -680,16 +687,8 @@ class LicenceStore:
             raise StoreUnavailable("database") from None
         if not rows:  # the revision's one row is made by the migrations
             raise StoreUnavailable("database")
-        revision, content, sealed, status, status_list, status_index, superseded_by = rows[0]
-        if content is None:
-            return int(revision), None
-        return int(revision), LicenceRecord(
-            content=msgspec.json.decode(content, type=LicenceContent),
-            sealed=sealed,
-            status=LicenceStatus(status),
-            status_ref=StatusRef(status_list, status_index),
-            superseded_by=superseded_by,
-        )
+        revision, *record = rows[0]
+        return int(revision), None if record[0] is None else _record_of(record)
 
     def history(self, licence_id: str) -> list[LicenceEvent]:
         """Every status event of ``licence_id``, oldest first."""
