@@ -93,6 +93,7 @@ class TokenSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 class AuditSettings(msgspec.Struct, frozen=True, kw_only=True):
     batch_max: int
+    linger_seconds: float  # the longest a commit waits for more entries under load
     timeout_seconds: float
     commit_grace_seconds: float
     checkpoint_seconds: float  # the longest an entry stays outside a signed checkpoint
@@ -170,6 +171,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     seal_registry_ttl_seconds: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = 86400
     source_deadline_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
     audit_batch_max: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 512
+    # Under load the writer waits up to this long after an entry for more to join its commit
+    # (0: never); an entry that comes alone is written at once (gateway.audit.log).
+    audit_linger_ms: Annotated[float, msgspec.Meta(ge=0, le=50)] = 1.0
     audit_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
     db_busy_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=60000)] = 3000
     db_idle_in_transaction_ms: Annotated[int, msgspec.Meta(ge=500, le=60000)] = 2000
@@ -281,6 +285,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     def audit(self) -> AuditSettings:
         return AuditSettings(
             batch_max=self.audit_batch_max,
+            linger_seconds=self.audit_linger_ms / 1000,
             timeout_seconds=self.audit_timeout_seconds,
             commit_grace_seconds=self.audit_commit_grace_seconds,
             checkpoint_seconds=self.audit_checkpoint_seconds,

@@ -19,6 +19,12 @@ same log is filled in bulk (entries with their Merkle tree, ``gateway.audit.bulk
 size in turn, and at each the writer appends ``--count`` plain entries in group commits of
 ``--batch`` (64), ``--concurrency`` at once; it prints wall and CPU µs per entry at each size
 and the ratio to the first.
+
+``--processes 1,2,4`` measures instead the sequencer's ceiling across processes (the server
+setup: several gateway workers or hosts on one PostgreSQL): that many processes, each with
+its own writer, append ``--count`` entries of admitted requests each (``--concurrency`` at once
+per process) to one log, started together; it prints the entries made durable per second by
+all of them, and checks that the log came out total and gap-free.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import multiprocessing
 import os
 import platform
 import tempfile
@@ -34,6 +41,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -127,6 +135,93 @@ async def _append_all(
             await log.append(entry)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def _sequencer_process(
+    *, url: str, count: int, concurrency: int, offset: int, start: Any, results: Any
+) -> None:
+    """One process of :func:`measure_processes`: its own writer, started at ``start``."""
+    engine = create_database_engine(url)
+    log = GroupCommitAuditLog(engine=engine, max_batch=512, timeout=60)
+    log.start()
+    try:
+        asyncio.run(_run(log, 50, concurrency, "claims"))  # connect and warm up, not timed
+        start.wait(timeout=120)
+        began, cpu = time.time(), time.process_time()
+        asyncio.run(_run_from(log, offset, count, concurrency))
+        results.put((began, time.time(), time.process_time() - cpu))
+    finally:
+        log.stop()
+        engine.dispose()
+
+
+async def _run_from(log: GroupCommitAuditLog, offset: int, count: int, concurrency: int) -> None:
+    queue = iter(range(offset, offset + count))
+
+    async def worker() -> None:
+        for i in queue:
+            await asyncio.create_task(_one(log, i, "claims"))
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def measure_processes(
+    url: str, processes: int, count: int, concurrency: int
+) -> tuple[float, float]:
+    """(entries/s made durable by all, CPU µs per entry) with ``processes`` sequencers."""
+    context = multiprocessing.get_context("spawn")
+    engine = create_database_engine(url)
+    migrations.upgrade(engine)
+    with engine.connect() as conn:
+        before = int(conn.execute(sa.text("SELECT count(*) FROM audit_entries")).scalar_one())
+    # Every process connects and warms up first; all start together at the barrier.
+    start, results = context.Barrier(processes + 1), context.Queue()
+    workers = [
+        context.Process(
+            target=_sequencer_process,
+            kwargs={
+                "url": url,
+                "count": count,
+                "concurrency": concurrency,
+                "offset": 10**7 * (n + 1),
+                "start": start,
+                "results": results,
+            },
+        )
+        for n in range(processes)
+    ]
+    for w in workers:
+        w.start()
+    start.wait(timeout=120)
+    spans = [results.get(timeout=600) for _ in workers]
+    for w in workers:
+        w.join(timeout=60)
+    with engine.connect() as conn:
+        total, lowest, highest = conn.execute(
+            sa.text("SELECT count(*), min(idx), max(idx) FROM audit_entries")
+        ).one()
+    engine.dispose()
+    made = processes * count
+    assert total == before + made + 50 * processes, (total, before, made)
+    assert (lowest, highest) == (1, total), "the log must be gap-free"
+    wall = max(end for _, end, _ in spans) - min(began for began, _, _ in spans)
+    return made / wall, sum(cpu for _, _, cpu in spans) / made * 1e6
+
+
+def _processes(args: argparse.Namespace, targets: list[tuple[str, str]]) -> None:
+    counts = sorted({int(n) for n in args.processes.split(",")})
+    for name, url in targets:
+        print(
+            f"\n{name}: {args.count} entries of admitted requests per process, "
+            f"{args.concurrency} at once in each"
+        )
+        print(f"{'processes':>10}{'entries/s':>11}{'CPU µs/entry':>14}{'× one':>8}")
+        first = None
+        for n in counts:
+            with _scratch(url) as scratch:
+                rate, cpu = measure_processes(scratch, n, args.count, args.concurrency)
+            first = first or rate
+            print(f"{n:>10}{rate:>11.0f}{cpu:>14.1f}{rate / first:>8.2f}", flush=True)
 
 
 def _thread_cpu(log: GroupCommitAuditLog) -> float:
@@ -235,6 +330,11 @@ def main() -> None:
         "--sizes",
         help="measure growth instead: comma-separated log sizes, e.g. 0,200000,1000000",
     )
+    parser.add_argument(
+        "--processes",
+        help="measure the sequencer across processes instead: comma-separated counts, "
+        "e.g. 1,2,4 (one log, every process appending at once)",
+    )
     parser.add_argument("--batch", type=int, default=64, help="group commit size (--sizes; 64)")
     parser.add_argument(
         "--dir", help="directory for the SQLite file (default: the system's temporary one)"
@@ -247,6 +347,9 @@ def main() -> None:
         targets = [("sqlite", f"sqlite:///{Path(tmp) / 'audit.sqlite3'}")]
         if args.postgres:
             targets.append(("postgresql", args.postgres))
+        if args.processes:
+            _processes(args, targets)
+            return
         if args.sizes:
             print(f"SQLite file in {tmp}")
             _growth(args, targets)

@@ -393,6 +393,7 @@ class GatewayRuntime:
         audit = GroupCommitAuditLog(
             engine=engine,
             max_batch=audit_settings.batch_max,
+            linger=audit_settings.linger_seconds,
             timeout=audit_settings.timeout_seconds,
             grace=audit_settings.commit_grace_seconds,
             on_commit=metrics.committed,

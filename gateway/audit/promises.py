@@ -129,11 +129,12 @@ def _single_use(conn: sa.Connection, batch: Sequence[Pending]) -> None:
             firsts.setdefault((p.claim.department, p.claim.jti), p.claim)
     if not firsts:
         return
-    # Claim them all (a key claimed before stays its first claimer's), then read who owns
-    # each by primary key: this request if its claim landed now or in an earlier entry of
-    # it, another if the token was used before. Two plain statements, no RETURNING: the
-    # driver's executemany and one indexed read.
-    insert_many(
+    # Claim them all (a key claimed before stays its first claimer's). When every claim
+    # landed now, each key belongs to its first claimer in this batch; otherwise read who
+    # owns each by primary key: this request if its claim landed in an earlier entry of it,
+    # another if the token was used before. Plain statements, no RETURNING: the insert's row
+    # count and, only if some key was claimed already, one indexed read.
+    claimed = insert_many(
         conn,
         used_tokens,
         [
@@ -147,11 +148,15 @@ def _single_use(conn: sa.Connection, batch: Sequence[Pending]) -> None:
         ],
         ignore_duplicates=True,
     )
-    asked = {
-        "departments": sorted({d for d, _ in firsts}),
-        "jtis": sorted({j for _, j in firsts}),
-    }
-    owners = {(d, j): n for d, j, n in _OWNERS.all(conn, **asked) if (d, j) in firsts}
+    owners: dict[tuple[str, str], str]
+    if claimed == len(firsts):  # every key is now its first claimer's in this batch
+        owners = {key: c.nonce for key, c in firsts.items()}
+    else:
+        asked = {
+            "departments": sorted({d for d, _ in firsts}),
+            "jtis": sorted({j for _, j in firsts}),
+        }
+        owners = {(d, j): n for d, j, n in _OWNERS.all(conn, **asked) if (d, j) in firsts}
     for p in batch:
         c = p.claim
         if c is not None and owners.get((c.department, c.jti)) != c.nonce:

@@ -7,7 +7,6 @@ header, typ ``yiwang-audit-leaf+jwt``, claims ``operator`` and ``index``).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any
 
@@ -65,7 +64,7 @@ RequestToken = Annotated[
     responses=problems(404, 503),
 )
 async def checkpoint(transparency: NamedDependency[TransparencyLog]) -> Response[bytes]:
-    latest = await asyncio.to_thread(transparency.latest)
+    latest = await transparency.read(transparency.latest)
     if latest is None:
         return problem_response(404, "not-found", "No checkpoint yet", "the log is empty")
     return Response(
@@ -88,7 +87,7 @@ async def checkpoints(
     before: Annotated[int | None, QueryParameter(ge=1, le=MAX_INDEX)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
-    found = await asyncio.to_thread(transparency.checkpoints, before=before, limit=limit)
+    found = await transparency.read(transparency.checkpoints, before=before, limit=limit)
     return [c.as_json() for c in found]
 
 
@@ -104,7 +103,7 @@ async def inclusion_proof(
     index: Annotated[int, QueryParameter(ge=1, le=MAX_INDEX)],
     size: Annotated[int, QueryParameter(ge=1, le=MAX_INDEX)],
 ) -> dict[str, Any]:
-    return await asyncio.to_thread(transparency.inclusion, index, size)
+    return await transparency.read(transparency.inclusion, index, size)
 
 
 @get(
@@ -123,7 +122,7 @@ async def consistency_proof(
     old_size: Annotated[int, QueryParameter(name="from", ge=1, le=MAX_INDEX)],
     new_size: Annotated[int, QueryParameter(name="to", ge=1, le=MAX_INDEX)],
 ) -> dict[str, Any]:
-    return await asyncio.to_thread(transparency.consistency, old_size, new_size)
+    return await transparency.read(transparency.consistency, old_size, new_size)
 
 
 @get(

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from gateway.core import merkle
 from gateway.storage.inserts import insert_many
+from gateway.storage.prepared import PreparedSelect
 from gateway.storage.schema import audit_entries, merkle_nodes
 
 __all__ = ["LEAF_VERSION", "Sequencer", "StoredTree", "frontier_keys", "leaf_bytes", "tree_size"]
@@ -78,6 +79,39 @@ def leaf_bytes(row: Mapping[Any, Any]) -> bytes:
     return msgspec.json.encode(doc, order="sorted")
 
 
+#: The most nodes one query asks for (a proof of a tree of 2⁶³ leaves needs about 130).
+_MOST_NODES = 64
+_KEY = ((0, "level"), (1, "idx"))
+_NODE_QUERIES: dict[int, PreparedSelect] = {}
+
+
+def _nodes_query(terms: int) -> PreparedSelect:
+    """The nodes named by ``terms`` (a power of two) ``(level = ? AND idx = ?)`` terms.
+
+    An OR of key terms, because SQLite answers each from the primary key, where a row-value
+    ``IN`` list made it scan the whole table. Compiled once per number of terms and run on the
+    driver's cursor: built as Core expressions for each proof, the terms cost more than the
+    query, and more as the tree grew (a proof asks for about two nodes per level).
+    """
+    query = _NODE_QUERIES.get(terms)
+    if query is None:
+        condition = sa.or_(
+            *(
+                sa.and_(
+                    merkle_nodes.c.level == sa.bindparam(f"level{i}"),
+                    merkle_nodes.c.idx == sa.bindparam(f"idx{i}"),
+                )
+                for i in range(terms)
+            )
+        )
+        query = _NODE_QUERIES[terms] = PreparedSelect(
+            sa.select(merkle_nodes.c.level, merkle_nodes.c.idx, merkle_nodes.c.hash).where(
+                condition
+            )
+        )
+    return query
+
+
 class StoredTree:
     """The tree as stored, read through one connection; a :class:`merkle.NodeReader`.
 
@@ -94,21 +128,13 @@ class StoredTree:
         wanted = [k for k in keys if k not in self._cache]
         if not wanted:
             return
-        # OR of (level = ? AND idx = ?) terms: SQLite answers each from the primary key, where
-        # a row-value IN list made it scan the whole table.
-        condition = sa.or_(
-            *(
-                sa.and_(merkle_nodes.c.level == lvl, merkle_nodes.c.idx == idx)
-                for lvl, idx in wanted
-            )
-        )
-        rows = self._conn.execute(
-            sa.select(merkle_nodes.c.level, merkle_nodes.c.idx, merkle_nodes.c.hash).where(
-                condition
-            )
-        )
-        for level, index, value in rows:
-            self._cache[(int(level), int(index))] = bytes(value)
+        for start in range(0, len(wanted), _MOST_NODES):
+            chunk = wanted[start : start + _MOST_NODES]
+            terms = 1 << (len(chunk) - 1).bit_length()
+            chunk += [chunk[-1]] * (terms - len(chunk))  # a repeated term selects nothing new
+            values = {f"{name}{i}": key[j] for i, key in enumerate(chunk) for j, name in _KEY}
+            for level, index, value in _nodes_query(terms).all(self._conn, **values):
+                self._cache[(int(level), int(index))] = bytes(value)
 
     def seed(self, nodes: Mapping[tuple[int, int], bytes]) -> None:
         """Nodes known to be stored (a sequencer's memory of the last frontier)."""

@@ -26,14 +26,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-__all__ = ["PreparedSelect", "execute_many"]
+__all__ = ["PreparedSelect", "execute", "execute_many"]
 
 
 def _run(
-    conn: sa.Connection, sql: str, params: Any, *, many: bool = False
-) -> list[tuple[Any, ...]]:
-    """``sql`` on the driver's cursor of ``conn``; the rows it returned (none for ``many``)."""
-    return _on_driver(conn.dialect, conn.connection, conn.invalidate, sql, params, many=many)
+    conn: sa.Connection, sql: str, params: Any, *, many: bool = False, fetch: bool = True
+) -> tuple[list[tuple[Any, ...]], int]:
+    """``sql`` on the driver's cursor of ``conn``: the rows it returned (none unless
+    ``fetch``) and the driver's row count."""
+    return _on_driver(
+        conn.dialect, conn.connection, conn.invalidate, sql, params, many=many, fetch=fetch
+    )
 
 
 def _on_driver(
@@ -44,15 +47,17 @@ def _on_driver(
     params: Any,
     *,
     many: bool = False,
-) -> list[tuple[Any, ...]]:
+    fetch: bool = True,
+) -> tuple[list[tuple[Any, ...]], int]:
     try:
         cursor = dbapi_conn.cursor()
         try:
             if many:
                 cursor.executemany(sql, params)
-                return []
-            cursor.execute(sql, params)
-            return list(cursor.fetchall())
+            else:
+                cursor.execute(sql, params)
+            rows = list(cursor.fetchall()) if fetch and not many else []
+            return rows, cursor.rowcount
         finally:
             cursor.close()
     except dialect.loaded_dbapi.Error as exc:
@@ -70,9 +75,16 @@ def _on_driver(
         ) from exc
 
 
-def execute_many(conn: sa.Connection, sql: str, params: Sequence[Any]) -> None:
-    """One ``executemany`` of compiled ``sql`` inside ``conn``'s transaction."""
-    _run(conn, sql, params, many=True)
+def execute(conn: sa.Connection, sql: str, params: Sequence[Any]) -> int:
+    """One statement of compiled ``sql`` that returns no rows, inside ``conn``'s transaction;
+    the rows it changed (the driver's ``rowcount``)."""
+    return _run(conn, sql, params, fetch=False)[1]
+
+
+def execute_many(conn: sa.Connection, sql: str, params: Sequence[Any]) -> int:
+    """One ``executemany`` of compiled ``sql`` inside ``conn``'s transaction; the rows it
+    changed in all (the driver's ``rowcount``)."""
+    return _run(conn, sql, params, many=True)[1]
 
 
 class _Slot:
@@ -188,7 +200,7 @@ class PreparedSelect:
     def all(self, conn: sa.Connection, **values: Any) -> list[tuple[Any, ...]]:
         """Every row, as the driver's tuples, read inside ``conn``'s transaction (if any)."""
         layout, bound = self._for(conn.dialect).layout(values)
-        return _run(conn, layout.sql, layout.params(bound))
+        return _run(conn, layout.sql, layout.params(bound))[0]
 
     def read(self, engine: sa.Engine, **values: Any) -> list[tuple[Any, ...]]:
         """Every row, read on a connection of ``engine``'s pool outside any transaction of
@@ -198,7 +210,7 @@ class PreparedSelect:
         try:
             return _on_driver(
                 engine.dialect, dbapi_conn, dbapi_conn.invalidate, layout.sql, layout.params(bound)
-            )
+            )[0]
         finally:
             dbapi_conn.close()  # back to the pool, which ends the driver's transaction
 

@@ -7,6 +7,7 @@ convert are refused, and driver errors arrive as SQLAlchemy's."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,3 +159,73 @@ def test_a_one_statement_read_on_the_pool_gives_the_same_rows(engine: sa.Engine)
         PreparedSelect(sa.select(missing.c.x)).read(engine)
     # The pool's connection went back usable after the failure.
     assert prepared.read(engine, owners=["tax"], names=["n1"]) == [("tax", "n1", (1 * 7 + 0) % 23)]
+
+
+# --- insert_many: multi-row statements on SQLite, executemany elsewhere --------------------
+
+batch_rows = sa.Table(
+    "batch_rows",
+    metadata,
+    sa.Column("owner", sa.String(16), primary_key=True),
+    sa.Column("serial", sa.Integer(), primary_key=True),
+    sa.Column("label", sa.Text(), nullable=True),
+    sa.Column("blob", sa.LargeBinary(), nullable=True),
+    sa.Column("made_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+
+def _batch_row(owner: str, serial: int) -> dict[str, object]:
+    return {
+        "owner": owner,
+        "serial": serial,
+        "label": None if serial % 5 == 0 else f"第{serial}号 ‘证照’",
+        "blob": serial.to_bytes(3, "big") if serial % 2 else None,
+        "made_at": dt.datetime(2026, 12, 1, 8, serial % 60, tzinfo=dt.UTC) if serial % 3 else None,
+    }
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    stored=st.sets(st.integers(0, 700), max_size=40),
+    sent=st.lists(st.integers(0, 700), max_size=600, unique=True),
+)
+def test_insert_many_stores_what_one_insert_per_row_stores(
+    engine: sa.Engine, stored: set[int], sent: list[int]
+) -> None:
+    """Any number of rows (across the powers of two and the 256-row statements): the table
+    holds what one ``INSERT`` per row would have left, and the count is of new rows only."""
+    owner, oracle = f"o{len(sent)}-{len(stored)}", f"x{len(sent)}-{len(stored)}"
+
+    def stored_rows(conn: sa.Connection, who: str) -> list[tuple[object, ...]]:
+        query = sa.select(batch_rows).where(batch_rows.c.owner == who).order_by("serial")
+        return [tuple(r)[1:] for r in conn.execute(query)]
+
+    with engine.connect() as conn, conn.begin() as txn:
+        for serial in sorted(stored):
+            conn.execute(sa.insert(batch_rows), _batch_row(owner, serial))
+        for serial in sorted(stored | set(sent)):  # the oracle: one INSERT per row
+            conn.execute(sa.insert(batch_rows), _batch_row(oracle, serial))
+        inserted = insert_many(
+            conn, batch_rows, [_batch_row(owner, s) for s in sent], ignore_duplicates=True
+        )
+        got, expected = stored_rows(conn, owner), stored_rows(conn, oracle)
+        txn.rollback()
+    assert inserted == len(set(sent) - stored)
+    assert got == expected
+    assert [r[0] for r in got] == sorted(stored | set(sent))
+
+
+def test_insert_many_without_ignoring_duplicates_fails_whole(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        with conn.begin():
+            conn.execute(sa.delete(batch_rows).where(batch_rows.c.owner == "dup"))
+            insert_many(conn, batch_rows, [_batch_row("dup", 3)])
+        rows = [_batch_row("dup", s) for s in range(300)]  # 256 + 32 + 8 + 4: 3 is in the first
+        with pytest.raises(sa.exc.IntegrityError), conn.begin():
+            insert_many(conn, batch_rows, rows)
+        count = conn.execute(
+            sa.select(sa.func.count()).where(batch_rows.c.owner == "dup")
+        ).scalar_one()
+    assert count == 1

@@ -1,0 +1,119 @@
+"""The writer's adaptive group commit (``linger``) on real SQLite and PostgreSQL: entries that
+come close together share commits, an entry that comes alone is written at once, and either
+way every entry is durable, in order and gap-free."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome
+from gateway.storage import migrations
+from gateway.storage.database import create_database_engine
+from gateway.storage.schema import audit_entries
+from tests.support import postgres_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    with (
+        postgres_database()
+        if request.param == "postgresql"
+        else contextlib.nullcontext(f"sqlite:///{tmp_path / 'g.sqlite3'}")
+    ) as url:
+        e = create_database_engine(url, busy_timeout_ms=2000)
+        migrations.upgrade(e)
+        try:
+            yield e
+        finally:
+            e.dispose()
+
+
+def _entry(i: int) -> AuditEntry:
+    return AuditEntry(
+        at=dt.datetime.now(dt.UTC),
+        event="lookup:record:released",
+        decision=Outcome.ALLOWED,
+        department=f"dept-{i % 3}",
+        detail=str(i),
+    )
+
+
+async def _spaced(log: GroupCommitAuditLog, count: int, gap: float) -> list[int]:
+    """``count`` appends started ``gap`` seconds apart, each in its own task (a request)."""
+    tasks = []
+    for i in range(count):
+        tasks.append(asyncio.create_task(log.append(_entry(i))))
+        await asyncio.sleep(gap)
+    return list(await asyncio.gather(*tasks))
+
+
+def _stored(engine: sa.Engine) -> list[tuple[int, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(audit_entries.c.idx, audit_entries.c.detail).order_by(audit_entries.c.idx)
+        ).all()
+    return [(int(idx), str(detail)) for idx, detail in rows]
+
+
+def test_entries_that_come_close_together_share_commits(engine: sa.Engine) -> None:
+    # 20 entries 5 ms apart, a linger of 50 ms: once the writer has seen two gaps that short,
+    # each commit waits for the entries of the next 50 ms (about ten) instead of taking one.
+    log = GroupCommitAuditLog(engine=engine, linger=0.05, timeout=30)
+    log.start()
+    try:
+        indexes = asyncio.run(_spaced(log, 20, 0.005))
+    finally:
+        log.stop()
+    assert log.lingered >= 1
+    assert log.batches_committed <= 6, log.batches_committed  # 1 + 1 + two of about ten
+    assert indexes == sorted(indexes) == list(range(indexes[0], indexes[0] + 20))
+    assert [detail for _, detail in _stored(engine)] == [str(i) for i in range(20)]
+
+
+def test_an_entry_that_comes_alone_is_written_at_once(engine: sa.Engine) -> None:
+    # Entries 60 ms apart with a linger of 10 ms: never "under load" (four lingers apart or
+    # more), so no commit waits.
+    log = GroupCommitAuditLog(engine=engine, linger=0.01, timeout=30)
+    log.start()
+    try:
+        indexes = asyncio.run(_spaced(log, 6, 0.06))
+    finally:
+        log.stop()
+    assert log.lingered == 0
+    assert log.batches_committed == 6
+    assert [idx for idx, _ in _stored(engine)] == indexes
+
+
+def test_the_first_entry_after_a_pause_does_not_wait(engine: sa.Engine) -> None:
+    # A burst teaches the writer that entries come close together; after a pause longer than
+    # four lingers, the next entry is written at once all the same.
+    log = GroupCommitAuditLog(engine=engine, linger=0.02, timeout=30)
+    log.start()
+    try:
+        asyncio.run(_spaced(log, 12, 0.002))
+        lingered = log.lingered
+        asyncio.run(asyncio.sleep(0.2))
+        asyncio.run(log.append(_entry(99)))
+    finally:
+        log.stop()
+    assert lingered >= 1
+    assert log.lingered == lingered
+    assert len(_stored(engine)) == 13
+
+
+def test_no_linger_is_the_plain_group_commit(engine: sa.Engine) -> None:
+    log = GroupCommitAuditLog(engine=engine, timeout=30)
+    log.start()
+    try:
+        indexes = asyncio.run(_spaced(log, 10, 0.001))
+    finally:
+        log.stop()
+    assert log.lingered == 0
+    assert [idx for idx, _ in _stored(engine)] == indexes
