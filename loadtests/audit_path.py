@@ -211,6 +211,8 @@ def measure_processes(
 def _processes(args: argparse.Namespace, targets: list[tuple[str, str]]) -> None:
     counts = sorted({int(n) for n in args.processes.split(",")})
     for name, url in targets:
+        if name == "sqlite":  # the embedded setup runs one process by design
+            continue
         print(
             f"\n{name}: {args.count} entries of admitted requests per process, "
             f"{args.concurrency} at once in each"
@@ -348,6 +350,8 @@ def main() -> None:
         if args.postgres:
             targets.append(("postgresql", args.postgres))
         if args.processes:
+            if not args.postgres:
+                parser.error("--processes measures the server setup: give --postgres URL")
             _processes(args, targets)
             return
         if args.sizes:
