@@ -8,17 +8,37 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import settings
 
 from gateway.app.bootstrap import initialise
 from gateway.settings import load_settings
+from gateway.storage import migrations
+from gateway.storage.database import create_database_engine
 from tests.cluster import RedisCluster, private_redis_cluster
 from tests.inprocess import InProcessGateway, in_process_gateway
-from tests.support import GatewayProcess, copy_policies, running_gateway
+from tests.support import GatewayProcess, copy_policies, postgres_database, running_gateway
 
 # ``pytest --hypothesis-profile=fuzz`` runs the property tests 50 times longer (outside the
 # suite: the closing notes report what such runs tried and found).
 settings.register_profile("fuzz", max_examples=5_000, deadline=None)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    """A migrated gateway database on real SQLite, then on real PostgreSQL (a scratch
+    database of the local server), for tests that drive the audit writer directly."""
+    if request.param == "sqlite":
+        e = create_database_engine(f"sqlite:///{tmp_path / 'g.sqlite3'}", busy_timeout_ms=2000)
+        migrations.upgrade(e)
+        yield e
+        e.dispose()
+        return
+    with postgres_database() as url:
+        e = create_database_engine(url, busy_timeout_ms=2000)
+        migrations.upgrade(e)
+        yield e
+        e.dispose()
 
 
 @pytest.fixture

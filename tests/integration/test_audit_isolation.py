@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,25 +23,7 @@ from gateway.audit.verify import verify_log
 from gateway.cache.protocol import QuotaClaim
 from gateway.core.keyring import GatewaySigner
 from gateway.errors import Error, PolicyDenied, Replayed, StoreUnavailable
-from gateway.storage import migrations
-from gateway.storage.database import create_database_engine
 from gateway.storage.schema import closed_cases
-from tests.support import postgres_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        e = create_database_engine(f"sqlite:///{tmp_path / 'g.sqlite3'}", busy_timeout_ms=2000)
-        migrations.upgrade(e)
-        yield e
-        e.dispose()
-        return
-    with postgres_database() as url:
-        e = create_database_engine(url, busy_timeout_ms=2000)
-        migrations.upgrade(e)
-        yield e
-        e.dispose()
 
 
 def honest(i: int) -> AuditEntry:
@@ -88,10 +68,10 @@ def test_the_entry_normalises_what_a_sender_put_in_it() -> None:
 
 
 @pytest.mark.parametrize("bad", ["\ud800", "a\x00b"])
-def test_an_unstorable_entry_fails_alone(engine: sa.Engine, bad: str) -> None:
-    if bad == "a\x00b" and engine.dialect.name == "sqlite":
+def test_an_unstorable_entry_fails_alone(audit_engine: sa.Engine, bad: str) -> None:
+    if bad == "a\x00b" and audit_engine.dialect.name == "sqlite":
         pytest.skip("SQLite stores NUL; only PostgreSQL refuses it")
-    log = GroupCommitAuditLog(engine=engine, max_batch=128)
+    log = GroupCommitAuditLog(engine=audit_engine, max_batch=128)
     log.start()
 
     async def run() -> list[int | BaseException]:
@@ -108,7 +88,7 @@ def test_an_unstorable_entry_fails_alone(engine: sa.Engine, bad: str) -> None:
     failed = results[25]
     assert isinstance(failed, StoreUnavailable)
     assert failed.audit_index is not None
-    with engine.connect() as conn:
+    with audit_engine.connect() as conn:
         rows = conn.execute(
             sa.text("SELECT idx, department, reason_code, decision FROM audit_entries ORDER BY idx")
         ).all()
@@ -121,7 +101,7 @@ def test_an_unstorable_entry_fails_alone(engine: sa.Engine, bad: str) -> None:
         "refused",
     )
     signer = GatewaySigner(private_key=ec.generate_private_key(ec.SECP256R1()), issuer="g")
-    report = verify_log(engine, gateway_jwk=signer.public_jwk, issuer="g")
+    report = verify_log(audit_engine, gateway_jwk=signer.public_jwk, issuer="g")
     assert report.ok, report
 
 
@@ -139,8 +119,8 @@ def _claimed(claim: TokenClaim, entry: AuditEntry, log: GroupCommitAuditLog, **k
     return run()
 
 
-def test_the_writer_keeps_single_use_closed_cases_and_quotas(engine: sa.Engine) -> None:
-    with engine.begin() as conn:
+def test_the_writer_keeps_single_use_closed_cases_and_quotas(audit_engine: sa.Engine) -> None:
+    with audit_engine.begin() as conn:
         conn.execute(
             closed_cases.insert().values(
                 department="dept-1",
@@ -150,7 +130,7 @@ def test_the_writer_keeps_single_use_closed_cases_and_quotas(engine: sa.Engine) 
                 reason="办结",
             )
         )
-    log = GroupCommitAuditLog(engine=engine, max_batch=128)
+    log = GroupCommitAuditLog(engine=audit_engine, max_batch=128)
     log.start()
 
     def claim(jti: str, nonce: str, case: str | None = None) -> TokenClaim:
@@ -189,7 +169,7 @@ def test_the_writer_keeps_single_use_closed_cases_and_quotas(engine: sa.Engine) 
     assert isinstance(results[7], PolicyDenied)
     assert results[7].reason_code == "quota-exhausted"
     assert isinstance(late, Replayed)
-    with engine.connect() as conn:
+    with audit_engine.connect() as conn:
         rows = {
             r.idx: r
             for r in conn.execute(

@@ -5,34 +5,12 @@ way every entry is durable, in order and gap-free."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome
-from gateway.storage import migrations
-from gateway.storage.database import create_database_engine
 from gateway.storage.schema import audit_entries
-from tests.support import postgres_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    with (
-        postgres_database()
-        if request.param == "postgresql"
-        else contextlib.nullcontext(f"sqlite:///{tmp_path / 'g.sqlite3'}")
-    ) as url:
-        e = create_database_engine(url, busy_timeout_ms=2000)
-        migrations.upgrade(e)
-        try:
-            yield e
-        finally:
-            e.dispose()
 
 
 def _entry(i: int) -> AuditEntry:
@@ -54,6 +32,15 @@ async def _spaced(log: GroupCommitAuditLog, count: int, gap: float) -> list[int]
     return list(await asyncio.gather(*tasks))
 
 
+def _appended(log: GroupCommitAuditLog, count: int, gap: float) -> list[int]:
+    """:func:`_spaced` on a started ``log``, stopped after."""
+    log.start()
+    try:
+        return asyncio.run(_spaced(log, count, gap))
+    finally:
+        log.stop()
+
+
 def _stored(engine: sa.Engine) -> list[tuple[int, str]]:
     with engine.connect() as conn:
         rows = conn.execute(
@@ -62,39 +49,31 @@ def _stored(engine: sa.Engine) -> list[tuple[int, str]]:
     return [(int(idx), str(detail)) for idx, detail in rows]
 
 
-def test_entries_that_come_close_together_share_commits(engine: sa.Engine) -> None:
+def test_entries_that_come_close_together_share_commits(audit_engine: sa.Engine) -> None:
     # 20 entries 5 ms apart, a linger of 50 ms: once the writer has seen two gaps that short,
     # each commit waits for the entries of the next 50 ms (about ten) instead of taking one.
-    log = GroupCommitAuditLog(engine=engine, linger=0.05, timeout=30)
-    log.start()
-    try:
-        indexes = asyncio.run(_spaced(log, 20, 0.005))
-    finally:
-        log.stop()
+    log = GroupCommitAuditLog(engine=audit_engine, linger=0.05, timeout=30)
+    indexes = _appended(log, 20, 0.005)
     assert log.lingered >= 1
     assert log.batches_committed <= 6, log.batches_committed  # 1 + 1 + two of about ten
     assert indexes == sorted(indexes) == list(range(indexes[0], indexes[0] + 20))
-    assert [detail for _, detail in _stored(engine)] == [str(i) for i in range(20)]
+    assert [detail for _, detail in _stored(audit_engine)] == [str(i) for i in range(20)]
 
 
-def test_an_entry_that_comes_alone_is_written_at_once(engine: sa.Engine) -> None:
+def test_an_entry_that_comes_alone_is_written_at_once(audit_engine: sa.Engine) -> None:
     # Entries 60 ms apart with a linger of 10 ms: never "under load" (four lingers apart or
     # more), so no commit waits.
-    log = GroupCommitAuditLog(engine=engine, linger=0.01, timeout=30)
-    log.start()
-    try:
-        indexes = asyncio.run(_spaced(log, 6, 0.06))
-    finally:
-        log.stop()
+    log = GroupCommitAuditLog(engine=audit_engine, linger=0.01, timeout=30)
+    indexes = _appended(log, 6, 0.06)
     assert log.lingered == 0
     assert log.batches_committed == 6
-    assert [idx for idx, _ in _stored(engine)] == indexes
+    assert [idx for idx, _ in _stored(audit_engine)] == indexes
 
 
-def test_the_first_entry_after_a_pause_does_not_wait(engine: sa.Engine) -> None:
+def test_the_first_entry_after_a_pause_does_not_wait(audit_engine: sa.Engine) -> None:
     # A burst teaches the writer that entries come close together; after a pause longer than
     # four lingers, the next entry is written at once all the same.
-    log = GroupCommitAuditLog(engine=engine, linger=0.02, timeout=30)
+    log = GroupCommitAuditLog(engine=audit_engine, linger=0.02, timeout=30)
     log.start()
     try:
         asyncio.run(_spaced(log, 12, 0.002))
@@ -105,15 +84,11 @@ def test_the_first_entry_after_a_pause_does_not_wait(engine: sa.Engine) -> None:
         log.stop()
     assert lingered >= 1
     assert log.lingered == lingered
-    assert len(_stored(engine)) == 13
+    assert len(_stored(audit_engine)) == 13
 
 
-def test_no_linger_is_the_plain_group_commit(engine: sa.Engine) -> None:
-    log = GroupCommitAuditLog(engine=engine, timeout=30)
-    log.start()
-    try:
-        indexes = asyncio.run(_spaced(log, 10, 0.001))
-    finally:
-        log.stop()
+def test_no_linger_is_the_plain_group_commit(audit_engine: sa.Engine) -> None:
+    log = GroupCommitAuditLog(engine=audit_engine, timeout=30)
+    indexes = _appended(log, 10, 0.001)
     assert log.lingered == 0
-    assert [idx for idx, _ in _stored(engine)] == indexes
+    assert [idx for idx, _ in _stored(audit_engine)] == indexes
