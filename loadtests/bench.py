@@ -15,7 +15,13 @@ generator (locust, ``loadtests/locustfile.py``, FastHttpUser, closed loop, no th
 3. ``POST /v1/verifications`` — licence verifications by identifier (the demo district's valid
    licences): token checks, replay and rate limit, the licence record, seal and signature
    checks of the sealed licence, durable audit entry, signed receipt (``--no-verifications``
-   skips it).
+   skips it);
+4. interleaved rounds (``--rounds``, default 5; ``--round-seconds``, default 5): the bare
+   endpoint, lookups and verifications again, a few seconds each, in an order turned each
+   round. This VM's speed drifts over a run by more than the differences sought, and phases of
+   20 s one after the other put the drift on one of them; within a round the three kinds meet
+   the same machine, so the verification / lookup ratio is given per round and as their
+   median, and the floor ratios against the rounds' pooled CPU per request.
 
 It prints requests/s, p50/p95/p99 latency and failures for each phase, the ratios
 (docs/architecture.md, "Speed": figures are reported as ratios against the bare endpoint), the
@@ -52,6 +58,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -743,6 +750,21 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="skip measuring the primitives a request cannot avoid (the floor ratio)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        metavar="N",
+        help="phase 4: N interleaved rounds of bare, lookups and verifications (default 5; 0 "
+        "skips it)",
+    )
+    parser.add_argument(
+        "--round-seconds",
+        type=int,
+        default=5,
+        metavar="S",
+        help="seconds of each kind in each round (default 5)",
+    )
     parser.add_argument("--port", type=int, default=0, help="gateway port (default: a free one)")
     parser.add_argument("--startup-timeout", type=float, default=90.0, metavar="S")
     parser.add_argument(
@@ -766,6 +788,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--users must be 1..1000")
     if args.max_requests < 1:
         parser.error("--max-requests must be positive")
+    if not 0 <= args.rounds <= 20 or not 2 <= args.round_seconds <= 60:
+        parser.error("--rounds must be 0..20 and --round-seconds 2..60")
     for item in args.gateway_env:
         if not item.startswith("GATEWAY_") or "=" not in item:
             parser.error(f"--gateway-env wants GATEWAY_NAME=VALUE, not {item!r}")
@@ -872,6 +896,143 @@ def _verification_phase(
         Phase("verifications", "VerifyUser", VERIFY_NAME, "POST"),
         **{**common, "max_requests": min(args.max_requests, pool), "tokens_file": tokens_file},
     )
+
+
+@dataclass
+class Round:
+    """One round of phase 4: each kind for a few seconds, back to back."""
+
+    bare: Phase
+    lookups: Phase
+    verifications: Phase
+
+    @property
+    def cpu(self) -> tuple[float, float, float]:
+        """Gateway CPU µs per request of (bare, lookup, verification) in this round."""
+        return (
+            self.bare.server_cpu_us_per_request,
+            self.lookups.server_cpu_us_per_request,
+            self.verifications.server_cpu_us_per_request,
+        )
+
+
+def _interleaved_rounds(
+    args: argparse.Namespace,
+    gateway: Gateway,
+    outdir: Path,
+    common: dict[str, Any],
+    *,
+    audience: str,
+    lifetime: int,
+    rates: tuple[float, float],
+) -> list[Round]:
+    """Phase 4: ``--rounds`` rounds of bare, lookups and verifications, ``--round-seconds``
+    each, in an order that turns each round (the VM's speed drifts over a run by more than the
+    differences sought: three 20 s phases one after the other put the drift on one of them)."""
+    licence_ids = _valid_licence_ids(gateway)
+    if not args.rounds or not args.verifications or not licence_ids:
+        return []
+    seconds = args.round_seconds
+    print(
+        f"  phase 4   {args.rounds} interleaved rounds of bare, lookups and verifications, "
+        f"{seconds} s each ...",
+        flush=True,
+    )
+    rounds: list[Round] = []
+    for n in range(args.rounds):
+        sizes = [math.ceil(rate * seconds * 1.5) + 4 * args.users for rate in rates]
+        lookup_tokens, _ = _sign(
+            outdir / f"round{n}-lookup-tokens.txt",
+            gateway.keys_dir,
+            sizes[0],
+            lifetime=lifetime,
+            audience=audience,
+        )
+        verification_tokens = outdir / f"round{n}-verification-tokens.txt"
+        write_pool(
+            verification_tokens,
+            sign_verification_pool(
+                keys_dir=gateway.keys_dir,
+                size=sizes[1],
+                licence_ids=licence_ids,
+                audience=audience,
+                lifetime=lifetime,
+            ),
+        )
+        kinds = {
+            "bare": (Phase(f"round{n}-bare", "HealthzUser", HEALTHZ_NAME, "GET"), None, 0),
+            "lookups": (
+                Phase(f"round{n}-lookups", "LookupUser", LOOKUP_NAME, "POST"),
+                lookup_tokens,
+                sizes[0],
+            ),
+            "verifications": (
+                Phase(f"round{n}-verifications", "VerifyUser", VERIFY_NAME, "POST"),
+                verification_tokens,
+                sizes[1],
+            ),
+        }
+        order = list(kinds)
+        order = order[n % 3 :] + order[: n % 3]
+        done: dict[str, Phase] = {}
+        for kind in order:
+            phase, tokens, size = kinds[kind]
+            done[kind] = run_phase(
+                phase,
+                **{
+                    **common,
+                    "duration": seconds,
+                    "max_requests": size or args.max_requests,
+                    "tokens_file": tokens,
+                },
+            )
+        rounds.append(Round(done["bare"], done["lookups"], done["verifications"]))
+    return rounds
+
+
+def _pooled_cpu_us(phases: list[Phase]) -> float:
+    """Gateway CPU µs per request over several runs of one kind (all CPU / all requests)."""
+    requests = sum(p.cpu_requests for p in phases)
+    return 1e6 * sum(p.server_cpu_s for p in phases) / requests if requests else math.nan
+
+
+def print_rounds(rounds: list[Round], primitives: dict[str, Any] | None) -> None:
+    """Phase 4's figures: each round's CPU per request and ratios, their medians, and the
+    floor ratios against the rounds' pooled figures."""
+    if not rounds:
+        return
+    from loadtests.floor import lookup_floor, verification_floor
+
+    print(
+        "Interleaved rounds (phase 4: each kind in turn, the order turned each round; ratios "
+        "within a round)"
+    )
+    print(f"  {'round':<7}{'bare µs':>9}{'lookup µs':>11}{'verif. µs':>11}{'verif./lookup':>15}")
+    ratios = []
+    for n, r in enumerate(rounds, 1):
+        bare_us, lookup_us, verify_us = r.cpu
+        ratios.append(verify_us / lookup_us)
+        print(f"  {n:<7}{bare_us:>9.0f}{lookup_us:>11.0f}{verify_us:>11.0f}{ratios[-1]:>15.3f}")
+    bare_us = _pooled_cpu_us([r.bare for r in rounds])
+    lookup_us = _pooled_cpu_us([r.lookups for r in rounds])
+    verify_us = _pooled_cpu_us([r.verifications for r in rounds])
+    print(
+        f"  pooled  {bare_us:>8.0f}{lookup_us:>11.0f}{verify_us:>11.0f}"
+        f"{verify_us / lookup_us:>15.3f}"
+    )
+    print(
+        f"  verification / lookup CPU per request, median of rounds  "
+        f"{statistics.median(ratios):.3f}   (goal ≤ 1.3)"
+    )
+    if primitives is not None:
+        floor = lookup_floor(primitives, bare_us)
+        vfloor = verification_floor(primitives, bare_us)
+        print(
+            f"  floor ratio against the pooled rounds: lookups {_ratio(floor, lookup_us)} "
+            f"(floor {floor:.0f} µs, goal ≥ 0.5), verifications {_ratio(vfloor, verify_us)} "
+            f"(floor {vfloor:.0f} µs)"
+        )
+    print()
 
 
 def _sm2_phase(
@@ -1022,6 +1183,15 @@ def _run(
     verifications = _verification_phase(
         args, gateway, outdir, common, audience=audience, lifetime=lifetime, pool=pool_size
     )
+    rounds = _interleaved_rounds(
+        args,
+        gateway,
+        outdir,
+        common,
+        audience=audience,
+        lifetime=lifetime,
+        rates=(lookups.rps, verifications.rps if verifications is not None else 0.0),
+    )
     status = _check_gateway_after(gateway)
 
     print_report(
@@ -1081,12 +1251,16 @@ def _run(
             ),
         ],
     )
+    primitives = None
     if args.floor:
         print("  floor     measuring the primitives in their own process ...", flush=True)
-        print_floor(measure_floor(args, gateway, audience), bare, lookups, verifications, sm2)
+        primitives = measure_floor(args, gateway, audience)
+        print_floor(primitives, bare, lookups, verifications, sm2)
+    print_rounds(rounds, primitives)
+    in_rounds = [p for r in rounds for p in (r.bare, r.lookups, r.verifications)]
     if any(
         p.failures or p.exceptions
-        for p in (warmup, bare, lookups, paced, sm2, verifications)
+        for p in (warmup, bare, lookups, paced, sm2, verifications, *in_rounds)
         if p is not None
     ):
         status = 1
