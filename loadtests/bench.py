@@ -817,6 +817,29 @@ def _sign(
     return path, time.monotonic() - started
 
 
+def _sign_verifications(
+    path: Path,
+    keys_dir: Path,
+    size: int,
+    *,
+    licence_ids: list[str],
+    lifetime: int,
+    audience: str,
+) -> Path:
+    """Sign ``size`` verification tokens over ``licence_ids`` into ``path``; return it."""
+    write_pool(
+        path,
+        sign_verification_pool(
+            keys_dir=keys_dir,
+            size=size,
+            licence_ids=licence_ids,
+            audience=audience,
+            lifetime=lifetime,
+        ),
+    )
+    return path
+
+
 def _print_machine() -> None:
     try:
         usable = len(os.sched_getaffinity(0))
@@ -876,16 +899,13 @@ def _verification_phase(
         print("  phase 3   skipped: the gateway holds no valid licence")
         return None
     started = time.monotonic()
-    tokens_file = outdir / "verification-tokens.txt"
-    write_pool(
-        tokens_file,
-        sign_verification_pool(
-            keys_dir=gateway.keys_dir,
-            size=pool,
-            licence_ids=licence_ids,
-            audience=audience,
-            lifetime=lifetime,
-        ),
+    tokens_file = _sign_verifications(
+        outdir / "verification-tokens.txt",
+        gateway.keys_dir,
+        pool,
+        licence_ids=licence_ids,
+        lifetime=lifetime,
+        audience=audience,
     )
     print(
         f"  signing   {pool} verification tokens ({len(licence_ids)} licences): "
@@ -948,16 +968,13 @@ def _interleaved_rounds(
             lifetime=lifetime,
             audience=audience,
         )
-        verification_tokens = outdir / f"round{n}-verification-tokens.txt"
-        write_pool(
-            verification_tokens,
-            sign_verification_pool(
-                keys_dir=gateway.keys_dir,
-                size=sizes[1],
-                licence_ids=licence_ids,
-                audience=audience,
-                lifetime=lifetime,
-            ),
+        verification_tokens = _sign_verifications(
+            outdir / f"round{n}-verification-tokens.txt",
+            gateway.keys_dir,
+            sizes[1],
+            licence_ids=licence_ids,
+            lifetime=lifetime,
+            audience=audience,
         )
         kinds = {
             "bare": (Phase(f"round{n}-bare", "HealthzUser", HEALTHZ_NAME, "GET"), None, 0),
