@@ -73,7 +73,7 @@ import psutil
 
 from gateway.demo.population import companies, people
 from gateway.sdk import GatewayClient, GatewayProblem, http_client
-from loadtests.launcher import GatewayLauncher, LaunchError
+from loadtests.launcher import GatewayLauncher, LaunchError, problem_lines
 from loadtests.tokens import (
     MAX_LIFETIME,
     SCENARIOS,
@@ -278,12 +278,7 @@ class Gateway:
 
     def log_problems(self) -> list[str]:
         """Lines of the gateway's log that look like errors or warnings."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return []
-        marks = ("error", "traceback", "exception", "warning", "critical")
-        return [ln for ln in text.splitlines() if any(m in ln.lower() for m in marks)]
+        return problem_lines(self.log_path)
 
 
 def preflight(gateway: Gateway, audience: str) -> list[str]:

@@ -15,7 +15,17 @@ import httpx
 
 from gateway.sdk import http_client
 
-__all__ = ["GatewayLauncher", "LaunchError"]
+__all__ = ["GatewayLauncher", "LaunchError", "problem_lines"]
+
+
+def problem_lines(log_path: Path) -> list[str]:
+    """Lines of a gateway's log that look like errors or warnings."""
+    try:
+        text = log_path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    marks = ("error", "traceback", "exception", "warning", "critical")
+    return [ln for ln in text.splitlines() if any(m in ln.lower() for m in marks)]
 
 
 class LaunchError(RuntimeError):
@@ -63,8 +73,15 @@ class GatewayLauncher:
                         return
                 if time.monotonic() > deadline:
                     self.stop()
+                    # Why it said it was not ready (a key whose private half is elsewhere, a
+                    # store that does not answer) is in its errors, not in the last lines,
+                    # which are its answers to the readiness probe.
+                    problems = "\n".join(problem_lines(self.log_path)[:10])
+                    said = f"its errors and warnings:\n{problems}\nits log ends:\n"
                     raise LaunchError(
-                        f"the gateway was not ready after {timeout:.0f} s:\n{self.log_tail()}"
+                        f"the gateway was not ready after {timeout:.0f} s:\n"
+                        + (said if problems else "")
+                        + self.log_tail()
                     )
                 time.sleep(0.1)
 
