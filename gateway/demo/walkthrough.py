@@ -152,9 +152,11 @@ def run_walkthrough(
     success). ``policies_dir`` (for the issuers' USCCs) defaults to the settings'."""
     company = next(c for c in companies() if c.status == "存续")
     # This run's own case number and serials: another actor may have closed an earlier case
-    # or published licences under earlier serials.
+    # or published licences under earlier serials. To the microsecond, and two random digits
+    # for another host at the same instant: two runs within one second (a fast machine runs
+    # the demo in less) once drew the same three random digits and found every serial taken.
     now = dt.datetime.now(DISTRICT_TZ)
-    stamp = f"{now:%y%m%d%H%M%S}{secrets.randbelow(1000):03d}"
+    stamp = f"{now:%y%m%d%H%M%S%f}{secrets.randbelow(100):02d}"
     case = f"BJ-{now:%Y}-{stamp}"
 
     def client(department: str) -> GatewayClient:
