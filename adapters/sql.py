@@ -17,7 +17,6 @@ statement runs under a timeout: PostgreSQL's ``statement_timeout``, MySQL/MariaD
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from gateway.core.policy import FieldType, Resource
 from gateway.core.sources import AdapterContext, SourceRecord
 from gateway.errors import ConfigurationError, SourceFailed, SourceTimeout
+from gateway.storage.database import ShortReads
 
 __all__ = ["SqlSourceAdapter", "create"]
 
@@ -149,9 +149,7 @@ class SqlSourceAdapter:
             .limit(2)
         )
         self.description = f"sql:{table}"
-        # A local SQLite file answers in tens of microseconds: less than handing the query to
-        # a worker thread costs. Anything reached over a network is read off the event loop.
-        self._inline = engine.dialect.name == "sqlite"
+        self._reads = ShortReads(engine)
 
     def _fetch_sync(self, subject: str) -> list[sa.Row[Any]]:
         with self._engine.connect() as conn:
@@ -160,10 +158,7 @@ class SqlSourceAdapter:
     async def fetch(self, subject: str) -> SourceRecord | None:
         rid = self._resource.id
         try:
-            if self._inline:
-                rows = self._fetch_sync(subject)
-            else:
-                rows = await asyncio.to_thread(self._fetch_sync, subject)
+            rows = await self._reads.run(self._fetch_sync, subject)
         except OperationalError as exc:
             if _is_timeout(exc):
                 raise SourceTimeout(rid, "statement timed out") from None

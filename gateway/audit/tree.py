@@ -16,6 +16,7 @@ the tree's order is the log's. Roots and proofs then read ``O(log n)`` rows
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -81,10 +82,9 @@ def leaf_bytes(row: Mapping[Any, Any]) -> bytes:
 
 #: The most nodes one query asks for (a proof of a tree of 2⁶³ leaves needs about 130).
 _MOST_NODES = 64
-_KEY = ((0, "level"), (1, "idx"))
-_NODE_QUERIES: dict[int, PreparedSelect] = {}
 
 
+@functools.cache
 def _nodes_query(terms: int) -> PreparedSelect:
     """The nodes named by ``terms`` (a power of two) ``(level = ? AND idx = ?)`` terms.
 
@@ -93,23 +93,18 @@ def _nodes_query(terms: int) -> PreparedSelect:
     driver's cursor: built as Core expressions for each proof, the terms cost more than the
     query, and more as the tree grew (a proof asks for about two nodes per level).
     """
-    query = _NODE_QUERIES.get(terms)
-    if query is None:
-        condition = sa.or_(
-            *(
-                sa.and_(
-                    merkle_nodes.c.level == sa.bindparam(f"level{i}"),
-                    merkle_nodes.c.idx == sa.bindparam(f"idx{i}"),
-                )
-                for i in range(terms)
+    condition = sa.or_(
+        *(
+            sa.and_(
+                merkle_nodes.c.level == sa.bindparam(f"level{i}"),
+                merkle_nodes.c.idx == sa.bindparam(f"idx{i}"),
             )
+            for i in range(terms)
         )
-        query = _NODE_QUERIES[terms] = PreparedSelect(
-            sa.select(merkle_nodes.c.level, merkle_nodes.c.idx, merkle_nodes.c.hash).where(
-                condition
-            )
-        )
-    return query
+    )
+    return PreparedSelect(
+        sa.select(merkle_nodes.c.level, merkle_nodes.c.idx, merkle_nodes.c.hash).where(condition)
+    )
 
 
 class StoredTree:
@@ -132,7 +127,9 @@ class StoredTree:
             chunk = wanted[start : start + _MOST_NODES]
             terms = 1 << (len(chunk) - 1).bit_length()
             chunk += [chunk[-1]] * (terms - len(chunk))  # a repeated term selects nothing new
-            values = {f"{name}{i}": key[j] for i, key in enumerate(chunk) for j, name in _KEY}
+            values: dict[str, int] = {}
+            for i, (level, index) in enumerate(chunk):
+                values[f"level{i}"], values[f"idx{i}"] = level, index
             for level, index, value in _nodes_query(terms).all(self._conn, **values):
                 self._cache[(int(level), int(index))] = bytes(value)
 

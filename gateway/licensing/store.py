@@ -41,6 +41,7 @@ from gateway.core.seals import (
 )
 from gateway.core.status_lists import MIN_ENTRIES, StatusList, StatusRef, allocate_status_entry
 from gateway.errors import Error, InvalidInput, StoreUnavailable
+from gateway.storage.database import ShortReads
 from gateway.storage.prepared import PreparedSelect
 from gateway.storage.schema import (
     licence_events,
@@ -141,8 +142,8 @@ class LicenceStore:
         self._engine = engine
         self._rng = rng
         self._postgres = engine.dialect.name == "postgresql"
-        #: Reads are from a local file (SQLite): short enough to run on the event loop.
-        self.local = engine.dialect.name == "sqlite"
+        #: Where its short reads run (on the event loop on SQLite).
+        self.reads = ShortReads(engine)
 
     @contextmanager
     def _begin(self) -> Iterator[sa.Connection]:

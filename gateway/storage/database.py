@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-__all__ = ["create_database_engine", "is_sqlite"]
+__all__ = ["ShortReads", "create_database_engine", "is_sqlite"]
+
+R = TypeVar("R")
+
+
+class ShortReads:
+    """Where a feature runs its short reads of ``engine`` (one or a few indexed statements).
+
+    A local SQLite file answers such a read in tens of microseconds, less than handing it to
+    a worker thread and back costs, so it runs on the event loop; a database reached over the
+    network is read in a worker thread, so that its round trip never holds the loop.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        #: Whether the reads run on the event loop (a local SQLite file).
+        self.on_loop = engine.dialect.name == "sqlite"
+
+    async def run(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+        """``fn(*args, **kwargs)``, on the loop or in a worker thread (the class's docstring)."""
+        if self.on_loop:
+            return fn(*args, **kwargs)
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 def is_sqlite(url: str) -> bool:

@@ -13,10 +13,11 @@ are the same.
 
 On SQLite the rows go in as multi-row ``VALUES`` statements, one per power of two in the
 batch's size (13 rows: 8, 4 and 1), not one ``sqlite3_step`` per row: the driver releases and
-takes back the GIL around every step, and each time the audit writer takes it back it stalls
-the event loop's thread — a handoff per row cost the event loop more CPU than the rows did. The
-powers of two keep the statements few (a cached statement per size), and the limit on bound
-variables (32,766 since SQLite 3.32) bounds the largest.
+takes back the GIL around every step, and each time the audit writer takes it back the event
+loop's thread may wait for it (in-process, the saving was within the machine's noise; the
+statements are fewer either way). The powers of two keep the statements few (a cached
+statement per size), and the limit on bound variables (32,766 since SQLite 3.32) bounds the
+largest.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def _insert_statement(table: sa.Table, dialect: sa.Dialect, *, ignore: bool) -> 
     if dialect.name == "sqlite":
         return sqlite.insert(table).on_conflict_do_nothing()
     raise ValueError(f"no insert-ignoring-duplicates for {dialect.name}")
+
+
+#: The most rows in one SQLite statement: 2⁸ rows of up to 64 columns stay within SQLite's
+#: default limit of 32,766 bound variables.
+_MOST_ROWS, _MOST_COLUMNS = 256, 64
 
 
 class _Compiled:
@@ -76,7 +82,11 @@ class _Compiled:
         #: SQLite: the ``VALUES`` group of one row, repeated for multi-row statements.
         self._group = "(" + ", ".join("?" * len(order)) + ")"
         self._multi: dict[int, str] = {}
-        self.multi_row = dialect.name == "sqlite" and self.sql.count(self._group) == 1
+        self.multi_row = (
+            dialect.name == "sqlite"
+            and len(order) <= _MOST_COLUMNS
+            and self.sql.count(self._group) == 1
+        )
 
     def rows_sql(self, count: int) -> str:
         """The statement inserting ``count`` rows at once (SQLite)."""
@@ -85,11 +95,6 @@ class _Compiled:
             head, tail = self.sql.split(self._group)
             sql = self._multi[count] = head + ", ".join([self._group] * count) + tail
         return sql
-
-
-#: The most rows in one SQLite statement: 2⁸ rows of up to 64 columns stay within SQLite's
-#: default limit of 32,766 bound variables.
-_MOST_ROWS, _MOST_COLUMNS = 256, 64
 
 
 _CACHE: dict[tuple[str, tuple[str, ...], str, str, bool], _Compiled] = {}
@@ -126,7 +131,7 @@ def insert_many(
                     got[i] = process(got[i])
             got = tuple(got)  # the driver takes tuples (SQLAlchemy refuses lists here)
         params.append(got)
-    if compiled.multi_row and len(compiled.order) <= _MOST_COLUMNS:
+    if compiled.multi_row:
         return _insert_in_powers_of_two(conn, compiled, params)
     if not compiled.positional:  # named paramstyle (psycopg's pyformat): mappings
         params = [dict(zip(compiled.order, got, strict=True)) for got in params]

@@ -17,7 +17,6 @@ meanwhile is seen entirely or not at all.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import msgspec
@@ -27,6 +26,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from gateway.core.policy import FieldType, Resource
 from gateway.core.sources import AdapterContext, SourceRecord
 from gateway.errors import ConfigurationError, SourceFailed, SourceTimeout
+from gateway.storage.database import ShortReads
 from gateway.uploads.options import UploadOptions
 from gateway.uploads.store import CurrentRow, read_current
 
@@ -65,8 +65,7 @@ class UploadSourceAdapter:
         self._engine = engine
         self._types = {f.name: f.type for f in resource.fields}
         self.description = f"upload:{resource.id}"
-        # As for SQL sources: a local SQLite file answers faster than a thread hand-off.
-        self._inline = engine.dialect.name == "sqlite"
+        self._reads = ShortReads(engine)  # as for SQL sources
 
     def _read(self, subject: str) -> CurrentRow | None:
         with self._engine.connect() as conn:
@@ -76,11 +75,7 @@ class UploadSourceAdapter:
         """The subject's record in the current version, or ``None`` if it has none."""
         rid = self._resource.id
         try:
-            row = (
-                self._read(subject)
-                if self._inline
-                else await asyncio.to_thread(self._read, subject)
-            )
+            row = await self._reads.run(self._read, subject)
         except OperationalError as exc:
             if "timeout" in str(exc.orig).lower() or "canceling statement" in str(exc.orig):
                 raise SourceTimeout(rid, "statement timed out") from None
