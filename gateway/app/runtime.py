@@ -66,7 +66,7 @@ from gateway.registry.store import key_expiries, load_keyring
 from gateway.reporting.service import ReportService
 from gateway.settings import Settings
 from gateway.storage.database import create_database_engine
-from gateway.storage.readiness import ReadinessProbe
+from gateway.storage.readiness import DiskReserve, ReadinessProbe
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.refresh import MetricsRefresher, Readings
 from gateway.uploads.service import UploadService
@@ -396,6 +396,7 @@ class GatewayRuntime:
             linger=audit_settings.linger_seconds,
             timeout=audit_settings.timeout_seconds,
             grace=audit_settings.commit_grace_seconds,
+            reserve=DiskReserve(engine=engine, min_free_mb=settings.readiness.min_free_mb),
             on_commit=metrics.committed,
         )
         adapters = AdapterPool(

@@ -27,6 +27,7 @@ from gateway.core.protocol import AuditEvent
 from gateway.errors import PolicyDenied, StoreUnavailable
 from gateway.storage.inserts import insert_many
 from gateway.storage.prepared import PreparedSelect
+from gateway.storage.readiness import DiskReserve
 from gateway.storage.schema import audit_entries
 from gateway.telemetry.context import current_request
 
@@ -148,11 +149,15 @@ class GroupCommitAuditLog:
         linger: float = 0.0,
         timeout: float = 5.0,
         grace: float | None = None,
+        reserve: DiskReserve | None = None,
         on_commit: Callable[[Sequence[AuditEntry], float], None] | None = None,
     ) -> None:
         """``on_commit`` is told of every batch made durable (its entries and how long the
-        commit took), on the writer's thread: the metrics count entries there, off the loop."""
+        commit took), on the writer's thread: the metrics count entries there, off the loop.
+        With a ``reserve``, no batch is written while the database's disk is below it."""
         self._engine = engine
+        self._reserve = reserve
+        self._short: str | None = None  # what the reserve said last, logged when it changes
         self._on_commit = on_commit
         self._max_batch = max_batch
         self._linger = linger
@@ -360,6 +365,8 @@ class GroupCommitAuditLog:
         be stored fails, and it is replaced by an entry saying so: one sender's input never
         costs other requests their answer.
         """
+        if self._below_reserve():
+            return [StoreUnavailable("audit log") for _ in batch]
         attempt: list[tuple[int, AuditEntry]] = []
         started = time.perf_counter()
         try:
@@ -388,6 +395,17 @@ class GroupCommitAuditLog:
             else:
                 out.append(first + offset)
         return out
+
+    def _below_reserve(self) -> bool:
+        """Whether the disk is below its reserve (:class:`DiskReserve`); said once a spell."""
+        short = None if self._reserve is None else self._reserve.shortfall()
+        if (short is None) != (self._short is None):
+            if short is None:
+                log.warning("audit log: the disk has its reserve again; writing")
+            else:
+                log.error("audit log: %s; no entry is written (503) until there is more", short)
+        self._short = short
+        return short is not None
 
     def _insert(self, batch: list[Pending], attempt: list[tuple[int, AuditEntry]]) -> int:
         """One transaction: the sequencer lock, the promises, the entries and their leaves.

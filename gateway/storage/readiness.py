@@ -3,8 +3,9 @@
 Reading says little: SQLite answers a ``SELECT`` with its disk full, and a frozen PostgreSQL
 never answers at all. So ``/readyz`` writes one row (its process's probe) in its own
 transaction, with its own timeout, and on SQLite also checks the free space of the database's
-file system. One probe at a time: while one waits on a stuck store, the next check says
-not-ready at once instead of piling up threads.
+file system (:class:`DiskReserve`, which the audit writer checks too). One probe at a time:
+while one waits on a stuck store, the next check says not-ready at once instead of piling up
+threads.
 """
 
 from __future__ import annotations
@@ -20,7 +21,34 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.storage.schema import readiness_probes
 
-__all__ = ["ReadinessProbe"]
+__all__ = ["DiskReserve", "ReadinessProbe"]
+
+
+class DiskReserve:
+    """The free space a local SQLite database keeps in hand; below it, it takes no writes.
+
+    A file system that is full does not refuse every write: a commit whose pages fit in space
+    the write-ahead log already holds (left by a checkpoint or by a failed commit) still
+    succeeds, so a gateway on a full disk answered some lookups and refused others, by chance.
+    Refusing below a reserve makes it one rule, the same for ``/readyz`` and for the audit
+    writer, and leaves SQLite the room it needs to checkpoint and recover. Nothing to check
+    for a server database: its disk is the server's.
+    """
+
+    def __init__(self, *, engine: sa.Engine, min_free_mb: int) -> None:
+        self._min_free = min_free_mb * 1024 * 1024
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        in_memory = database in {None, "", ":memory:"} or str(database).startswith("file:")
+        self._directory = None if in_memory else Path(str(database)).resolve().parent
+
+    def shortfall(self) -> str | None:
+        """``None`` while the reserve is there; otherwise what is left, in words."""
+        if self._directory is None or self._min_free == 0:
+            return None
+        free = shutil.disk_usage(self._directory).free
+        if free < self._min_free:
+            return f"only {free // (1024 * 1024)} MB free for the database"
+        return None
 
 
 class ReadinessProbe:
@@ -31,18 +59,14 @@ class ReadinessProbe:
     ) -> None:
         self._engine = engine
         self._timeout = timeout
-        self._min_free = min_free_mb * 1024 * 1024
         self._process = process or f"{os.uname().nodename}:{os.getpid()}"[:64]
         self._in_flight: asyncio.Future[None] | None = None
-        database = engine.url.database if engine.dialect.name == "sqlite" else None
-        self._sqlite_dir = Path(database).resolve().parent if database else None
+        self._reserve = DiskReserve(engine=engine, min_free_mb=min_free_mb)
 
     async def check(self) -> str | None:
         """``None`` when ready; otherwise why not, in words."""
-        if self._sqlite_dir is not None:
-            free = shutil.disk_usage(self._sqlite_dir).free
-            if free < self._min_free:
-                return f"only {free // (1024 * 1024)} MB free for the database"
+        if (short := self._reserve.shortfall()) is not None:
+            return short
         if self._in_flight is not None and not self._in_flight.done():
             return "the previous write probe is still waiting for the database"
         self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._write))
