@@ -396,7 +396,9 @@ class GatewayRuntime:
             linger=audit_settings.linger_seconds,
             timeout=audit_settings.timeout_seconds,
             grace=audit_settings.commit_grace_seconds,
-            reserve=DiskReserve(engine=engine, min_free_mb=settings.readiness.min_free_mb),
+            reserve=DiskReserve(
+                engine=engine, min_free_mb=settings.readiness.min_free_mb, interval=0.01
+            ),
             on_commit=metrics.committed,
         )
         adapters = AdapterPool(

@@ -398,7 +398,7 @@ class GroupCommitAuditLog:
 
     def _below_reserve(self) -> bool:
         """Whether the disk is below its reserve (:class:`DiskReserve`); said once a spell."""
-        short = None if self._reserve is None else self._reserve.shortfall()
+        short = None if self._reserve is None else self._reserve.shortfall(now=time.monotonic())
         if (short is None) != (self._short is None):
             if short is None:
                 log.warning("audit log: the disk has its reserve again; writing")

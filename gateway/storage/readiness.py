@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -33,22 +35,35 @@ class DiskReserve:
     Refusing below a reserve makes it one rule, the same for ``/readyz`` and for the audit
     writer, and leaves SQLite the room it needs to checkpoint and recover. Nothing to check
     for a server database: its disk is the server's.
+
+    The free space is read at most every ``interval`` seconds (``now`` is a monotonic clock):
+    the audit writer asks before every batch, and each system call hands the interpreter's
+    lock to the event loop and waits to get it back.
     """
 
-    def __init__(self, *, engine: sa.Engine, min_free_mb: int) -> None:
+    def __init__(self, *, engine: sa.Engine, min_free_mb: int, interval: float = 0.0) -> None:
         self._min_free = min_free_mb * 1024 * 1024
+        self._interval = interval
         database = engine.url.database if engine.dialect.name == "sqlite" else None
         in_memory = database in {None, "", ":memory:"} or str(database).startswith("file:")
         self._directory = None if in_memory else Path(str(database)).resolve().parent
+        self._checked_at = -math.inf
+        self._short: str | None = None
 
-    def shortfall(self) -> str | None:
+    def shortfall(self, *, now: float) -> str | None:
         """``None`` while the reserve is there; otherwise what is left, in words."""
         if self._directory is None or self._min_free == 0:
             return None
-        free = shutil.disk_usage(self._directory).free
-        if free < self._min_free:
-            return f"only {free // (1024 * 1024)} MB free for the database"
-        return None
+        if now - self._checked_at >= self._interval:
+            self._checked_at = now
+            try:
+                free = shutil.disk_usage(self._directory).free
+            except OSError as exc:  # the directory gone or unreadable: no write there either
+                self._short = f"the free space for the database cannot be read ({exc.strerror})"
+            else:
+                left = f"only {free // (1024 * 1024)} MB free for the database"
+                self._short = None if free >= self._min_free else left
+        return self._short
 
 
 class ReadinessProbe:
@@ -65,7 +80,7 @@ class ReadinessProbe:
 
     async def check(self) -> str | None:
         """``None`` when ready; otherwise why not, in words."""
-        if (short := self._reserve.shortfall()) is not None:
+        if (short := self._reserve.shortfall(now=time.monotonic())) is not None:
             return short
         if self._in_flight is not None and not self._in_flight.done():
             return "the previous write probe is still waiting for the database"

@@ -74,7 +74,8 @@ def test_readiness_says_how_much_is_left(engine: sa.Engine, tmp_path: Path) -> N
     probe = ReadinessProbe(engine=engine, timeout=5, min_free_mb=_MORE_THAN_FREE_MB)
     why = asyncio.run(probe.check())
     assert why is not None
-    assert why.startswith("only ") and why.endswith(" MB free for the database")
+    assert why.startswith("only ")
+    assert why.endswith(" MB free for the database")
     assert abs(int(why.split()[1]) - free_mb) <= 64  # the tests' own files may come and go
     assert asyncio.run(ReadinessProbe(engine=engine, timeout=5, min_free_mb=1).check()) is None
 
@@ -83,6 +84,20 @@ def test_a_server_database_has_no_local_reserve() -> None:
     with postgres_database() as url:
         e = create_database_engine(url)
         try:
-            assert DiskReserve(engine=e, min_free_mb=_MORE_THAN_FREE_MB).shortfall() is None
+            reserve = DiskReserve(engine=e, min_free_mb=_MORE_THAN_FREE_MB)
+            assert reserve.shortfall(now=0.0) is None
         finally:
             e.dispose()
+
+
+def test_the_free_space_is_read_at_most_once_an_interval(tmp_path: Path) -> None:
+    directory = tmp_path / "gone"
+    directory.mkdir()
+    e = sa.create_engine(f"sqlite:///{directory / 'g.sqlite3'}")  # never connected
+    reserve = DiskReserve(engine=e, min_free_mb=1, interval=10.0)
+    assert reserve.shortfall(now=100.0) is None
+    directory.rmdir()
+    assert reserve.shortfall(now=109.0) is None  # what it read at 100
+    why = reserve.shortfall(now=110.0)
+    assert why is not None
+    assert why.startswith("the free space for the database cannot be read")  # fails closed

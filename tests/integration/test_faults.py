@@ -542,6 +542,7 @@ def test_a_full_disk_answers_503_then_recovers(
             while True:
                 f.write(b"\0" * 4096)
                 f.flush()
+        time.sleep(0.05)  # the audit writer reads the free space at most every 10 ms
         tokens = [sender.token(n=n) for n in range(1, 30)]
         full = [sender.send(t).status_code for t in tokens]
         ready = httpx.get(gw.url + "/readyz", timeout=10)
