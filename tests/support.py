@@ -7,6 +7,7 @@ except under ``CI=true``, where it fails: CI starts both, so a skip there would 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,21 +137,29 @@ def apt_install(*packages: str) -> str | None:
     be done. What the suite needs beyond Python — a browser, a JDK, Go — comes this way."""
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         return f"not root or no apt-get: install the Debian packages {', '.join(packages)}"
-    for command in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", *packages],
-    ):
-        done = subprocess.run(
-            command,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
-        if done.returncode != 0:
-            return f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}"
+    # One installation at a time across the suite's workers: two apt-gets at once fail on
+    # dpkg's lock (seen as skipped nginx and Go tests on a fresh machine).
+    with open(_APT_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for command in (
+            ["apt-get", "update"],
+            ["apt-get", "install", "-y", "--no-install-recommends", *packages],
+        ):
+            done = subprocess.run(
+                [command[0], "-o", "DPkg::Lock::Timeout=300", *command[1:]],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
+            if done.returncode != 0:
+                return f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}"
     return None
+
+
+#: Held while the suite runs apt-get (every worker of every run on this machine).
+_APT_LOCK = Path(tempfile.gettempdir()) / "yiwang-tests-apt.lock"
 
 
 def postgres_reachable() -> str | None:

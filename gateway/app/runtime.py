@@ -396,6 +396,7 @@ class GatewayRuntime:
             linger=audit_settings.linger_seconds,
             timeout=audit_settings.timeout_seconds,
             grace=audit_settings.commit_grace_seconds,
+            commit_on_loop=True,  # taken up on SQLite only (a server's commits wait on its network)
             reserve=DiskReserve(
                 engine=engine, min_free_mb=settings.readiness.min_free_mb, interval=0.01
             ),

@@ -9,6 +9,7 @@ import enum
 import logging
 import math
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -76,6 +77,20 @@ class _Waiter:
 
 
 _STOP = object()
+_HOUSEKEEPING = object()  # the loop wrote a batch that left corrections to make
+
+
+class _Locked(Exception):
+    """The loop's batch found the database locked by another writer; nothing was written."""
+
+
+def _locked(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's "database is locked" (another connection holds the lock)."""
+    orig = getattr(exc, "orig", None)
+    return isinstance(orig, sqlite3.OperationalError) and orig.sqlite_errorcode in _BUSY_CODES
+
+
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 #: Advisory lock key of the audit sequencer ("yiwang" in ASCII, fits a bigint).
 _SEQUENCER_LOCK_ID = 0x796977616E67
@@ -139,6 +154,17 @@ class GroupCommitAuditLog:
     most ``linger`` more latency, a fraction of a commit's work per entry). An entry that
     comes alone — after a pause, or when the last ones came further apart — is written at
     once.
+
+    **Commits on the event loop** (``commit_on_loop``, for a local SQLite file). A writer
+    thread's statements each give the interpreter's lock up while SQLite works and then wait
+    for the busy event loop to give it back (up to the switch interval): a commit of a few
+    entries took ~4.7 ms of wall time for ~0.6 ms of CPU, and the loop paid for every
+    handover. On SQLite the statements are local calls of microseconds, so the loop runs the
+    batch itself: the entries appended during one turn of the loop are committed together at
+    its end, with no thread and no handover (the commit's fsync blocks the loop, ~0.3–1 ms).
+    The loop never waits for a lock: its connection has no busy timeout, and a batch that
+    finds the database locked by another writer — or the writer thread busy — goes to the
+    writer thread, which waits for the lock within the request's timeout as before.
     """
 
     def __init__(
@@ -150,6 +176,7 @@ class GroupCommitAuditLog:
         timeout: float = 5.0,
         grace: float | None = None,
         reserve: DiskReserve | None = None,
+        commit_on_loop: bool = False,
         on_commit: Callable[[Sequence[AuditEntry], float], None] | None = None,
     ) -> None:
         """``on_commit`` is told of every batch made durable (its entries and how long the
@@ -172,7 +199,14 @@ class GroupCommitAuditLog:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards every waiter's state
         self._tree = Sequencer()  # used by the writer thread only
-        self._connection: sa.Connection | None = None  # the writer thread's own
+        # The writer thread's own connection (False) and the event loop's (True).
+        self._connections: dict[bool, sa.Connection] = {}
+        self._commit_on_loop = commit_on_loop and engine.dialect.name == "sqlite"
+        self._on_loop = False  # whether the batch being written is the loop's
+        # Held by whoever writes a batch (the loop or the writer thread): one at a time.
+        self._writing = threading.Lock()
+        self._loop_batch: list[_Waiter] = []  # appended this turn of the loop
+        self.loop_commits = 0  # batches the event loop committed itself
         # Entries of a failed commit that may have been durable after all: (index, entry).
         self._in_doubt: list[tuple[int, AuditEntry]] = []
         self._withheld: list[tuple[int, AuditEntry]] = []  # committed, answer not delivered
@@ -191,6 +225,14 @@ class GroupCommitAuditLog:
             self._queue.put(_STOP)
             self._thread.join(timeout=self._timeout * 2)
             self._thread = None
+        # The loop's connection, unless a writer thread that would not stop still writes.
+        if self._writing.acquire(timeout=self._timeout):
+            try:
+                self._on_loop = True
+                self._drop_connection(lost=False)
+            finally:
+                self._on_loop = False
+                self._writing.release()
 
     async def append(self, entry: AuditEntry, *, quota: QuotaClaim | None = None) -> int:
         if self._thread is None:
@@ -216,7 +258,12 @@ class GroupCommitAuditLog:
     async def _append(self, pending: Pending) -> int:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(pending, loop.create_future(), loop, time.monotonic())
-        self._queue.put(waiter)
+        if self._commit_on_loop:
+            if not self._loop_batch:
+                loop.call_soon(self._commit_loop_batch)
+            self._loop_batch.append(waiter)
+        else:
+            self._queue.put(waiter)
         try:
             return await asyncio.wait_for(asyncio.shield(waiter.fut), self._timeout)
         except TimeoutError:
@@ -246,11 +293,32 @@ class GroupCommitAuditLog:
 
         return await asyncio.to_thread(_ping)
 
+    def _commit_loop_batch(self) -> None:
+        """At the end of a turn of the loop: commit what it appended (the class's docstring)."""
+        batch, self._loop_batch = self._loop_batch, []
+        if self._thread is None or not self._writing.acquire(blocking=False):
+            for w in batch:  # the writer thread is writing: it takes these next
+                self._queue.put(w)
+            return
+        try:
+            self._on_loop = True
+            busy = self._commit(batch)
+            if not busy:
+                self.loop_commits += 1
+        finally:
+            self._on_loop = False
+            self._writing.release()
+        for w in busy:
+            self._queue.put(w)
+        if self._in_doubt or self._withheld:
+            self._queue.put(_HOUSEKEEPING)  # corrections are the writer thread's work
+
     def _run(self) -> None:
         try:
             self._serve()
         finally:
-            self._drop_connection(lost=False)
+            with self._writing:
+                self._drop_connection(lost=False)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sa.Connection]:
@@ -263,14 +331,15 @@ class GroupCommitAuditLog:
         writer's own connection is the only one that writes, so its cache stays warm, and it
         gets a larger one. Any failure drops it: the next batch opens a fresh one.
         """
-        conn = self._connection
+        conn = self._connections.get(self._on_loop)
         if conn is None:
             conn = self._engine.connect()
             if conn.dialect.name == "sqlite":
-                conn.connection.driver_connection.execute(  # type: ignore[union-attr]
-                    f"PRAGMA cache_size=-{_WRITER_CACHE_KIB}"
-                )
-            self._connection = conn
+                driver = conn.connection.driver_connection
+                driver.execute(f"PRAGMA cache_size=-{_WRITER_CACHE_KIB}")  # type: ignore[union-attr]
+                if self._on_loop:  # the loop never waits for a lock (the class's docstring)
+                    driver.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+            self._connections[self._on_loop] = conn
         try:
             with conn.begin():
                 yield conn
@@ -279,7 +348,7 @@ class GroupCommitAuditLog:
             raise
 
     def _drop_connection(self, *, lost: bool) -> None:
-        conn, self._connection = self._connection, None
+        conn = self._connections.pop(self._on_loop, None)
         if conn is None:
             return
         with contextlib.suppress(Exception):
@@ -293,10 +362,15 @@ class GroupCommitAuditLog:
             try:
                 first = self._queue.get(timeout=_PURGE_SECONDS)
             except queue.Empty:
-                self._housekeeping()
+                with self._writing:
+                    self._housekeeping()
                 continue
             if first is _STOP:
                 return
+            if first is _HOUSEKEEPING:
+                with self._writing:
+                    self._housekeeping()
+                continue
             assert isinstance(first, _Waiter)
             self._wait_for_company(first)
             batch: list[_Waiter] = [first]
@@ -308,10 +382,12 @@ class GroupCommitAuditLog:
                 if nxt is _STOP:
                     stopping = True
                     break
-                batch.append(nxt)  # type: ignore[arg-type]
+                if isinstance(nxt, _Waiter):
+                    batch.append(nxt)
             self._note_arrivals(batch)
-            self._commit(batch)
-            self._housekeeping()
+            with self._writing:
+                self._commit(batch)
+                self._housekeeping()
 
     def _wait_for_company(self, first: _Waiter) -> None:
         """Under load, sleep until ``linger`` after ``first`` came (the class's docstring)."""
@@ -332,14 +408,22 @@ class GroupCommitAuditLog:
             last = w.arrived
         self._last_arrival = last
 
-    def _commit(self, batch: list[_Waiter]) -> None:
+    def _commit(self, batch: list[_Waiter]) -> list[_Waiter]:
+        """Write ``batch`` and settle its requests; on the loop, what found the database
+        locked (handed back, still pending, for the writer thread)."""
         with self._lock:
             taken = [w for w in batch if w.state is _State.PENDING]
             for w in taken:
                 w.state = _State.TAKEN
         if not taken:
-            return
-        results = self._write([w.pending for w in taken])
+            return []
+        try:
+            results = self._write([w.pending for w in taken])
+        except _Locked:
+            with self._lock:
+                for w in taken:
+                    w.state = _State.PENDING
+            return taken
         # One wake-up per event loop for the whole batch, not one per entry.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], Any]]] = {}
         with self._lock:
@@ -351,11 +435,15 @@ class GroupCommitAuditLog:
                 w.state = _State.DONE
                 by_loop.setdefault(w.loop, []).append((w.fut, result))
         for loop, settled in by_loop.items():
+            if self._on_loop:  # on that very loop: no wake-up needed
+                _settle_all(settled)
+                continue
             # RuntimeError: the loop closed while we wrote (shutdown); nobody is waiting.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle_all, settled)
+        return []
 
-    def _write(self, batch: list[Pending]) -> list[int | BaseException]:
+    def _write(self, batch: list[Pending], *, whole: bool = True) -> list[int | BaseException]:
         """Commit ``batch`` in one transaction; each entry's index, or its error.
 
         When the store itself fails (unreachable, disk full, locked) every entry fails: a
@@ -373,6 +461,8 @@ class GroupCommitAuditLog:
             first = self._insert(batch, attempt)
         except Exception as exc:  # whatever failed, nothing of this transaction is known
             self._tree.forget()
+            if self._on_loop and whole and not attempt and _locked(exc):
+                raise _Locked from exc  # nothing written: the writer thread waits for it
             if _store_failed(exc):
                 log.error("audit batch of %d could not be written: %s", len(batch), exc)
                 # If the commit itself failed, it may have landed: check when the store is
@@ -382,7 +472,11 @@ class GroupCommitAuditLog:
                 return [StoreUnavailable("audit log", in_doubt=doubt) for _ in batch]
             if len(batch) > 1:
                 half = len(batch) // 2
-                return self._write(batch[:half]) + self._write(batch[half:])
+                # A half that finds the lock taken fails (503) rather than going to the
+                # writer thread: the other half may be committed already.
+                return self._write(batch[:half], whole=False) + self._write(
+                    batch[half:], whole=False
+                )
             return [self._unstorable(batch[0].entry, exc)]
         self.batches_committed += 1
         if self._on_commit is not None:
