@@ -7,6 +7,7 @@ except under ``CI=true``, where it fails: CI starts both, so a skip there would 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import json
 import os
@@ -27,10 +28,12 @@ import pytest
 import sqlalchemy as sa
 from joserfc.jwk import KeySet
 
+from gateway.audit import AuditEntry, Outcome
 from gateway.core.jose import parse_compact
 from gateway.core.jose import verify as verify_signature
 from gateway.sdk import GatewayClient, http_client
 from gateway.sdk._answers import GatewayPublicKey
+from gateway.storage.schema import audit_entries
 from loadtests.launcher import GatewayLauncher, LaunchError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -363,3 +366,24 @@ def signed_claims(token: str, *, key: GatewayPublicKey, audience: str) -> dict[s
     claims: dict[str, Any] = json.loads(jws.payload)
     assert claims["aud"] == audience
     return claims
+
+
+def audit_entry(i: int) -> AuditEntry:
+    """The ``i``-th of a run of released-lookup entries (``detail`` = ``i``), for tests that
+    drive the audit writer directly."""
+    return AuditEntry(
+        at=dt.datetime.now(dt.UTC),
+        event="lookup:record:released",
+        decision=Outcome.ALLOWED,
+        department=f"dept-{i % 3}",
+        detail=str(i),
+    )
+
+
+def stored_details(engine: sa.Engine) -> list[tuple[int, str]]:
+    """Every audit entry's (index, detail) in the database, by index."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(audit_entries.c.idx, audit_entries.c.detail).order_by(audit_entries.c.idx)
+        ).all()
+    return [(int(idx), str(detail)) for idx, detail in rows]

@@ -198,7 +198,7 @@ class GroupCommitAuditLog:
         self._queue: queue.SimpleQueue[_Waiter | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards every waiter's state
-        self._tree = Sequencer()  # used by the writer thread only
+        self._tree = Sequencer()  # used only by whoever holds _writing
         # The writer thread's own connection (False) and the event loop's (True).
         self._connections: dict[bool, sa.Connection] = {}
         self._commit_on_loop = commit_on_loop and engine.dialect.name == "sqlite"
@@ -328,8 +328,9 @@ class GroupCommitAuditLog:
         wrote: a connection from the pool, each batch another, started every batch cold and
         read the indexes' pages again from the file (the sequencer's ``max(idx)`` and the
         inserts into random-key indexes were most of the writer's time at 10⁵ entries). The
-        writer's own connection is the only one that writes, so its cache stays warm, and it
-        gets a larger one. Any failure drops it: the next batch opens a fresh one.
+        writer's connections (the thread's, and the event loop's with ``commit_on_loop``)
+        are nearly the only ones that write, so their caches stay warm, and they get a larger
+        one. Any failure drops the one that failed: its next batch opens a fresh one.
         """
         conn = self._connections.get(self._on_loop)
         if conn is None:

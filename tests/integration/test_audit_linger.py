@@ -5,29 +5,18 @@ way every entry is durable, in order and gap-free."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 
 import sqlalchemy as sa
 
-from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome
-from gateway.storage.schema import audit_entries
-
-
-def _entry(i: int) -> AuditEntry:
-    return AuditEntry(
-        at=dt.datetime.now(dt.UTC),
-        event="lookup:record:released",
-        decision=Outcome.ALLOWED,
-        department=f"dept-{i % 3}",
-        detail=str(i),
-    )
+from gateway.audit import GroupCommitAuditLog
+from tests.support import audit_entry, stored_details
 
 
 async def _spaced(log: GroupCommitAuditLog, count: int, gap: float) -> list[int]:
     """``count`` appends started ``gap`` seconds apart, each in its own task (a request)."""
     tasks = []
     for i in range(count):
-        tasks.append(asyncio.create_task(log.append(_entry(i))))
+        tasks.append(asyncio.create_task(log.append(audit_entry(i))))
         await asyncio.sleep(gap)
     return list(await asyncio.gather(*tasks))
 
@@ -41,14 +30,6 @@ def _appended(log: GroupCommitAuditLog, count: int, gap: float) -> list[int]:
         log.stop()
 
 
-def _stored(engine: sa.Engine) -> list[tuple[int, str]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(audit_entries.c.idx, audit_entries.c.detail).order_by(audit_entries.c.idx)
-        ).all()
-    return [(int(idx), str(detail)) for idx, detail in rows]
-
-
 def test_entries_that_come_close_together_share_commits(audit_engine: sa.Engine) -> None:
     # 20 entries 5 ms apart, a linger of 50 ms: once the writer has seen two gaps that short,
     # each commit waits for the entries of the next 50 ms (about ten) instead of taking one.
@@ -57,7 +38,7 @@ def test_entries_that_come_close_together_share_commits(audit_engine: sa.Engine)
     assert log.lingered >= 1
     assert log.batches_committed <= 6, log.batches_committed  # 1 + 1 + two of about ten
     assert indexes == sorted(indexes) == list(range(indexes[0], indexes[0] + 20))
-    assert [detail for _, detail in _stored(audit_engine)] == [str(i) for i in range(20)]
+    assert [detail for _, detail in stored_details(audit_engine)] == [str(i) for i in range(20)]
 
 
 def test_an_entry_that_comes_alone_is_written_at_once(audit_engine: sa.Engine) -> None:
@@ -67,7 +48,7 @@ def test_an_entry_that_comes_alone_is_written_at_once(audit_engine: sa.Engine) -
     indexes = _appended(log, 6, 0.06)
     assert log.lingered == 0
     assert log.batches_committed == 6
-    assert [idx for idx, _ in _stored(audit_engine)] == indexes
+    assert [idx for idx, _ in stored_details(audit_engine)] == indexes
 
 
 def test_the_first_entry_after_a_pause_does_not_wait(audit_engine: sa.Engine) -> None:
@@ -79,16 +60,16 @@ def test_the_first_entry_after_a_pause_does_not_wait(audit_engine: sa.Engine) ->
         asyncio.run(_spaced(log, 12, 0.002))
         lingered = log.lingered
         asyncio.run(asyncio.sleep(0.2))
-        asyncio.run(log.append(_entry(99)))
+        asyncio.run(log.append(audit_entry(99)))
     finally:
         log.stop()
     assert lingered >= 1
     assert log.lingered == lingered
-    assert len(_stored(audit_engine)) == 13
+    assert len(stored_details(audit_engine)) == 13
 
 
 def test_no_linger_is_the_plain_group_commit(audit_engine: sa.Engine) -> None:
     log = GroupCommitAuditLog(engine=audit_engine, timeout=30)
     indexes = _appended(log, 10, 0.001)
     assert log.lingered == 0
-    assert [idx for idx, _ in _stored(audit_engine)] == indexes
+    assert [idx for idx, _ in stored_details(audit_engine)] == indexes

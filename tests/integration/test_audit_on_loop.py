@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import itertools
 import sqlite3
 import threading
@@ -17,21 +16,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome
+from gateway.audit import GroupCommitAuditLog
 from gateway.errors import StoreUnavailable
 from gateway.storage import migrations
 from gateway.storage.database import create_database_engine
-from gateway.storage.schema import audit_entries
-
-
-def _entry(i: int) -> AuditEntry:
-    return AuditEntry(
-        at=dt.datetime.now(dt.UTC),
-        event="lookup:record:released",
-        decision=Outcome.ALLOWED,
-        department=f"dept-{i % 3}",
-        detail=str(i),
-    )
+from tests.support import audit_entry, stored_details
 
 
 @pytest.fixture
@@ -46,14 +35,6 @@ def engine(database: Path) -> sa.Engine:
     return e
 
 
-def _stored(engine: sa.Engine) -> list[tuple[int, str]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(audit_entries.c.idx, audit_entries.c.detail).order_by(audit_entries.c.idx)
-        ).all()
-    return [(int(idx), str(detail)) for idx, detail in rows]
-
-
 @contextlib.contextmanager
 def _started(log: GroupCommitAuditLog):  # type: ignore[no-untyped-def]
     log.start()
@@ -65,8 +46,8 @@ def _started(log: GroupCommitAuditLog):  # type: ignore[no-untyped-def]
 
 def test_the_loop_commits_a_turns_entries_together(engine: sa.Engine) -> None:
     async def run(log: GroupCommitAuditLog) -> list[int]:
-        first = await asyncio.gather(*(log.append(_entry(i)) for i in range(16)))
-        second = await asyncio.gather(*(log.append(_entry(16 + i)) for i in range(16)))
+        first = await asyncio.gather(*(log.append(audit_entry(i)) for i in range(16)))
+        second = await asyncio.gather(*(log.append(audit_entry(16 + i)) for i in range(16)))
         return [*first, *second]
 
     with _started(GroupCommitAuditLog(engine=engine, commit_on_loop=True, timeout=10)) as log:
@@ -74,7 +55,7 @@ def test_the_loop_commits_a_turns_entries_together(engine: sa.Engine) -> None:
     assert indexes == list(range(1, 33))
     assert log.loop_commits == 2  # sixteen entries of one turn each time
     assert log.batches_committed == 2
-    assert _stored(engine) == [(i + 1, str(i)) for i in range(32)]
+    assert stored_details(engine) == [(i + 1, str(i)) for i in range(32)]
 
 
 def test_a_locked_database_sends_the_batch_to_the_writer_thread(
@@ -92,7 +73,7 @@ def test_a_locked_database_sends_the_batch_to_the_writer_thread(
                 ticks.append(time.monotonic())
                 await asyncio.sleep(0.01)
 
-        appended = asyncio.gather(*(log.append(_entry(i)) for i in range(4)))
+        appended = asyncio.gather(*(log.append(audit_entry(i)) for i in range(4)))
         await ticker()
         return list(await appended)
 
@@ -104,7 +85,7 @@ def test_a_locked_database_sends_the_batch_to_the_writer_thread(
     assert indexes == [1, 2, 3, 4]
     assert log.loop_commits == 0  # the thread wrote them, once the lock was free
     assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.2
-    assert [d for _, d in _stored(engine)] == ["0", "1", "2", "3"]
+    assert [d for _, d in stored_details(engine)] == ["0", "1", "2", "3"]
 
 
 def test_a_lock_held_past_the_timeout_fails_the_requests_and_writes_nothing(
@@ -117,17 +98,17 @@ def test_a_lock_held_past_the_timeout_fails_the_requests_and_writes_nothing(
     try:
         log = GroupCommitAuditLog(engine=engine, commit_on_loop=True, timeout=0.3, grace=0.3)
         with _started(log), pytest.raises(StoreUnavailable):
-            asyncio.run(log.append(_entry(0)))
+            asyncio.run(log.append(audit_entry(0)))
     finally:
         holder.rollback()
         holder.close()
     time.sleep(0.1)
-    assert _stored(engine) == []
+    assert stored_details(engine) == []
 
 
 def test_a_server_database_keeps_its_writer_thread(audit_engine: sa.Engine) -> None:
     async def run(log: GroupCommitAuditLog) -> list[int]:
-        return list(await asyncio.gather(*(log.append(_entry(i)) for i in range(8))))
+        return list(await asyncio.gather(*(log.append(audit_entry(i)) for i in range(8))))
 
     with _started(GroupCommitAuditLog(engine=audit_engine, commit_on_loop=True, timeout=30)) as log:
         indexes = asyncio.run(run(log))
