@@ -74,6 +74,7 @@ import psutil
 from gateway.demo.population import companies, people
 from gateway.sdk import GatewayClient, GatewayProblem, http_client
 from loadtests.launcher import GatewayLauncher, LaunchError, problem_lines
+from loadtests.server_view import ServerView, read_metrics, server_view
 from loadtests.tokens import (
     MAX_LIFETIME,
     SCENARIOS,
@@ -125,6 +126,7 @@ class Phase:
     stopped_early: str = ""
     exit_code: int | None = None
     log_path: Path | None = None
+    server: ServerView | None = None  # the gateway's own metrics over the phase, when asked
 
     @property
     def server_cpu_us_per_request(self) -> float:
@@ -342,9 +344,11 @@ def run_phase(
     max_requests: int,
     tokens_file: Path | None,
     rate: float | None = None,
+    server_view_of: tuple[str, str] | None = None,
 ) -> Phase:
     """Run locust once, headless, for one user class; fill in ``phase`` (``rate``: the
-    requests per second of a paced phase, in all)."""
+    requests per second of a paced phase, in all; ``server_view_of``: the route and exchange
+    whose view from the gateway's own metrics to take, :mod:`loadtests.server_view`)."""
     prefix = outdir / phase.label
     results = outdir / f"{phase.label}.results.json"
     phase.log_path = outdir / f"{phase.label}.locust.log"
@@ -391,6 +395,9 @@ def run_phase(
         "INFO",
         phase.user_class,
     ]
+    metrics_before = (
+        read_metrics(gateway.base_url, gateway.keys_dir) if server_view_of is not None else None
+    )
     server_before = gateway.cpu_seconds()
     children_before = _children_cpu_seconds()
     started = time.monotonic()
@@ -418,6 +425,14 @@ def run_phase(
     phase.wall_s = phase.cpu_window_s = time.monotonic() - started
     phase.loadgen_cpu_s = _children_cpu_seconds() - children_before
     phase.server_cpu_s = gateway.cpu_seconds() - server_before
+    if server_view_of is not None and metrics_before is not None:
+        route, exchange = server_view_of
+        phase.server = server_view(
+            metrics_before,
+            read_metrics(gateway.base_url, gateway.keys_dir),
+            route=route,
+            exchange=exchange,
+        )
 
     _collect(phase, prefix, results)
     return phase
@@ -529,6 +544,9 @@ def print_report(
             f"{paced.p50:.2f} ms, p95 {paced.p95:.2f} ms, p99 {paced.p99:.2f} ms"
             "   (goal: p99 ≤ 10 ms)"
         )
+        if paced.server is not None:
+            for line in paced.server.lines():
+                print(f"  {line}")
     if sm2 is not None:
         print("Ratios (SM2 lookups / ES256-EdDSA lookups: 国密 request and answer, same run)")
         print(f"  throughput (req/s)       {_ratio(sm2.rps, lookups.rps)}")
@@ -1181,6 +1199,7 @@ def _run(
             Phase("paced", "PacedLookupUser", LOOKUP_NAME, "POST"),
             **{**common, "max_requests": paced_pool, "tokens_file": paced_file},
             rate=rate,
+            server_view_of=("/v1/lookups", "lookup"),
         )
     # SM2 costs several times ES256 per signature: half the ES256 pool outlasts the phase.
     sm2 = _sm2_phase(
