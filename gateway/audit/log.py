@@ -13,8 +13,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
@@ -69,15 +69,47 @@ class _State(enum.Enum):
 
 @dataclass(slots=True)
 class _Waiter:
+    """One request's entry on its way to the log.
+
+    ``wake`` only wakes the request; the outcome itself is ``outcome``, set with the state
+    under the log's lock. The request awaits ``wake`` directly (no ``wait_for``, no
+    ``shield``: each of those layers costs the request a turn of the busy event loop, several
+    milliseconds under load), and its timeout is a timer that sets ``wake`` too.
+    """
+
     pending: Pending
-    fut: asyncio.Future[int]
+    wake: asyncio.Future[None]  # replaced (under the lock) for the grace period's wait
     loop: asyncio.AbstractEventLoop
     arrived: float  # time.monotonic() when it was queued
     state: _State = _State.PENDING
+    outcome: int | BaseException | None = None  # set with state DONE
+
+    def result(self) -> int:
+        outcome = self.outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert outcome is not None
+        return outcome
 
 
 _STOP = object()
 _HOUSEKEEPING = object()  # the loop wrote a batch that left corrections to make
+
+
+@dataclass(slots=True)
+class _Deferred:
+    """A batch the event loop wrote whose commit (and fsync) the committer thread makes."""
+
+    txn: sa.RootTransaction
+    loop: asyncio.AbstractEventLoop
+    entries: list[AuditEntry]
+    attempt: list[tuple[int, AuditEntry]]  # what to check for if the commit fails
+    started: float  # time.perf_counter() when the batch's transaction began
+    taken: list[_Waiter] = field(default_factory=list)
+    results: list[int | BaseException] = field(default_factory=list)
+    error: BaseException | None = None  # what the commit raised
+    ran: bool = False  # the committer has made the commit (or failed to)
+    finished: bool = False  # its completion has run (on the loop, or at stop)
 
 
 class _Locked(Exception):
@@ -120,14 +152,25 @@ def _store_failed(exc: BaseException) -> bool:
     ) or (isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
 
 
-def _settle_all(settled: list[tuple[asyncio.Future[int], Any]]) -> None:
-    for fut, result in settled:
-        if fut.done():
-            continue
-        if isinstance(result, BaseException):
-            fut.set_exception(result)
-        else:
-            fut.set_result(result)
+def _wake(wake: asyncio.Future[None]) -> None:
+    if not wake.done():  # a timer woke it already, or its request was cancelled
+        wake.set_result(None)
+
+
+def _wake_all(wakes: list[asyncio.Future[None]]) -> None:
+    for wake in wakes:
+        _wake(wake)
+
+
+async def _woken(waiter: _Waiter, seconds: float) -> bool:
+    """Wait until the writer settles ``waiter`` or ``seconds`` pass; whether it is settled."""
+    wake = waiter.wake
+    timer = waiter.loop.call_later(seconds, _wake, wake)
+    try:
+        await wake
+    finally:
+        timer.cancel()
+    return waiter.state is _State.DONE
 
 
 class GroupCommitAuditLog:
@@ -155,15 +198,19 @@ class GroupCommitAuditLog:
     comes alone — after a pause, or when the last ones came further apart — is written at
     once.
 
-    **Commits on the event loop** (``commit_on_loop``, for a local SQLite file). A writer
-    thread's statements each give the interpreter's lock up while SQLite works and then wait
-    for the busy event loop to give it back (up to the switch interval): a commit of a few
-    entries took ~4.7 ms of wall time for ~0.6 ms of CPU, and the loop paid for every
-    handover. On SQLite the statements are local calls of microseconds, so the loop runs the
-    batch itself: the entries appended during one turn of the loop are committed together at
-    its end, with no thread and no handover (the commit's fsync blocks the loop, ~0.3–1 ms).
-    The loop never waits for a lock: its connection has no busy timeout, and a batch that
-    finds the database locked by another writer — or the writer thread busy — goes to the
+    **Batches written by the event loop** (``commit_on_loop``, for a local SQLite file). A
+    writer thread's statements each give the interpreter's lock up while SQLite works and then
+    wait for the busy event loop to give it back (up to the switch interval): a commit of a
+    few entries took ~4.7 ms of wall time for ~0.6 ms of CPU, and the loop paid for every
+    handover. On SQLite the statements are local calls of microseconds, so the loop runs them
+    itself: the entries appended during one turn of the loop are written together at its
+    end, with no handover per statement. Only the commit, whose fsync is the one slow step
+    (0.3 ms on this disk when idle, several ms when it is busy), goes to the committer thread:
+    one handover a batch, and the loop serves other requests meanwhile. While that commit is
+    under way the next turns' entries gather; its completion, back on the loop, settles its
+    requests and writes them as the next batch. The loop never waits for a lock: its
+    connection has no busy timeout, and a batch that finds the database locked by another
+    writer — or the writer thread busy — goes to the
     writer thread, which waits for the lock within the request's timeout as before.
     """
 
@@ -206,7 +253,15 @@ class GroupCommitAuditLog:
         # Held by whoever writes a batch (the loop or the writer thread): one at a time.
         self._writing = threading.Lock()
         self._loop_batch: list[_Waiter] = []  # appended this turn of the loop
-        self.loop_commits = 0  # batches the event loop committed itself
+        self.loop_commits = 0  # batches the event loop wrote itself
+        # The loop's batch whose commit the committer thread is making (at most one: while
+        # it is under way the loop's next batch fills, as a group commit's does).
+        self._deferred: _Deferred | None = None
+        self._defer = False  # set while the loop writes a batch whose commit it defers
+        self._open_txn: sa.RootTransaction | None = None  # the deferred transaction, once open
+        self._new_deferral: _Deferred | None = None  # made by _write, taken by the loop
+        self._commits: queue.SimpleQueue[_Deferred | object] = queue.SimpleQueue()
+        self._committer: threading.Thread | None = None
         # Entries of a failed commit that may have been durable after all: (index, entry).
         self._in_doubt: list[tuple[int, AuditEntry]] = []
         self._withheld: list[tuple[int, AuditEntry]] = []  # committed, answer not delivered
@@ -218,6 +273,11 @@ class GroupCommitAuditLog:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
             self._thread.start()
+        if self._commit_on_loop and self._committer is None:
+            self._committer = threading.Thread(
+                target=self._run_commits, name="audit-committer", daemon=True
+            )
+            self._committer.start()
 
     def stop(self) -> None:
         """Write what is queued, then stop the writer thread."""
@@ -225,6 +285,15 @@ class GroupCommitAuditLog:
             self._queue.put(_STOP)
             self._thread.join(timeout=self._timeout * 2)
             self._thread = None
+        if self._committer is not None:
+            self._commits.put(_STOP)
+            self._committer.join(timeout=self._timeout * 2)
+            self._committer = None
+        deferred = self._deferred
+        if deferred is not None and deferred.ran:
+            # Its completion waits for a turn of the loop that may never come (stop() runs
+            # on the loop itself at shutdown): finish it here.
+            self._finish(deferred)
         # The loop's connection, unless a writer thread that would not stop still writes.
         if self._writing.acquire(timeout=self._timeout):
             try:
@@ -265,22 +334,30 @@ class GroupCommitAuditLog:
         else:
             self._queue.put(waiter)
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter.fut), self._timeout)
-        except TimeoutError:
-            pass
-        with self._lock:
-            if waiter.state is _State.PENDING:
-                waiter.state = _State.WITHDRAWN  # the writer will skip it: never committed
-                raise StoreUnavailable("audit log") from None
-        try:
-            return await asyncio.wait_for(asyncio.shield(waiter.fut), self._grace)
-        except TimeoutError:
-            pass
-        with self._lock:
-            if waiter.state is not _State.DONE:
-                waiter.state = _State.GAVE_UP  # the writer corrects the entry if it lands
-                raise StoreUnavailable("audit log", in_doubt=True) from None
-        return await waiter.fut  # settled this very moment: the outcome is on its way
+            if await _woken(waiter, self._timeout):
+                return waiter.result()
+            with self._lock:
+                if waiter.state is _State.PENDING:
+                    waiter.state = _State.WITHDRAWN  # the writer will skip it: never committed
+                    raise StoreUnavailable("audit log")
+                if waiter.state is not _State.DONE:  # TAKEN: wait for the commit's outcome
+                    waiter.wake = loop.create_future()
+            if await _woken(waiter, self._grace):
+                return waiter.result()
+            with self._lock:
+                if waiter.state is not _State.DONE:
+                    waiter.state = _State.GAVE_UP  # the writer corrects the entry if it lands
+                    raise StoreUnavailable("audit log", in_doubt=True)
+            return waiter.result()  # settled this very moment
+        except asyncio.CancelledError:
+            # The request is gone (shutdown): its answer will never be handed over, so its
+            # entry must not say it was — withdrawn if still queued, corrected if it lands.
+            with self._lock:
+                if waiter.state is _State.PENDING:
+                    waiter.state = _State.WITHDRAWN
+                elif waiter.state is _State.TAKEN:
+                    waiter.state = _State.GAVE_UP
+            raise
 
     async def ping(self) -> bool:
         def _ping() -> bool:
@@ -294,24 +371,85 @@ class GroupCommitAuditLog:
         return await asyncio.to_thread(_ping)
 
     def _commit_loop_batch(self) -> None:
-        """At the end of a turn of the loop: commit what it appended (the class's docstring)."""
+        """At the end of a turn of the loop: write what it appended (the class's docstring)."""
+        if self._deferred is not None:
+            return  # a commit is under way: its completion (_finish) writes this batch next
         batch, self._loop_batch = self._loop_batch, []
+        if not batch:
+            return
         if self._thread is None or not self._writing.acquire(blocking=False):
             for w in batch:  # the writer thread is writing: it takes these next
                 self._queue.put(w)
             return
+        deferred = None
         try:
-            self._on_loop = True
+            self._on_loop, self._defer = True, self._committer is not None
             busy = self._commit(batch)
+            deferred, self._new_deferral = self._new_deferral, None
             if not busy:
                 self.loop_commits += 1
         finally:
-            self._on_loop = False
-            self._writing.release()
+            self._on_loop = self._defer = False
+            if deferred is None:
+                self._writing.release()
+        if deferred is not None:  # _writing stays held until the commit's completion
+            self._deferred = deferred
+            self._commits.put(deferred)
         for w in busy:
             self._queue.put(w)
-        if self._in_doubt or self._withheld:
+        if deferred is None and (self._in_doubt or self._withheld):
             self._queue.put(_HOUSEKEEPING)  # corrections are the writer thread's work
+
+    def _run_commits(self) -> None:
+        """The committer thread: the commit (and fsync) of each batch the loop wrote."""
+        while True:
+            deferred = self._commits.get()
+            if deferred is _STOP:
+                return
+            assert isinstance(deferred, _Deferred)
+            try:
+                deferred.txn.commit()
+            except BaseException as exc:  # its requests learn it on the loop (_finish)
+                deferred.error = exc
+            deferred.ran = True
+            # RuntimeError: the loop closed meanwhile (shutdown); stop() finishes it.
+            with contextlib.suppress(RuntimeError):
+                deferred.loop.call_soon_threadsafe(self._finish, deferred)
+
+    def _finish(self, deferred: _Deferred) -> None:
+        """On the loop: settle a deferred commit's requests, then write the next batch."""
+        if deferred.finished:
+            return
+        deferred.finished = True
+        results = deferred.results
+        if deferred.error is not None:
+            self._on_loop = True
+            try:
+                self._tree.forget()
+                self._drop_connection(lost=True)
+            finally:
+                self._on_loop = False
+            log.error(
+                "audit batch of %d could not be committed: %s",
+                len(deferred.entries),
+                deferred.error,
+            )
+            # It may have landed: checked when the store is back (as in _write).
+            self._in_doubt.extend(deferred.attempt)
+            results = [StoreUnavailable("audit log", in_doubt=True) for _ in results]
+        else:
+            self.batches_committed += 1
+            if self._on_commit is not None:
+                self._on_commit(deferred.entries, time.perf_counter() - deferred.started)
+        self._deferred = None
+        try:
+            self._settle(deferred.taken, results)
+        finally:
+            self._writing.release()
+        if self._in_doubt or self._withheld:
+            self._queue.put(_HOUSEKEEPING)
+        if self._loop_batch:
+            self._commit_loop_batch()
 
     def _run(self) -> None:
         try:
@@ -341,10 +479,17 @@ class GroupCommitAuditLog:
                 if self._on_loop:  # the loop never waits for a lock (the class's docstring)
                     driver.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
             self._connections[self._on_loop] = conn
+        txn = conn.begin()
+        defer, self._defer = self._defer, False
         try:
-            with conn.begin():
-                yield conn
+            yield conn
+            if defer:  # the committer thread commits it (_commit_loop_batch)
+                self._open_txn = txn
+                return
+            txn.commit()
         except BaseException:
+            with contextlib.suppress(Exception):
+                txn.rollback()
             self._drop_connection(lost=True)
             raise
 
@@ -425,24 +570,35 @@ class GroupCommitAuditLog:
                 for w in taken:
                     w.state = _State.PENDING
             return taken
+        if self._new_deferral is not None:  # committed later: settled by _finish
+            self._new_deferral.taken, self._new_deferral.results = taken, results
+            return []
+        self._settle(taken, results)
+        return []
+
+    def _settle(self, taken: list[_Waiter], results: list[int | BaseException]) -> None:
+        """Hand each request its entry's outcome, once the batch is durable (or failed)."""
         # One wake-up per event loop for the whole batch, not one per entry.
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], Any]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         with self._lock:
             for w, result in zip(taken, results, strict=True):
                 if w.state is _State.GAVE_UP:
                     if isinstance(result, int) and w.pending.entry.decision is Outcome.ALLOWED:
                         self._withheld.append((result, w.pending.entry))
                     continue
-                w.state = _State.DONE
-                by_loop.setdefault(w.loop, []).append((w.fut, result))
-        for loop, settled in by_loop.items():
-            if self._on_loop:  # on that very loop: no wake-up needed
-                _settle_all(settled)
+                w.state, w.outcome = _State.DONE, result
+                by_loop.setdefault(w.loop, []).append(w.wake)
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # the writer thread, or stop() after the loop ended
+            running = None
+        for loop, wakes in by_loop.items():
+            if loop is running:  # on that very loop: no wake-up needed
+                _wake_all(wakes)
                 continue
             # RuntimeError: the loop closed while we wrote (shutdown); nobody is waiting.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle_all, settled)
-        return []
+                loop.call_soon_threadsafe(_wake_all, wakes)
 
     def _write(self, batch: list[Pending], *, whole: bool = True) -> list[int | BaseException]:
         """Commit ``batch`` in one transaction; each entry's index, or its error.
@@ -458,8 +614,9 @@ class GroupCommitAuditLog:
             return [StoreUnavailable("audit log") for _ in batch]
         attempt: list[tuple[int, AuditEntry]] = []
         started = time.perf_counter()
+        defer, self._defer = self._defer and whole, False  # only the loop's whole batch
         try:
-            first = self._insert(batch, attempt)
+            first = self._insert(batch, attempt, defer=defer)
         except Exception as exc:  # whatever failed, nothing of this transaction is known
             self._tree.forget()
             if self._on_loop and whole and not attempt and _locked(exc):
@@ -479,9 +636,20 @@ class GroupCommitAuditLog:
                     batch[half:], whole=False
                 )
             return [self._unstorable(batch[0].entry, exc)]
-        self.batches_committed += 1
-        if self._on_commit is not None:
-            self._on_commit([p.entry for p in batch], time.perf_counter() - started)
+        if defer:
+            txn, self._open_txn = self._open_txn, None
+            assert txn is not None
+            self._new_deferral = _Deferred(
+                txn=txn,
+                loop=asyncio.get_running_loop(),
+                entries=[p.entry for p in batch],
+                attempt=attempt,
+                started=started,
+            )
+        else:
+            self.batches_committed += 1
+            if self._on_commit is not None:
+                self._on_commit([p.entry for p in batch], time.perf_counter() - started)
         out: list[int | BaseException] = []
         for offset, p in enumerate(batch):
             if p.refusal is not None:
@@ -502,12 +670,16 @@ class GroupCommitAuditLog:
         self._short = short
         return short is not None
 
-    def _insert(self, batch: list[Pending], attempt: list[tuple[int, AuditEntry]]) -> int:
+    def _insert(
+        self, batch: list[Pending], attempt: list[tuple[int, AuditEntry]], *, defer: bool = False
+    ) -> int:
         """One transaction: the sequencer lock, the promises, the entries and their leaves.
 
         Everything that does not need the lock is prepared before it; ``attempt`` is filled
-        just before the commit, so that a commit that fails can be checked for later.
+        just before the commit, so that a commit that fails can be checked for later. With
+        ``defer`` the transaction is left open for the committer thread (``_open_txn``).
         """
+        self._defer = defer
         with self._transaction() as conn:
             first = self._sequence(conn)
             gate(conn, batch)
@@ -561,22 +733,21 @@ class GroupCommitAuditLog:
     def _resolve_in_doubt(self) -> None:
         """Which entries of failed commits landed after all (their requests got 503s)."""
         doubtful = dict(self._in_doubt)
+        e = audit_entries.c
+        # The same index may hold a later batch's entry (the failed one rolled back): it is
+        # the doubtful entry only if what identifies it matches (not the request hash alone:
+        # an entry of no signed request has none).
+        same = (e.event, e.request_hash, e.department, e.subject_hmac, e.request_id, e.detail)
         try:
             with self._engine.connect() as conn:
-                e = audit_entries.c
-                rows = conn.execute(
-                    sa.select(e.idx, e.request_hash, e.event).where(e.idx.in_(list(doubtful)))
-                ).all()
+                rows = conn.execute(sa.select(e.idx, *same).where(e.idx.in_(list(doubtful)))).all()
         except SQLAlchemyError:
             return  # still down: ask again after the next batch
         self._in_doubt = []
-        for idx, request_hash, event in rows:
+        for idx, *stored in rows:
             entry = doubtful[int(idx)]
-            # The same index may hold a later batch's entry (the failed one rolled back).
-            if (entry.request_hash, entry.event) == (
-                request_hash,
-                event,
-            ) and entry.decision is Outcome.ALLOWED:
+            row = entry.as_row()
+            if [row.get(c.name) for c in same] == stored and entry.decision is Outcome.ALLOWED:
                 self._withheld.append((int(idx), entry))
 
     def _correct(self) -> None:

@@ -115,3 +115,127 @@ def test_a_server_database_keeps_its_writer_thread(audit_engine: sa.Engine) -> N
     assert indexes == list(range(1, 9))
     on_sqlite = audit_engine.dialect.name == "sqlite"
     assert (log.loop_commits > 0) is on_sqlite
+
+
+# --- the commit (and its fsync) in the committer thread ------------------------------------
+
+
+class _SlowCommits:
+    """Makes every commit of ``engine`` take ``seconds`` (as a slow disk's fsync would) and
+    records which thread ran each statement and each commit."""
+
+    def __init__(self, engine: sa.Engine, seconds: float) -> None:
+        self.seconds = seconds
+        self.statement_threads: set[str] = set()
+        self.commit_threads: list[str] = []
+        self.started = threading.Event()
+        self.fail_next = False
+        sa.event.listen(engine, "before_cursor_execute", self._statement)
+        sa.event.listen(engine, "commit", self._commit)
+
+    def _statement(self, *_: object) -> None:
+        self.statement_threads.add(threading.current_thread().name)
+
+    def _commit(self, _conn: sa.Connection) -> None:
+        self.commit_threads.append(threading.current_thread().name)
+        self.started.set()
+        time.sleep(self.seconds)
+        if self.fail_next:
+            self.fail_next = False
+            raise sqlite3.OperationalError("disk I/O error")
+
+
+def test_the_loop_writes_and_the_committer_thread_commits(engine: sa.Engine) -> None:
+    slow = _SlowCommits(engine, 0.3)
+    ticks: list[float] = []
+
+    async def run(log: GroupCommitAuditLog) -> list[int]:
+        async def ticker() -> None:  # the loop goes on turning while a commit is under way
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.01)
+
+        first = asyncio.gather(*(log.append(audit_entry(i)) for i in range(4)))
+        ticking = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0.05)  # the first batch's commit is under way: these wait for it
+        second = asyncio.gather(*(log.append(audit_entry(4 + i)) for i in range(4)))
+        await asyncio.sleep(0.02)
+        third = asyncio.gather(*(log.append(audit_entry(8 + i)) for i in range(4)))
+        await ticking
+        return [*await first, *await second, *await third]
+
+    with _started(GroupCommitAuditLog(engine=engine, commit_on_loop=True, timeout=10)) as log:
+        indexes = asyncio.run(run(log))
+    assert indexes == list(range(1, 13))
+    # Two batches: the first alone, then what gathered while its commit was under way.
+    assert log.batches_committed == 2 == log.loop_commits
+    assert slow.commit_threads == ["audit-committer", "audit-committer"]
+    assert slow.statement_threads == {"MainThread"}
+    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.15
+    assert stored_details(engine) == [(i + 1, str(i)) for i in range(12)]
+
+
+def test_a_failed_commit_fails_its_requests_and_the_next_batch_is_written(
+    engine: sa.Engine,
+) -> None:
+    slow = _SlowCommits(engine, 0.0)
+    slow.fail_next = True
+
+    async def run(log: GroupCommitAuditLog) -> tuple[list[int | BaseException], list[int]]:
+        failed = await asyncio.gather(
+            *(log.append(audit_entry(i)) for i in range(3)), return_exceptions=True
+        )
+        later = await asyncio.gather(*(log.append(audit_entry(3 + i)) for i in range(3)))
+        return failed, list(later)
+
+    with _started(GroupCommitAuditLog(engine=engine, commit_on_loop=True, timeout=10)) as log:
+        failed, later = asyncio.run(run(log))
+    assert all(isinstance(r, StoreUnavailable) and r.in_doubt for r in failed)
+    assert later == [1, 2, 3]  # the failed batch's indexes are used again: gap-free
+    # Nothing of the failed batch landed, so nothing needed correcting.
+    assert stored_details(engine) == [(1, "3"), (2, "4"), (3, "5")]
+
+
+def test_a_request_cancelled_while_queued_is_never_written(engine: sa.Engine) -> None:
+    async def run(log: GroupCommitAuditLog) -> int:
+        with log._writing:  # the writer is busy: the entry stays queued
+            task = asyncio.ensure_future(log.append(audit_entry(0)))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return await log.append(audit_entry(1))
+
+    with _started(GroupCommitAuditLog(engine=engine, timeout=10)) as log:
+        index = asyncio.run(run(log))
+    assert index == 1
+    assert stored_details(engine) == [(1, "1")]
+
+
+def test_a_request_cancelled_during_its_commit_has_its_entry_corrected(
+    engine: sa.Engine,
+) -> None:
+    slow = _SlowCommits(engine, 0.3)
+
+    async def run(log: GroupCommitAuditLog) -> None:
+        task = asyncio.ensure_future(log.append(audit_entry(0)))
+        await asyncio.to_thread(slow.started.wait, 5)  # its commit is under way
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.5)  # the commit lands; the writer thread corrects it
+
+    with _started(GroupCommitAuditLog(engine=engine, commit_on_loop=True, timeout=10)) as log:
+        asyncio.run(run(log))
+        deadline = time.monotonic() + 5
+        while len(stored_details(engine)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT idx, event, decision, withholds FROM audit_entries ORDER BY idx")
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        (1, "lookup:record:released", "allowed", None),
+        (2, "audit:answer:withheld", "refused", 1),
+    ]

@@ -234,7 +234,7 @@ def test_the_writers_remembered_tree_follows_other_writers_and_failed_commits(
         # A batch whose commit fails: the memory is dropped, the next batch re-reads.
         original = log._insert
 
-        def failing(batch: object, attempt: object) -> int:
+        def failing(batch: object, attempt: object, *, defer: bool = False) -> int:
             log._insert = original  # type: ignore[method-assign]
             raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
 
