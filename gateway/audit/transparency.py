@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from gateway.audit.tree import StoredTree, leaf_bytes, tree_size
+from gateway.audit.tree import CommittedNodes, StoredTree, leaf_bytes, tree_size
 from gateway.core import merkle
 from gateway.core.keyring import GatewaySigner
 from gateway.core.protocol import TokenType
@@ -81,6 +81,8 @@ class TransparencyLog:
         self._signer = signer
         self._gateway_id = gateway_id
         self._interval = interval
+        # The upper levels' nodes, shared by every proof this process answers.
+        self._committed = CommittedNodes()
         #: How the routes run this log's reads: on the event loop on SQLite.
         self.read = ShortReads(engine).run
 
@@ -187,7 +189,7 @@ class TransparencyLog:
         current = tree_size(conn)
         if not 1 <= size <= current:
             raise InvalidInput(field, f"must be 1..{current}, the entries in the log now")
-        return StoredTree(conn)
+        return StoredTree(conn, committed=self._committed)
 
     def inclusion(self, index: int, size: int) -> dict[str, Any]:
         """The inclusion proof of entry ``index`` in the tree of ``size`` entries."""

@@ -18,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,7 +31,15 @@ from gateway.storage.inserts import insert_many
 from gateway.storage.prepared import PreparedSelect
 from gateway.storage.schema import audit_entries, merkle_nodes
 
-__all__ = ["LEAF_VERSION", "Sequencer", "StoredTree", "frontier_keys", "leaf_bytes", "tree_size"]
+__all__ = [
+    "LEAF_VERSION",
+    "CommittedNodes",
+    "Sequencer",
+    "StoredTree",
+    "frontier_keys",
+    "leaf_bytes",
+    "tree_size",
+]
 
 #: Version of the leaf encoding, inside every leaf.
 LEAF_VERSION = 1
@@ -107,22 +117,71 @@ def _nodes_query(terms: int) -> PreparedSelect:
     )
 
 
+class CommittedNodes:
+    """Nodes of the upper levels read from the committed tree, kept across requests.
+
+    A node is the hash of a perfect subtree: once committed it never changes (the log only
+    grows), so a copy of it is always right. A proof of any entry needs about two nodes a
+    level, and those of the upper levels are few and shared by every proof — kept here, a
+    proof reads from the database only the nodes of its lowest levels, as many in a log of
+    10⁶ entries as in one of 10³ (20 levels against 10). Only nodes read through a reader
+    connection may be offered (committed ones): never those a transaction is writing.
+    Bounded (least recently used out first) and safe to share between threads.
+    """
+
+    def __init__(self, *, from_level: int = 4, most: int = 65_536) -> None:
+        self.from_level = from_level
+        self._most = most
+        self._nodes: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        found = {}
+        with self._lock:
+            for key in keys:
+                value = self._nodes.get(key)
+                if value is not None:
+                    self._nodes.move_to_end(key)
+                    found[key] = value
+        return found
+
+    def offer(self, nodes: Mapping[tuple[int, int], bytes]) -> None:
+        with self._lock:
+            for key, value in nodes.items():
+                if key[0] >= self.from_level:
+                    self._nodes[key] = value
+            while len(self._nodes) > self._most:
+                self._nodes.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+
 class StoredTree:
     """The tree as stored, read through one connection; a :class:`merkle.NodeReader`.
 
     Nodes already read (or about to be written) are kept, so a proof or a sequencer step
     asks the database for each node at most once; :meth:`prefetch` reads several in one query.
+    With ``committed`` (a reader's connection only, :class:`CommittedNodes`) the upper
+    levels' nodes come from that shared copy and the ones read are offered to it.
     """
 
-    def __init__(self, conn: sa.Connection) -> None:
+    def __init__(self, conn: sa.Connection, *, committed: CommittedNodes | None = None) -> None:
         self._conn = conn
         self._cache: dict[tuple[int, int], bytes] = {}
+        self._committed = committed
 
     def prefetch(self, keys: Sequence[tuple[int, int]]) -> None:
         """Read the nodes ``(level, index)`` in one query (missing ones are left out)."""
         wanted = [k for k in keys if k not in self._cache]
+        if wanted and self._committed is not None:
+            known = self._committed.get_many(wanted)
+            if known:
+                self._cache.update(known)
+                wanted = [k for k in wanted if k not in known]
         if not wanted:
             return
+        read: dict[tuple[int, int], bytes] = {}
         for start in range(0, len(wanted), _MOST_NODES):
             chunk = wanted[start : start + _MOST_NODES]
             terms = 1 << (len(chunk) - 1).bit_length()
@@ -131,7 +190,10 @@ class StoredTree:
             for i, (level, index) in enumerate(chunk):
                 values[f"level{i}"], values[f"idx{i}"] = level, index
             for level, index, value in _nodes_query(terms).all(self._conn, **values):
-                self._cache[(int(level), int(index))] = bytes(value)
+                read[(int(level), int(index))] = bytes(value)
+        self._cache.update(read)
+        if self._committed is not None:
+            self._committed.offer(read)
 
     def seed(self, nodes: Mapping[tuple[int, int], bytes]) -> None:
         """Nodes known to be stored (a sequencer's memory of the last frontier)."""

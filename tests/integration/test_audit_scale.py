@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from alembic.config import Config
 
 from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome
 from gateway.audit.bulk import bulk_append
-from gateway.audit.tree import StoredTree, leaf_bytes, tree_size
+from gateway.audit.tree import CommittedNodes, StoredTree, leaf_bytes, tree_size
 from gateway.audit.verify import verify_log
 from gateway.core import merkle
 from gateway.storage import migrations
@@ -270,3 +271,61 @@ def test_the_durable_promises_are_read_by_their_keys_not_by_a_scan(engine: sa.En
             )
         assert f"SEARCH {table} USING" in plan, plan
         assert f"SCAN {table}" not in plan, plan
+
+
+def test_proofs_through_the_shared_upper_levels_are_the_stored_trees(engine: sa.Engine) -> None:
+    """Oracle: every proof read with the shared copy of the upper levels (as it fills, and
+    as the log grows) is the proof a fresh reader of the stored tree gives; once it is warm,
+    a proof asks the database for its lowest levels' nodes only."""
+    committed = CommittedNodes(from_level=3, most=10_000)
+    node_queries: list[str] = []
+
+    def reads(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "merkle_nodes" in statement:
+            node_queries.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", reads)
+    rng = random.Random(17)
+    bulk_append(engine, list(synthetic_entries(700)), chunk=100)
+    for grown in (700, 1_350, 2_049):
+        if grown > 700:
+            with engine.connect() as conn:
+                have = tree_size(conn)
+            bulk_append(engine, list(synthetic_entries(grown - have, start=have)))
+        with engine.connect() as conn:
+            size = tree_size(conn)
+            assert size == grown
+            for _ in range(60):
+                index, at = rng.randrange(size), rng.randint(1, size)
+                index = min(index, at - 1)
+                shared = StoredTree(conn, committed=committed)
+                shared.prefetch(merkle.inclusion_nodes(index, at))
+                fresh = StoredTree(conn)
+                assert merkle.inclusion_proof(index, at, shared) == merkle.inclusion_proof(
+                    index, at, fresh
+                )
+                assert merkle.root(at, shared) == merkle.root(at, fresh)
+                old = rng.randint(1, at)
+                assert merkle.consistency_proof(old, at, shared) == merkle.consistency_proof(
+                    old, at, fresh
+                )
+    assert 0 < len(committed) <= 10_000
+    with engine.connect() as conn:
+        # Warm: a proof of the same entry again needs no upper-level node from the database.
+        size = tree_size(conn)
+        StoredTree(conn, committed=committed).prefetch(merkle.inclusion_nodes(5, size))
+        tree = StoredTree(conn, committed=committed)
+        wanted = merkle.inclusion_nodes(5, size)
+        upper = [k for k in wanted if k[0] >= committed.from_level]
+        assert upper
+        assert set(committed.get_many(upper)) == set(upper)
+        before = len(node_queries)
+        tree.prefetch(upper)
+        assert len(node_queries) == before  # all upper nodes from the shared copy: no query
+
+
+def test_the_shared_upper_levels_are_bounded() -> None:
+    committed = CommittedNodes(from_level=2, most=8)
+    committed.offer({(level, i): bytes(32) for level in range(5) for i in range(10)})
+    assert len(committed) == 8
+    assert committed.get_many([(0, 1), (1, 1)]) == {}  # below from_level: never kept
