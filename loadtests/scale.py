@@ -2,7 +2,7 @@
 large district, in one run; how each one's cost grows with the district.
 
 Two private gateways are started the way ``make bench`` starts one (embedded SQLite,
-temporary data and keys directories, 127.0.0.1 only), one after the other:
+temporary data and keys directories, 127.0.0.1 only), and both keep running:
 
 1. the **small** district: the demo district as ``gateway init`` makes it;
 2. the **large** district: the same, then grown in bulk before the gateway starts on it —
@@ -12,8 +12,11 @@ temporary data and keys directories, 127.0.0.1 only), one after the other:
    ``--grants`` grants (with a service item of their own each) and ``--subjects`` records
    in every table of every provider's source database.
 
-On each it measures four operations with the same client (``--concurrency`` threads, each
-request once, bounded by ``--requests`` and ``--seconds``): signed lookups of demo subjects,
+On both it measures four operations with the same client (``--concurrency`` threads, each
+request once, bounded by ``--requests`` and ``--seconds``), in ``--rounds`` interleaved
+rounds — small, large, large, small, … — so that the machine's drift during the run (on a
+shared VM, ±10 % from one minute to the next) weighs on both districts alike; each
+district's rounds are pooled. The operations: signed lookups of demo subjects,
 licence verifications by identifier, inclusion proofs of random entries in the whole tree,
 and an officer's search (one department's newest entries). It prints the gateway's CPU per
 request and the latency of each, the growth ratio large / small per operation (the issue's
@@ -73,6 +76,15 @@ class Measured:
     server_cpu_s: float = 0.0
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+    def add(self, other: Measured) -> None:
+        """Pool ``other`` (a round of the same operation on the same district) into this."""
+        self.requests += other.requests
+        self.failures += other.failures
+        self.seconds += other.seconds
+        self.server_cpu_s += other.server_cpu_s
+        self.latencies += other.latencies
+        self.errors += other.errors[: max(0, 5 - len(self.errors))]
 
     @property
     def cpu_us(self) -> float:
@@ -298,29 +310,55 @@ def _operations(
     }
 
 
-def measure(gateway: Gateway, args: argparse.Namespace) -> tuple[dict[str, Measured], float]:
-    """Every operation once (a short warm-up of each first); the gateway's RSS after, in MB."""
-    results: dict[str, Measured] = {}
-    for name, make in _operations(gateway, args).items():
-        requests = make()
-        warm = max(10, len(requests) // 10)
-        _drive(gateway, requests[:warm], threads=args.concurrency, seconds=args.seconds)
-        results[name] = _drive(
-            gateway, requests[warm:], threads=args.concurrency, seconds=args.seconds
-        )
+def _rss_mb(gateway: Gateway) -> float:
     rss = 0.0
     for pid in gateway.pids():
         with contextlib.suppress(psutil.Error):
             rss = max(rss, psutil.Process(pid).memory_info().rss / 2**20)
-    return results, rss
+    return rss
+
+
+#: The order of the districts in each pair of rounds: small, large, then large, small (ABBA),
+#: so that a machine getting slower or faster during the run weighs on both alike.
+_ORDER = (("small", "large"), ("large", "small"))
+
+
+def measure(
+    gateways: dict[str, Gateway], args: argparse.Namespace
+) -> tuple[dict[str, dict[str, Measured]], dict[str, float]]:
+    """Every operation on both districts, in ``--rounds`` interleaved rounds each (a short
+    warm-up of each first); per district, each operation's pooled figures and the gateway's
+    resident memory after, in MB."""
+    made = {label: _operations(gw, args) for label, gw in gateways.items()}
+    results: dict[str, dict[str, Measured]] = {label: {} for label in gateways}
+    for name in OPERATIONS:
+        requests = {label: made[label][name]() for label in gateways}
+        for label, gw in gateways.items():
+            warm = max(10, len(requests[label]) // 10)
+            _drive(gw, requests[label][:warm], threads=args.concurrency, seconds=args.seconds)
+            requests[label] = requests[label][warm:]
+            results[label][name] = Measured()
+        share = {label: math.ceil(len(r) / args.rounds) for label, r in requests.items()}
+        for n in range(args.rounds):
+            for label in _ORDER[n % 2]:
+                chunk = requests[label][n * share[label] : (n + 1) * share[label]]
+                if chunk:
+                    results[label][name].add(
+                        _drive(
+                            gateways[label],
+                            chunk,
+                            threads=args.concurrency,
+                            seconds=args.seconds / args.rounds,
+                        )
+                    )
+    return results, {label: _rss_mb(gw) for label, gw in gateways.items()}
 
 
 # ---------------------------------------------------------------------------- main
 
 
-def _run_district(
-    label: str, workdir: Path, args: argparse.Namespace
-) -> tuple[dict[str, Measured], float, dict[str, int | float]]:
+def _start_district(label: str, workdir: Path, args: argparse.Namespace) -> Gateway:
+    """Start the district's gateway (the large one grown in bulk first); left running."""
     policies = workdir / "policies"
     shutil.copytree(REPO / "policies", policies)
     gateway = Gateway(
@@ -328,21 +366,15 @@ def _run_district(
         port=_free_port(),
         extra_env={"GATEWAY_POLICIES_DIR": str(policies)},
     )
-    held: dict[str, int | float] = {}
-    try:
-        print(f"  {label}: starting the gateway (gateway init on first start) ...", flush=True)
-        gateway.start(args.startup_timeout)
-        if label == "large":
-            gateway.stop()
-            print("  large: growing the district in bulk ...", flush=True)
-            held = grow(gateway, args)
-            print(f"  large: {json.dumps(held, ensure_ascii=False)}", flush=True)
-            gateway.start(args.startup_timeout)
-        print(f"  {label}: measuring ...", flush=True)
-        results, rss = measure(gateway, args)
-    finally:
+    print(f"  {label}: starting the gateway (gateway init on first start) ...", flush=True)
+    gateway.start(args.startup_timeout)
+    if label == "large":
         gateway.stop()
-    return results, rss, held
+        print("  large: growing the district in bulk ...", flush=True)
+        held = grow(gateway, args)
+        print(f"  large: {json.dumps(held, ensure_ascii=False)}", flush=True)
+        gateway.start(args.startup_timeout)
+    return gateway
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -358,9 +390,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--seconds", type=float, default=30.0, help="time bound per operation (30 s)"
     )
     parser.add_argument("--concurrency", type=int, default=8, help="client threads (8)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="interleaved rounds per operation, small and large in turn (4)",
+    )
     parser.add_argument("--startup-timeout", type=float, default=120.0)
     parser.add_argument("--keep", action="store_true", help="keep the temporary districts")
     args = parser.parse_args(argv)
+    if not 2 <= args.rounds <= 20:
+        parser.error("--rounds must be 2..20")
     if not 1 <= args.concurrency <= 64:
         parser.error("--concurrency must be 1..64")
     if not 20 <= args.requests <= 100_000:
@@ -418,20 +458,26 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="yiwang-scale-"))
     print(f"  workdir   {root}")
     status = 0
+    gateways: dict[str, Gateway] = {}
     try:
-        small, rss_small, _ = _run_district("small", root / "small", args)
-        large, rss_large, _ = _run_district("large", root / "large", args)
+        for label in ("small", "large"):
+            gateways[label] = _start_district(label, root / label, args)
+        print("  measuring both, in interleaved rounds ...", flush=True)
+        results, rss = measure(gateways, args)
         print(
-            f"\n  {HOST}, 1 worker, embedded SQLite; {args.concurrency} client threads, "
-            f"up to {args.requests} requests and {args.seconds:g} s per operation"
+            f"\n  {HOST}, 1 worker each, embedded SQLite; {args.concurrency} client threads, "
+            f"up to {args.requests} requests and {args.seconds:g} s per operation and district, "
+            f"in {args.rounds} rounds (small, large, large, small, …)"
         )
-        status = _report(small, large, (rss_small, rss_large))
+        status = _report(results["small"], results["large"], (rss["small"], rss["large"]))
     except BenchError as exc:
         print(f"\nbench-scale failed: {exc}", file=sys.stderr)
         status = 1
     except KeyboardInterrupt:
         status = 130
     finally:
+        for gateway in gateways.values():
+            gateway.stop()
         if args.keep or status not in (0, 130):
             print(f"kept {root}")
         else:
