@@ -229,11 +229,15 @@ def frontier_keys(size: int) -> list[tuple[int, int]]:
     return [(lvl, (size >> lvl) - 1) for lvl in range(64) if (size >> lvl) & 1]
 
 
+#: The last leaf's index (compiled once, run on the driver's cursor: every proof reads it).
+_LAST_LEAF = PreparedSelect(
+    sa.select(sa.func.max(merkle_nodes.c.idx)).where(merkle_nodes.c.level == 0)
+)
+
+
 def tree_size(conn: sa.Connection) -> int:
     """How many leaves the stored tree has."""
-    last = conn.execute(
-        sa.select(sa.func.max(merkle_nodes.c.idx)).where(merkle_nodes.c.level == 0)
-    ).scalar()
+    last = _LAST_LEAF.scalar(conn)
     return 0 if last is None else int(last) + 1
 
 

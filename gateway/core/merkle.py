@@ -217,10 +217,7 @@ def inclusion_proof(index: int, size: int, reader: NodeReader) -> list[bytes]:
     Raise :class:`~gateway.errors.InvalidInput` (field ``size`` or ``index``) unless
     ``0 <= index < size``.
     """
-    if size < 0:
-        raise InvalidInput("size", "must not be negative")
-    if not 0 <= index < size:
-        raise InvalidInput("index", f"must be at least 0 and less than the tree size {size}")
+    _check_leaf(index, size)
     # Walk down from the root, taking the sibling of the half that holds the leaf at each
     # split. The RFC lists them leaf-up, so the list is reversed at the end.
     siblings: list[bytes] = []
@@ -344,6 +341,13 @@ def verify_consistency(
     return fr == old_root and sr == new_root and sn == 0
 
 
+def _check_leaf(index: int, size: int) -> None:
+    if size < 0:
+        raise InvalidInput("size", "must not be negative")
+    if not 0 <= index < size:
+        raise InvalidInput("index", f"must be at least 0 and less than the tree size {size}")
+
+
 def _split(n: int) -> int:
     """The RFC's ``k`` for ``n >= 2`` leaves: the largest power of two smaller than ``n``."""
     return 1 << ((n - 1).bit_length() - 1)
@@ -364,11 +368,25 @@ class _Recorder:
 def inclusion_nodes(index: int, size: int) -> list[tuple[int, int]]:
     """The nodes ``(level, index)`` that :func:`inclusion_proof` of ``index`` in a tree of
     ``size`` and its :func:`root` read, the leaf's own included: a stored tree reads them in
-    one query, however large the tree (InvalidInput as :func:`inclusion_proof`)."""
-    recorder = _Recorder()
-    inclusion_proof(index, size, recorder)
-    root(size, recorder)
-    return [(0, index), *dict.fromkeys(recorder.keys)]
+    one query, however large the tree (InvalidInput as :func:`inclusion_proof`).
+
+    Named by the same walk as the proof's, without hashing: the sibling of each split is a
+    range whose perfect subtrees are the set bits of its length (:func:`_perfect_blocks`)."""
+    _check_leaf(index, size)
+    keys = [(0, index)]
+    lo, hi = 0, size
+    while hi - lo > 1:
+        half = _split(hi - lo)
+        mid = lo + half
+        if index < mid:  # the sibling is the right part: D[mid:hi]
+            keys.extend(_perfect_blocks(mid, hi - mid))
+            hi = mid
+        else:  # the perfect left half
+            level = half.bit_length() - 1
+            keys.append((level, lo >> level))
+            lo = mid
+    keys.extend(_perfect_blocks(0, size))
+    return list(dict.fromkeys(keys))
 
 
 def consistency_nodes(old_size: int, new_size: int) -> list[tuple[int, int]]:
@@ -380,16 +398,38 @@ def consistency_nodes(old_size: int, new_size: int) -> list[tuple[int, int]]:
     return list(dict.fromkeys(recorder.keys))
 
 
+def _perfect_blocks(lo: int, n: int) -> list[tuple[int, int]]:
+    """The perfect subtrees ``(level, index)`` that make up ``D[lo:lo+n]``, left to right:
+    one per set bit of ``n``, largest first. Right for every range the RFC's split makes
+    (``lo`` a multiple of a power of two at least ``n``: :func:`_aligned`)."""
+    blocks = []
+    while n:
+        level = n.bit_length() - 1
+        blocks.append((level, lo >> level))
+        lo += 1 << level
+        n -= 1 << level
+    return blocks
+
+
+def _aligned(lo: int, n: int) -> bool:
+    """Whether ``lo`` is a multiple of the smallest power of two at least ``n``."""
+    return lo & ((1 << (n - 1).bit_length()) - 1) == 0
+
+
 def _subtree_hash(lo: int, hi: int, reader: NodeReader) -> bytes:
     """``MTH(D[lo:hi])`` for ``lo < hi``: one read if the range is a perfect subtree, else
-    recursively from the RFC's split (a perfect left half and a smaller right part), so at
-    most one read per set bit of ``hi - lo``."""
+    from the RFC's split (a perfect left half and a smaller right part) — for the ranges the
+    split makes, the hash of the range's perfect subtrees folded from the right, at most one
+    read per set bit of ``hi - lo`` and no recursion."""
     n = hi - lo
-    if n & (n - 1) == 0 and lo % n == 0:
-        level = n.bit_length() - 1
-        return reader.node(level, lo >> level)
-    mid = lo + _split(n)
-    return node_hash(_subtree_hash(lo, mid, reader), _subtree_hash(mid, hi, reader))
+    if not _aligned(lo, n):  # not a range the split makes: the RFC's definition itself
+        mid = lo + _split(n)
+        return node_hash(_subtree_hash(lo, mid, reader), _subtree_hash(mid, hi, reader))
+    blocks = _perfect_blocks(lo, n)
+    value = reader.node(*blocks[-1])
+    for level, index in reversed(blocks[:-1]):
+        value = node_hash(reader.node(level, index), value)
+    return value
 
 
 def _checked_hash(value: bytes, field: str) -> bytes:

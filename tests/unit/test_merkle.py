@@ -543,3 +543,29 @@ def test_the_nodes_named_ahead_are_all_a_proof_and_its_root_read(
     both = _Only(tree, consistency_nodes(old, size))
     assert consistency_proof(old, size, both) == consistency_proof(old, size, tree)
     assert (root(old, both), root(size, both)) == (root(old, tree), root(size, tree))
+
+
+class _Asked:
+    """A reader that answers zeros and records what was asked (the oracle for which nodes a
+    proof and its root read: they depend on the sizes alone)."""
+
+    def __init__(self) -> None:
+        self.keys: set[tuple[int, int]] = set()
+
+    def node(self, level: int, index: int) -> bytes:
+        self.keys.add((level, index))
+        return bytes(32)
+
+
+@settings(max_examples=300, deadline=None)
+@given(size=st.integers(1, 5000), data=st.data())
+def test_the_nodes_named_ahead_are_exactly_those_the_proof_and_root_read(
+    size: int, data: st.DataObject
+) -> None:
+    index = data.draw(st.integers(0, size - 1))
+    asked = _Asked()
+    inclusion_proof(index, size, asked)
+    root(size, asked)
+    named = inclusion_nodes(index, size)
+    assert len(named) == len(set(named))
+    assert set(named) == asked.keys | {(0, index)}
