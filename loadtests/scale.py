@@ -283,8 +283,10 @@ def _operations(
         # tree as it is then, so every proof exists.
         database = gateway.data_dir / "gateway.sqlite3"
         with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
-            last = conn.execute("SELECT max(idx) FROM merkle_nodes WHERE level = 0").fetchone()
-        size = 0 if last[0] is None else int(last[0]) + 1
+            last = conn.execute(
+                "SELECT pos FROM merkle_nodes WHERE level = 0 ORDER BY pos DESC LIMIT 1"
+            ).fetchone()
+        size = 0 if last is None else int(last[0]) + 1
         return [proof(rng.randrange(1, size + 1), size) for _ in range(n)]
 
     auditor = (gateway.keys_dir / "operators" / "auditor.token").read_text().strip()

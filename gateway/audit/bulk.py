@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from gateway.audit.entry import AuditEntry
-from gateway.audit.tree import frontier_keys, leaf_bytes, tree_size
+from gateway.audit.tree import StoredTree, frontier_keys, leaf_bytes, node_row, tree_size
 from gateway.core import merkle
 from gateway.storage.inserts import insert_many
 from gateway.storage.schema import audit_entries, merkle_nodes
@@ -64,22 +64,9 @@ def bulk_append(
         last = conn.execute(sa.select(sa.func.max(audit_entries.c.idx))).scalar()
         if int(last or 0) != size:
             raise RuntimeError(f"the log holds {last} entries but its tree {size} leaves")
-        frontier = _Frontier(
-            {
-                (int(lvl), int(idx)): bytes(h)
-                for lvl, idx, h in conn.execute(
-                    sa.select(merkle_nodes.c.level, merkle_nodes.c.idx, merkle_nodes.c.hash).where(
-                        sa.or_(
-                            *(
-                                sa.and_(merkle_nodes.c.level == lvl, merkle_nodes.c.idx == idx)
-                                for lvl, idx in frontier_keys(size)
-                            ),
-                            sa.false(),
-                        )
-                    )
-                )
-            }
-        )
+        stored, edge = StoredTree(conn), frontier_keys(size)
+        stored.prefetch(edge)
+        frontier = _Frontier(stored.known(edge))
     for batch in _chunks(entries, chunk):
         rows = [e.as_row() for e in batch]
         for offset, row in enumerate(rows):
@@ -92,7 +79,7 @@ def bulk_append(
             insert_many(
                 conn,
                 merkle_nodes,
-                [{"level": lvl, "idx": idx, "hash": value} for lvl, idx, value in nodes],
+                [node_row(lvl, idx, value) for lvl, idx, value in nodes],
             )
         size += len(rows)
         known = {**frontier.nodes, **{(lvl, idx): value for lvl, idx, value in nodes}}

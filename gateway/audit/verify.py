@@ -122,9 +122,9 @@ def stored_entries(conn: sa.Connection, *, upto: int | None = None) -> Iterator[
 
 def stored_leaves(conn: sa.Connection, lo: int, hi: int) -> dict[int, bytes]:
     """The stored leaf hashes of the leaves ``lo <= i < hi`` (level 0 of the tree)."""
-    rows = conn.execute(
-        sa.select(merkle_nodes.c.idx, merkle_nodes.c.hash).where(
-            merkle_nodes.c.level == 0, merkle_nodes.c.idx >= lo, merkle_nodes.c.idx < hi
+    rows = conn.execute(  # at level 0 a node's first leaf is the leaf itself
+        sa.select(merkle_nodes.c.pos, merkle_nodes.c.hash).where(
+            merkle_nodes.c.pos >= lo, merkle_nodes.c.pos < hi, merkle_nodes.c.level == 0
         )
     )
     return {int(i): bytes(h) for i, h in rows}

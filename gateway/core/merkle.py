@@ -50,6 +50,7 @@ __all__ = [
     "MemoryTree",
     "NodeReader",
     "PerfectNode",
+    "RightEdge",
     "consistency_nodes",
     "consistency_proof",
     "inclusion_nodes",
@@ -211,11 +212,58 @@ def root(size: int, reader: NodeReader) -> bytes:
     return _subtree_hash(0, size, reader)
 
 
-def inclusion_proof(index: int, size: int, reader: NodeReader) -> list[bytes]:
+class RightEdge:
+    """The hashes of a tree's right edge: ``MTH(D[lo:size])`` for each range ``[lo, size)``
+    the RFC's split makes on the way down the tree's right side, the root (``lo = 0``) first.
+
+    They depend on the size alone (the nodes they come from never change), and every proof
+    in the tree of that size takes its non-perfect siblings from them: a server computes them
+    once per size (:meth:`read`, from the tree's frontier) and each proof then reads only
+    perfect subtrees — about one node a level — with no hashing of partial ranges.
+    """
+
+    __slots__ = ("_hashes", "size")
+
+    def __init__(self, size: int, hashes: dict[int, bytes]) -> None:
+        self.size = size
+        self._hashes = hashes
+
+    @staticmethod
+    def nodes(size: int) -> list[tuple[int, int]]:
+        """The nodes :meth:`read` reads: the perfect subtrees that make up ``D[0:size]``."""
+        return _perfect_blocks(0, size) if size > 0 else []
+
+    @classmethod
+    def read(cls, size: int, reader: NodeReader) -> RightEdge:
+        if size <= 0:
+            raise InvalidInput("size", "must be positive")
+        blocks = _perfect_blocks(0, size)
+        hashes: dict[int, bytes] = {}
+        level, index = blocks[-1]
+        value = reader.node(level, index)
+        hashes[index << level] = value
+        for level, index in reversed(blocks[:-1]):
+            value = node_hash(reader.node(level, index), value)
+            hashes[index << level] = value
+        return cls(size, hashes)
+
+    @property
+    def root(self) -> bytes:
+        return self._hashes[0]
+
+    def hash_of(self, lo: int, hi: int) -> bytes | None:
+        """``MTH(D[lo:hi])`` if ``[lo, hi)`` is one of its ranges; None otherwise."""
+        return self._hashes.get(lo) if hi == self.size else None
+
+
+def inclusion_proof(
+    index: int, size: int, reader: NodeReader, *, edge: RightEdge | None = None
+) -> list[bytes]:
     """``PATH(index, D[size])`` (RFC 9162 2.1.3.1): the leaf's sibling first, the root's child last.
 
-    Raise :class:`~gateway.errors.InvalidInput` (field ``size`` or ``index``) unless
-    ``0 <= index < size``.
+    With ``edge`` (the tree's :class:`RightEdge` of ``size``) the siblings on the right edge
+    come from it. Raise :class:`~gateway.errors.InvalidInput` (field ``size`` or ``index``)
+    unless ``0 <= index < size``.
     """
     _check_leaf(index, size)
     # Walk down from the root, taking the sibling of the half that holds the leaf at each
@@ -225,7 +273,8 @@ def inclusion_proof(index: int, size: int, reader: NodeReader) -> list[bytes]:
     while hi - lo > 1:
         mid = lo + _split(hi - lo)
         if index < mid:
-            siblings.append(_subtree_hash(mid, hi, reader))
+            known = None if edge is None else edge.hash_of(mid, hi)
+            siblings.append(known if known is not None else _subtree_hash(mid, hi, reader))
             hi = mid
         else:
             siblings.append(_subtree_hash(lo, mid, reader))
@@ -365,10 +414,13 @@ class _Recorder:
         return bytes(HASH_SIZE)
 
 
-def inclusion_nodes(index: int, size: int) -> list[tuple[int, int]]:
+def inclusion_nodes(
+    index: int, size: int, *, edge: RightEdge | None = None
+) -> list[tuple[int, int]]:
     """The nodes ``(level, index)`` that :func:`inclusion_proof` of ``index`` in a tree of
     ``size`` and its :func:`root` read, the leaf's own included: a stored tree reads them in
-    one query, however large the tree (InvalidInput as :func:`inclusion_proof`).
+    one query, however large the tree (InvalidInput as :func:`inclusion_proof`). With the
+    tree's ``edge``, those the proof reads besides it (the root is the edge's).
 
     Named by the same walk as the proof's, without hashing: the sibling of each split is a
     range whose perfect subtrees are the set bits of its length (:func:`_perfect_blocks`)."""
@@ -379,13 +431,15 @@ def inclusion_nodes(index: int, size: int) -> list[tuple[int, int]]:
         half = _split(hi - lo)
         mid = lo + half
         if index < mid:  # the sibling is the right part: D[mid:hi]
-            keys.extend(_perfect_blocks(mid, hi - mid))
+            if edge is None or edge.hash_of(mid, hi) is None:
+                keys.extend(_perfect_blocks(mid, hi - mid))
             hi = mid
         else:  # the perfect left half
             level = half.bit_length() - 1
             keys.append((level, lo >> level))
             lo = mid
-    keys.extend(_perfect_blocks(0, size))
+    if edge is None:
+        keys.extend(_perfect_blocks(0, size))
     return list(dict.fromkeys(keys))
 
 

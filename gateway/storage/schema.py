@@ -303,17 +303,23 @@ __all__ += [
     "status_lists",
 ]
 
-# --- the Merkle tree over the audit log (gateway.audit; migration 0005) ---------------------
+# --- the Merkle tree over the audit log (gateway.audit; migrations 0005, 0013) --------------
 # Hashes of the perfect subtrees of the RFC 9162 tree: level 0 holds the leaf hashes (leaf
-# index = audit idx - 1), level L index i covers leaves [i·2^L, (i+1)·2^L). They are written
-# by the sequencer in the same transaction as the entries, so any committed tree size has
-# every node it needs; roots and proofs then take O(log n) reads.
+# index = audit idx - 1), the node of level L and index i covers leaves [i·2^L, (i+1)·2^L).
+# They are written by the sequencer in the same transaction as the entries, so any committed
+# tree size has every node it needs; roots and proofs then take O(log n) reads.
+#
+# Keyed by ``pos`` = i·2^L, the node's first leaf, then the level (migration 0013): the nodes
+# near one leaf — those its proof reads from its lowest levels — sit side by side, in one or
+# two pages, where keyed by (level, i) each level's lay in a page of its own (a proof in a
+# log of 10⁶ entries read five pages no cache held). Appends land at the end of the key
+# order. A node's index is ``pos >> level``.
 
 merkle_nodes = sa.Table(
     "merkle_nodes",
     metadata,
+    sa.Column("pos", sa.BigInteger(), primary_key=True, autoincrement=False),
     sa.Column("level", sa.SmallInteger(), primary_key=True, autoincrement=False),
-    sa.Column("idx", sa.BigInteger(), primary_key=True, autoincrement=False),
     sa.Column("hash", sa.LargeBinary(32), nullable=False),
     sqlite_with_rowid=False,
 )

@@ -130,11 +130,17 @@ class _SlowCommits:
         self.commit_threads: list[str] = []
         self.started = threading.Event()
         self.fail_next = False
-        sa.event.listen(engine, "before_cursor_execute", self._statement)
+        # SQLite's own trace: the writer runs its statements on the driver's cursor, past
+        # SQLAlchemy's events.
+        sa.event.listen(engine, "checkout", self._trace)
         sa.event.listen(engine, "commit", self._commit)
 
-    def _statement(self, *_: object) -> None:
-        self.statement_threads.add(threading.current_thread().name)
+    def _trace(self, dbapi_conn: sqlite3.Connection, *_: object) -> None:
+        dbapi_conn.set_trace_callback(self._statement)
+
+    def _statement(self, sql: str) -> None:
+        if sql.lstrip().upper().startswith(("INSERT", "SELECT")):
+            self.statement_threads.add(threading.current_thread().name)
 
     def _commit(self, _conn: sa.Connection) -> None:
         self.commit_threads.append(threading.current_thread().name)

@@ -86,6 +86,53 @@ def test_migration_0012_makes_the_corrections_index_partial_and_downgrades(
     assert "WHERE withholds IS NOT NULL" in _index_sql(engine, "ix_audit_entries_withholds")
 
 
+def _migration_0013_cases(engine: sa.Engine) -> Iterator[sa.Engine]:
+    yield engine
+    if postgres_reachable() is None:
+        with postgres_database() as url:
+            server = create_database_engine(url)
+            migrations.upgrade(server)
+            yield server
+            server.dispose()
+
+
+def test_migration_0013_keys_the_nodes_by_position_and_downgrades(engine: sa.Engine) -> None:
+    for db in _migration_0013_cases(engine):
+        bulk_append(db, list(synthetic_entries(777)), chunk=100)
+        size, root = _stored_root(db)
+        assert (size, root) == (777, _root_from_rows(db))
+        with db.connect() as conn:
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("merkle_nodes")}
+            key = sa.inspect(conn).get_pk_constraint("merkle_nodes")["constrained_columns"]
+            plan = (
+                conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN SELECT pos FROM merkle_nodes WHERE level = 0 "
+                    "ORDER BY pos DESC LIMIT 1"
+                ).all()
+                if db.dialect.name == "sqlite"
+                else []
+            )
+        assert (key, columns) == (["pos", "level"], {"pos", "level", "hash"})
+        assert all("TEMP B-TREE" not in str(row) for row in plan)  # read in key order
+        _alembic(db, "downgrade", "0012")
+        with db.connect() as conn:
+            old = conn.exec_driver_sql(
+                "SELECT level, idx, hash FROM merkle_nodes ORDER BY level, idx"
+            ).all()
+        by_key = {(int(lvl), int(i)): bytes(h) for lvl, i, h in old}
+        assert merkle.root(size, _Nodes(by_key)) == root
+        _alembic(db, "upgrade", "head")
+        assert _stored_root(db) == (size, root)
+
+
+class _Nodes:
+    def __init__(self, nodes: dict[tuple[int, int], bytes]) -> None:
+        self._nodes = nodes
+
+    def node(self, level: int, index: int) -> bytes:
+        return self._nodes[(level, index)]
+
+
 def _plans(conn: sa.Connection, query: sa.Select[tuple[object, ...]]) -> str:
     compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
     return " | ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
@@ -326,6 +373,12 @@ def test_proofs_through_the_shared_upper_levels_are_the_stored_trees(engine: sa.
 
 def test_the_shared_upper_levels_are_bounded() -> None:
     committed = CommittedNodes(from_level=2, most=8)
-    committed.offer({(level, i): bytes(32) for level in range(5) for i in range(10)})
+    committed.offer({(level, i): bytes([level, i]) * 16 for level in range(6) for i in range(4)})
+    # 16 nodes of levels 2..5 offered: level 2 and then 3 dropped to stay within 8.
+    assert committed.from_level == 4
     assert len(committed) == 8
-    assert committed.get_many([(0, 1), (1, 1)]) == {}  # below from_level: never kept
+    assert committed.get_many([(2, 1), (3, 1), (0, 1)]) == {}
+    assert committed.get_many([(4, 1), (5, 3)]) == {
+        (4, 1): bytes([4, 1]) * 16,
+        (5, 3): bytes([5, 3]) * 16,
+    }

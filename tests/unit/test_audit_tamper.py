@@ -22,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from gateway.audit import AuditEntry, GroupCommitAuditLog, Outcome
 from gateway.audit.transparency import TransparencyLog
-from gateway.audit.tree import leaf_bytes
+from gateway.audit.tree import leaf_bytes, node_row
 from gateway.audit.verify import ProblemCode, verify_log
 from gateway.core import merkle
 from gateway.core.keyring import GatewaySigner, public_jwk
@@ -56,7 +56,7 @@ def rebuild_tree(conn: sa.Connection) -> None:
     rows = conn.execute(sa.select(audit_entries).order_by(audit_entries.c.idx)).mappings().all()
     tree = merkle.MemoryTree(merkle.leaf_hash(leaf_bytes(r)) for r in rows)
     conn.execute(merkle_nodes.delete())
-    nodes = [{"level": lvl, "idx": i, "hash": h} for lvl, i, h in tree.nodes()]
+    nodes = [node_row(lvl, i, h) for lvl, i, h in tree.nodes()]
     if nodes:
         conn.execute(sa.insert(merkle_nodes), nodes)
 

@@ -20,6 +20,7 @@ from gateway.core.merkle import (
     EMPTY_ROOT,
     MemoryTree,
     NodeReader,
+    RightEdge,
     consistency_nodes,
     consistency_proof,
     inclusion_nodes,
@@ -569,3 +570,19 @@ def test_the_nodes_named_ahead_are_exactly_those_the_proof_and_root_read(
     named = inclusion_nodes(index, size)
     assert len(named) == len(set(named))
     assert set(named) == asked.keys | {(0, index)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(size=st.integers(1, MAX_SIZE), data=st.data())
+def test_proofs_with_the_right_edge_are_the_rfcs(size: int, data: st.DataObject) -> None:
+    """Oracle: a proof that takes its right-edge siblings from the size's RightEdge, reading
+    only the nodes named for it, is the RFC's path; the edge's root is the tree's."""
+    tree = MemoryTree(leaf_hash(d) for d in DATA[:size])
+    edge = RightEdge.read(size, _Only(tree, RightEdge.nodes(size)))
+    assert edge.root == ref_mth(0, size) == root(size, tree)
+    index = data.draw(st.integers(0, size - 1))
+    only = _Only(tree, inclusion_nodes(index, size, edge=edge))
+    proof = inclusion_proof(index, size, only, edge=edge)
+    assert proof == ref_path(index, 0, size)
+    assert verify_inclusion(leaf_hash(DATA[index]), index, size, proof, edge.root)
+    assert len(inclusion_nodes(index, size, edge=edge)) <= size.bit_length() + 1
