@@ -204,13 +204,16 @@ class GroupCommitAuditLog:
     few entries took ~4.7 ms of wall time for ~0.6 ms of CPU, and the loop paid for every
     handover. On SQLite the statements are local calls of microseconds, so the loop runs them
     itself: the entries appended during one turn of the loop are written together at its
-    end, with no handover per statement. Only the commit, whose fsync is the one slow step
-    (0.3 ms on this disk when idle, several ms when it is busy), goes to the committer thread:
-    one handover a batch, and the loop serves other requests meanwhile. While that commit is
-    under way the next turns' entries gather; its completion, back on the loop, settles its
-    requests and writes them as the next batch. The loop never waits for a lock: its
-    connection has no busy timeout, and a batch that finds the database locked by another
-    writer — or the writer thread busy — goes to the
+    end, with no handover per statement, and committed there too while commits are quick
+    (0.3–1 ms here, the fsync most of it). When one takes longer than ``slow_commit`` — a
+    disk that is slow now, which would hold every request on the loop — the commits go to the
+    committer thread for ``slow_spell`` seconds: the loop writes the batch, the thread makes
+    the commit (one handover a batch) while the loop serves other requests, the next turns'
+    entries gather meanwhile, and the commit's completion, back on the loop, settles its
+    requests and writes them as the next batch. (The committer costs each lookup ~10 % more
+    CPU in handovers, measured: worth it only while the disk is slow.) The loop never waits
+    for a lock: its connection has no busy timeout, and a batch that finds the database
+    locked by another writer — or the writer thread busy — goes to the
     writer thread, which waits for the lock within the request's timeout as before.
     """
 
@@ -224,6 +227,8 @@ class GroupCommitAuditLog:
         grace: float | None = None,
         reserve: DiskReserve | None = None,
         commit_on_loop: bool = False,
+        slow_commit: float = 0.002,
+        slow_spell: float = 1.0,
         on_commit: Callable[[Sequence[AuditEntry], float], None] | None = None,
     ) -> None:
         """``on_commit`` is told of every batch made durable (its entries and how long the
@@ -260,6 +265,13 @@ class GroupCommitAuditLog:
         self._defer = False  # set while the loop writes a batch whose commit it defers
         self._open_txn: sa.RootTransaction | None = None  # the deferred transaction, once open
         self._new_deferral: _Deferred | None = None  # made by _write, taken by the loop
+        # A batch the loop wrote and committed itself that took longer than ``slow_commit``
+        # (a disk that is slow now) sends the commits to the committer thread for
+        # ``slow_spell`` seconds (the class's docstring).
+        self._slow_commit = slow_commit
+        self._slow_spell = slow_spell
+        self._committer_until = -math.inf
+        self.committer_commits = 0  # batches whose commit the committer thread made
         self._commits: queue.SimpleQueue[_Deferred | object] = queue.SimpleQueue()
         self._committer: threading.Thread | None = None
         # Entries of a failed commit that may have been durable after all: (index, entry).
@@ -382,8 +394,10 @@ class GroupCommitAuditLog:
                 self._queue.put(w)
             return
         deferred = None
+        started = time.monotonic()
         try:
-            self._on_loop, self._defer = True, self._committer is not None
+            self._on_loop = True
+            self._defer = self._committer is not None and started < self._committer_until
             busy = self._commit(batch)
             deferred, self._new_deferral = self._new_deferral, None
             if not busy:
@@ -392,6 +406,8 @@ class GroupCommitAuditLog:
             self._on_loop = self._defer = False
             if deferred is None:
                 self._writing.release()
+        if deferred is None and time.monotonic() - started > self._slow_commit:
+            self._committer_until = time.monotonic() + self._slow_spell
         if deferred is not None:  # _writing stays held until the commit's completion
             self._deferred = deferred
             self._commits.put(deferred)
@@ -439,6 +455,7 @@ class GroupCommitAuditLog:
             results = [StoreUnavailable("audit log", in_doubt=True) for _ in results]
         else:
             self.batches_committed += 1
+            self.committer_commits += 1
             if self._on_commit is not None:
                 self._on_commit(deferred.entries, time.perf_counter() - deferred.started)
         self._deferred = None

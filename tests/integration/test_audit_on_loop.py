@@ -117,7 +117,7 @@ def test_a_server_database_keeps_its_writer_thread(audit_engine: sa.Engine) -> N
     assert (log.loop_commits > 0) is on_sqlite
 
 
-# --- the commit (and its fsync) in the committer thread ------------------------------------
+# --- the commit (and its fsync) in the committer thread while the disk is slow -----------
 
 
 class _SlowCommits:
@@ -146,16 +146,62 @@ class _SlowCommits:
         self.commit_threads.append(threading.current_thread().name)
         self.started.set()
         time.sleep(self.seconds)
-        if self.fail_next:
+        if self.fail_next:  # as SQLAlchemy hands on a failed commit of the driver's
             self.fail_next = False
-            raise sqlite3.OperationalError("disk I/O error")
+            raise sa.exc.OperationalError("COMMIT", {}, sqlite3.OperationalError("disk I/O error"))
 
 
-def test_the_loop_writes_and_the_committer_thread_commits(engine: sa.Engine) -> None:
-    slow = _SlowCommits(engine, 0.3)
+#: A commit slower than this (s) sends the commits to the committer thread in these tests.
+SLOW = 0.1
+
+
+def _slow_log(engine: sa.Engine, spell: float = 10.0) -> GroupCommitAuditLog:
+    return GroupCommitAuditLog(
+        engine=engine, commit_on_loop=True, timeout=10, slow_commit=SLOW, slow_spell=spell
+    )
+
+
+async def _slow_spell(log: GroupCommitAuditLog, slow: _SlowCommits) -> int:
+    """One entry whose commit, on the loop, is slow: the commits go to the committer."""
+    seconds, slow.seconds = slow.seconds, 2 * SLOW
+    try:
+        return await log.append(audit_entry(1000))
+    finally:
+        slow.seconds = seconds
+
+
+def test_a_slow_commit_sends_the_commits_to_the_committer_thread_for_a_spell(
+    engine: sa.Engine,
+) -> None:
+    slow = _SlowCommits(engine, 0.0)
+
+    async def run(log: GroupCommitAuditLog) -> list[int]:
+        first = await log.append(audit_entry(0))  # quick: on the loop
+        spelled = await _slow_spell(log, slow)  # slow, on the loop: the spell begins
+        during = await log.append(audit_entry(1))  # the committer's
+        await asyncio.sleep(0.8)  # the spell is over
+        after = await log.append(audit_entry(2))  # on the loop again
+        return [first, spelled, during, after]
+
+    with _started(_slow_log(engine, spell=0.5)) as log:
+        indexes = asyncio.run(run(log))
+    assert indexes == [1, 2, 3, 4]
+    assert slow.commit_threads == ["MainThread", "MainThread", "audit-committer", "MainThread"]
+    assert (log.loop_commits, log.committer_commits, log.batches_committed) == (4, 1, 4)
+    assert slow.statement_threads == {"MainThread"}
+    assert [d for _, d in stored_details(engine)] == ["0", "1000", "1", "2"]
+
+
+def test_the_loop_goes_on_while_the_committer_commits_and_the_next_batch_gathers(
+    engine: sa.Engine,
+) -> None:
+    slow = _SlowCommits(engine, 0.0)
     ticks: list[float] = []
 
     async def run(log: GroupCommitAuditLog) -> list[int]:
+        await _slow_spell(log, slow)
+        slow.seconds = 0.3  # each commit now takes 0.3 s, in the committer thread
+
         async def ticker() -> None:  # the loop goes on turning while a commit is under way
             end = time.monotonic() + 0.5
             while time.monotonic() < end:
@@ -171,36 +217,47 @@ def test_the_loop_writes_and_the_committer_thread_commits(engine: sa.Engine) -> 
         await ticking
         return [*await first, *await second, *await third]
 
-    with _started(GroupCommitAuditLog(engine=engine, commit_on_loop=True, timeout=10)) as log:
+    with _started(_slow_log(engine)) as log:
         indexes = asyncio.run(run(log))
-    assert indexes == list(range(1, 13))
-    # Two batches: the first alone, then what gathered while its commit was under way.
-    assert log.batches_committed == 2 == log.loop_commits
-    assert slow.commit_threads == ["audit-committer", "audit-committer"]
+    assert indexes == list(range(2, 14))
+    # After the spell's first entry, two batches: the first four alone, then what gathered
+    # while their commit was under way.
+    assert log.committer_commits == 2
+    assert log.batches_committed == 3
+    assert slow.commit_threads == ["MainThread", "audit-committer", "audit-committer"]
     assert slow.statement_threads == {"MainThread"}
     assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.15
-    assert stored_details(engine) == [(i + 1, str(i)) for i in range(12)]
+    assert [d for _, d in stored_details(engine)] == ["1000", *(str(i) for i in range(12))]
 
 
+@pytest.mark.parametrize("where", ["loop", "committer"])
 def test_a_failed_commit_fails_its_requests_and_the_next_batch_is_written(
-    engine: sa.Engine,
+    engine: sa.Engine, where: str
 ) -> None:
     slow = _SlowCommits(engine, 0.0)
-    slow.fail_next = True
 
     async def run(log: GroupCommitAuditLog) -> tuple[list[int | BaseException], list[int]]:
+        if where == "committer":
+            await _slow_spell(log, slow)
+        slow.fail_next = True
         failed = await asyncio.gather(
             *(log.append(audit_entry(i)) for i in range(3)), return_exceptions=True
         )
         later = await asyncio.gather(*(log.append(audit_entry(3 + i)) for i in range(3)))
         return failed, list(later)
 
-    with _started(GroupCommitAuditLog(engine=engine, commit_on_loop=True, timeout=10)) as log:
+    with _started(_slow_log(engine)) as log:
         failed, later = asyncio.run(run(log))
     assert all(isinstance(r, StoreUnavailable) and r.in_doubt for r in failed)
-    assert later == [1, 2, 3]  # the failed batch's indexes are used again: gap-free
+    first = 2 if where == "committer" else 1
+    assert later == [first, first + 1, first + 2]  # the failed batch's indexes used again
+    # The failed commit was made where the test put it (the next batch may go to the writer
+    # thread, busy with checking the failed one for a while).
+    failed_commit = slow.commit_threads[1 if where == "committer" else 0]
+    assert failed_commit == ("audit-committer" if where == "committer" else "MainThread")
     # Nothing of the failed batch landed, so nothing needed correcting.
-    assert stored_details(engine) == [(1, "3"), (2, "4"), (3, "5")]
+    stored = [d for _, d in stored_details(engine)]
+    assert stored == [*(["1000"] if where == "committer" else []), "3", "4", "5"]
 
 
 def test_a_request_cancelled_while_queued_is_never_written(engine: sa.Engine) -> None:
@@ -222,9 +279,12 @@ def test_a_request_cancelled_while_queued_is_never_written(engine: sa.Engine) ->
 def test_a_request_cancelled_during_its_commit_has_its_entry_corrected(
     engine: sa.Engine,
 ) -> None:
-    slow = _SlowCommits(engine, 0.3)
+    slow = _SlowCommits(engine, 0.0)
 
     async def run(log: GroupCommitAuditLog) -> None:
+        await _slow_spell(log, slow)
+        slow.started.clear()
+        slow.seconds = 0.3
         task = asyncio.ensure_future(log.append(audit_entry(0)))
         await asyncio.to_thread(slow.started.wait, 5)  # its commit is under way
         task.cancel()
@@ -232,10 +292,10 @@ def test_a_request_cancelled_during_its_commit_has_its_entry_corrected(
             await task
         await asyncio.sleep(0.5)  # the commit lands; the writer thread corrects it
 
-    with _started(GroupCommitAuditLog(engine=engine, commit_on_loop=True, timeout=10)) as log:
+    with _started(_slow_log(engine)) as log:
         asyncio.run(run(log))
         deadline = time.monotonic() + 5
-        while len(stored_details(engine)) < 2 and time.monotonic() < deadline:
+        while len(stored_details(engine)) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
     with engine.connect() as conn:
         rows = conn.execute(
@@ -243,5 +303,6 @@ def test_a_request_cancelled_during_its_commit_has_its_entry_corrected(
         ).all()
     assert [tuple(r) for r in rows] == [
         (1, "lookup:record:released", "allowed", None),
-        (2, "audit:answer:withheld", "refused", 1),
+        (2, "lookup:record:released", "allowed", None),
+        (3, "audit:answer:withheld", "refused", 2),
     ]
