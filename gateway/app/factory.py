@@ -40,7 +40,15 @@ from gateway.telemetry.access import AccessMiddleware
 from gateway.telemetry.logs import configure_logging
 from gateway.uploads import routes as uploads
 
-__all__ = ["GatewayPlugin", "create_app", "create_app_from_environment"]
+__all__ = ["SERVING_GC_THRESHOLD", "GatewayPlugin", "create_app", "create_app_from_environment"]
+
+#: The collector's young-generation threshold while the app serves (CPython's is 700). Each
+#: request in flight holds a few hundred containers at once, so with 16 lookups in flight the
+#: young generation was collected every ~8 lookups and the whole heap every ~1,000 (a pause of
+#: ~9 ms each). Measured in-process, 3,000 lookups: 384 young, 34 middle and 3 full collections
+#: (~110 ms) at 700; 3 young ones (3-7 ms) at 10,000, with the same resident memory. Cyclic
+#: garbage waits a little longer; refcounting frees the rest at once either way.
+SERVING_GC_THRESHOLD = 10_000
 
 
 class GatewayPlugin(InitPluginProtocol):
@@ -70,9 +78,12 @@ class GatewayPlugin(InitPluginProtocol):
             # collection of a test process's heap at every app's start would cost more than
             # the little startup garbage frozen with the rest.
             gc.freeze()
+            previous = gc.get_threshold()
+            gc.set_threshold(SERVING_GC_THRESHOLD, *previous[1:])
             try:
                 yield
             finally:
+                gc.set_threshold(*previous)
                 gc.unfreeze()  # in a process that starts another app (tests), collectable again
                 await runtime.close()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.app.factory import SERVING_GC_THRESHOLD
 from tests.inprocess import in_process_gateway
 
 
@@ -21,3 +22,17 @@ def test_startup_freezes_its_heap_out_of_the_collectors_sight(
         assert gateway.http.get(gateway.url + "/healthz").status_code == 200
     assert frozen > 10_000  # the app, its runtime, policies and keys: all startup loaded
     assert gc.get_freeze_count() == 0
+
+
+def test_serving_raises_the_young_generations_threshold_and_stopping_restores_it(
+    tmp_path_factory: pytest.TempPathFactory, keys_dir: Path
+) -> None:
+    # At CPython's 700 the requests in flight set off a young collection every few lookups
+    # and a full one (a pause of milliseconds) every thousand or so.
+    before = gc.get_threshold()
+    assert before[0] < SERVING_GC_THRESHOLD
+    with in_process_gateway(tmp_path_factory.mktemp("gc-threshold"), keys_dir) as gateway:
+        assert gateway.http.get(gateway.url + "/healthz").status_code == 200
+        serving = gc.get_threshold()
+    assert serving == (SERVING_GC_THRESHOLD, *before[1:])
+    assert gc.get_threshold() == before
