@@ -44,6 +44,14 @@ def _started(log: GroupCommitAuditLog):  # type: ignore[no-untyped-def]
         log.stop()
 
 
+async def _tick(ticks: list[float], seconds: float) -> None:
+    """Note the time every 10 ms for ``seconds``: gaps show where the loop stood still."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        ticks.append(time.monotonic())
+        await asyncio.sleep(0.01)
+
+
 def test_the_loop_commits_a_turns_entries_together(engine: sa.Engine) -> None:
     async def run(log: GroupCommitAuditLog) -> list[int]:
         first = await asyncio.gather(*(log.append(audit_entry(i)) for i in range(16)))
@@ -67,14 +75,8 @@ def test_a_locked_database_sends_the_batch_to_the_writer_thread(
     ticks: list[float] = []
 
     async def run(log: GroupCommitAuditLog) -> list[int]:
-        async def ticker() -> None:  # the loop must go on turning while the lock is held
-            end = time.monotonic() + 0.5
-            while time.monotonic() < end:
-                ticks.append(time.monotonic())
-                await asyncio.sleep(0.01)
-
         appended = asyncio.gather(*(log.append(audit_entry(i)) for i in range(4)))
-        await ticker()
+        await _tick(ticks, 0.5)  # the loop must go on turning while the lock is held
         return list(await appended)
 
     try:
@@ -202,14 +204,9 @@ def test_the_loop_goes_on_while_the_committer_commits_and_the_next_batch_gathers
         await _slow_spell(log, slow)
         slow.seconds = 0.3  # each commit now takes 0.3 s, in the committer thread
 
-        async def ticker() -> None:  # the loop goes on turning while a commit is under way
-            end = time.monotonic() + 0.5
-            while time.monotonic() < end:
-                ticks.append(time.monotonic())
-                await asyncio.sleep(0.01)
-
         first = asyncio.gather(*(log.append(audit_entry(i)) for i in range(4)))
-        ticking = asyncio.ensure_future(ticker())
+        # The loop goes on turning while a commit is under way.
+        ticking = asyncio.ensure_future(_tick(ticks, 0.5))
         await asyncio.sleep(0.05)  # the first batch's commit is under way: these wait for it
         second = asyncio.gather(*(log.append(audit_entry(4 + i)) for i in range(4)))
         await asyncio.sleep(0.02)
