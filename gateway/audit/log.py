@@ -265,9 +265,9 @@ class GroupCommitAuditLog:
         self._defer = False  # set while the loop writes a batch whose commit it defers
         self._open_txn: sa.RootTransaction | None = None  # the deferred transaction, once open
         self._new_deferral: _Deferred | None = None  # made by _write, taken by the loop
-        # A batch the loop wrote and committed itself that took longer than ``slow_commit``
-        # (a disk that is slow now) sends the commits to the committer thread for
-        # ``slow_spell`` seconds (the class's docstring).
+        # A commit the loop made itself that took longer than ``slow_commit`` (a disk that
+        # is slow now) sends the commits to the committer thread for ``slow_spell`` seconds
+        # (the class's docstring).
         self._slow_commit = slow_commit
         self._slow_spell = slow_spell
         self._committer_until = -math.inf
@@ -394,10 +394,9 @@ class GroupCommitAuditLog:
                 self._queue.put(w)
             return
         deferred = None
-        started = time.monotonic()
         try:
             self._on_loop = True
-            self._defer = self._committer is not None and started < self._committer_until
+            self._defer = self._committer is not None and time.monotonic() < self._committer_until
             busy = self._commit(batch)
             deferred, self._new_deferral = self._new_deferral, None
             if not busy:
@@ -406,8 +405,6 @@ class GroupCommitAuditLog:
             self._on_loop = self._defer = False
             if deferred is None:
                 self._writing.release()
-        if deferred is None and time.monotonic() - started > self._slow_commit:
-            self._committer_until = time.monotonic() + self._slow_spell
         if deferred is not None:  # _writing stays held until the commit's completion
             self._deferred = deferred
             self._commits.put(deferred)
@@ -503,7 +500,13 @@ class GroupCommitAuditLog:
             if defer:  # the committer thread commits it (_commit_loop_batch)
                 self._open_txn = txn
                 return
+            committing = time.monotonic()
             txn.commit()
+            if self._on_loop and (done := time.monotonic()) - committing > self._slow_commit:
+                # The disk is slow now: the next commits go to the committer (the class's
+                # docstring). The commit alone is timed: a large batch's statements hold
+                # the loop wherever its commit is made.
+                self._committer_until = done + self._slow_spell
         except BaseException:
             with contextlib.suppress(Exception):
                 txn.rollback()

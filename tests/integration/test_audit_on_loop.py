@@ -128,6 +128,7 @@ class _SlowCommits:
 
     def __init__(self, engine: sa.Engine, seconds: float) -> None:
         self.seconds = seconds
+        self.insert_seconds = 0.0  # each INSERT statement takes this long
         self.statement_threads: set[str] = set()
         self.commit_threads: list[str] = []
         self.started = threading.Event()
@@ -143,6 +144,8 @@ class _SlowCommits:
     def _statement(self, sql: str) -> None:
         if sql.lstrip().upper().startswith(("INSERT", "SELECT")):
             self.statement_threads.add(threading.current_thread().name)
+        if sql.lstrip().upper().startswith("INSERT"):
+            time.sleep(self.insert_seconds)
 
     def _commit(self, _conn: sa.Connection) -> None:
         self.commit_threads.append(threading.current_thread().name)
@@ -192,6 +195,25 @@ def test_a_slow_commit_sends_the_commits_to_the_committer_thread_for_a_spell(
     assert (log.loop_commits, log.committer_commits, log.batches_committed) == (4, 1, 4)
     assert slow.statement_threads == {"MainThread"}
     assert [d for _, d in stored_details(engine)] == ["0", "1000", "1", "2"]
+
+
+def test_a_long_batch_with_a_quick_commit_keeps_the_commits_on_the_loop(
+    engine: sa.Engine,
+) -> None:
+    # Its statements hold the loop wherever the commit is made: only a slow commit (the disk)
+    # is worth the committer's handovers.
+    slow = _SlowCommits(engine, 0.0)
+
+    async def run(log: GroupCommitAuditLog) -> list[int]:
+        slow.insert_seconds = SLOW  # the batch takes several times SLOW, its commit none
+        first = await log.append(audit_entry(0))
+        slow.insert_seconds = 0.0
+        return [first, await log.append(audit_entry(1))]
+
+    with _started(_slow_log(engine)) as log:
+        assert asyncio.run(run(log)) == [1, 2]
+    assert slow.commit_threads == ["MainThread", "MainThread"]
+    assert (log.loop_commits, log.committer_commits) == (2, 0)
 
 
 def test_the_loop_goes_on_while_the_committer_commits_and_the_next_batch_gathers(
