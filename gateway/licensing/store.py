@@ -13,7 +13,7 @@ import hashlib
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
@@ -45,6 +45,7 @@ from gateway.storage.database import ShortReads
 from gateway.storage.prepared import PreparedSelect
 from gateway.storage.schema import (
     licence_events,
+    licence_store_revision,
     licences,
     seal_events,
     seal_registry_revision,
@@ -112,15 +113,34 @@ _RECORD_COLUMNS = (
     licences.c.status_index,
     licences.c.superseded_by,
 )
-#: A verification's one read: the registry's revision, and the licence if there is one (the
-#: revision's table holds exactly one row, so the outer join always gives it).
+#: A verification's read: the registry's and the licences' revisions, and the licence if
+#: there is one (each revision's table holds exactly one row, so the outer join always
+#: gives them).
 _REVISION_AND_LICENCE = PreparedSelect(
-    sa.select(seal_registry_revision.c.revision, *_RECORD_COLUMNS).select_from(
-        seal_registry_revision.outerjoin(
+    sa.select(
+        seal_registry_revision.c.revision, licence_store_revision.c.revision, *_RECORD_COLUMNS
+    ).select_from(
+        seal_registry_revision.join(licence_store_revision, sa.true()).outerjoin(
             licences, licences.c.licence_id == sa.bindparam("licence_id", type_=sa.String())
         )
     )
 )
+#: The same read when the licence is kept: the two revisions alone.
+_REVISIONS = PreparedSelect(
+    sa.select(seal_registry_revision.c.revision, licence_store_revision.c.revision).select_from(
+        seal_registry_revision.join(licence_store_revision, sa.true())
+    )
+)
+#: How many licence records a process keeps (~3 KB each).
+_KEPT_RECORDS = 4096
+
+
+@dataclass(frozen=True)
+class _KeptRecords:
+    """The records a process read at one revision of the stored licences."""
+
+    revision: int
+    records: dict[str, LicenceRecord] = field(default_factory=dict)
 
 
 def _record_of(columns: Sequence[Any]) -> LicenceRecord:
@@ -144,6 +164,7 @@ class LicenceStore:
         self._postgres = engine.dialect.name == "postgresql"
         #: Where its short reads run (on the event loop on SQLite).
         self.reads = ShortReads(engine)
+        self._kept = _KeptRecords(-1)
 
     @contextmanager
     def _begin(self) -> Iterator[sa.Connection]:
@@ -679,17 +700,36 @@ class LicenceStore:
         return self._read(work)
 
     def get_with_revision(self, licence_id: str | None) -> tuple[int, LicenceRecord | None]:
-        """The seal registry's revision and the stored licence, in one statement: what a
-        verification reads (the registry itself only when the revision moved)."""
+        """The seal registry's revision and the stored licence: what a verification reads
+        (the registry itself only when its revision moved).
 
+        A record read before is used again while the licences' revision — moved by the
+        database with every change of a licence (migration 0014) — is the one it was read
+        at: one row read instead of the record's pages (the store is the truth; what is
+        kept is a copy, checked against it on every read).
+        """
+        kept = self._kept
         try:
-            rows = _REVISION_AND_LICENCE.read(self._engine, licence_id=licence_id)
-        except SQLAlchemyError:
+            if licence_id is not None and licence_id in kept.records:
+                [(seal_revision, revision)] = self.reads.rows(_REVISIONS)
+                record = kept.records.get(licence_id)
+                if int(revision) == kept.revision and record is not None:
+                    return int(seal_revision), record
+            rows = self.reads.rows(_REVISION_AND_LICENCE, licence_id=licence_id)
+        except (SQLAlchemyError, ValueError):  # ValueError: not the one row of each revision
             raise StoreUnavailable("database") from None
-        if not rows:  # the revision's one row is made by the migrations
+        if len(rows) != 1:  # each revision's one row is made by the migrations
             raise StoreUnavailable("database")
-        revision, *record = rows[0]
-        return int(revision), None if record[0] is None else _record_of(record)
+        seal_revision, revision, *columns = rows[0]
+        if columns[0] is None:
+            return int(seal_revision), None
+        record = _record_of(columns)
+        assert licence_id is not None  # a row was found by it
+        if int(revision) != kept.revision:
+            kept = self._kept = _KeptRecords(int(revision))
+        if len(kept.records) < _KEPT_RECORDS:
+            kept.records[licence_id] = record
+        return int(seal_revision), record
 
     def history(self, licence_id: str) -> list[LicenceEvent]:
         """Every status event of ``licence_id``, oldest first."""

@@ -238,6 +238,15 @@ seal_registry_revision = sa.Table(
     sa.Column("revision", sa.BigInteger(), nullable=False),
 )
 
+# One row; moved by triggers on ``licences`` (migration 0014) with every change of a licence,
+# so each process knows when the records it kept are stale.
+licence_store_revision = sa.Table(
+    "licence_store_revision",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("revision", sa.BigInteger(), nullable=False),
+)
+
 status_lists = sa.Table(
     "status_lists",
     metadata,
@@ -295,6 +304,7 @@ licence_events = sa.Table(
 
 __all__ += [
     "licence_events",
+    "licence_store_revision",
     "licences",
     "seal_events",
     "seal_registry_revision",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.core.identifiers import LicenceId, licence_check_character
@@ -188,3 +189,80 @@ def test_seal_changes_bump_the_registry_revision(store: LicenceStore) -> None:
     assert stored is not None
     assert stored.status is SealStatus.SUSPENDED
     assert stored.history[0].at == AT
+
+
+def _engine_of(store: LicenceStore) -> sa.Engine:
+    return store._engine  # the test's own store: the same database for a second process
+
+
+def test_a_kept_record_is_used_again_while_no_licence_changed(store: LicenceStore) -> None:
+    first = content(lid(5), store)
+    store.publish(first, "sealed-5", department="market", operator="op", at=AT)
+    _, read = store.get_with_revision(first.licence_id)
+    _, again = store.get_with_revision(first.licence_id)
+    assert read is not None
+    assert again is read  # the kept copy, not a new read of its row
+    assert store.get_with_revision("1.2.156.3005.2.none") == (store.registry_revision(), None)
+
+
+def test_a_change_by_another_process_is_seen_at_the_next_read(store: LicenceStore) -> None:
+    # Another gateway process on the same database: its change moves the revision this
+    # store checks, so the record it kept is read again.
+    first = content(lid(6), store)
+    store.publish(first, "sealed-6", department="market", operator="op", at=AT)
+    _, kept = store.get_with_revision(first.licence_id)
+    assert kept is not None
+    assert kept.status is LicenceStatus.VALID
+    other = LicenceStore(_engine_of(store))
+    other.change_status(
+        first.licence_id,
+        StatusAction.REVOKE,
+        department="market",
+        operator="op",
+        reason="吊销",
+        at=AT,
+    )
+    _, now = store.get_with_revision(first.licence_id)
+    assert now is not None
+    assert now.status is LicenceStatus.REVOKED
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE licences SET status = 'suspended' WHERE licence_id = :id",
+        "DELETE FROM licences WHERE licence_id = :id",
+    ],
+)
+def test_a_change_made_outside_the_gateway_is_seen_too(store: LicenceStore, change: str) -> None:
+    # The revision is moved by the database's triggers, whoever writes: an administrator's
+    # SQL included.
+    first = content(lid(8), store)
+    store.publish(first, "sealed-8", department="market", operator="op", at=AT)
+    assert store.get_with_revision(first.licence_id)[1] is not None
+    with _engine_of(store).begin() as conn:
+        conn.execute(
+            sa.text("DELETE FROM licence_events WHERE licence_id = :id"), {"id": first.licence_id}
+        )
+        conn.execute(sa.text(change), {"id": first.licence_id})
+    _, now = store.get_with_revision(first.licence_id)
+    if change.startswith("DELETE"):
+        assert now is None
+    else:
+        assert now is not None
+        assert now.status is LicenceStatus.SUSPENDED
+
+
+def test_a_new_licence_moves_the_revision(store: LicenceStore) -> None:
+    engine = _engine_of(store)
+
+    def revision() -> int:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(sa.text("SELECT revision FROM licence_store_revision")).scalar_one()
+            )
+
+    before = revision()
+    first = content(lid(9), store)
+    store.publish(first, "sealed-9", department="market", operator="op", at=AT)
+    assert revision() > before
