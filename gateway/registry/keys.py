@@ -119,6 +119,11 @@ class KeyAdministration:
         self._interval = interval
         self._revision: tuple[int, str] | None = None
         self._gateway_revision: tuple[int, str] | None = None
+        # One reload at a time: the watcher's reload, begun before a change, must not finish
+        # after the reload that change forced and put the older key ring back (a revoked key
+        # verifying again, a new one refused) until the next tick.
+        self._reloading = asyncio.Lock()
+        self._reloading_gateway = asyncio.Lock()
         #: Seconds verifiers may cache the JWKS (its ``Cache-Control: max-age``).
         self.jwks_max_age = jwks_max_age
 
@@ -157,13 +162,14 @@ class KeyAdministration:
 
     async def refresh_gateway_keys(self, *, force: bool = False) -> bool:
         """Reload the gateway's key set if it changed (or ``force``); whether it did."""
-        revision = await asyncio.to_thread(gateway_keys_revision, self._engine)
-        if not force and revision == self._gateway_revision:
-            return False
-        keys = await asyncio.to_thread(load_gateway_keys, self._engine)
-        await asyncio.to_thread(self.use_gateway_keys, keys)
-        self._gateway_revision = revision
-        return True
+        async with self._reloading_gateway:
+            revision = await asyncio.to_thread(gateway_keys_revision, self._engine)
+            if not force and revision == self._gateway_revision:
+                return False
+            keys = await asyncio.to_thread(load_gateway_keys, self._engine)
+            await asyncio.to_thread(self.use_gateway_keys, keys)
+            self._gateway_revision = revision
+            return True
 
     async def registry(self) -> list[dict[str, Any]]:
         """Every registered department with its keys (for the administrators' pages)."""
@@ -395,13 +401,14 @@ class KeyAdministration:
 
     async def refresh(self, *, force: bool = False) -> bool:
         """Reload the key ring if the registry changed (or ``force``); whether it did."""
-        revision = await asyncio.to_thread(keyring_revision, self._engine)
-        if not force and revision == self._revision:
-            return False
-        keyring = await asyncio.to_thread(load_keyring, self._engine)
-        self._verifier.use_keyring(keyring)
-        self._revision = revision
-        return True
+        async with self._reloading:
+            revision = await asyncio.to_thread(keyring_revision, self._engine)
+            if not force and revision == self._revision:
+                return False
+            keyring = await asyncio.to_thread(load_keyring, self._engine)
+            self._verifier.use_keyring(keyring)
+            self._revision = revision
+            return True
 
     async def run(self) -> None:
         """Follow the registry until cancelled."""
