@@ -106,18 +106,17 @@ def test_concurrent_reservations_get_distinct_entries(store: LicenceStore) -> No
         store.reserve(licence_id=lid(7), department="realestate", at=AT)
 
 
+def _revoke(store: LicenceStore, licence_id: str) -> None:
+    store.change_status(
+        licence_id, StatusAction.REVOKE, department="market", operator="op", reason="吊销", at=AT
+    )
+
+
 def test_status_lists_follow_status_changes(store: LicenceStore) -> None:
     first = content(lid(1), store)
     store.publish(first, "sealed-1", department="market", operator="op", at=AT)
     assert first.status is not None
-    store.change_status(
-        first.licence_id,
-        StatusAction.REVOKE,
-        department="market",
-        operator="op",
-        reason="吊销",
-        at=AT,
-    )
+    _revoke(store, first.licence_id)
     status_list = store.status_list(first.status.list_id)
     assert status_list is not None
     assert status_list.get(first.status.index) == STATUS_VALUES[LicenceStatus.REVOKED]
@@ -214,14 +213,7 @@ def test_a_change_by_another_process_is_seen_at_the_next_read(store: LicenceStor
     assert kept is not None
     assert kept.status is LicenceStatus.VALID
     other = LicenceStore(_engine_of(store))
-    other.change_status(
-        first.licence_id,
-        StatusAction.REVOKE,
-        department="market",
-        operator="op",
-        reason="吊销",
-        at=AT,
-    )
+    _revoke(other, first.licence_id)
     _, now = store.get_with_revision(first.licence_id)
     assert now is not None
     assert now.status is LicenceStatus.REVOKED
