@@ -603,7 +603,6 @@ class GatewayRuntime:
         self.audit.stop()  # bounded itself: its thread is joined for at most 2 × its timeout
         await _bounded(self.adapters.close(), "the source adapters")
         await _bounded(self.guard.close(), "the cache")
-        self.licensing.release()  # the loop's kept connection, before the pool closes
         self.engine.dispose()
 
 

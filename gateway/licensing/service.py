@@ -417,10 +417,6 @@ class LicensingService:
         )
         return seal
 
-    def release(self) -> None:
-        """Give back the connection the calling thread kept for its reads (at shutdown)."""
-        self._store.reads.release()
-
     async def seals(self) -> list[Seal]:
         """Every seal with its history."""
         return list(await self.registry())

@@ -709,13 +709,13 @@ class LicenceStore:
         kept is a copy, checked against it on every read).
         """
         kept = self._kept
+        record = None if licence_id is None else kept.records.get(licence_id)
         try:
-            if licence_id is not None and licence_id in kept.records:
-                [(seal_revision, revision)] = self.reads.rows(_REVISIONS)
-                record = kept.records.get(licence_id)
-                if int(revision) == kept.revision and record is not None:
+            if record is not None:
+                [(seal_revision, revision)] = _REVISIONS.read(self._engine)
+                if int(revision) == kept.revision:
                     return int(seal_revision), record
-            rows = self.reads.rows(_REVISION_AND_LICENCE, licence_id=licence_id)
+            rows = _REVISION_AND_LICENCE.read(self._engine, licence_id=licence_id)
         except (SQLAlchemyError, ValueError):  # ValueError: not the one row of each revision
             raise StoreUnavailable("database") from None
         if len(rows) != 1:  # each revision's one row is made by the migrations

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-
-from gateway.storage.prepared import PreparedSelect
 
 __all__ = ["ShortReads", "create_database_engine", "is_sqlite"]
 
@@ -25,46 +21,17 @@ class ShortReads:
     A local SQLite file answers such a read in tens of microseconds, less than handing it to
     a worker thread and back costs, so it runs on the event loop; a database reached over the
     network is read in a worker thread, so that its round trip never holds the loop.
-
-    On SQLite, :meth:`rows` reads on a connection each thread keeps checked out of the pool:
-    a checkout and its return (the pool's events, its reset of the connection) cost more than
-    the statement itself — a verification's read took ~120 µs of CPU under load through the
-    pool, ~75 µs on a kept connection (measured in-process, the same minutes).
     """
 
     def __init__(self, engine: sa.Engine) -> None:
-        self._engine = engine
         #: Whether the reads run on the event loop (a local SQLite file).
         self.on_loop = engine.dialect.name == "sqlite"
-        self._kept = threading.local()
 
     async def run(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
         """``fn(*args, **kwargs)``, on the loop or in a worker thread (the class's docstring)."""
         if self.on_loop:
             return fn(*args, **kwargs)
         return await asyncio.to_thread(fn, *args, **kwargs)
-
-    def rows(self, statement: PreparedSelect, /, **values: Any) -> list[tuple[Any, ...]]:
-        """``statement``'s rows, read now on this thread: on SQLite on the connection this
-        thread keeps (opened at its first read, dropped when a read fails), elsewhere on a
-        pooled one."""
-        if not self.on_loop:
-            return statement.read(self._engine, **values)
-        conn = getattr(self._kept, "conn", None)
-        if conn is None:
-            conn = self._kept.conn = self._engine.raw_connection()
-        try:
-            return statement.read_kept(self._engine, conn, **values)
-        except BaseException:
-            self.release()
-            raise
-
-    def release(self) -> None:
-        """Give this thread's kept connection back to the pool (when it stops reading)."""
-        conn, self._kept.conn = getattr(self._kept, "conn", None), None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
 
 
 def is_sqlite(url: str) -> bool:

@@ -214,20 +214,6 @@ class PreparedSelect:
         finally:
             dbapi_conn.close()  # back to the pool, which ends the driver's transaction
 
-    def read_kept(self, engine: sa.Engine, dbapi_conn: Any, **values: Any) -> list[tuple[Any, ...]]:
-        """Every row, read on ``dbapi_conn`` — a connection of ``engine``'s pool that the
-        caller keeps checked out (:class:`~gateway.storage.database.ShortReads`) — outside
-        any transaction: one the driver may have begun is ended after the read, as the pool
-        would end it on the connection's return."""
-        layout, bound = self._for(engine.dialect).layout(values)
-        try:
-            return _on_driver(
-                engine.dialect, dbapi_conn, dbapi_conn.invalidate, layout.sql, layout.params(bound)
-            )[0]
-        finally:
-            if dbapi_conn.driver_connection.in_transaction:
-                dbapi_conn.rollback()
-
     def first(self, conn: sa.Connection, **values: Any) -> tuple[Any, ...] | None:
         """The first row, or None."""
         rows = self.all(conn, **values)
