@@ -11,31 +11,54 @@ The access-log line carries what X-Road's operational monitoring records for eac
 when the request came in and the answer went out, the client department, the service (the
 exchange and its resource and service item), the status, the sizes of request and answer, the
 duration and the audit index — never a subject, a case or anything else the sender wrote.
+
+Lines and metrics are written in batches. While other requests are still in flight, an
+answered request's telemetry waits — at most :data:`BATCH_SECONDS`, at most
+:data:`BATCH_LIMIT` requests — and is written with the others' in one go; once no request is
+in flight, everything waiting is written at once, so an idle gateway's log is never behind.
+Measured on the benchmark's machine, writing 16 requests' lines and metrics together costs
+about 70 µs less per request than writing each as its request ends (docs/performance.md):
+the logging and prometheus-client code stays hot in the cache. Each line keeps the time its
+answer left as its timestamp, and ``/metrics`` writes what waits before it is read
+(:meth:`gateway.telemetry.metrics.GatewayMetrics.before_exposition`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import InvalidInput
 from gateway.http.problems import PROBLEM_JSON, problem_body
-from gateway.telemetry.context import close_record, open_record
+from gateway.telemetry.context import RequestRecord, close_record, open_record
 from gateway.telemetry.metrics import GatewayMetrics
 
-__all__ = ["ACCESS_LOGGER", "REQUEST_ID_HEADER", "AccessMiddleware", "valid_request_id"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "BATCH_LIMIT",
+    "BATCH_SECONDS",
+    "REQUEST_ID_HEADER",
+    "AccessMiddleware",
+    "valid_request_id",
+]
 
 ACCESS_LOGGER = "gateway.access"
 REQUEST_ID_HEADER = "X-Request-Id"
 _HEADER = REQUEST_ID_HEADER.lower().encode()
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:/+=-]{1,128}")
+
+#: The longest an answered request's line and metrics wait for others' while requests are in
+#: flight, and the most requests that wait together.
+BATCH_SECONDS = 0.05
+BATCH_LIMIT = 256
 
 
 def valid_request_id(value: bytes) -> bool:
@@ -51,9 +74,27 @@ def _refusal(reason: str) -> tuple[int, bytes]:
     return exc.status, body
 
 
+class _Answered(NamedTuple):
+    """One answered request, as its access-log line and metrics need it."""
+
+    record: RequestRecord
+    arrived: float  # epoch seconds
+    seconds: float
+    route: str
+    method: str
+    status: int
+    client_address: str
+    received: int
+    answered: int
+
+
 class AccessMiddleware:
     """Wraps the app's ASGI handler; ``metrics`` gives this process's metrics once the app
-    has started (``None`` before: nothing is counted then)."""
+    has started (``None`` before: nothing is counted then).
+
+    One instance serves one event loop at a time (uvicorn's, or a test client's), so its
+    batch needs no lock.
+    """
 
     def __init__(
         self,
@@ -65,6 +106,10 @@ class AccessMiddleware:
         self._app = app
         self._metrics = metrics
         self._log = logging.getLogger(ACCESS_LOGGER) if access_log else None
+        self._in_flight = 0
+        self._waiting: list[_Answered] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._hooked: GatewayMetrics | None = None  # the metrics that flush us before reading
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -87,6 +132,7 @@ class AccessMiddleware:
         id_header = (b"x-request-id", request_id.encode("ascii"))
         token = open_record(request_id, now=arrived)
         status, received, answered = 500, 0, 0
+        self._in_flight += 1
 
         async def counting_receive() -> Any:
             nonlocal received
@@ -121,44 +167,93 @@ class AccessMiddleware:
             else:
                 await self._app(scope, counting_receive, counting_send)
         finally:
-            seconds = time.perf_counter() - started
+            self._in_flight -= 1
             record = close_record(token)
-            route = scope.get("path_template") or "unmatched"
-            method = str(scope.get("method", ""))
-            metrics = self._metrics()
-            if metrics is not None:
-                metrics.request_done(
-                    record, route=route, method=method, status=status, seconds=seconds
-                )
-            if self._log is not None:
-                self._log.info(
-                    "%s %s %d %.1f ms",
-                    method,
-                    route,
+            self._waiting.append(
+                _Answered(
+                    record,
+                    arrived,
+                    time.perf_counter() - started,
+                    scope.get("path_template") or "unmatched",
+                    str(scope.get("method", "")),
                     status,
-                    seconds * 1000,
-                    extra={
-                        "access": {
-                            "request_id": request_id,
-                            "request_in_ts": _iso(arrived),
-                            "response_out_ts": _iso(arrived + seconds),
-                            "client": record.department,
-                            "client_address": (scope.get("client") or ("",))[0],
-                            "method": method,
-                            "route": route,
-                            "service": record.exchange,
-                            "resource": record.resource,
-                            "service_item": record.service_item,
-                            "status": status,
-                            "succeeded": status < 400,
-                            "fault": record.outcome,
-                            "request_size": received,
-                            "response_size": answered,
-                            "duration_ms": round(seconds * 1000, 3),
-                            "audit_index": record.audit_index,
-                        }
-                    },
+                    (scope.get("client") or ("",))[0],
+                    received,
+                    answered,
                 )
+            )
+            if self._in_flight == 0 or len(self._waiting) >= BATCH_LIMIT:
+                self.flush()
+            elif self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(BATCH_SECONDS, self.flush)
+                metrics = self._metrics()
+                if metrics is not None and metrics is not self._hooked:
+                    # Read meanwhile, the metrics must count what waits.
+                    metrics.before_exposition(self.flush)
+                    self._hooked = metrics
+
+    def flush(self) -> None:
+        """Write the lines and metrics of every answered request that waits."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiting, self._waiting = self._waiting, []
+        if not waiting:
+            return
+        metrics = self._metrics()
+        if metrics is not None:
+            for done in waiting:
+                metrics.request_done(
+                    done.record,
+                    route=done.route,
+                    method=done.method,
+                    status=done.status,
+                    seconds=done.seconds,
+                )
+        log = self._log
+        if log is not None and log.isEnabledFor(logging.INFO):
+            for done in waiting:
+                log.handle(_line(log, done))
+
+
+def _line(log: logging.Logger, done: _Answered) -> logging.LogRecord:
+    """The access-log record of ``done``, timed when its answer left."""
+    record, seconds = done.record, done.seconds
+    line = log.makeRecord(
+        log.name,
+        logging.INFO,
+        __file__,
+        0,
+        "%s %s %d %.1f ms",
+        (done.method, done.route, done.status, seconds * 1000),
+        None,
+        extra={
+            "access": {
+                "request_id": record.request_id,
+                "request_in_ts": _iso(done.arrived),
+                "response_out_ts": _iso(done.arrived + seconds),
+                "client": record.department,
+                "client_address": done.client_address,
+                "method": done.method,
+                "route": done.route,
+                "service": record.exchange,
+                "resource": record.resource,
+                "service_item": record.service_item,
+                "status": done.status,
+                "succeeded": done.status < 400,
+                "fault": record.outcome,
+                "request_size": done.received,
+                "response_size": done.answered,
+                "duration_ms": round(seconds * 1000, 3),
+                "audit_index": record.audit_index,
+            }
+        },
+    )
+    left = done.arrived + seconds
+    line.relativeCreated += (left - line.created) * 1000
+    line.created = left
+    line.msecs = int((left - int(left)) * 1000) + 0.0
+    return line
 
 
 def _iso(epoch: float) -> str:

@@ -15,7 +15,7 @@ never a label (nor anything a sender typed).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -178,6 +178,7 @@ class GatewayMetrics:
         # The labelled children the request path uses, looked up once each: ``labels()``
         # validates and locks on every call, several times the cost of the observation.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._before_exposition: list[Callable[[], None]] = []
 
     def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
         key = (id(metric), labels)
@@ -230,6 +231,16 @@ class GatewayMetrics:
         self._expiring[gauge] = seen
 
     # --- exposition ---------------------------------------------------------------------
+
+    def before_exposition(self, hook: Callable[[], None]) -> None:
+        """Have :meth:`prepare_exposition` call ``hook``: the access layer's, which writes
+        the metrics of answered requests that wait for their batch."""
+        self._before_exposition.append(hook)
+
+    def prepare_exposition(self) -> None:
+        """Bring every metric up to date before it is read (on the event loop's thread)."""
+        for hook in self._before_exposition:
+            hook()
 
     def exposition(self) -> bytes:
         """The text exposition of every metric (all workers' when there are several)."""

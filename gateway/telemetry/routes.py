@@ -36,6 +36,7 @@ __all__ = ["ROUTES", "metrics_exposition"]
     media_type=CONTENT_TYPE,
 )
 async def metrics_exposition(metrics: NamedDependency[GatewayMetrics]) -> Response[bytes]:
+    metrics.prepare_exposition()
     # With several workers the exposition reads every worker's files: off the event loop.
     body = await asyncio.to_thread(metrics.exposition)
     return Response(content=body, media_type=CONTENT_TYPE)
