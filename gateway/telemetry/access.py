@@ -168,10 +168,9 @@ class AccessMiddleware:
                 await self._app(scope, counting_receive, counting_send)
         finally:
             self._in_flight -= 1
-            record = close_record(token)
-            self._waiting.append(
+            self._done(
                 _Answered(
-                    record,
+                    close_record(token),
                     arrived,
                     time.perf_counter() - started,
                     scope.get("path_template") or "unmatched",
@@ -182,15 +181,19 @@ class AccessMiddleware:
                     answered,
                 )
             )
-            if self._in_flight == 0 or len(self._waiting) >= BATCH_LIMIT:
-                self.flush()
-            elif self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(BATCH_SECONDS, self.flush)
-                metrics = self._metrics()
-                if metrics is not None and metrics is not self._hooked:
-                    # Read meanwhile, the metrics must count what waits.
-                    metrics.before_exposition(self.flush)
-                    self._hooked = metrics
+
+    def _done(self, answered: _Answered) -> None:
+        """Write ``answered`` with what waits, or have it wait for its batch."""
+        self._waiting.append(answered)
+        if self._in_flight == 0 or len(self._waiting) >= BATCH_LIMIT:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(BATCH_SECONDS, self.flush)
+            metrics = self._metrics()
+            if metrics is not None and metrics is not self._hooked:
+                # Read meanwhile, the metrics must count what waits.
+                metrics.before_exposition(self.flush)
+                self._hooked = metrics
 
     def flush(self) -> None:
         """Write the lines and metrics of every answered request that waits."""
