@@ -270,11 +270,16 @@ def _content(payload: bytes) -> LicenceContent:
     return content
 
 
-def _identifier(content: LicenceContent) -> LicenceId:
-    try:
-        lid = LicenceId.parse(content.licence_id)
-    except InvalidIdentifier as exc:
-        raise exc.under("content") from None
+def _identifier(content: LicenceContent, named: LicenceId | None = None) -> LicenceId:
+    """The content's licence identifier, parsed and checked against the content; ``named``
+    is the identifier the caller already parsed, reused when the content names the same."""
+    if named is not None and named.value == content.licence_id:
+        lid = named  # the same text, already parsed and checked
+    else:
+        try:
+            lid = LicenceId.parse(content.licence_id)
+        except InvalidIdentifier as exc:
+            raise exc.under("content") from None
     if lid.type_code != content.type_code:
         raise ContentMalformed("content.type_code", "differs from the identifier's")
     if lid.issuer.value != content.issuer_uscc:
@@ -532,7 +537,8 @@ class _Run:
 
     def passed(self, name: str, detail: str = "") -> None:
         assert name == self.names[len(self.checks)], name  # checks run in declared order
-        self.checks.append(Check(name, CheckOutcome.PASSED, detail))
+        check = None if detail else _PASSED.get(name)
+        self.checks.append(check or Check(name, CheckOutcome.PASSED, detail))
 
     def fail(self, name: str, verdict: Verdict, detail: str) -> _Stop:
         assert name == self.names[len(self.checks)], name
@@ -540,7 +546,10 @@ class _Run:
         return _Stop(verdict)
 
     def result(self, verdict: Verdict) -> Verification:
-        skipped = [Check(n, CheckOutcome.SKIPPED) for n in self.names[len(self.checks) :]]
+        skipped = [
+            _SKIPPED.get(n) or Check(n, CheckOutcome.SKIPPED)
+            for n in self.names[len(self.checks) :]
+        ]
         return Verification(verdict, (*self.checks, *skipped), self.licence_id, self.content)
 
 
@@ -555,9 +564,22 @@ _SEALED_CHECKS = (
     "seal-validity",
 )
 _TAIL_CHECKS = ("status", "validity", "suspension")
+_ONLINE_CHECKS = ("identifier-format", "qr-format", "record", "record-matches", "qr-digest")
+# A check without detail is the same value every time (checks are frozen): made once.
+_PASSED = {
+    n: Check(n, CheckOutcome.PASSED)
+    for n in (*_SEALED_CHECKS, *_TAIL_CHECKS, *_ONLINE_CHECKS, "status-entry")
+}
+_SKIPPED = {n: Check(n, CheckOutcome.SKIPPED) for n in _PASSED}
 
 
-def _run_sealed(run: _Run, jws: str, registry: SealRegistry, now: dt.datetime) -> LicenceContent:
+def _run_sealed(
+    run: _Run,
+    jws: str,
+    registry: SealRegistry,
+    now: dt.datetime,
+    named: LicenceId | None = None,
+) -> LicenceContent:
     try:
         compact, kid = _header(jws)
     except SignatureInvalid as exc:
@@ -581,7 +603,7 @@ def _run_sealed(run: _Run, jws: str, registry: SealRegistry, now: dt.datetime) -
     run.licence_id = content.licence_id
     run.passed("content")
     try:
-        _identifier(content)
+        _identifier(content, named)
     except InvalidInput as exc:
         raise run.fail("identifier", Verdict.MALFORMED, str(exc)) from None
     run.passed("identifier")
@@ -647,10 +669,10 @@ def verify_sealed(
 
 
 def _verify_record(
-    run: _Run, record: LicenceRecord, registry: SealRegistry, now: dt.datetime
+    run: _Run, record: LicenceRecord, registry: SealRegistry, now: dt.datetime, named: LicenceId
 ) -> Verification:
     try:
-        content = _run_sealed(run, record.sealed, registry, now)
+        content = _run_sealed(run, record.sealed, registry, now, named)
         if content != record.content:
             raise run.fail(
                 "record-matches", Verdict.FORGED, "the record differs from the sealed licence"
@@ -676,7 +698,7 @@ def verify_identifier(
     run.licence_id = licence_id
     try:
         try:
-            LicenceId.parse(licence_id)
+            named = LicenceId.parse(licence_id)
         except InvalidIdentifier as exc:
             raise run.fail("identifier-format", Verdict.MALFORMED, exc.reason) from None
         run.passed("identifier-format")
@@ -685,7 +707,7 @@ def verify_identifier(
         run.passed("record")
     except _Stop as stop:
         return run.result(stop.verdict)
-    return _verify_record(run, record, registry, now)
+    return _verify_record(run, record, registry, now, named)
 
 
 def verify_qr(
@@ -705,7 +727,7 @@ def verify_qr(
         if record is None or record.content.licence_id != qr.licence_id.value:
             raise run.fail("record", Verdict.NOT_FOUND, "no licence with this identifier")
         run.passed("record")
-        content = _run_sealed(run, record.sealed, registry, now)
+        content = _run_sealed(run, record.sealed, registry, now, qr.licence_id)
         if content != record.content:
             raise run.fail(
                 "record-matches", Verdict.FORGED, "the record differs from the sealed licence"

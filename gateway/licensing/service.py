@@ -441,7 +441,8 @@ class LicensingService:
     def _receipt_parts(
         self, request: VerificationRequest, verification: Verification, when: dt.datetime
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The receipt's claims and the audit entry's fields of one verification."""
+        """The receipt's claims (before :func:`answer_claims`) and the audit entry's fields
+        of one verification."""
         content = verification.content
         given = request.input
         audit: dict[str, Any] = {
@@ -454,25 +455,22 @@ class LicensingService:
                 str(content.holder_id_type), content.holder_id
             )
         record_ref = content.status if content is not None else None
-        # Through the receipt's structure here, not only when the pipeline signs it: the
-        # console signs its receipts itself.
-        claims = answer_claims(
-            TokenType.VERIFICATION_RECEIPT,
-            {
-                "verdict": str(verification.verdict),
-                "checks": [msgspec.to_builtins(c) for c in verification.checks],
-                "licence_id": verification.licence_id,
-                "input": {
-                    "kind": given.kind,
-                    "sha256": hashlib.sha256(given.value.encode()).hexdigest(),
-                },
-                "licence": None if content is None else _summary(content),
-                "status": None if record_ref is None else msgspec.to_builtins(record_ref),
-                "checked_at": when.isoformat(),
-                "purpose": msgspec.to_builtins(request.purpose),
-                "operator": request.operator,
+        # Not yet through the receipt's structure: the pipeline takes every answer through
+        # its own, and the console (which signs its receipts itself) does so before it signs.
+        claims: dict[str, Any] = {
+            "verdict": str(verification.verdict),
+            "checks": msgspec.to_builtins(verification.checks),
+            "licence_id": verification.licence_id,
+            "input": {
+                "kind": given.kind,
+                "sha256": hashlib.sha256(given.value.encode()).hexdigest(),
             },
-        )
+            "licence": None if content is None else _summary(content),
+            "status": None if record_ref is None else msgspec.to_builtins(record_ref),
+            "checked_at": when.isoformat(),
+            "purpose": msgspec.to_builtins(request.purpose),
+            "operator": request.operator,
+        }
         return claims, audit
 
     async def verify_for_console(
@@ -514,7 +512,8 @@ class LicensingService:
             request_hash=hashlib.sha256(value.strip().encode()).hexdigest(),
         )
         verification = await self._verify_now(request, when)
-        claims, audit = self._receipt_parts(request, verification, when)
+        parts, audit = self._receipt_parts(request, verification, when)
+        claims = answer_claims(TokenType.VERIFICATION_RECEIPT, parts)
         ex = self._exchanges
         index = await ex.audit.append(
             draft.entry(AuditEvent.VERIFICATION_PERFORMED, Outcome.ALLOWED, **audit)
