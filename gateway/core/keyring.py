@@ -14,7 +14,7 @@ import contextlib
 import datetime as dt
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -27,11 +27,12 @@ from gateway.core.algorithms import (
     PublicKey,
     SigningKey,
     algorithm_of,
+    header_segment,
     jwk_thumbprint,
     load_private_jwk,
     public_jwk,
     public_key_from_jwk,
-    sign_compact,
+    sign_with_header,
 )
 from gateway.core.jose import CompactJWS, JoseError, claims_of, parse_compact
 from gateway.core.jose import verify as verify_signature
@@ -283,6 +284,21 @@ class _ActiveKey:
     kid: KeyId
     public_jwk: dict[str, Any]
     private_key: PrivateKey | None
+    #: The protected header's segment for each ``typ`` this key has signed: the same bytes
+    #: every time (a few kinds of document), so made once.
+    headers: dict[str, bytes] = field(default_factory=dict)
+
+    def header(self, alg: str, typ: str) -> bytes:
+        segment = self.headers.get(typ)
+        if segment is None:
+            segment = header_segment(alg, {"kid": self.kid, "typ": typ})
+            if len(self.headers) < _MAX_KEPT_HEADERS:
+                self.headers[typ] = segment
+        return segment
+
+
+#: More kinds of document than the gateway signs: a bound, not a limit.
+_MAX_KEPT_HEADERS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,12 +448,10 @@ class GatewaySigner:
         active = self._active(alg)
         if active is None or active.private_key is None:
             raise StoreUnavailable("gateway signing key")
+        alg = alg or self.answer_algorithm
         # msgspec encodes the claims several times faster than the json module would.
-        return sign_compact(
-            msgspec.json.encode(claims),
-            key=active.private_key,
-            alg=alg or self.answer_algorithm,
-            headers={"kid": active.kid, "typ": typ},
+        return sign_with_header(
+            active.header(alg, typ), msgspec.json.encode(claims), key=active.private_key, alg=alg
         )
 
     def jwks(self) -> dict[str, Any]:

@@ -31,6 +31,32 @@ from gateway.errors import ConfigurationError
 _MEMBERS = {"alg", "kid", "typ"}
 
 
+@given(
+    payload=st.binary(max_size=300),
+    headers=st.dictionaries(
+        st.sampled_from(["kid", "typ", "cty", "x-extra"]),
+        st.text(min_size=1, max_size=20),
+        max_size=4,
+    ),
+)
+@settings(max_examples=40, deadline=None)
+def test_our_compact_jws_is_the_one_pyjwt_writes(payload: bytes, headers: dict[str, str]) -> None:
+    """The oracle for the direct signing path: PyJWT's encoder, over the same keys (header
+    values are never empty here: PyJWT drops an empty ``typ``, the gateway never sends one)."""
+    from jwt.api_jws import PyJWS
+
+    ed = ed25519.Ed25519PrivateKey.generate()
+    # Ed25519 signatures are deterministic: the whole token is byte for byte PyJWT's.
+    ours = sign_compact(payload, key=ed, alg="EdDSA", headers=headers)
+    assert ours == PyJWS().encode(payload, ed, algorithm="EdDSA", headers=dict(headers))
+    es = ec.generate_private_key(ec.SECP256R1())
+    ours = sign_compact(payload, key=es, alg="ES256", headers=headers)
+    theirs = PyJWS().encode(payload, es, algorithm="ES256", headers=dict(headers))
+    assert ours.rsplit(".", 1)[0] == theirs.rsplit(".", 1)[0]  # the same header and payload
+    assert PyJWS().decode(ours, es.public_key(), algorithms=["ES256"]) == payload
+    assert len(ours.rsplit(".", 1)[1]) == len(theirs.rsplit(".", 1)[1])  # r‖s, 64 bytes
+
+
 @pytest.mark.parametrize("alg", sorted(ALGORITHMS))
 def test_a_key_signs_what_its_public_jwk_verifies_and_nothing_else(alg: str) -> None:
     key = SigningKey.generate(alg)
