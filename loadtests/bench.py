@@ -696,6 +696,13 @@ def print_floor(
             f"{sfloor:.0f} µs; measured {sm2_us:.0f} µs  →  floor ratio (SM2 lookups) "
             f"{_ratio(sfloor, sm2_us)}"
         )
+    fsync = primitives.get("fsync_ms")
+    if isinstance(fsync, dict):
+        print(
+            f"  the data directory's disk: fsync of a 4 KiB append p50 {fsync['p50']:.2f} ms,"
+            f" p99 {fsync['p99']:.2f} ms, max {fsync['max']:.2f} ms (wall; every durable"
+            " answer waits for one, so the paced p99 is not below it)"
+        )
     print()
 
 

@@ -23,7 +23,10 @@ rounds (CPU time, not wall time, so other work on the machine does not count):
 - ``audit``: the amortised durable audit write — entries appended by ``--concurrency``
   requests at once through :class:`~gateway.audit.GroupCommitAuditLog` (group commit, WAL,
   ``synchronous=FULL``) into a copy of the gateway's database, CPU of the whole process
-  (request side and writer thread) per entry.
+  (request side and writer thread) per entry;
+- ``fsync_ms``: not CPU but the disk's own latency under the gateway's data directory —
+  ``fsync`` after a 4 KiB append, p50, p99 and max over :data:`FSYNC_COUNT` — since every
+  durable answer waits for one: the paced phase's p99 cannot be below this disk's tail.
 
 The floor of a lookup is then bare endpoint + verify + guard + source + audit + sign, and a
 verification's the same with the licence read and the seal check instead of the source read;
@@ -339,6 +342,32 @@ def _audit_us(database: Path, concurrency: int, batch: int, count: int) -> float
         engine.dispose()
 
 
+#: Appends timed by :func:`_fsync_ms` (about a second on a disk with a 1 ms fsync).
+FSYNC_COUNT = 1000
+
+
+def _fsync_ms(directory: Path, count: int = FSYNC_COUNT) -> dict[str, float]:
+    """Wall milliseconds of ``fsync`` after a 4 KiB append to a file in ``directory``."""
+    fd, name = tempfile.mkstemp(prefix="yiwang-fsync-", dir=directory)
+    spent: list[float] = []
+    try:
+        block = os.urandom(4096)
+        for _ in range(count):
+            os.write(fd, block)
+            started = time.perf_counter()
+            os.fsync(fd)
+            spent.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        os.unlink(name)
+    spent.sort()
+    return {
+        "p50": spent[len(spent) // 2],
+        "p99": spent[min(len(spent) - 1, len(spent) * 99 // 100)],
+        "max": spent[-1],
+    }
+
+
 def _copy_database(source: Path, target: Path) -> None:
     """A consistent copy of the gateway's SQLite database (the online backup API)."""
     with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src, sqlite3.connect(target) as dst:
@@ -372,6 +401,7 @@ def measure(
         copy = scratch / "gateway.sqlite3"
         _copy_database(database, copy)
         out["audit"] = _audit_us(copy, concurrency, batch, audit_count)
+        out["fsync_ms"] = _fsync_ms(data_dir)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return out
