@@ -89,6 +89,18 @@ def _counted(metrics: GatewayMetrics, route: str) -> float:
     return 0.0
 
 
+async def _slow_in_flight(app: _App, middleware: AccessMiddleware) -> asyncio.Task[None]:
+    """``/slow`` under way: in flight until :func:`_finish`."""
+    slow = asyncio.create_task(_get(middleware, "/slow"))
+    await app.entered.wait()
+    return slow
+
+
+async def _finish(app: _App, slow: asyncio.Task[None]) -> None:
+    app.release.set()
+    await slow
+
+
 def _setup() -> tuple[_App, GatewayMetrics, AccessMiddleware]:
     app, metrics = _App(), GatewayMetrics()
     return app, metrics, AccessMiddleware(app, metrics=lambda: metrics, access_log=True)
@@ -107,15 +119,13 @@ def test_a_line_is_written_as_its_request_ends_when_no_other_is_in_flight(lines:
 def test_a_line_waits_for_the_request_in_flight_and_keeps_its_own_time(lines: _Lines) -> None:
     async def scenario() -> None:
         app, metrics, middleware = _setup()
-        slow = asyncio.create_task(_get(middleware, "/slow"))
-        await app.entered.wait()
+        slow = await _slow_in_flight(app, middleware)
         await _get(middleware, "/fast")
         answered = time.time()
         assert lines.routes() == []  # waits for its batch
         await asyncio.sleep(BATCH_SECONDS / 2)
         assert lines.routes() == []
-        app.release.set()
-        await slow
+        await _finish(app, slow)
         written = time.time()
         assert lines.routes() == ["/fast", "/slow"]
         fast = lines.records[0]
@@ -131,14 +141,12 @@ def test_a_line_waits_for_the_request_in_flight_and_keeps_its_own_time(lines: _L
 def test_a_waiting_line_is_written_within_the_batch_time(lines: _Lines) -> None:
     async def scenario() -> None:
         app, _, middleware = _setup()
-        slow = asyncio.create_task(_get(middleware, "/slow"))
-        await app.entered.wait()
+        slow = await _slow_in_flight(app, middleware)
         await _get(middleware, "/fast")
         assert lines.routes() == []
         await asyncio.sleep(BATCH_SECONDS * 3)
         assert lines.routes() == ["/fast"]  # while /slow is still in flight
-        app.release.set()
-        await slow
+        await _finish(app, slow)
         assert lines.routes() == ["/fast", "/slow"]
 
     asyncio.run(scenario())
@@ -147,15 +155,13 @@ def test_a_waiting_line_is_written_within_the_batch_time(lines: _Lines) -> None:
 def test_no_more_than_the_batch_limit_waits(lines: _Lines) -> None:
     async def scenario() -> None:
         app, _, middleware = _setup()
-        slow = asyncio.create_task(_get(middleware, "/slow"))
-        await app.entered.wait()
+        slow = await _slow_in_flight(app, middleware)
         for _ in range(BATCH_LIMIT - 1):
             await _get(middleware, "/fast")
         assert lines.routes() == []
         await _get(middleware, "/fast")
         assert lines.routes() == ["/fast"] * BATCH_LIMIT
-        app.release.set()
-        await slow
+        await _finish(app, slow)
 
     asyncio.run(scenario())
 
@@ -165,14 +171,12 @@ def test_metrics_read_while_a_request_is_in_flight_count_every_answered_one(
 ) -> None:
     async def scenario() -> None:
         app, metrics, middleware = _setup()
-        slow = asyncio.create_task(_get(middleware, "/slow"))
-        await app.entered.wait()
+        slow = await _slow_in_flight(app, middleware)
         await _get(middleware, "/fast")
         await _get(middleware, "/fast")
         assert _counted(metrics, "/fast") == 2  # written before the exposition is read
         assert lines.routes() == ["/fast", "/fast"]
-        app.release.set()
-        await slow
+        await _finish(app, slow)
         assert _counted(metrics, "/slow") == 1
 
     asyncio.run(scenario())
@@ -181,8 +185,7 @@ def test_metrics_read_while_a_request_is_in_flight_count_every_answered_one(
 def test_a_cancelled_request_is_still_written(lines: _Lines) -> None:
     async def scenario() -> None:
         app, metrics, middleware = _setup()
-        slow = asyncio.create_task(_get(middleware, "/slow"))
-        await app.entered.wait()
+        slow = await _slow_in_flight(app, middleware)
         slow.cancel()
         with pytest.raises(asyncio.CancelledError):
             await slow
