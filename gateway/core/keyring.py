@@ -289,6 +289,7 @@ class _ActiveKey:
     headers: dict[str, bytes] = field(default_factory=dict)
 
     def header(self, alg: str, typ: str) -> bytes:
+        """The header segment of a ``typ`` document signed by this key (``alg``: its own)."""
         segment = self.headers.get(typ)
         if segment is None:
             segment = header_segment(alg, {"kid": self.kid, "typ": typ})

@@ -31,6 +31,7 @@ import base64
 import binascii
 import datetime as dt
 import enum
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -537,8 +538,12 @@ class _Run:
 
     def passed(self, name: str, detail: str = "") -> None:
         assert name == self.names[len(self.checks)], name  # checks run in declared order
-        check = None if detail else _PASSED.get(name)
-        self.checks.append(check or Check(name, CheckOutcome.PASSED, detail))
+        passed = (
+            Check(name, CheckOutcome.PASSED, detail)
+            if detail
+            else _plain(name, CheckOutcome.PASSED)
+        )
+        self.checks.append(passed)
 
     def fail(self, name: str, verdict: Verdict, detail: str) -> _Stop:
         assert name == self.names[len(self.checks)], name
@@ -546,10 +551,7 @@ class _Run:
         return _Stop(verdict)
 
     def result(self, verdict: Verdict) -> Verification:
-        skipped = [
-            _SKIPPED.get(n) or Check(n, CheckOutcome.SKIPPED)
-            for n in self.names[len(self.checks) :]
-        ]
+        skipped = [_plain(n, CheckOutcome.SKIPPED) for n in self.names[len(self.checks) :]]
         return Verification(verdict, (*self.checks, *skipped), self.licence_id, self.content)
 
 
@@ -564,13 +566,13 @@ _SEALED_CHECKS = (
     "seal-validity",
 )
 _TAIL_CHECKS = ("status", "validity", "suspension")
-_ONLINE_CHECKS = ("identifier-format", "qr-format", "record", "record-matches", "qr-digest")
-# A check without detail is the same value every time (checks are frozen): made once.
-_PASSED = {
-    n: Check(n, CheckOutcome.PASSED)
-    for n in (*_SEALED_CHECKS, *_TAIL_CHECKS, *_ONLINE_CHECKS, "status-entry")
-}
-_SKIPPED = {n: Check(n, CheckOutcome.SKIPPED) for n in _PASSED}
+
+
+@functools.cache
+def _plain(name: str, outcome: CheckOutcome) -> Check:
+    """A check without detail: the same value every time (checks are frozen), so made once.
+    Names are the runs' own constants: the cache holds a few dozen."""
+    return Check(name, outcome)
 
 
 def _run_sealed(
