@@ -137,6 +137,11 @@ WITHHELD_EVENT = AuditEvent.ANSWER_WITHHELD
 _BUSY_GAPS = 4
 #: How often the writer forgets used tokens that expired and quota days that are over.
 _PURGE_SECONDS = 60.0
+#: How often (s) the writer thread copies the write-ahead log into the database file while
+#: the event loop commits (``commit_on_loop``): the loop's own connection never does it.
+_WAL_CHECKPOINT_SECONDS = 0.25
+#: Slow commits on the loop, one after another, that make a slow disk (_timed_on_loop).
+_SLOW_COMMITS_IN_A_ROW = 2
 
 
 def _store_failed(exc: BaseException) -> bool:
@@ -205,16 +210,18 @@ class GroupCommitAuditLog:
     handover. On SQLite the statements are local calls of microseconds, so the loop runs them
     itself: the entries appended during one turn of the loop are written together at its
     end, with no handover per statement, and committed there too while commits are quick
-    (0.3–1 ms here, the fsync most of it). When one takes longer than ``slow_commit`` — a
-    disk that is slow now, which would hold every request on the loop — the commits go to the
-    committer thread for ``slow_spell`` seconds: the loop writes the batch, the thread makes
-    the commit (one handover a batch) while the loop serves other requests, the next turns'
-    entries gather meanwhile, and the commit's completion, back on the loop, settles its
-    requests and writes them as the next batch. (The committer costs each lookup ~10 % more
-    CPU in handovers, measured: worth it only while the disk is slow.) The loop never waits
-    for a lock: its connection has no busy timeout, and a batch that finds the database
-    locked by another writer — or the writer thread busy — goes to the
-    writer thread, which waits for the lock within the request's timeout as before.
+    (0.3–1 ms here, the fsync most of it; the loop's connection leaves the copying of the
+    write-ahead log into the file to the writer thread, :meth:`_checkpoint`). When two in a
+    row take longer than ``slow_commit`` — a disk that is slow now, which would hold every
+    request on the loop — the commits go to the committer thread for ``slow_spell`` seconds:
+    the loop writes the batch, the thread makes the commit (one handover a batch) while the
+    loop serves other requests, the next turns' entries gather meanwhile, and the commit's
+    completion, back on the loop, settles its requests and writes them as the next batch.
+    (The committer costs each lookup ~10 % more CPU in handovers, measured: worth it only
+    while the disk is slow.) The loop never waits for a lock: its connection has no busy
+    timeout, and a batch that finds the database locked by another writer — or the writer
+    thread busy — goes to the writer thread, which waits for the lock within the request's
+    timeout as before.
     """
 
     def __init__(
@@ -271,6 +278,7 @@ class GroupCommitAuditLog:
         self._slow_commit = slow_commit
         self._slow_spell = slow_spell
         self._committer_until = -math.inf
+        self._slow_in_a_row = 0  # the loop's last commits that were slow, one after another
         self.committer_commits = 0  # batches whose commit the committer thread made
         self._commits: queue.SimpleQueue[_Deferred | object] = queue.SimpleQueue()
         self._committer: threading.Thread | None = None
@@ -279,6 +287,9 @@ class GroupCommitAuditLog:
         self._withheld: list[tuple[int, AuditEntry]] = []  # committed, answer not delivered
         self._next_purge = 0.0
         self.batches_committed = 0
+        # The loop's commits when the writer thread last checkpointed, and when it may next.
+        self._checkpointed_after = 0
+        self._next_checkpoint = 0.0
 
     def start(self) -> None:
         """Start the writer thread (idempotent)."""
@@ -492,6 +503,8 @@ class GroupCommitAuditLog:
                 driver.execute(f"PRAGMA cache_size=-{_WRITER_CACHE_KIB}")  # type: ignore[union-attr]
                 if self._on_loop:  # the loop never waits for a lock (the class's docstring)
                     driver.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+                    # Nor copies the log into the file: the writer thread does (_checkpoint).
+                    driver.execute("PRAGMA wal_autocheckpoint=0")  # type: ignore[union-attr]
             self._connections[self._on_loop] = conn
         txn = conn.begin()
         defer, self._defer = self._defer, False
@@ -502,16 +515,30 @@ class GroupCommitAuditLog:
                 return
             committing = time.monotonic()
             txn.commit()
-            if self._on_loop and (done := time.monotonic()) - committing > self._slow_commit:
-                # The disk is slow now: the next commits go to the committer (the class's
-                # docstring). The commit alone is timed: a large batch's statements hold
-                # the loop wherever its commit is made.
-                self._committer_until = done + self._slow_spell
+            if self._on_loop:
+                self._timed_on_loop(time.monotonic() - committing)
         except BaseException:
             with contextlib.suppress(Exception):
                 txn.rollback()
             self._drop_connection(lost=True)
             raise
+
+    def _timed_on_loop(self, seconds: float) -> None:
+        """A commit the loop made took ``seconds``: the second slow one in a row means the
+        disk is slow now, and the next commits go to the committer (the class's docstring).
+
+        The commit alone is timed: a large batch's statements hold the loop wherever its
+        commit is made. One slow commit alone is not a slow disk — a fsync that met the
+        disk's own housekeeping, say, a few in a thousand here —, and a spell costs each
+        lookup the committer's handovers for ``slow_spell`` seconds.
+        """
+        if seconds <= self._slow_commit:
+            self._slow_in_a_row = 0
+            return
+        self._slow_in_a_row += 1
+        if self._slow_in_a_row >= _SLOW_COMMITS_IN_A_ROW:
+            self._slow_in_a_row = 0
+            self._committer_until = time.monotonic() + self._slow_spell
 
     def _drop_connection(self, *, lost: bool) -> None:
         conn = self._connections.pop(self._on_loop, None)
@@ -524,12 +551,19 @@ class GroupCommitAuditLog:
 
     def _serve(self) -> None:
         stopping = False
+        # With the loop committing, the thread wakes often to checkpoint (_checkpoint); its
+        # housekeeping still waits for a pause of _PURGE_SECONDS, as it always did.
+        wake = _WAL_CHECKPOINT_SECONDS if self._commit_on_loop else _PURGE_SECONDS
+        idle_since = time.monotonic()
         while not stopping:
             try:
-                first = self._queue.get(timeout=_PURGE_SECONDS)
+                first = self._queue.get(timeout=wake)
             except queue.Empty:
-                with self._writing:
-                    self._housekeeping()
+                self._checkpoint()
+                if time.monotonic() - idle_since >= _PURGE_SECONDS:
+                    idle_since = time.monotonic()
+                    with self._writing:
+                        self._housekeeping()
                 continue
             if first is _STOP:
                 return
@@ -554,6 +588,30 @@ class GroupCommitAuditLog:
             with self._writing:
                 self._commit(batch)
                 self._housekeeping()
+            self._checkpoint()
+            idle_since = time.monotonic()
+
+    def _checkpoint(self) -> None:
+        """Copy what the event loop committed from the write-ahead log into the database file.
+
+        SQLite does it by itself in the commit that takes the log past 1,000 pages: that one
+        commit then writes and syncs the database file too (5–40 ms here), holding every
+        request on the loop, and its slowness sent the commits to the committer thread for a
+        spell. So the loop's connection never does it (``wal_autocheckpoint=0``) and the
+        writer thread does it every ``_WAL_CHECKPOINT_SECONDS`` while the loop commits, on a
+        connection of its own and without the writers' lock: a passive checkpoint copies what
+        no reader still needs and waits for nobody, and the loop's commits go on meanwhile.
+        """
+        commits = self.loop_commits + self.committer_commits
+        now = time.monotonic()
+        if commits == self._checkpointed_after or now < self._next_checkpoint:
+            return
+        self._checkpointed_after, self._next_checkpoint = commits, now + _WAL_CHECKPOINT_SECONDS
+        try:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except SQLAlchemyError as exc:  # the next one copies what this one could not
+            log.warning("audit log: could not checkpoint the write-ahead log: %s", exc)
 
     def _wait_for_company(self, first: _Waiter) -> None:
         """Under load, sleep until ``linger`` after ``first`` came (the class's docstring)."""

@@ -11,6 +11,7 @@ import itertools
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -166,11 +167,17 @@ def _slow_log(engine: sa.Engine, spell: float = 10.0) -> GroupCommitAuditLog:
     )
 
 
+#: The details of the entries whose slow commits begin a spell (_slow_spell).
+SPELL = ["1000", "1001"]
+
+
 async def _slow_spell(log: GroupCommitAuditLog, slow: _SlowCommits) -> int:
-    """One entry whose commit, on the loop, is slow: the commits go to the committer."""
+    """Two entries, one after the other, whose commits on the loop are slow: the disk is
+    slow, and the commits go to the committer. The second one's index."""
     seconds, slow.seconds = slow.seconds, 2 * SLOW
     try:
-        return await log.append(audit_entry(1000))
+        await log.append(audit_entry(1000))
+        return await log.append(audit_entry(1001))
     finally:
         slow.seconds = seconds
 
@@ -182,7 +189,7 @@ def test_a_slow_commit_sends_the_commits_to_the_committer_thread_for_a_spell(
 
     async def run(log: GroupCommitAuditLog) -> list[int]:
         first = await log.append(audit_entry(0))  # quick: on the loop
-        spelled = await _slow_spell(log, slow)  # slow, on the loop: the spell begins
+        spelled = await _slow_spell(log, slow)  # slow twice, on the loop: the spell begins
         during = await log.append(audit_entry(1))  # the committer's
         await asyncio.sleep(0.8)  # the spell is over
         after = await log.append(audit_entry(2))  # on the loop again
@@ -190,11 +197,29 @@ def test_a_slow_commit_sends_the_commits_to_the_committer_thread_for_a_spell(
 
     with _started(_slow_log(engine, spell=0.5)) as log:
         indexes = asyncio.run(run(log))
-    assert indexes == [1, 2, 3, 4]
-    assert slow.commit_threads == ["MainThread", "MainThread", "audit-committer", "MainThread"]
-    assert (log.loop_commits, log.committer_commits, log.batches_committed) == (4, 1, 4)
+    assert indexes == [1, 3, 4, 5]
+    assert slow.commit_threads == [*["MainThread"] * 3, "audit-committer", "MainThread"]
+    assert (log.loop_commits, log.committer_commits, log.batches_committed) == (5, 1, 5)
     assert slow.statement_threads == {"MainThread"}
-    assert [d for _, d in stored_details(engine)] == ["0", "1000", "1", "2"]
+    assert [d for _, d in stored_details(engine)] == ["0", *SPELL, "1", "2"]
+
+
+def test_one_slow_commit_alone_keeps_the_commits_on_the_loop(engine: sa.Engine) -> None:
+    # A fsync that met the disk's own housekeeping is not a slow disk: a spell would cost
+    # every lookup the committer's handovers for nothing.
+    slow = _SlowCommits(engine, 0.0)
+
+    async def run(log: GroupCommitAuditLog) -> list[int]:
+        indexes = []
+        for i in range(4):  # slow, quick, slow, quick: never two slow ones in a row
+            slow.seconds = 2 * SLOW if i % 2 == 0 else 0.0
+            indexes.append(await log.append(audit_entry(i)))
+        return indexes
+
+    with _started(_slow_log(engine)) as log:
+        assert asyncio.run(run(log)) == [1, 2, 3, 4]
+    assert slow.commit_threads == ["MainThread"] * 4
+    assert (log.loop_commits, log.committer_commits) == (4, 0)
 
 
 def test_a_long_batch_with_a_quick_commit_keeps_the_commits_on_the_loop(
@@ -238,15 +263,15 @@ def test_the_loop_goes_on_while_the_committer_commits_and_the_next_batch_gathers
 
     with _started(_slow_log(engine)) as log:
         indexes = asyncio.run(run(log))
-    assert indexes == list(range(2, 14))
-    # After the spell's first entry, two batches: the first four alone, then what gathered
+    assert indexes == list(range(3, 15))
+    # After the spell's entries, two batches: the first four alone, then what gathered
     # while their commit was under way.
     assert log.committer_commits == 2
-    assert log.batches_committed == 3
-    assert slow.commit_threads == ["MainThread", "audit-committer", "audit-committer"]
+    assert log.batches_committed == 4
+    assert slow.commit_threads == [*["MainThread"] * 2, *["audit-committer"] * 2]
     assert slow.statement_threads == {"MainThread"}
     assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.15
-    assert [d for _, d in stored_details(engine)] == ["1000", *(str(i) for i in range(12))]
+    assert [d for _, d in stored_details(engine)] == [*SPELL, *(str(i) for i in range(12))]
 
 
 @pytest.mark.parametrize("where", ["loop", "committer"])
@@ -268,15 +293,15 @@ def test_a_failed_commit_fails_its_requests_and_the_next_batch_is_written(
     with _started(_slow_log(engine)) as log:
         failed, later = asyncio.run(run(log))
     assert all(isinstance(r, StoreUnavailable) and r.in_doubt for r in failed)
-    first = 2 if where == "committer" else 1
+    first = 3 if where == "committer" else 1
     assert later == [first, first + 1, first + 2]  # the failed batch's indexes used again
     # The failed commit was made where the test put it (the next batch may go to the writer
     # thread, busy with checking the failed one for a while).
-    failed_commit = slow.commit_threads[1 if where == "committer" else 0]
+    failed_commit = slow.commit_threads[2 if where == "committer" else 0]
     assert failed_commit == ("audit-committer" if where == "committer" else "MainThread")
     # Nothing of the failed batch landed, so nothing needed correcting.
     stored = [d for _, d in stored_details(engine)]
-    assert stored == [*(["1000"] if where == "committer" else []), "3", "4", "5"]
+    assert stored == [*(SPELL if where == "committer" else []), "3", "4", "5"]
 
 
 def test_a_request_cancelled_while_queued_is_never_written(engine: sa.Engine) -> None:
@@ -314,7 +339,7 @@ def test_a_request_cancelled_during_its_commit_has_its_entry_corrected(
     with _started(_slow_log(engine)) as log:
         asyncio.run(run(log))
         deadline = time.monotonic() + 5
-        while len(stored_details(engine)) < 3 and time.monotonic() < deadline:
+        while len(stored_details(engine)) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
     with engine.connect() as conn:
         rows = conn.execute(
@@ -323,5 +348,83 @@ def test_a_request_cancelled_during_its_commit_has_its_entry_corrected(
     assert [tuple(r) for r in rows] == [
         (1, "lookup:record:released", "allowed", None),
         (2, "lookup:record:released", "allowed", None),
-        (3, "audit:answer:withheld", "refused", 2),
+        (3, "lookup:record:released", "allowed", None),
+        (4, "audit:answer:withheld", "refused", 3),
     ]
+
+
+# --- the write-ahead log, copied into the database file by the writer thread -------------
+
+
+def _checkpointed_entries(database: Path) -> int | None:
+    """The entries the database file itself holds, without its write-ahead log: what a
+    checkpoint copied (None while one is copying, the file read mid-way)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?immutable=1", uri=True)) as c:
+            return int(c.execute("SELECT count(*) FROM audit_entries").fetchone()[0])
+    except sqlite3.DatabaseError:
+        return None
+
+
+class _Checkpoints:
+    """The threads that ran a ``PRAGMA wal_checkpoint`` on ``engine``."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.threads: list[str] = []
+        sa.event.listen(engine, "checkout", self._trace)
+
+    def _trace(self, dbapi_conn: sqlite3.Connection, *_: object) -> None:
+        dbapi_conn.set_trace_callback(self._statement)
+
+    def _statement(self, sql: str) -> None:
+        if "wal_checkpoint" in sql.lower():
+            self.threads.append(threading.current_thread().name)
+
+
+def test_the_writer_thread_copies_the_loops_commits_into_the_database_file(
+    engine: sa.Engine, database: Path
+) -> None:
+    checkpoints = _Checkpoints(engine)
+
+    async def run(log: GroupCommitAuditLog) -> int:
+        for i in range(10):
+            await asyncio.gather(*(log.append(audit_entry(5 * i + j)) for j in range(5)))
+        conn = log._connections[True]  # the loop's own
+        return int(conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one())
+
+    with _started(GroupCommitAuditLog(engine=engine, commit_on_loop=True, timeout=10)) as log:
+        assert asyncio.run(run(log)) == 0  # the loop's commits never checkpoint
+        assert log.loop_commits == 10
+        deadline = time.monotonic() + 5
+        while _checkpointed_entries(database) != 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    # Fifty entries are far below the 1,000 pages of SQLite's own checkpoint: only the
+    # writer thread's copied them.
+    assert _checkpointed_entries(database) == 50
+    assert checkpoints.threads
+    assert set(checkpoints.threads) == {"audit-writer"}
+
+
+def test_a_commit_on_the_loop_never_copies_the_log_into_the_file(
+    engine: sa.Engine, database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite's own checkpoint runs in the commit that takes the log past 1,000 pages, and
+    # writes and syncs the database file there (5–40 ms, every request on the loop held).
+    # Here the writer thread does not checkpoint either, so the file must stay as it was.
+    monkeypatch.setattr("gateway.audit.log._WAL_CHECKPOINT_SECONDS", 3600.0)
+    with engine.connect() as conn:  # the schema into the file, the log empty
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert _checkpointed_entries(database) == 0
+    wide = "注" * 2000  # 6 KB a detail (the most an entry keeps): 800 entries take the log
+    # well past 1,000 pages of 4 KiB
+
+    async def run(log: GroupCommitAuditLog) -> None:
+        for i in range(8):
+            batch = (replace(audit_entry(100 * i + j), detail=wide) for j in range(100))
+            await asyncio.gather(*(log.append(entry) for entry in batch))
+
+    with _started(GroupCommitAuditLog(engine=engine, commit_on_loop=True, timeout=10)) as log:
+        asyncio.run(run(log))
+        assert log.loop_commits == 8
+        assert (database.with_name(database.name + "-wal")).stat().st_size > 1000 * 4096
+        assert _checkpointed_entries(database) == 0
