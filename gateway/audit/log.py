@@ -509,6 +509,13 @@ class GroupCommitAuditLog:
         txn = conn.begin()
         defer, self._defer = self._defer, False
         try:
+            if conn.dialect.name == "sqlite":
+                # The write lock first: the sequencer's read of the last index and the
+                # promises' checks must see every other writer's commit (another process on
+                # the same file: a command, a second worker). The driver would take it only
+                # at the first insert, after them — the same index twice, a used token
+                # accepted twice.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
             if defer:  # the committer thread commits it (_commit_loop_batch)
                 self._open_txn = txn
@@ -864,8 +871,9 @@ class GroupCommitAuditLog:
         Indexes are assigned here, in one transaction with the insert, so the log's order is
         total and gap-free: a failed batch rolls back and its indexes are used by the next.
         On PostgreSQL a transaction-scoped advisory lock makes this process the only
-        sequencer until it commits, whichever process or host it runs on; SQLite's single
-        writer (and the embedded setup's single process) gives the same guarantee. A process
+        sequencer until it commits, whichever process or host it runs on. On SQLite the
+        transaction began with ``BEGIN IMMEDIATE`` (:meth:`_transaction`): the database's one
+        write lock, held from before this read to the commit, whichever process writes. A process
         that stalls while holding it loses its session (``idle_in_transaction_session_timeout``)
         and with it the lock, so the other gateways go on.
         """
