@@ -55,10 +55,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import gevent  # type: ignore[import-untyped]  # no stubs installed; locust runs on it
-from locust import FastHttpUser, constant, constant_throughput, events, task
+from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 
+from loadtests.schedule import FixedRateSchedule
 from loadtests.tokens import read_pool, sign_pool
 
 __all__ = ["HealthzUser", "LookupUser", "VerifyUser"]
@@ -90,6 +91,9 @@ class _Run:
         self.window: dict[str, list[float]] = {}  # name -> [first start, last end] (epoch s)
         self.environment: Environment | None = None
         self.cpu_marks: list[tuple[float, float, float, float]] = []  # see _cpu_mark
+        # A paced phase's latencies counted from each request's turn in the schedule, not
+        # from when it was sent (the same unless every user was busy when its turn came).
+        self.from_schedule: dict[str, array[float]] = {}
 
     def take(self) -> bool:
         """Count one request against the bound; False once the bound is reached."""
@@ -100,6 +104,7 @@ class _Run:
 
     def reset(self) -> None:
         self.latencies.clear()
+        self.from_schedule.clear()
         self.failures.clear()
         self.window.clear()
         self.cpu_marks = [_cpu_mark()]
@@ -240,6 +245,14 @@ def _on_quitting(environment: Environment, **_: Any) -> None:
             "p99_ms": _percentile(ordered, 0.99),
             "max_ms": ordered[-1],
         }
+        scheduled = sorted(RUN.from_schedule.get(name, ()))
+        if scheduled:
+            summary["names"][name]["from_schedule"] = {
+                "count": len(scheduled),
+                "p50_ms": _percentile(scheduled, 0.50),
+                "p99_ms": _percentile(scheduled, 0.99),
+                "max_ms": scheduled[-1],
+            }
     Path(path).write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
 
@@ -305,20 +318,26 @@ class LookupUser(_TokenUser):
         self.send_next()
 
 
-def _paced_rate() -> float:
-    """Each paced user's requests per second: ``LOADTEST_RATE`` (the whole run's) shared by
-    ``LOADTEST_USERS`` users."""
-    rate = float(os.environ.get("LOADTEST_RATE", "1") or 1)
-    users = max(1, int(os.environ.get("LOADTEST_USERS", "1") or 1))
-    return max(rate / users, 0.01)
+SCHEDULE = FixedRateSchedule(rate=float(os.environ.get("LOADTEST_RATE", "1") or 1))
 
 
-class PacedLookupUser(LookupUser):
-    """Signed lookups at a fixed rate (``LOADTEST_RATE`` per second in all, open to the
-    gateway's pace: each user waits out the rest of its interval): the latency below
-    saturation, where a closed loop at full speed measures queueing instead."""
+class PacedLookupUser(_TokenUser):
+    """Signed lookups at a fixed rate (``LOADTEST_RATE`` per second in all, on one schedule
+    shared by the users, :class:`~loadtests.schedule.FixedRateSchedule`): the latency below
+    saturation, where a closed loop at full speed measures queueing instead. (Not a
+    :class:`LookupUser`: locust would give it that class's unpaced task beside its own.)"""
 
-    wait_time = constant_throughput(_paced_rate())
+    path = LOOKUP_NAME
+
+    @task
+    def lookup(self) -> None:
+        due = SCHEDULE.take(now=time.monotonic())
+        wait = due - time.monotonic()
+        if wait > 0:
+            gevent.sleep(wait)
+        self.send_next()
+        since_due = RUN.from_schedule.setdefault(self.path, array("d"))
+        since_due.append((time.monotonic() - due) * 1000.0)
 
 
 class VerifyUser(_TokenUser):
