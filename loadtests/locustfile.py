@@ -331,10 +331,10 @@ class PacedLookupUser(_TokenUser):
 
     @task
     def lookup(self) -> None:
-        due = SCHEDULE.take(now=time.monotonic())
-        wait = due - time.monotonic()
-        if wait > 0:
-            gevent.sleep(wait)
+        now = time.monotonic()
+        due = SCHEDULE.take(now=now)
+        if due > now:
+            gevent.sleep(due - now)
         self.send_next()
         since_due = RUN.from_schedule.setdefault(self.path, array("d"))
         since_due.append((time.monotonic() - due) * 1000.0)

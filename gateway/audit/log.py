@@ -512,7 +512,7 @@ class GroupCommitAuditLog:
             if conn.dialect.name == "sqlite":
                 # The write lock first: the sequencer's read of the last index and the
                 # promises' checks must see every other writer's commit (another process on
-                # the same file: a command, a second worker). The driver would take it only
+                # the same file: a `gateway` command). The driver would take it only
                 # at the first insert, after them — the same index twice, a used token
                 # accepted twice.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
